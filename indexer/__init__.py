@@ -1,0 +1,1 @@
+"""Visual fashion search: catalogue indexing and nearest-neighbour search."""

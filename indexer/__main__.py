@@ -1,0 +1,166 @@
+"""Command line for the indexer: ``python -m indexer --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import INSTANCE_DIR, ConfigError, Settings
+from .model import WeightsError
+
+log = logging.getLogger("indexer")
+
+
+def _settings(args) -> Settings:
+    return Settings.from_env(catalogue=args.catalogue, index_dir=args.index_dir)
+
+
+def _embedder(settings: Settings):
+    from .model import load_embedder
+
+    return load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+
+
+def _ensure_catalogue(settings: Settings) -> None:
+    if settings.is_demo:
+        from .demo import generate_demo_catalogue
+
+        log.info("FASHION_CATALOGUE is not set: using the demo catalogue in %s", settings.catalogue)
+        generate_demo_catalogue(settings.catalogue)
+
+
+def cmd_build(args, full: bool = False) -> int:
+    """Build (incrementally) or rebuild the index."""
+    from .build import build_index
+
+    settings = _settings(args)
+    _ensure_catalogue(settings)
+    options = {"address": args.address} if getattr(args, "engine", "local") == "ray" else None
+    report = build_index(
+        settings, _embedder(settings), full=full, engine=getattr(args, "engine", "local"), engine_options=options
+    )
+    print(report.summary())
+    for item in report.skipped:
+        print(f"  skipped {item.relpath}: {item.reason}: {item.message}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    """Embed one image and print its nearest catalogue items as JSON."""
+    from .build import model_key
+    from .images import load_for_model
+    from .search import Searcher
+
+    settings = _settings(args)
+    embedder = _embedder(settings)
+    searcher = Searcher.load(settings.index_dir, expect=model_key(embedder.weights_id))
+    vector = embedder.embed_one(load_for_model(args.image))
+    hits = searcher.search(vector, args.k)
+    results = [
+        dict(searcher.describe(h.row), distance=round(h.distance, 6), similarity=round(h.similarity, 6))
+        for h in hits
+    ]
+    print(json.dumps({"query": str(args.image), "results": results}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Leave-one-out precision@k by a label, and Annoy recall@k vs exact search."""
+    from .build import model_key
+    from .evaluate import evaluate
+    from .search import Searcher
+
+    settings = _settings(args)
+    searcher = Searcher.load(settings.index_dir, expect=None if args.any_weights else model_key(_weights_id(settings)))
+    print(json.dumps(evaluate(searcher, label=args.label, k=args.k, sample=args.sample), indent=2))
+    return 0
+
+
+def _weights_id(settings: Settings) -> str:
+    from .model import resolve_weights
+
+    return resolve_weights(settings.weights, settings.random_seed).weights_id
+
+
+def cmd_demo(args) -> int:
+    """Generate the demo catalogue."""
+    from .demo import generate_demo_catalogue
+
+    out = Path(args.out) if args.out else INSTANCE_DIR / "demo-catalogue"
+    count = generate_demo_catalogue(out)
+    print(f"{count} demo images in {out.resolve()}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--catalogue", help="folder of product images (default: $FASHION_CATALOGUE)")
+    common.add_argument("--index-dir", help="where the artifacts live (default: $FASHION_INDEX_DIR or instance/index)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer",
+        description="Index a folder of product photos for visual search, and query the index.",
+        epilog="Weights come from FASHION_WEIGHTS (auto|imagenet|none|/path/to/weights.h5).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, help_text in (
+        ("build", "embed new or changed images and update the index (incremental, resumable)"),
+        ("rebuild", "re-embed every image and rebuild the index from scratch"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.add_argument("--engine", choices=("local", "ray"), default="local", help="where to embed (default: local)")
+        p.add_argument("--address", help="Ray cluster address (with --engine ray); default: start a local instance")
+
+    p = sub.add_parser("search", parents=[common], help="print the nearest catalogue items to IMAGE as JSON")
+    p.add_argument("image", type=Path, help="query image file")
+    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="leave-one-out precision@k by a styles.csv label, and Annoy recall@k (JSON)"
+    )
+    p.add_argument("--label", default="articleType", help="styles.csv column to judge by (default articleType)")
+    p.add_argument("--k", type=int, default=5, help="neighbours per query (default 5)")
+    p.add_argument("--sample", type=int, default=0, help="evaluate on this many random items (default: all)")
+    p.add_argument("--any-weights", action="store_true", help="accept an index built with other weights")
+
+    p = sub.add_parser("demo", parents=[common], help="generate the demo catalogue (deterministic, Pillow only)")
+    p.add_argument("--out", help="output folder (default instance/demo-catalogue)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .artifacts import ArtifactError
+    from .build import BuildInProgress
+    from .images import ImageError
+
+    handlers = {
+        "build": cmd_build,
+        "rebuild": lambda a: cmd_build(a, full=True),
+        "search": cmd_search,
+        "evaluate": cmd_evaluate,
+        "demo": cmd_demo,
+    }
+    try:
+        return handlers[args.command](args)
+    except (WeightsError, ConfigError, BuildInProgress, ArtifactError, ImageError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("Interrupted; finished work is checkpointed and the next build resumes from it.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Shards of finished embeddings, so an interrupted build loses nothing.
+
+A build writes every few hundred embeddings as a shard into ``work/``: a
+``.npy`` array (no pickle) and a JSON sidecar, written last, listing the
+files and fingerprints of its rows plus the array's checksum. The next build
+reuses every shard whose sidecar and checksum are intact and whose weights
+and preprocessing match. Any engine (local or Ray) writes the same shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import WORK_DIR, atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def work_dir(index_dir: Path) -> Path:
+    """The staging folder for shards of the build in progress."""
+    path = Path(index_dir) / WORK_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_shard(
+    folder: Path,
+    vectors: np.ndarray,
+    items: list[list],
+    *,
+    model_key: dict,
+    name: str | None = None,
+) -> Path:
+    """Write one shard: ``items`` are ``[relpath, size, mtime_ns]`` per row."""
+    if len(items) != len(vectors):
+        raise ValueError("one item per vector")
+    name = name or f"shard-{uuid.uuid4().hex}"
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+    data = buffer.getvalue()
+    atomic_write_bytes(Path(folder) / f"{name}.npy", data)
+    sidecar = dict(model_key, items=items, sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_json(Path(folder) / f"{name}.json", sidecar)
+    return Path(folder) / f"{name}.json"
+
+
+def read_shards(folder: Path, *, model_key: dict) -> dict[str, tuple[list, np.ndarray]]:
+    """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, vector)}``."""
+    found: dict[str, tuple[list, np.ndarray]] = {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        return found
+    for sidecar_path in sorted(folder.glob("*.json")):
+        try:
+            sidecar = json.loads(sidecar_path.read_text("utf-8"))
+            data = sidecar_path.with_suffix(".npy").read_bytes()
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring unreadable shard %s: %s", sidecar_path.name, exc)
+            continue
+        if any(sidecar.get(key) != value for key, value in model_key.items()):
+            continue
+        if hashlib.sha256(data).hexdigest() != sidecar.get("sha256"):
+            log.warning("Ignoring shard %s: checksum mismatch", sidecar_path.name)
+            continue
+        vectors = np.load(io.BytesIO(data), allow_pickle=False)
+        items = sidecar.get("items") or []
+        if len(items) != len(vectors):
+            log.warning("Ignoring shard %s: row count mismatch", sidecar_path.name)
+            continue
+        for (relpath, size, mtime_ns), vector in zip(items, vectors):
+            found[relpath] = ([size, mtime_ns], vector)
+    return found
+
+
+def clear(folder: Path) -> None:
+    """Remove the staging folder after its shards were published."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete leftovers of writes that a crash interrupted."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

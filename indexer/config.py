@@ -1,0 +1,105 @@
+"""Settings, read once from ``FASHION_*`` environment variables.
+
+Every tunable of the indexer and the web app lives here so that there is one
+place to look. ``Settings.from_env()`` reads the environment; keyword
+overrides (used by the CLI flags and by tests) win over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+class ConfigError(ValueError):
+    """A configuration value is malformed."""
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration for one process."""
+
+    catalogue: Path
+    index_dir: Path
+    is_demo: bool = False
+    weights: str = "auto"
+    top_k: int = 5
+    max_k: int = 50
+    max_upload_mb: int = 10
+    max_files: int = 4
+    annoy_trees: int = 50
+    annoy_search_k: int = -1
+    batch_size: int = 32
+    checkpoint_every: int = 256
+    thumb_size: int = 256
+    tf_threads: int = 0  # 0: let TensorFlow choose
+    random_seed: int = 1234
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, **overrides) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``) plus overrides.
+
+        Overrides whose value is ``None`` are ignored, so CLI flags that were
+        not given fall through to the environment.
+        """
+        env = dict(os.environ if env is None else env)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+
+        catalogue = overrides.pop("catalogue", None) or env.get("FASHION_CATALOGUE") or None
+        is_demo = False
+        if catalogue is None:
+            own = INSTANCE_DIR / "catalogue"
+            if own.is_dir():
+                catalogue = own
+            else:
+                catalogue = INSTANCE_DIR / "demo-catalogue"
+                is_demo = True
+        index_dir = overrides.pop("index_dir", None) or env.get("FASHION_INDEX_DIR") or INSTANCE_DIR / "index"
+
+        values = dict(
+            catalogue=Path(catalogue).expanduser().resolve(),
+            index_dir=Path(index_dir).expanduser().resolve(),
+            is_demo=is_demo,
+            weights=env.get("FASHION_WEIGHTS", "auto").strip() or "auto",
+            top_k=_int(env, "FASHION_TOP_K", 5, minimum=1),
+            max_k=_int(env, "FASHION_MAX_K", 50, minimum=1),
+            max_upload_mb=_int(env, "FASHION_MAX_UPLOAD_MB", 10, minimum=1),
+            max_files=_int(env, "FASHION_MAX_FILES", 4, minimum=1),
+            annoy_trees=_int(env, "FASHION_ANNOY_TREES", 50, minimum=1),
+            annoy_search_k=_int(env, "FASHION_ANNOY_SEARCH_K", -1, minimum=-1),
+            batch_size=_int(env, "FASHION_BATCH_SIZE", 32, minimum=1),
+            checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
+            thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),
+            tf_threads=_int(env, "FASHION_TF_THREADS", 0, minimum=0),
+        )
+        values.update(overrides)
+        if values["top_k"] > values["max_k"]:
+            raise ConfigError("FASHION_TOP_K must not exceed FASHION_MAX_K")
+        return cls(**values)
+
+    def replace(self, **changes) -> Settings:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Largest accepted request body, in bytes."""
+        return self.max_upload_mb * 1024 * 1024

@@ -1,0 +1,55 @@
+"""Retrieval quality: leave-one-out precision@k and Annoy recall@k."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .search import Searcher
+
+
+def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample: int = 0, seed: int = 0) -> dict:
+    """Evaluate ``searcher`` against its own catalogue.
+
+    Each item (or a random ``sample`` of them) is used as a query with itself
+    left out. Precision@k counts neighbours sharing the query's ``label``;
+    recall@k compares Annoy's neighbours with exact search's.
+    """
+    n = len(searcher)
+    rows = np.arange(n)
+    if sample and sample < n:
+        rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    labels = [meta.get(label) for meta in searcher.metadata]
+    precisions, recalls, annoy_ms = [], [], []
+    for row in rows:
+        vector = searcher.vector(int(row))
+        started = time.perf_counter()
+        ann = searcher.index.annoy.get_nns_by_vector(vector.tolist(), k + 1, search_k=searcher._search_k)
+        annoy_ms.append((time.perf_counter() - started) * 1000)
+        ann = [r for r in ann if r != row][:k]
+        exact = [h.row for h in searcher.exact(vector, k + 1) if h.row != row][:k]
+        if exact:
+            recalls.append(len(set(ann) & set(exact)) / len(exact))
+        if labels[row] is not None and exact:
+            precisions.append(sum(labels[r] == labels[row] for r in exact) / len(exact))
+    counts: dict = {}
+    for value in labels:
+        if value is not None:
+            counts[value] = counts.get(value, 0) + 1
+    # chance: probability that a random other item shares the query's label
+    chance = sum(c * (c - 1) for c in counts.values()) / max(1, sum(counts.values()) * (sum(counts.values()) - 1))
+    return {
+        "items": n,
+        "queries": int(len(rows)),
+        "k": k,
+        "label": label,
+        "labelled_queries": len(precisions),
+        "precision_at_k": round(float(np.mean(precisions)), 4) if precisions else None,
+        "chance_precision": round(chance, 4),
+        "annoy_recall_at_k": round(float(np.mean(recalls)), 4) if recalls else None,
+        "annoy_query_ms_p50": round(float(np.percentile(annoy_ms, 50)), 3) if annoy_ms else None,
+        "annoy_query_ms_p95": round(float(np.percentile(annoy_ms, 95)), 3) if annoy_ms else None,
+        "weights_id": searcher.manifest.get("weights_id"),
+        "trees": searcher.manifest.get("trees"),
+    }

@@ -1,0 +1,104 @@
+"""Build progress: a bar on a terminal, log lines otherwise, and status.json."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from .artifacts import write_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """A snapshot of a running build."""
+
+    state: str  # "building", "ready" or "error"
+    phase: str  # "scanning", "embedding", "indexing", "done"
+    done: int
+    total: int
+    started_at: float
+    rate: float = 0.0  # images per second
+    eta_s: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, as served by ``/api/status``."""
+        return asdict(self)
+
+
+class ProgressReporter:
+    """Fans one progress stream out to a terminal or log, status.json and a callback.
+
+    Updates are throttled so that writing status.json costs nothing next to
+    the forward pass.
+    """
+
+    def __init__(self, index_dir, callback=None, interval_s: float = 0.5, log_every_s: float = 10.0, stream=None):
+        self.index_dir = index_dir
+        self.callback = callback
+        self.interval_s = interval_s
+        self.log_every_s = log_every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.started_at = time.time()
+        self._last_write = 0.0
+        self._last_log = 0.0
+        self._bar = None
+        self._embedding_started = None
+        self._embedding_base = 0
+
+    def _tty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, phase: str, done: int, total: int, *, force: bool = False, message: str = "") -> Progress:
+        """Report that ``done`` of ``total`` images are finished."""
+        now = time.time()
+        if phase == "embedding" and self._embedding_started is None:
+            self._embedding_started, self._embedding_base = now, done
+        rate, eta = 0.0, None
+        if self._embedding_started is not None and now > self._embedding_started:
+            rate = (done - self._embedding_base) / (now - self._embedding_started)
+            if rate > 0:
+                eta = max(0.0, (total - done) / rate)
+        snapshot = Progress("building", phase, done, total, self.started_at, round(rate, 2), eta, message)
+        if force or now - self._last_write >= self.interval_s:
+            self._last_write = now
+            self._publish(snapshot)
+            self._show(snapshot, now)
+        return snapshot
+
+    def finish(self, state: str, message: str, done: int, total: int) -> None:
+        """Publish the final state (``ready`` or ``error``)."""
+        if self._bar is not None:
+            self._bar.n = done
+            self._bar.close()
+            self._bar = None
+        final = Progress(state, "done", done, total, self.started_at, message=message)
+        self._publish(final)
+
+    def _publish(self, snapshot: Progress) -> None:
+        try:
+            write_status(self.index_dir, snapshot.to_dict())
+        except OSError as exc:
+            log.warning("Could not write build status: %s", exc)
+        if self.callback is not None:
+            self.callback(snapshot)
+
+    def _show(self, snapshot: Progress, now: float) -> None:
+        if snapshot.phase != "embedding" or snapshot.total == 0:
+            return
+        if self._tty():
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=snapshot.total, initial=snapshot.done, unit="img", file=self.stream)
+            self._bar.update(snapshot.done - self._bar.n)
+        elif now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            eta = f"{snapshot.eta_s:.0f}s" if snapshot.eta_s is not None else "?"
+            log.info(
+                "Embedded %d/%d images (%.1f images/s, ETA %s)", snapshot.done, snapshot.total, snapshot.rate, eta
+            )

@@ -1,0 +1,67 @@
+"""Shared fixtures: a generated demo catalogue, a built index, the app and its client.
+
+Everything runs with ``FASHION_WEIGHTS=none`` (seeded random weights), so
+results are deterministic and no download is attempted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["FASHION_WEIGHTS"] = "none"
+os.environ.setdefault("FASHION_TF_THREADS", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from indexer.config import Settings  # noqa: E402
+from indexer.demo import generate_demo_catalogue  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_catalogue(tmp_path_factory) -> Path:
+    """The demo catalogue (144 images + styles.csv), generated once per session. Read-only."""
+    folder = tmp_path_factory.mktemp("demo-catalogue")
+    generate_demo_catalogue(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The process-wide embedder with seeded random weights."""
+    from indexer.model import load_embedder
+
+    return load_embedder("none", 1234, int(os.environ["FASHION_TF_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, demo_catalogue, embedder) -> Settings:
+    """Settings of a complete index over the demo catalogue, built once. Read-only."""
+    from indexer.build import build_index
+
+    index_dir = tmp_path_factory.mktemp("demo-index")
+    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir))
+    build_index(settings, embedder)
+    return settings
+
+
+@pytest.fixture
+def small_catalogue(tmp_path, demo_catalogue) -> Path:
+    """A writable copy of 24 demo images (3 of each category) with their styles.csv rows."""
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    lines = (demo_catalogue / "styles.csv").read_text().splitlines()
+    keep = [line for line in lines[1:] if int(line.split(",")[0]) <= 24]
+    for line in keep:
+        image_id = line.split(",")[0]
+        shutil.copy2(demo_catalogue / f"{image_id}.jpg", folder / f"{image_id}.jpg")
+    (folder / "styles.csv").write_text("\n".join([lines[0], *keep]) + "\n")
+    return folder
+
+
+@pytest.fixture
+def small_settings(tmp_path, small_catalogue) -> Settings:
+    """Settings for the writable small catalogue and a fresh index dir."""
+    return Settings.from_env(catalogue=str(small_catalogue), index_dir=str(tmp_path / "index"))
