@@ -63,6 +63,8 @@ class Searcher:
         self.thumbs = index.manifest.get("thumbs") or [None] * len(index.filenames)
         self.ids = _make_ids(index.filenames)
         self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
+        self.filename_set = frozenset(index.filenames)
+        self._facets: dict[str, list[str]] | None = None
         self._annoy = index.annoy
         self._search_k = search_k
 
@@ -93,7 +95,12 @@ class Searcher:
         return self.embeddings[row]
 
     def facets(self) -> dict[str, list[str]]:
-        """Distinct values of each filter field present in the metadata."""
+        """Distinct values of each filter field present in the metadata (cached)."""
+        if self._facets is None:
+            self._facets = self._collect_facets()
+        return self._facets
+
+    def _collect_facets(self) -> dict[str, list[str]]:
         values: dict[str, set[str]] = {name: set() for name in FILTER_FIELDS}
         for meta in self.metadata:
             for name in FILTER_FIELDS:

@@ -1,0 +1,126 @@
+"""Visual fashion search: the Flask application.
+
+``create_app()`` is the factory (tests call it with a config mapping);
+``app`` at the bottom is what ``gunicorn app:app`` serves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from indexer.config import Settings
+from web import api, views
+from web.searching import Busy, ModelGate
+from web.security import add_security_headers
+from web.service import IndexService
+
+log = logging.getLogger(__name__)
+
+_FRIENDLY = {
+    400: "The request could not be understood.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "The upload is too large.",
+    500: "Something went wrong on our side. Please try again.",
+    503: "The service is busy. Please try again in a moment.",
+}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def _error_response(code: int, message: str):
+    headers = {"Retry-After": "5"} if code == 503 else {}
+    if _wants_json():
+        return jsonify({"error": {"status": code, "message": message}}), code, headers
+    return render_template("error.html", code=code, message=message), code, headers
+
+
+def register_error_handlers(app: Flask) -> None:
+    """HTML or JSON errors, never a stack trace."""
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_exc):
+        limit = app.extensions["fashion.service"].settings.max_upload_mb
+        return _error_response(413, f"The upload is larger than the {limit} MB limit. Please send a smaller photo.")
+
+    @app.errorhandler(Busy)
+    def busy(exc):
+        return _error_response(503, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = exc.code or 500
+        return _error_response(code, _FRIENDLY.get(code, exc.description or "Request failed."))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("Unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, _FRIENDLY[500])
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app. ``config`` may hold Flask keys and ``FASHION`` settings.
+
+    Recognised extras in ``config``: ``FASHION_SETTINGS`` (a ``Settings``),
+    ``FASHION_EMBEDDER`` (a loaded embedder to share), ``FASHION_AUTOBUILD``
+    (default True: build missing or stale artifacts in the background).
+    """
+    config = dict(config or {})
+    settings: Settings = config.pop("FASHION_SETTINGS", None) or Settings.from_env()
+    embedder = config.pop("FASHION_EMBEDDER", None)
+    autobuild = config.pop("FASHION_AUTOBUILD", True)
+
+    app = Flask(__name__, instance_relative_config=True)
+    # Body limit: every photo of a search at its individual limit, plus form fields.
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        MAX_FORM_PARTS=100,
+        JSON_SORT_KEYS=False,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+    app.config.update(config)
+
+    service = IndexService(settings, embedder=embedder, autobuild=autobuild)
+    app.extensions["fashion.service"] = service
+    app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=float(app.config.get("QUEUE_TIMEOUT_S", 20)))
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    app.after_request(add_security_headers)
+    register_error_handlers(app)
+
+    @app.context_processor
+    def site_context():
+        svc = app.extensions["fashion.service"]
+        return {
+            "catalogue_name": svc.settings.catalogue.name,
+            "catalogue_is_demo": svc.settings.is_demo,
+            "catalogue_count": len(svc.searcher) if svc.searcher else 0,
+            "random_weights": svc.random_weights,
+            "weights_fallback": svc.weights_fallback,
+        }
+
+    return app
+
+
+def _create_default_app() -> Flask:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app()
+
+
+def __getattr__(name: str):
+    """``app`` is created on first access, so importing ``create_app`` (tests) loads nothing."""
+    if name == "app":
+        globals()["app"] = application = _create_default_app()
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    _create_default_app().run(host="127.0.0.1", port=5000)

@@ -1,0 +1,1 @@
+"""The web tier: routes, request parsing and the index service."""

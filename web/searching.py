@@ -1,0 +1,92 @@
+"""Running searches and shaping results; shared by the HTML views and the JSON API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from flask import url_for
+
+from indexer.search import Hit, Searcher
+
+from .queries import BadQuery, Query
+
+
+class Busy(RuntimeError):
+    """Every model slot stayed busy for the whole wait; answer 503."""
+
+
+class ModelGate:
+    """Bounds concurrent forward passes in one worker.
+
+    More parallel passes than cores only slow each other down; a request
+    that cannot get a slot within ``timeout_s`` gets a 503 with Retry-After
+    instead of hanging until the client gives up.
+    """
+
+    def __init__(self, slots: int, timeout_s: float):
+        self._semaphore = threading.BoundedSemaphore(max(1, slots))
+        self.timeout_s = timeout_s
+
+    @contextmanager
+    def slot(self):
+        """Hold one slot for the duration of the block."""
+        if not self._semaphore.acquire(timeout=self.timeout_s):
+            raise Busy("The server is busy; please try again in a moment.")
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+def result_dict(searcher: Searcher, hit: Hit) -> dict:
+    """One result as the API documents it."""
+    row = searcher.describe(hit.row)
+    return {
+        "id": row["id"],
+        "filename": row["filename"],
+        "distance": round(hit.distance, 6),
+        "similarity": round(max(0.0, min(1.0, hit.similarity)), 6),
+        "image_url": url_for("pages.catalogue_image", relpath=row["filename"]),
+        "thumb_url": url_for("pages.thumbnail", name=row["thumb"]) if row["thumb"] else None,
+        "metadata": row["metadata"],
+    }
+
+
+def item_dict(searcher: Searcher, row: int) -> dict:
+    """A catalogue item (without distance), for more-like-this pages."""
+    facts = searcher.describe(row)
+    return {
+        "id": facts["id"],
+        "filename": facts["filename"],
+        "image_url": url_for("pages.catalogue_image", relpath=facts["filename"]),
+        "thumb_url": url_for("pages.thumbnail", name=facts["thumb"]) if facts["thumb"] else None,
+        "metadata": facts["metadata"],
+    }
+
+
+def run_query(service, gate: ModelGate, query: Query) -> tuple[list[dict], dict]:
+    """Embed every query image in one batch and search for each.
+
+    Returns one ``{filename, array, results}`` entry per image, in upload
+    order, and the server-side timings in milliseconds.
+    """
+    searcher = service.searcher
+    if searcher is None:
+        raise BadQuery("The catalogue index is still being built.", status=503)
+    timing = {"decode": round(sum(img.decode_ms for img in query.images), 3)}
+    started = time.perf_counter()
+    with gate.slot():
+        waited = time.perf_counter()
+        vectors = service.embedder.embed(np.stack([img.array for img in query.images]))
+        embedded = time.perf_counter()
+    timing["queue"] = round((waited - started) * 1000, 3)
+    timing["embed"] = round((embedded - waited) * 1000, 3)
+    entries = []
+    for image, vector in zip(query.images, vectors):
+        hits = searcher.search(vector, query.k, query.filters)
+        entries.append({"filename": image.filename, "array": image.array, "hits": hits})
+    timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)
+    return entries, timing

@@ -1,0 +1,168 @@
+"""IndexService: what the web app knows about the index, and keeping it current.
+
+One instance per process (gunicorn worker). It loads the embedder once,
+serves searches from a verified ``Searcher``, and when the artifacts are
+missing or stale starts the indexer's build in a background thread. The
+build lock in the index dir makes sure only one worker builds; the others
+see ``building`` and pick the new generation up once ``current`` switches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from indexer import artifacts
+from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, model_key
+from indexer.config import Settings
+from indexer.model import Embedder, load_embedder
+from indexer.search import Searcher
+
+log = logging.getLogger(__name__)
+
+READY, BUILDING, ERROR = "ready", "building", "error"
+
+
+class IndexService:
+    """Owns the embedder, the current searcher and the background build."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autobuild: bool = True):
+        self.settings = settings
+        self.autobuild = autobuild
+        self.embedder = embedder or load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+        self.key = model_key(self.embedder.weights_id)
+        self.searcher: Searcher | None = None
+        self.error: str | None = None
+        self._build_thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self._last_refresh = 0.0
+        self._prepare_catalogue()
+        self.refresh(force=True)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def random_weights(self) -> bool:
+        """True when results come from random weights (tests, or ``auto`` fallback)."""
+        return self.embedder.choice.keras_arg is None
+
+    @property
+    def weights_fallback(self) -> bool:
+        """True when ``auto`` could not get ImageNet weights and fell back."""
+        return self.embedder.choice.fallback
+
+    @property
+    def state(self) -> str:
+        """``ready`` when searches can be served, else ``building`` or ``error``."""
+        self.refresh()
+        if self.searcher is not None:
+            return READY
+        return ERROR if self.error else BUILDING
+
+    def status(self) -> dict:
+        """The payload of ``/api/status``."""
+        state = self.state
+        progress = artifacts.read_status(self.settings.index_dir)
+        payload = {
+            "state": state,
+            "done": progress.get("done", 0),
+            "total": progress.get("total", 0),
+            "phase": progress.get("phase"),
+            "rate": progress.get("rate"),
+            "eta_s": progress.get("eta_s"),
+            "message": self.error if state == ERROR else progress.get("message", ""),
+            "rebuilding": self.building_now(),
+            "items": len(self.searcher) if self.searcher else 0,
+            "catalogue": self.settings.catalogue.name,
+            "demo": self.settings.is_demo,
+            "weights": self.embedder.weights_id,
+        }
+        return payload
+
+    def building_now(self) -> bool:
+        """True while this or another process holds the build lock."""
+        if self._build_thread is not None and self._build_thread.is_alive():
+            return True
+        probe = build_lock(self.settings.index_dir)
+        try:
+            probe.acquire(timeout=0)
+        except Exception:  # noqa: BLE001 - filelock.Timeout: someone else holds it
+            return True
+        probe.release()
+        return False
+
+    # ------------------------------------------------------------ refresh
+
+    def _prepare_catalogue(self) -> None:
+        if self.settings.is_demo:
+            from indexer.demo import generate_demo_catalogue
+
+            generate_demo_catalogue(self.settings.catalogue)
+
+    def refresh(self, force: bool = False) -> None:
+        """Pick up a newly published generation; start a build when one is needed.
+
+        Cheap enough to call on every request: it does real work at most
+        once a second, and then only a ``readlink`` unless something changed.
+        """
+        now = time.monotonic()
+        if not force and now - self._last_refresh < 1.0:
+            return
+        with self._lock:
+            self._last_refresh = now
+            gen = artifacts.current_generation(self.settings.index_dir)
+            if gen is not None and (self.searcher is None or self.searcher.generation != gen.name):
+                self._load(gen.name)
+            if self.autobuild and not self.building_now() and self.error is None:
+                freshness = check_freshness(self.settings, self.embedder.weights_id)
+                if freshness != "fresh" or self.searcher is None:
+                    log.info("Index is %s; starting a background build", freshness)
+                    self.start_build()
+
+    def _load(self, gen_name: str) -> None:
+        try:
+            searcher = Searcher.load(self.settings.index_dir, expect=self.key, search_k=self.settings.annoy_search_k)
+        except artifacts.ArtifactError as exc:
+            log.warning("Index %s not usable: %s", gen_name, exc)
+            return
+        old, self.searcher = self.searcher, searcher
+        log.info("Serving index %s (%d items)", searcher.generation, len(searcher))
+        if old is not None:
+            old.index.annoy.unload()
+
+    def start_build(self) -> bool:
+        """Start a background build unless one is already running anywhere."""
+        with self._lock:
+            if self._build_thread is not None and self._build_thread.is_alive():
+                return False
+            self.error = None
+            self._build_thread = threading.Thread(target=self._run_build, name="index-build", daemon=True)
+            self._build_thread.start()
+            return True
+
+    def _run_build(self) -> None:
+        try:
+            build_index(self.settings, self.embedder)
+        except BuildInProgress:
+            log.info("Another process is building the index; waiting for it")
+        except Exception as exc:  # noqa: BLE001 - reported on the error page, not swallowed
+            log.exception("Background build failed")
+            self.error = f"The index could not be built: {exc}"
+        finally:
+            self._last_refresh = 0.0
+        self.refresh(force=True)
+
+    def wait_until_ready(self, timeout: float = 300.0) -> bool:
+        """Block until the index is served (used by tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._build_thread is not None:
+                self._build_thread.join(timeout=0.2)
+            self.refresh(force=True)
+            if self.searcher is not None and not self.building_now():
+                return True
+            if self.error:
+                return False
+            time.sleep(0.2)
+        return False
