@@ -31,6 +31,7 @@ class IndexService:
         self.settings = settings
         self.autobuild = autobuild
         self.embedder = embedder or load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+        self.embedder.warm_up()  # trace the graph now, not on the first shopper's request
         self.key = model_key(self.embedder.weights_id)
         self.searcher: Searcher | None = None
         self.error: str | None = None
