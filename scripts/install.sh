@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-step install: Python packages (runtime, tests, Ray extra) and, where
+# apt-get is available and we are root, Debian's Chromium for browser tests.
+#   bash scripts/install.sh            everything
+#   bash scripts/install.sh --runtime  only what serving the site needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python -m pip install --quiet --disable-pip-version-check"
+
+if [ "${1:-}" = "--runtime" ]; then
+  $PIP -r requirements.txt
+  exit 0
+fi
+
+$PIP -r requirements-dev.txt
+if [ -f requirements-ray.txt ]; then
+  $PIP -r requirements-ray.txt
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "Chromium not installed: run 'sudo apt-get install chromium chromium-driver' for the browser tests." >&2
+  fi
+fi
