@@ -51,6 +51,7 @@ class Settings:
     checkpoint_every: int = 256
     thumb_size: int = 256
     tf_threads: int = 0  # 0: let TensorFlow choose
+    rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
 
     @classmethod
@@ -89,6 +90,7 @@ class Settings:
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),
             tf_threads=_int(env, "FASHION_TF_THREADS", 0, minimum=0),
+            rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
         )
         values.update(overrides)
         if values["top_k"] > values["max_k"]:

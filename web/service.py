@@ -38,6 +38,7 @@ class IndexService:
         self._build_thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._last_refresh = 0.0
+        self._last_rescan: float | None = None
         self._prepare_catalogue()
         self.refresh(force=True)
 
@@ -115,11 +116,23 @@ class IndexService:
             gen = artifacts.current_generation(self.settings.index_dir)
             if gen is not None and (self.searcher is None or self.searcher.generation != gen.name):
                 self._load(gen.name)
-            if self.autobuild and not self.building_now() and self.error is None:
+            if self.autobuild and self.error is None and self._rescan_due(now, force) and not self.building_now():
+                self._last_rescan = now
                 freshness = check_freshness(self.settings, self.embedder.weights_id)
                 if freshness != "fresh" or self.searcher is None:
                     log.info("Index is %s; starting a background build", freshness)
                     self.start_build()
+
+    def _rescan_due(self, now: float, force: bool) -> bool:
+        """Whether to compare the catalogue with the index again.
+
+        Scanning a large catalogue costs real time, so it happens at start,
+        whenever nothing is served yet, and then every ``rescan_s`` seconds.
+        """
+        if force or self.searcher is None or self._last_rescan is None:
+            return True
+        interval = self.settings.rescan_s
+        return interval > 0 and now - self._last_rescan >= interval
 
     def _load(self, gen_name: str) -> None:
         try:
@@ -151,8 +164,11 @@ class IndexService:
             log.exception("Background build failed")
             self.error = f"The index could not be built: {exc}"
         finally:
+            # pick up the new generation now, but do not rescan the catalogue
+            # straight away: a catalogue that keeps changing must not loop
+            self._last_rescan = time.monotonic()
             self._last_refresh = 0.0
-        self.refresh(force=True)
+        self.refresh()
 
     def wait_until_ready(self, timeout: float = 300.0) -> bool:
         """Block until the index is served (used by tests and scripts)."""
