@@ -38,10 +38,15 @@ def cmd_build(args, full: bool = False) -> int:
 
     settings = _settings(args)
     _ensure_catalogue(settings)
-    options = {"address": args.address} if getattr(args, "engine", "local") == "ray" else None
-    report = build_index(
-        settings, _embedder(settings), full=full, engine=getattr(args, "engine", "local"), engine_options=options
-    )
+    engine = getattr(args, "engine", "local")
+    options = {"address": args.address} if engine == "ray" else None
+    if engine == "ray":  # the actors load the model; the driver only needs the weights id
+        from .ray_engine import DriverWeights
+
+        embedder = DriverWeights.resolve(settings.weights, settings.random_seed)
+    else:
+        embedder = _embedder(settings)
+    report = build_index(settings, embedder, full=full, engine=engine, engine_options=options)
     print(report.summary())
     for item in report.skipped:
         print(f"  skipped {item.relpath}: {item.reason}: {item.message}")

@@ -1,0 +1,332 @@
+"""The Ray engine: embed ``plan.to_embed`` with Ray Data batch inference.
+
+Same inputs and outputs as ``build.embed_local``: it takes a ``BuildPlan``,
+writes shards into ``work/`` through ``checkpoints.write_shard`` and returns
+the files it had to skip. ``build.publish_plan`` then merges the shards in
+catalogue order, so the web app cannot tell which engine built an index.
+
+Pipeline (one Ray Data dataset, streamed)::
+
+    from_items(files)                     relpath, size, mtime_ns, needs_vector
+      -> map_batches(decode_batch)        images.prepare: model array + thumbnail
+      -> map_batches(EmbedActor, pool)    one model.Embedder per actor; one shard per batch
+      -> driver                           per-file status only (ok / thumb / skipped)
+
+Both map stages are given the same resources, so Ray Data fuses them into
+one actor-pool operator: decoding (about 1 ms a photo here, against about
+40 ms of ResNet50 per photo per core) runs in the actor process and never
+competes with the forward pass for a CPU slot. This is what keeps a 2-CPU
+machine as fast as the local engine; on a cluster each actor reads its
+photos straight from the shared catalogue.
+
+Failures:
+
+* a corrupt image becomes a row with ``reason``/``message`` from
+  ``images.ImageError``, turned into ``build.Skipped`` by the driver,
+  exactly like the local engine;
+* an actor that dies mid-batch (OOM kill, segfault, lost node) is restarted
+  and its batch retried: Ray Data's actor pools run with ``max_restarts=-1``
+  and ``max_task_retries=-1`` by default. They are left at that on purpose:
+  passing other values needs ``ray_remote_args`` (deprecated in Ray 2.60),
+  and a task-stage argument that the actor stage lacks would stop the fusion
+  above. Shard names are derived from the rows of the batch, so a retried
+  batch overwrites its own shard instead of adding a duplicate;
+* an interrupted run leaves its finished shards in ``work/`` and the next
+  ``plan_build`` reuses them.
+
+Vectors never travel back to the driver: workers write them to ``work/``,
+which therefore has to be on storage that the driver can read (shared
+storage on a cluster, like the catalogue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts, checkpoints
+from .build import BuildPlan, Skipped, thumb_name, thumb_path
+from .catalogue import CatalogueFile
+from .config import Settings
+from .images import INPUT_SIZE, ImageError, prepare
+from .model import WeightsChoice
+from .progress import ProgressReporter
+
+log = logging.getLogger(__name__)
+
+STATUS_OK = "ok"  # embedded and written to a shard
+STATUS_THUMB = "thumb"  # vector reused; only the thumbnail was (re)written
+STATUS_SKIPPED = "skipped"  # ImageError: reason/message say why
+
+
+@dataclass(frozen=True)
+class DriverWeights:
+    """What ``build_index`` needs from an embedder when the Ray engine embeds.
+
+    The driver only records which weights are in use (for the manifest and
+    the reuse check); the actors load the model. Saves the driver loading a
+    ResNet50 it would never run.
+    """
+
+    choice: WeightsChoice
+
+    @property
+    def weights_id(self) -> str:
+        """Manifest id of the weights, as ``Embedder.weights_id``."""
+        return self.choice.weights_id
+
+    @classmethod
+    def resolve(cls, spec: str, seed: int) -> DriverWeights:
+        """Resolve ``FASHION_WEIGHTS`` as ``model.load_embedder`` does, without building the model."""
+        from .model import resolve_weights
+
+        return cls(resolve_weights(spec, seed))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs, shipped once to each actor (plain, picklable values)."""
+
+    root: str
+    index_dir: str
+    thumb_size: int
+    choice: WeightsChoice
+    seed: int
+    tf_threads: int
+    model_key: dict
+    fail_once_marker: str | None = None  # TEST ONLY, see EmbedActor._maybe_crash
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _decode_one(cfg: WorkerConfig, item: CatalogueFile) -> tuple[np.ndarray | None, ImageError | None]:
+    """Decode one file and write its thumbnail, as ``build._decode_worker`` does."""
+    try:
+        array, thumb = prepare(Path(cfg.root) / item.relpath, cfg.thumb_size)
+        path = thumb_path(Path(cfg.index_dir), thumb_name(item))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.atomic_write_bytes(path, thumb)
+        return array, None
+    except ImageError as exc:
+        return None, exc
+    except OSError as exc:  # the file vanished or is unreadable mid-build
+        return None, ImageError("unreadable", str(exc))
+
+
+def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, np.ndarray]:
+    """Ray Data stage 1: decode a batch of files with ``images.prepare``.
+
+    Adds ``image`` (uint8, zeros where decoding failed), ``status``,
+    ``reason`` and ``message`` columns.
+    """
+    count = len(batch["relpath"])
+    images = np.zeros((count, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    status, reason, message = [], [], []
+    for row in range(count):
+        item = CatalogueFile(str(batch["relpath"][row]), int(batch["size"][row]), int(batch["mtime_ns"][row]))
+        array, error = _decode_one(cfg, item)
+        if error is not None:
+            status.append(STATUS_SKIPPED)
+            reason.append(error.reason)
+            message.append(error.message)
+            continue
+        images[row] = array
+        status.append(STATUS_OK if batch["needs_vector"][row] else STATUS_THUMB)
+        reason.append("")
+        message.append("")
+    return dict(batch, image=images, status=np.array(status), reason=np.array(reason), message=np.array(message))
+
+
+def shard_name(items: list[list]) -> str:
+    """A shard name derived from its rows, so a retried batch overwrites its own shard."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for relpath, size, mtime_ns in items:
+        digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
+    return f"ray-{digest.hexdigest()[:32]}"
+
+
+class EmbedActor:
+    """Ray Data stage 2: one ``model.Embedder`` per actor, one shard per batch."""
+
+    def __init__(self, cfg: WorkerConfig):
+        from .model import Embedder, configure_threads
+
+        self.cfg = cfg
+        configure_threads(cfg.tf_threads)
+        self.embedder = Embedder(cfg.choice, cfg.seed)
+        self.work = checkpoints.work_dir(Path(cfg.index_dir))
+
+    def _maybe_crash(self) -> None:
+        """TEST ONLY fault injection: kill this actor's process on its first batch, once per run.
+
+        When ``fail_once_marker`` is set, the first actor to get here creates
+        that file and exits the process without cleanup, as an OOM kill
+        would; restarted actors find the file and carry on. Never set in
+        production (the CLI has no flag for it).
+        """
+        marker = self.cfg.fail_once_marker
+        if not marker:
+            return
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        log.warning("fault injection: actor pid %d exits mid-batch", os.getpid())
+        os._exit(17)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Embed the decodable rows that need a vector and write them as one shard."""
+        self._maybe_crash()
+        wanted = np.flatnonzero(batch["status"] == STATUS_OK)
+        if len(wanted):
+            vectors = self.embedder.embed(np.ascontiguousarray(batch["image"][wanted]))
+            items = [[str(batch["relpath"][i]), int(batch["size"][i]), int(batch["mtime_ns"][i])] for i in wanted]
+            checkpoints.write_shard(self.work, vectors, items, model_key=self.cfg.model_key, name=shard_name(items))
+        return {key: batch[key] for key in ("relpath", "needs_vector", "status", "reason", "message")}
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def _rows(plan: BuildPlan) -> list[dict]:
+    rows = [dict(relpath=i.relpath, size=i.size, mtime_ns=i.mtime_ns, needs_vector=True) for i in plan.to_embed]
+    rows += [dict(relpath=i.relpath, size=i.size, mtime_ns=i.mtime_ns, needs_vector=False) for i in plan.missing_thumbs]
+    return rows
+
+
+def _cluster_cpus(ray) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _pool_shape(ray, cpus_per_actor: int | None, actors: int | None, tf_threads: int) -> tuple[int, int]:
+    """``(cpus_per_actor, actors)``: by default one actor per 2 CPUs (TF scales well to 2 threads)."""
+    cpus = _cluster_cpus(ray)
+    per_actor = cpus_per_actor or tf_threads or min(2, cpus)
+    per_actor = max(1, min(per_actor, cpus))
+    return per_actor, actors or max(1, cpus // per_actor)
+
+
+def _start_ray(address: str | None, runtime_env: dict):
+    """Connect to ``address`` or start a local instance; returns ``(ray, started_here)``."""
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    if address:
+        log.info("Joining the Ray cluster at %s", address)
+        ray.init(address=address, runtime_env=runtime_env)
+    else:
+        log.info("Starting a local Ray instance with %d CPUs", os.cpu_count())
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+    return ray, True
+
+
+def _runtime_env(address: str | None) -> dict:
+    """Worker environment: quiet TensorFlow; on a cluster, ship this package to the workers."""
+    env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
+    if address:
+        env["py_modules"] = [str(Path(__file__).resolve().parent)]
+    return env
+
+
+def _write_thumbs_here(plan: BuildPlan, cfg: WorkerConfig) -> list[Skipped]:
+    """Only thumbnails are missing: write them in the driver, no cluster needed."""
+    skipped = []
+    for item in plan.missing_thumbs:
+        _, error = _decode_one(cfg, item)
+        if error is not None:
+            skipped.append(Skipped(item.relpath, error.reason, error.message))
+    return skipped
+
+
+def _dataset(ray, plan: BuildPlan, settings: Settings, cfg: WorkerConfig, per_actor: int, actors: int):
+    """The lazy Ray Data pipeline; decode and embed get equal resources so Ray Data fuses them."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    rows = _rows(plan)
+    blocks = max(1, -(-len(rows) // settings.batch_size))
+    remote = dict(num_cpus=per_actor)
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, batch_size=settings.batch_size, **remote)
+    return ds.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=settings.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        **remote,
+    )
+
+
+def _collect(ds, total: int, reporter: ProgressReporter) -> list[Skipped]:
+    """Stream per-file statuses back, reporting progress and gathering skipped files."""
+    skipped: list[Skipped] = []
+    done = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for row in np.flatnonzero(batch["status"] == STATUS_SKIPPED):
+            relpath, reason, message = (str(batch[key][row]) for key in ("relpath", "reason", "message"))
+            log.warning("Skipping %s: %s", relpath, message)
+            skipped.append(Skipped(relpath, reason, message))
+        done += int(np.count_nonzero(batch["needs_vector"]))  # thumbnail-only rows are not in ``total``
+        reporter.update("embedding", done, total)
+    return skipped
+
+
+def embed_ray(
+    plan: BuildPlan,
+    settings: Settings,
+    weights_choice: WeightsChoice,
+    reporter: ProgressReporter,
+    *,
+    address: str | None = None,
+    cpus_per_actor: int | None = None,
+    actors: int | None = None,
+    fail_once_marker: str | None = None,
+) -> list[Skipped]:
+    """Embed ``plan.to_embed`` on Ray, writing shards to ``work/``; returns the skipped files.
+
+    ``address`` joins an existing cluster (the catalogue and the index dir
+    must be on storage every node sees at the same path); without it a
+    local instance with ``os.cpu_count()`` CPUs is started. Ray is shut down
+    (or disconnected) afterwards only if this call started or joined it.
+    ``cpus_per_actor`` (default ``FASHION_TF_THREADS``, else 2) is both the
+    actor's CPU reservation and its TensorFlow thread count; ``actors``
+    defaults to the cluster's CPUs divided by it. ``fail_once_marker`` is
+    for tests only (see ``EmbedActor._maybe_crash``).
+    """
+    cfg = WorkerConfig(
+        root=str(plan.root),
+        index_dir=str(settings.index_dir),
+        thumb_size=settings.thumb_size,
+        choice=weights_choice,
+        seed=settings.random_seed,
+        tf_threads=0,
+        model_key=dict(plan.model_key),
+        fail_once_marker=fail_once_marker,
+    )
+    if not plan.to_embed:
+        return _write_thumbs_here(plan, cfg)
+    total = len(plan.to_embed)
+    checkpoints.work_dir(settings.index_dir)
+    ray, started = _start_ray(address, _runtime_env(address))
+    try:
+        per_actor, pool = _pool_shape(ray, cpus_per_actor, actors, settings.tf_threads)
+        cfg = dataclasses.replace(cfg, tf_threads=per_actor)
+        log.info(
+            "Ray engine: %d images to embed, %d thumbnails to write, %d actor(s) x %d CPU(s), batch %d",
+            total, len(plan.missing_thumbs), pool, per_actor, settings.batch_size,
+        )
+        reporter.update("embedding", 0, total, force=True)
+        skipped = _collect(_dataset(ray, plan, settings, cfg, per_actor, pool), total, reporter)
+    finally:
+        if started:
+            ray.shutdown()
+    reporter.update("embedding", total, total, force=True)
+    return skipped
