@@ -1,0 +1,203 @@
+"""Headless Chromium for the e2e suite: starting drivers, waiting, reading pages, screenshots.
+
+Selenium is imported lazily-tolerant: when it is missing this module still
+imports (so collection works) and the ``browser_ready`` fixture reports the
+problem, failing under ``FASHION_REQUIRE_BROWSER=1`` and skipping otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .server import REPO
+
+os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    SELENIUM_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the browser_ready fixture
+    webdriver = ActionChains = By = Keys = EC = Select = WebDriverWait = None
+    SELENIUM_ERROR = str(exc)
+
+CHROMIUM = os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("FASHION_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+#: Generous bounds: the machine may be busy with other CPU-heavy tests.
+WAIT_S = float(os.environ.get("FASHION_E2E_WAIT", "60"))
+
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+)
+
+
+def browser_problem() -> str | None:
+    """Why the browser suite cannot run here, or None."""
+    problems = []
+    if SELENIUM_ERROR:
+        problems.append(f"selenium is not importable ({SELENIUM_ERROR})")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            problems.append(f"{path} is missing")
+    return "; ".join(problems) or None
+
+
+def screenshot_dir() -> Path:
+    """``$FASHION_SCREENSHOTS`` or ``screenshots/`` at the repo root (gitignored)."""
+    folder = Path(os.environ.get("FASHION_SCREENSHOTS") or REPO / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Browser:
+    """A Chrome driver plus its throwaway profile directory."""
+
+    def __init__(self, *, javascript: bool = True, width: int = 1280, height: int = 900, extra_args=()):
+        self.profile = tempfile.mkdtemp(prefix="fashion-e2e-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in CHROMIUM_ARGS:
+            options.add_argument(arg)
+        options.add_argument(f"--user-data-dir={self.profile}")
+        options.add_argument(f"--window-size={width},{height}")
+        for arg in extra_args:
+            options.add_argument(arg)
+        if not javascript:
+            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        try:
+            self.driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+        except Exception:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            raise
+        self.driver.set_page_load_timeout(WAIT_S)
+        self.driver.set_script_timeout(WAIT_S)
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def wait(driver, timeout: float = WAIT_S):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2)
+
+
+def save_screenshot(driver, name: str, full_page: bool = True) -> Path:
+    """Save a PNG of the page (whole page by default) into the screenshot folder."""
+    path = screenshot_dir() / f"{name}.png"
+    if full_page:
+        metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}
+        data = driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
+        path.write_bytes(base64.b64decode(data["data"]))
+    else:
+        driver.save_screenshot(str(path))
+    return path
+
+
+# ------------------------------------------------------------------ page helpers
+
+
+def open_page(driver, url: str, ready_css: str = "main"):
+    driver.get(url)
+    wait(driver).until(EC.presence_of_element_located((By.CSS_SELECTOR, ready_css)))
+
+
+def submit_search(driver, base_url: str, image: Path, filters: dict[str, str] | None = None) -> None:
+    """Open the home page, choose ``image`` in the file input, set filters, submit and wait for results."""
+    open_page(driver, base_url + "/", "#search-form")
+    driver.find_element(By.ID, "image").send_keys(str(image))
+    for name, value in (filters or {}).items():
+        Select(driver.find_element(By.ID, f"filter-{name}")).select_by_value(value)
+    driver.find_element(By.ID, "search-button").click()
+    wait_for_results(driver)
+
+
+def wait_for_results(driver) -> None:
+    """Wait for a results page (a results list or the 'no match' note)."""
+    wait(driver).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "ol.results, p.empty, [role=alert]")
+        and d.execute_script("return document.readyState") == "complete"
+    )
+
+
+def cards(driver):
+    return driver.find_elements(By.CSS_SELECTOR, "ol.results > li.card")
+
+
+def card_facts(driver, card) -> dict[str, str]:
+    """The <dt>/<dd> pairs shown on a result card, e.g. {"Type": "Tshirts", "For": "Men"}."""
+    return driver.execute_script(
+        "var out = {}; arguments[0].querySelectorAll('.facts > div').forEach(function (row) {"
+        "  out[row.querySelector('dt').textContent.trim()] = row.querySelector('dd').textContent.trim(); });"
+        "return out;",
+        card,
+    )
+
+
+def wait_images_loaded(driver, images) -> list[int]:
+    """Scroll each image into view (they are lazy), wait until it is complete; return naturalWidths."""
+    widths = []
+    for img in images:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", img)
+        wait(driver).until(lambda d, img=img: d.execute_script("return arguments[0].complete;", img))
+        widths.append(driver.execute_script("return arguments[0].naturalWidth;", img))
+    return widths
+
+
+def horizontal_overflow(driver) -> tuple[int, int]:
+    """(document scrollWidth, window innerWidth)."""
+    return tuple(driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];"))
+
+
+def images_without_alt(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.images).filter(function (img) {"
+        "  return !(img.getAttribute('alt') || '').trim(); }).map(function (img) { return img.outerHTML; });"
+    )
+
+
+def unlabelled_controls(driver) -> list[str]:
+    """Visible inputs, selects and textareas without a label, aria-label or aria-labelledby."""
+    return driver.execute_script(
+        """
+        function visible(el) { return !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length); }
+        function labelled(el) {
+          if ((el.getAttribute('aria-label') || '').trim()) return true;
+          var by = el.getAttribute('aria-labelledby');
+          if (by && by.split(/\\s+/).some(function (id) {
+                var ref = document.getElementById(id); return ref && ref.textContent.trim(); })) return true;
+          if (el.id) {
+            var forLabel = document.querySelector('label[for="' + CSS.escape(el.id) + '"]');
+            if (forLabel && forLabel.textContent.trim()) return true;
+          }
+          var wrap = el.closest('label');
+          return !!(wrap && wrap.textContent.trim());
+        }
+        return Array.from(document.querySelectorAll('input, select, textarea'))
+          .filter(function (el) { return el.type !== 'hidden' && visible(el) && !labelled(el); })
+          .map(function (el) { return el.outerHTML; });
+        """
+    )
