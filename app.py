@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from indexer.config import Settings
 from web import api, views
+from web.queries import InMemoryRequest
 from web.searching import Busy, ModelGate
 from web.security import add_security_headers
 from web.service import IndexService
@@ -33,8 +34,10 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
 
 
-def _error_response(code: int, message: str):
-    headers = {"Retry-After": "5"} if code == 503 else {}
+def _error_response(code: int, message: str, headers: dict | None = None):
+    headers = dict(headers or {})
+    if code == 503:
+        headers.setdefault("Retry-After", "5")
     if _wants_json():
         return jsonify({"error": {"status": code, "message": message}}), code, headers
     return render_template("error.html", code=code, message=message), code, headers
@@ -55,7 +58,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = exc.code or 500
-        return _error_response(code, _FRIENDLY.get(code, exc.description or "Request failed."))
+        # keep the headers the status needs (Allow on a 405), drop the rest of werkzeug's page
+        keep = {name: value for name, value in exc.get_headers() if name in ("Allow", "Retry-After")}
+        return _error_response(code, _FRIENDLY.get(code, exc.description or "Request failed."), keep)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -76,14 +81,20 @@ def create_app(config: dict | None = None) -> Flask:
     autobuild = config.pop("FASHION_AUTOBUILD", True)
 
     app = Flask(__name__, instance_relative_config=True)
+    app.request_class = InMemoryRequest
     # Body limit: every photo of a search at its individual limit, plus form fields.
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        # Werkzeug applies this to each raw chunk it parses (64 KiB reads), file parts
+        # included, so it must stay well above 64 KiB or every photo over ~64 KB is a 413.
+        MAX_FORM_MEMORY_SIZE=512 * 1024,
         MAX_FORM_PARTS=100,
         JSON_SORT_KEYS=False,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
+    # Debug stays off (FLASK_DEBUG in the environment would turn it on under
+    # gunicorn) unless the config mapping asks for it explicitly.
+    app.config["DEBUG"] = False
     app.config.update(config)
 
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)

@@ -65,3 +65,39 @@ def small_catalogue(tmp_path, demo_catalogue) -> Path:
 def small_settings(tmp_path, small_catalogue) -> Settings:
     """Settings for the writable small catalogue and a fresh index dir."""
     return Settings.from_env(catalogue=str(small_catalogue), index_dir=str(tmp_path / "index"))
+
+
+# ---------------------------------------------------------------- web app (pytest-flask)
+
+
+def _make_app(settings: Settings, embedder, *, autobuild: bool = False, **config):
+    from app import create_app
+
+    return create_app(
+        {"TESTING": True, "FASHION_SETTINGS": settings, "FASHION_EMBEDDER": embedder, "FASHION_AUTOBUILD": autobuild}
+        | config
+    )
+
+
+@pytest.fixture(scope="session")
+def make_web_app(embedder):
+    """Factory for extra real apps: ``make_web_app(settings, autobuild=False, **flask_config)``.
+
+    Every app shares the session embedder, so no second model is loaded.
+    """
+    return lambda settings, **kwargs: _make_app(settings, embedder, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def demo_app(built_index, make_web_app):
+    """One ready app over the session demo index (no autobuild), shared by the web tests.
+
+    Shared: do not register routes on it or change its config; make your own with ``make_web_app``.
+    """
+    return make_web_app(built_index)
+
+
+@pytest.fixture
+def app(demo_app):
+    """The app pytest-flask builds its ``client`` fixture from."""
+    return demo_app

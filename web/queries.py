@@ -7,10 +7,12 @@ displayed, escaped, never used as paths.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from flask import Request
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from indexer.images import ImageError, load_for_model
@@ -24,6 +26,18 @@ _STATUS_FOR_REASON = {
     "too_small": 422,
     "too_large": 413,
 }
+
+
+class InMemoryRequest(Request):
+    """A request whose uploaded files stay in memory.
+
+    Werkzeug spools file parts over 500 KB to a temporary file; here the
+    whole body is bounded by ``MAX_CONTENT_LENGTH``, so memory is the safer
+    place and no upload byte ever reaches the disk.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 
 class BadQuery(ValueError):

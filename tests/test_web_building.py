@@ -1,0 +1,193 @@
+"""The building state (issue 3 "First run"): an app started on an empty index dir.
+
+* While a build is in progress (held deterministically by taking the build
+  lock from the test, as another gunicorn worker would), ``GET /`` shows the
+  building page with a progress bar (503 + Retry-After), ``/healthz`` is 503,
+  ``/api/status`` says ``building`` with done/total, and the search routes
+  answer 503 with Retry-After. After the lock is released the *same* app
+  builds and becomes ready without a restart.
+* Mid-build progress: the real embedder is wrapped so that the build pauses
+  inside its second batch; the page and ``/api/status`` then show 8 of 24.
+* A failing build (catalogue folder missing) gives an error page that says
+  why, and ``/api/status`` state ``error``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+
+import pytest
+
+from indexer.build import build_lock
+
+
+def _post(client, url, path):
+    data = {"image": (io.BytesIO(path.read_bytes()), path.name)}
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def _assert_building_everywhere(client, catalogue):
+    page = client.get("/")
+    assert page.status_code == 503
+    assert page.headers["Retry-After"]
+    body = page.get_data(as_text=True)
+    assert "Preparing the catalogue" in body
+    assert '<progress id="build-progress"' in body
+    assert 'data-status-url="/api/status"' in body
+    assert '<input id="image"' not in body  # no search form yet
+
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json()["state"] == "building"
+
+    status = client.get("/api/status")
+    assert status.status_code == 200
+    payload = status.get_json()
+    assert payload["state"] == "building"
+    assert isinstance(payload["done"], int) and isinstance(payload["total"], int)
+    assert payload["rebuilding"] is True
+    assert payload["items"] == 0
+
+    api = _post(client, "/api/search", catalogue / "1.jpg")
+    assert api.status_code == 503
+    assert api.headers["Retry-After"]
+    assert api.mimetype == "application/json"
+    assert api.get_json()["error"]["state"] == "building"
+    assert api.get_json()["error"]["message"]
+
+    html = _post(client, "/search", catalogue / "1.jpg")
+    assert html.status_code == 503
+    assert "Preparing the catalogue" in html.get_data(as_text=True)
+
+    assert client.get("/api/items/1/similar").status_code == 503
+    assert client.get("/items/1").status_code == 503
+    assert client.get("/catalogue/1.jpg").status_code == 404  # nothing is indexed yet
+    return payload
+
+
+def _assert_ready(client, catalogue, count):
+    page = client.get("/")
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert '<input id="image"' in body
+    assert f"{count} products in" in body
+    assert client.get("/healthz").status_code == 200
+    status = client.get("/api/status").get_json()
+    assert status["state"] == "ready" and status["items"] == count
+    response = _post(client, "/api/search", catalogue / "3.jpg")
+    assert response.status_code == 200
+    assert response.get_json()["queries"][0]["results"][0]["id"] == "3"
+
+
+def test_build_in_progress_elsewhere_then_ready_without_restart(small_settings, make_web_app):
+    lock = build_lock(small_settings.index_dir)
+    lock.acquire()
+    try:
+        app = make_web_app(small_settings, autobuild=True)
+        service = app.extensions["fashion.service"]
+        client = app.test_client()
+        _assert_building_everywhere(client, small_settings.catalogue)
+        # while someone else holds the lock this app must not build (nor become ready)
+        assert service.wait_until_ready(timeout=1.0) is False
+        assert service.searcher is None
+    finally:
+        lock.release()
+    assert service.wait_until_ready(timeout=600)
+    _assert_ready(client, small_settings.catalogue, 24)
+
+
+class PausingEmbedder:
+    """The real session embedder; the build's second ``embed`` call waits for ``release``.
+
+    The first call returns after a short rest so that the throttled progress
+    writer (0.5 s) publishes its result before the pause.
+    """
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.calls = 0
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, batch):
+        self.calls += 1
+        vectors = self._inner.embed(batch)
+        if self.calls == 1:
+            time.sleep(0.6)
+        elif self.calls == 2:
+            self.paused.set()
+            self.release.wait(timeout=600)
+        return vectors
+
+    def embed_one(self, image):
+        return self.embed(image[None])[0]
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_building_page_shows_live_progress(small_settings, embedder):
+    from app import create_app
+
+    settings = small_settings.replace(batch_size=8, checkpoint_every=8)
+    pausing = PausingEmbedder(embedder)
+    app = create_app(
+        {"TESTING": True, "FASHION_SETTINGS": settings, "FASHION_EMBEDDER": pausing, "FASHION_AUTOBUILD": True}
+    )
+    service = app.extensions["fashion.service"]
+    client = app.test_client()
+    try:
+        assert pausing.paused.wait(timeout=600), "the build never reached its second batch"
+        payload = _assert_building_everywhere(client, settings.catalogue)
+        assert payload["phase"] == "embedding"
+        assert (payload["done"], payload["total"]) == (8, 24)
+        assert payload["eta_s"] is not None and payload["eta_s"] > 0
+        page = client.get("/").get_data(as_text=True)
+        bar = re.search(r'<progress id="build-progress"[^>]*>', page).group(0)
+        assert 'max="24"' in bar and 'value="8"' in bar
+        assert "8 of 24 photos" in page
+        assert "s left" in page
+    finally:
+        pausing.release.set()
+    assert service.wait_until_ready(timeout=600)
+    _assert_ready(client, settings.catalogue, 24)
+
+
+def test_failed_build_shows_why(small_settings, make_web_app, tmp_path):
+    missing = tmp_path / "no-such-catalogue"
+    settings = small_settings.replace(catalogue=missing)
+    app = make_web_app(settings, autobuild=True)
+    service = app.extensions["fashion.service"]
+    client = app.test_client()
+    assert service.wait_until_ready(timeout=300) is False
+
+    page = client.get("/")
+    assert page.status_code >= 500
+    body = page.get_data(as_text=True)
+    assert 'role="alert"' in body
+    assert "could not be built" in body
+    assert "does not exist" in body
+    assert "Traceback" not in body
+
+    status = client.get("/api/status").get_json()
+    assert status["state"] == "error"
+    assert "does not exist" in status["message"]
+
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json()["state"] == "error"
+
+    api = client.post("/api/search", data={"image": (io.BytesIO(b"x"), "x.jpg")}, content_type="multipart/form-data")
+    assert api.status_code == 503
+    assert api.get_json()["error"]["state"] == "error"
+
+
+@pytest.mark.parametrize("path", ["/", "/api/status", "/healthz"])
+def test_ready_app_never_shows_building(client, path):
+    """Control for the tests above: the ready demo app answers normally."""
+    response = client.get(path)
+    assert response.status_code == 200
+    assert "Preparing the catalogue" not in response.get_data(as_text=True)
