@@ -161,7 +161,8 @@ def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> Bu
     else:
         previous, previous_count = _previous_vectors(settings.index_dir, key)
         # shards of an interrupted build are newer than the current generation
-        previous.update(checkpoints.read_shards(work, model_key=key))
+        current_fingerprints = {item.relpath: item.fingerprint for item in files}
+        previous.update(checkpoints.read_shards(work, model_key=key, fingerprints=current_fingerprints))
     reuse: dict[str, np.ndarray] = {}
     to_embed: list[CatalogueFile] = []
     missing_thumbs: list[CatalogueFile] = []
@@ -302,7 +303,10 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
 
     Returns ``(indexed_now, total)``.
     """
-    fresh = checkpoints.read_shards(checkpoints.work_dir(settings.index_dir), model_key=plan.model_key)
+    fingerprints = {item.relpath: item.fingerprint for item in plan.files}
+    fresh = checkpoints.read_shards(
+        checkpoints.work_dir(settings.index_dir), model_key=plan.model_key, fingerprints=fingerprints
+    )
     skipped_paths = {s.relpath for s in skipped}
     rows: list[np.ndarray] = []
     kept: list[CatalogueFile] = []
@@ -328,7 +332,8 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
         styles=styles_fingerprint(plan.root),
         items=[[i.relpath, i.size, i.mtime_ns] for i in kept],
         thumbs=[thumb_name(i) for i in kept],
-        skipped=[vars(s) for s in skipped],
+        # the fingerprint lets check_freshness notice when a skipped file is fixed
+        skipped=[dict(vars(s), fingerprint=fingerprints.get(s.relpath)) for s in skipped],
     )
     artifacts.publish(
         settings.index_dir,
@@ -438,8 +443,13 @@ def check_freshness(settings: Settings, weights_id: str) -> str:
     except FileNotFoundError:
         return "stale"
     indexed = {relpath: [size, mtime] for relpath, size, mtime in manifest.get("items", [])}
-    skipped = {s["relpath"] for s in manifest.get("skipped", [])}
-    current = {f.relpath: f.fingerprint for f in files if f.relpath not in skipped}
+    # a skipped file is ignored until it changes (older manifests record no fingerprint)
+    skipped = {s["relpath"]: s.get("fingerprint") for s in manifest.get("skipped", [])}
+    current = {
+        f.relpath: f.fingerprint
+        for f in files
+        if f.relpath not in skipped or skipped[f.relpath] not in (None, f.fingerprint)
+    }
     if current != indexed or manifest.get("styles") != styles_fingerprint(settings.catalogue):
         return "stale"
     return "fresh"

@@ -53,8 +53,16 @@ def write_shard(
     return Path(folder) / f"{name}.json"
 
 
-def read_shards(folder: Path, *, model_key: dict) -> dict[str, tuple[list, np.ndarray]]:
-    """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, vector)}``."""
+def read_shards(
+    folder: Path, *, model_key: dict, fingerprints: dict[str, list] | None = None
+) -> dict[str, tuple[list, np.ndarray]]:
+    """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, vector)}``.
+
+    With ``fingerprints`` (``{relpath: [size, mtime_ns]}`` of the catalogue now),
+    rows of files that changed or vanished since they were embedded are dropped.
+    Shards are read in name order, which says nothing about age, so without
+    this a stale row could shadow the fresh row of the same file.
+    """
     found: dict[str, tuple[list, np.ndarray]] = {}
     folder = Path(folder)
     if not folder.is_dir():
@@ -77,6 +85,8 @@ def read_shards(folder: Path, *, model_key: dict) -> dict[str, tuple[list, np.nd
             log.warning("Ignoring shard %s: row count mismatch", sidecar_path.name)
             continue
         for (relpath, size, mtime_ns), vector in zip(items, vectors):
+            if fingerprints is not None and list(fingerprints.get(relpath) or ()) != [size, mtime_ns]:
+                continue
             found[relpath] = ([size, mtime_ns], vector)
     return found
 

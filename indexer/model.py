@@ -69,8 +69,14 @@ def _fetch_imagenet() -> Path:
 
     url = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
     try:
+        # Keras reads KERAS_HOME once, at import; pass the folder explicitly so
+        # the download goes where the error message says Keras looks.
         path = keras.utils.get_file(
-            IMAGENET_NOTOP_FILE, url, cache_subdir="models", file_hash="4d473c1dd8becc155b73f8504c6f6626"
+            IMAGENET_NOTOP_FILE,
+            url,
+            cache_dir=str(keras_cache_dir().parent),
+            cache_subdir="models",
+            file_hash="4d473c1dd8becc155b73f8504c6f6626",
         )
     except Exception as exc:  # noqa: BLE001 - any download failure means the same to the user
         raise WeightsError(_imagenet_help(f"download failed: {type(exc).__name__}")) from None

@@ -161,8 +161,11 @@ class Searcher:
         squared = np.maximum(2.0 - 2.0 * (subset @ vector.astype(np.float32)), 0.0)
         k = min(k, len(rows))
         best = np.argpartition(squared, k - 1)[:k]
-        best = best[np.argsort(squared[best], kind="stable")]
-        return [Hit(int(rows[i]), float(math.sqrt(squared[i]))) for i in best]
+        # 2 - 2 a.b cancels badly near 0 (an item's own distance came out as
+        # ~3e-4 instead of 0); recompute the k winners from their differences
+        distances = np.linalg.norm(subset[best] - vector.astype(np.float32), axis=1)
+        order = np.argsort(distances, kind="stable")
+        return [Hit(int(rows[best[i]]), float(distances[i])) for i in order]
 
     def similar(self, item_id: str, k: int, filters: dict[str, str] | None = None) -> tuple[int, list[Hit]]:
         """Neighbours of a catalogue item from its stored vector, itself excluded."""

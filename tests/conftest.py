@@ -67,6 +67,50 @@ def small_settings(tmp_path, small_catalogue) -> Settings:
     return Settings.from_env(catalogue=str(small_catalogue), index_dir=str(tmp_path / "index"))
 
 
+class CountingEmbedder:
+    """The real session embedder, with a count of the images it embedded.
+
+    Everything but ``embed`` is delegated unchanged, so a build sees the same
+    weights id and model; ``embed`` runs the real forward pass and adds the
+    batch size to ``images``.
+    """
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.images = 0
+        self.calls = 0
+
+    def embed(self, batch):
+        self.calls += 1
+        self.images += 1 if batch.ndim == 3 else len(batch)
+        return self._inner.embed(batch)
+
+    def embed_one(self, image):
+        return self.embed(image[None])[0]
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@pytest.fixture
+def counting_embedder(embedder) -> CountingEmbedder:
+    """A fresh counting wrapper around the session embedder."""
+    return CountingEmbedder(embedder)
+
+
+@pytest.fixture
+def tiny_settings(small_settings) -> Settings:
+    """Like ``small_settings`` but with only 8 images (ids 1-8), for tests that build several times."""
+    folder = small_settings.catalogue
+    for path in folder.glob("*.jpg"):
+        if int(path.stem) > 8:
+            path.unlink()
+    lines = (folder / "styles.csv").read_text().splitlines()
+    keep = [line for line in lines[1:] if int(line.split(",")[0]) <= 8]
+    (folder / "styles.csv").write_text("\n".join([lines[0], *keep]) + "\n")
+    return small_settings
+
+
 # ---------------------------------------------------------------- web app (pytest-flask)
 
 

@@ -1,0 +1,318 @@
+"""The index artifacts: shapes, order, checksums, atomicity and refusing anything damaged."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from annoy import AnnoyIndex
+
+from indexer import artifacts
+from indexer.artifacts import ArtifactError, load_index, safe_unpickle
+from indexer.build import build_index, model_key, thumb_path
+from indexer.config import Settings
+from indexer.model import EMBEDDING_DIM, MODEL_ID
+from indexer.search import Searcher
+
+# ---------------------------------------------------------------- a complete index
+
+
+def _styles(catalogue: Path) -> dict[str, dict[str, str]]:
+    with open(catalogue / "styles.csv", newline="", encoding="utf-8") as handle:
+        return {row.pop("id"): row for row in csv.DictReader(handle)}
+
+
+def test_embeddings_are_float32_unit_rows(built_index):
+    with open(built_index.index_dir / "embeddings.pkl", "rb") as handle:
+        embeddings = safe_unpickle(handle.read())
+    assert isinstance(embeddings, np.ndarray)
+    assert embeddings.dtype == np.float32
+    assert embeddings.shape == (144, EMBEDDING_DIM)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    # distinct images give distinct vectors
+    assert len({row.tobytes() for row in embeddings}) == 144
+
+
+def test_filenames_manifest_and_annoy_agree_row_by_row(built_index):
+    index_dir, catalogue = built_index.index_dir, built_index.catalogue
+    embeddings = safe_unpickle((index_dir / "embeddings.pkl").read_bytes())
+    filenames = safe_unpickle((index_dir / "filenames.pkl").read_bytes())
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+
+    assert isinstance(filenames, list) and len(filenames) == len(embeddings)
+    assert all(isinstance(f, str) and not os.path.isabs(f) and (catalogue / f).is_file() for f in filenames)
+    assert len(set(filenames)) == len(filenames)
+    assert {f"{i}.jpg" for i in range(1, 145)} == set(filenames)
+    assert [item[0] for item in manifest["items"]] == filenames
+    for relpath, size, mtime_ns in manifest["items"]:
+        stat = (catalogue / relpath).stat()
+        assert [size, mtime_ns] == [stat.st_size, stat.st_mtime_ns]
+
+    annoy = AnnoyIndex(EMBEDDING_DIM, "euclidean")
+    annoy.load(str(index_dir / "index.ann"))
+    try:
+        assert annoy.get_n_items() == len(filenames)
+        for row in range(len(filenames)):
+            np.testing.assert_allclose(annoy.get_item_vector(row), embeddings[row], atol=1e-6)
+        # and Annoy's nearest neighbour of each stored vector is that row itself
+        for row in range(0, len(filenames), 7):
+            assert annoy.get_nns_by_vector(embeddings[row].tolist(), 1) == [row]
+    finally:
+        annoy.unload()
+
+
+def test_metadata_aligned_with_styles_csv_by_stem(built_index):
+    loaded = load_index(built_index.index_dir)
+    styles = _styles(built_index.catalogue)
+    assert len(loaded.metadata) == len(loaded.filenames)
+    for relpath, meta in zip(loaded.filenames, loaded.metadata):
+        expected = {k: v for k, v in styles[Path(relpath).stem].items() if v}
+        assert meta == expected
+    loaded.annoy.unload()
+
+
+def test_manifest_records_model_and_checksums(built_index, embedder):
+    index_dir = built_index.index_dir
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest["format_version"] == artifacts.FORMAT_VERSION
+    assert manifest["model"] == MODEL_ID
+    assert manifest["weights_id"] == embedder.weights_id == "random-seed1234"
+    assert manifest["preprocess_version"] == model_key(embedder.weights_id)["preprocess_version"]
+    assert manifest["dim"] == EMBEDDING_DIM
+    assert manifest["count"] == 144
+    assert manifest["metric"] == "euclidean"
+    assert manifest["trees"] == built_index.annoy_trees
+    gen = artifacts.current_generation(index_dir)
+    for name in artifacts.ARTIFACT_FILES:
+        assert manifest["checksums"][name] == hashlib.sha256((gen / name).read_bytes()).hexdigest()
+    # thumbnails exist for every row
+    assert len(manifest["thumbs"]) == 144
+    for name in manifest["thumbs"]:
+        assert thumb_path(index_dir, name).is_file()
+
+
+def test_top_level_names_point_into_current(built_index):
+    index_dir = built_index.index_dir
+    gen = artifacts.current_generation(index_dir)
+    assert gen is not None and gen.name.startswith("gen-")
+    for name in (*artifacts.ARTIFACT_FILES, artifacts.MANIFEST):
+        link = index_dir / name
+        assert link.is_symlink()
+        assert link.resolve() == (gen / name).resolve()
+    assert not list(gen.glob(".*"))  # no temporaries left behind
+
+
+def test_status_reports_ready(built_index):
+    status = artifacts.read_status(built_index.index_dir)
+    assert status["state"] == "ready"
+    assert "144 items" in status["message"]
+
+
+# ---------------------------------------------------------------- damage is refused
+
+
+def _corrupt_truncate(index_dir: Path, name: str) -> None:
+    with open(index_dir / name, "r+b") as handle:  # through the symlink, into the generation
+        handle.truncate(os.path.getsize(index_dir / name) // 2)
+
+
+def _corrupt_flip_byte(index_dir: Path, name: str) -> None:
+    path = index_dir / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(path, "r+b") as handle:
+        handle.write(data)
+
+
+def _manifest_edit(index_dir: Path, change) -> None:
+    path = artifacts.current_generation(index_dir) / artifacts.MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+CORRUPTIONS = {
+    "embeddings_truncated": lambda d: _corrupt_truncate(d, "embeddings.pkl"),
+    "embeddings_flipped": lambda d: _corrupt_flip_byte(d, "embeddings.pkl"),
+    "filenames_truncated": lambda d: _corrupt_truncate(d, "filenames.pkl"),
+    "metadata_flipped": lambda d: _corrupt_flip_byte(d, "metadata.json"),
+    "annoy_truncated": lambda d: _corrupt_truncate(d, "index.ann"),
+    "annoy_flipped": lambda d: _corrupt_flip_byte(d, "index.ann"),
+    "annoy_deleted": lambda d: (artifacts.current_generation(d) / "index.ann").unlink(),
+    "manifest_truncated": lambda d: _corrupt_truncate(d, "manifest.json"),
+    "manifest_not_json": lambda d: (d / "manifest.json").write_text("{not json"),
+    "manifest_wrong_count": lambda d: _manifest_edit(d, lambda m: m.update(count=m["count"] + 1)),
+    "manifest_wrong_checksum": lambda d: _manifest_edit(d, lambda m: m["checksums"].update({"index.ann": "0" * 64})),
+    "manifest_other_format": lambda d: _manifest_edit(d, lambda m: m.update(format_version=99)),
+}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, demo_catalogue, embedder):
+    """An 8-image catalogue and its index, built once for this module. Copy before changing."""
+    root = tmp_path_factory.mktemp("reference")
+    catalogue = root / "catalogue"
+    catalogue.mkdir()
+    lines = (demo_catalogue / "styles.csv").read_text().splitlines()
+    keep = [line for line in lines[1:] if int(line.split(",")[0]) <= 8]
+    for line in keep:
+        shutil.copy2(demo_catalogue / f"{line.split(',')[0]}.jpg", catalogue)
+    (catalogue / "styles.csv").write_text("\n".join([lines[0], *keep]) + "\n")
+    settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(root / "index"))
+    assert build_index(settings, embedder).indexed == 8
+    loaded = load_index(settings.index_dir)
+    loaded.annoy.unload()
+    return settings, loaded.embeddings, loaded.filenames
+
+
+@pytest.fixture
+def damaged(reference, tmp_path):
+    """A private copy of the reference index, ready to be damaged."""
+    settings, _, _ = reference
+    index_dir = tmp_path / "index"
+    shutil.copytree(settings.index_dir, index_dir, symlinks=True)
+    copy = settings.replace(index_dir=index_dir)
+    load_index(copy.index_dir).annoy.unload()  # intact before the test damages it
+    return copy
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupt_artifacts_are_refused(corruption, damaged, embedder):
+    CORRUPTIONS[corruption](damaged.index_dir)
+    with pytest.raises(ArtifactError):
+        load_index(damaged.index_dir)
+    with pytest.raises(ArtifactError):
+        Searcher.load(damaged.index_dir)
+
+
+@pytest.mark.parametrize("corruption", ["embeddings_truncated", "annoy_flipped", "manifest_truncated"])
+def test_corrupt_artifacts_are_rebuilt(corruption, damaged, reference, counting_embedder):
+    _, vectors, names = reference
+    CORRUPTIONS[corruption](damaged.index_dir)
+    report = build_index(damaged, counting_embedder)
+    assert (report.indexed, report.reused, report.total) == (8, 0, 8)
+    assert counting_embedder.images == 8  # nothing was trusted from the damaged set
+    after = load_index(damaged.index_dir)
+    assert after.filenames == names
+    np.testing.assert_allclose(after.embeddings, vectors, atol=1e-5)
+    after.annoy.unload()
+
+
+class _Boom:
+    """Unpickling this would run ``os.system``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Boom(marker), protocol=4)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_unpickle(payload)
+    # hidden after a perfectly good array
+    payload = pickle.dumps([np.zeros(3, np.float32), _Boom(marker)], protocol=4)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_unpickle(payload)
+    assert not marker.exists()
+
+
+def test_malicious_pickle_with_fixed_checksum_is_refused(damaged, tmp_path):
+    tiny_settings = damaged
+    gen = artifacts.current_generation(tiny_settings.index_dir)
+    marker = tmp_path / "pwned"
+    for name in ("embeddings.pkl", "filenames.pkl"):
+        payload = pickle.dumps(_Boom(marker), protocol=4)
+        original = (gen / name).read_bytes()
+        (tiny_settings.index_dir / name).write_bytes(payload)
+        # an attacker who can also edit the manifest "fixes" the checksum
+        _manifest_edit(
+            tiny_settings.index_dir,
+            lambda m, n=name, p=payload: m["checksums"].update({n: hashlib.sha256(p).hexdigest()}),
+        )
+        with pytest.raises(ArtifactError, match="decoded"):
+            load_index(tiny_settings.index_dir)
+        assert not marker.exists()
+        (gen / name).write_bytes(original)
+        _manifest_edit(
+            tiny_settings.index_dir,
+            lambda m, n=name, o=original: m["checksums"].update({n: hashlib.sha256(o).hexdigest()}),
+        )
+    load_index(tiny_settings.index_dir).annoy.unload()  # restored: loads again
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_safe_unpickle_accepts_plain_arrays_and_lists(protocol):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(safe_unpickle(pickle.dumps(array, protocol=protocol)), array)
+    assert safe_unpickle(pickle.dumps(["a.jpg", "b/c.jpg"], protocol=protocol)) == ["a.jpg", "b/c.jpg"]
+
+
+def test_expect_mismatch_is_refused(built_index):
+    with pytest.raises(ArtifactError, match="weights_id"):
+        load_index(built_index.index_dir, expect={"weights_id": "imagenet"})
+    with pytest.raises(ArtifactError, match="no index"):
+        load_index(built_index.index_dir / "nowhere")
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def _publish(index_dir: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return artifacts.publish(
+        index_dir,
+        embeddings=vectors,
+        filenames=[f"{i}.jpg" for i in range(n)],
+        metadata=[{} for _ in range(n)],
+        manifest={"model": "test"},
+        trees=3,
+    )
+
+
+def test_publish_switches_generations_and_keeps_one_previous(tmp_path):
+    gens = [_publish(tmp_path, n, seed=n) for n in (3, 4, 5, 6)]
+    assert artifacts.current_generation(tmp_path) == gens[-1]
+    remaining = sorted(p.name for p in tmp_path.glob("gen-*"))
+    assert remaining == sorted([gens[-1].name, gens[-2].name])
+    loaded = load_index(tmp_path)
+    assert loaded.manifest["count"] == 6 and loaded.filenames[-1] == "5.jpg"
+    loaded.annoy.unload()
+
+
+def test_publish_refuses_misaligned_inputs(tmp_path):
+    with pytest.raises(ValueError):
+        artifacts.publish(
+            tmp_path,
+            embeddings=np.zeros((3, 8), np.float32),
+            filenames=["a.jpg", "b.jpg"],
+            metadata=[{}, {}],
+            manifest={},
+            trees=1,
+        )
+    assert artifacts.current_generation(tmp_path) is None
+
+
+def test_empty_index_loads(tmp_path):
+    artifacts.publish(
+        tmp_path,
+        embeddings=np.zeros((0, EMBEDDING_DIM), np.float32),
+        filenames=[],
+        metadata=[],
+        manifest={},
+        trees=1,
+    )
+    loaded = load_index(tmp_path)
+    assert loaded.embeddings.shape == (0, EMBEDDING_DIM) and loaded.filenames == []

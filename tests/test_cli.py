@@ -1,0 +1,178 @@
+"""The command line (run as a real subprocess) and resolving FASHION_WEIGHTS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from indexer import artifacts
+from indexer.artifacts import load_index
+from indexer.build import build_index
+from indexer.config import PROJECT_ROOT
+from indexer.model import IMAGENET_NOTOP_FILE, WeightsError, resolve_weights
+
+
+def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """``python -m indexer ARGS`` from the project root, with random weights unless overridden."""
+    environment = dict(os.environ, FASHION_WEIGHTS="none", TF_CPP_MIN_LOG_LEVEL="2")
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "indexer", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _where(settings) -> list[str]:
+    return ["--catalogue", str(settings.catalogue), "--index-dir", str(settings.index_dir)]
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("build", "rebuild", "search", "evaluate", "demo"):
+        assert command in result.stdout
+    assert "FASHION_WEIGHTS" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_search_prints_json(built_index):
+    query = built_index.catalogue / "5.jpg"
+    result = run_cli("search", str(query), "--k", "3", *_where(built_index))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["query"] == str(query)
+    results = answer["results"]
+    assert len(results) == 3
+    assert {"id", "filename", "distance", "similarity", "metadata"} <= set(results[0])
+    # another process, the same seeded weights: the photo finds itself
+    assert results[0]["filename"] == "5.jpg" and results[0]["id"] == "5"
+    assert results[0]["distance"] < 1e-3
+    assert results[0]["metadata"]["articleType"]
+    assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
+
+
+def test_evaluate_prints_json(built_index):
+    result = run_cli("evaluate", "--k", "5", *_where(built_index))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["items"] == report["queries"] == report["labelled_queries"] == 144
+    assert report["k"] == 5 and report["label"] == "articleType"
+    assert 0.0 <= report["precision_at_k"] <= 1.0
+    # 50 trees over 144 items: Annoy agrees with exact search
+    assert report["annoy_recall_at_k"] >= 0.95
+    # 8 equally common types: a random neighbour shares the type 17/143 of the time
+    assert report["chance_precision"] == pytest.approx(17 / 143, abs=1e-3)
+    assert report["weights_id"] == "random-seed1234"
+
+    by_colour = json.loads(run_cli("evaluate", "--label", "baseColour", "--sample", "20", *_where(built_index)).stdout)
+    assert by_colour["label"] == "baseColour" and by_colour["queries"] == 20
+
+
+def test_evaluate_without_an_index_fails_cleanly(tmp_path):
+    result = run_cli("evaluate", "--catalogue", str(tmp_path), "--index-dir", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert "no index" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_writes_a_catalogue(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "144 demo images" in result.stdout
+    assert len(list(out.glob("*.jpg"))) == 144
+    header = (out / "styles.csv").read_text().splitlines()[0]
+    assert header.startswith("id,gender,masterCategory,subCategory,articleType,baseColour")
+
+
+def test_rebuild_reembeds_everything(tiny_settings, embedder):
+    build_index(tiny_settings, embedder)
+    before = load_index(tiny_settings.index_dir)
+    before.annoy.unload()
+
+    result = run_cli("rebuild", *_where(tiny_settings))
+    assert result.returncode == 0, result.stderr
+    assert "8 items in index: indexed 8, reused 0, removed 0" in result.stdout
+    after = load_index(tiny_settings.index_dir)
+    after.annoy.unload()
+    assert after.gen_dir != before.gen_dir
+    assert after.filenames == before.filenames
+    np.testing.assert_allclose(after.embeddings, before.embeddings, atol=1e-4)
+
+
+# ---------------------------------------------------------------- weights
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+def test_imagenet_unavailable_names_file_folder_and_variable(empty_keras_home):
+    # no internet here: the real download fails
+    with pytest.raises(WeightsError) as info:
+        resolve_weights("imagenet")
+    message = str(info.value)
+    assert IMAGENET_NOTOP_FILE in message
+    assert str(empty_keras_home / "models") in message
+    assert "FASHION_WEIGHTS" in message
+    assert not (empty_keras_home / "models" / IMAGENET_NOTOP_FILE).exists()
+
+
+def test_auto_falls_back_to_random_weights(empty_keras_home, caplog):
+    choice = resolve_weights("auto", seed=1234)
+    assert choice.fallback is True
+    assert choice.keras_arg is None
+    assert choice.weights_id == "random-seed1234"
+    assert "RANDOM" in caplog.text
+
+
+def test_none_means_seeded_random_weights():
+    assert resolve_weights("none", seed=7).weights_id == "random-seed7"
+    assert resolve_weights("none").fallback is False
+
+
+def test_missing_weights_file_is_an_error(tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_weights_file_id_follows_its_content(tmp_path):
+    path = tmp_path / "w.h5"
+    path.write_bytes(b"one")
+    first = resolve_weights(str(path))
+    assert first.keras_arg == str(path) and first.weights_id.startswith("file-")
+    path.write_bytes(b"two")
+    assert resolve_weights(str(path)).weights_id != first.weights_id
+
+
+def test_cli_imagenet_unavailable_exits_with_the_message(small_settings, tmp_path):
+    keras_home = tmp_path / "keras-home"
+    keras_home.mkdir()
+    result = run_cli("build", *_where(small_settings), FASHION_WEIGHTS="imagenet", KERAS_HOME=str(keras_home))
+    assert result.returncode != 0
+    assert IMAGENET_NOTOP_FILE in result.stderr
+    assert str(keras_home / "models") in result.stderr
+    assert "FASHION_WEIGHTS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert artifacts.current_generation(small_settings.index_dir) is None

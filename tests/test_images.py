@@ -1,0 +1,250 @@
+"""images.py: the one image path shared by the indexer and the web app."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer import images
+from indexer.images import INPUT_SIZE, ImageError, load_for_model, normalise, open_validated, prepare
+from tests.corpus import BOMB_SIDE, EXIF_ORIENTATION, build_corpus, make_image, make_jpeg
+
+CORPUS = {upload.name: upload for upload in build_corpus()}
+OK_CASES = [u for u in build_corpus() if u.expect == "ok"]
+REJECT_REASONS = {
+    "empty_file": "empty",
+    "text_as_jpg": "not_an_image",
+    "html_as_png": "not_an_image",
+    "truncated_jpeg": "unreadable",
+    "truncated_png": "unreadable",
+    "one_by_one": "too_small",
+    "decompression_bomb": "too_large",
+    "svg_as_image": "not_an_image",
+    "zip_as_jpg": "not_an_image",
+}
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def _is_white(pixels: np.ndarray, tolerance: int = 6) -> bool:
+    return bool((pixels >= 255 - tolerance).all())
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def test_corpus_reasons_cover_every_reject_case():
+    assert set(REJECT_REASONS) == {u.name for u in build_corpus() if u.expect == "reject"}
+
+
+@pytest.mark.parametrize("upload", OK_CASES, ids=lambda u: u.name)
+def test_valid_images_load_as_model_ready_rgb(upload):
+    array = load_for_model(upload.data)
+    assert array.shape == (INPUT_SIZE, INPUT_SIZE, 3)
+    assert array.dtype == np.uint8
+    # every corpus picture is a coloured shape on white: never a blank frame
+    assert array.std() > 10, "image came out blank"
+    # corners are white background (the 16-bit case has a grey one by design)
+    assert _is_white(array[:3, :3]) or upload.name == "png_16bit"
+
+
+@pytest.mark.parametrize("upload", OK_CASES, ids=lambda u: u.name)
+def test_prepare_gives_the_same_array_as_load_for_model(upload):
+    """The build (prepare) and the query side (load_for_model) must agree pixel for pixel."""
+    array, thumb = prepare(upload.data, thumb_size=64)
+    assert np.array_equal(array, load_for_model(upload.data))
+    with Image.open(io.BytesIO(thumb)) as img:
+        assert img.format == "JPEG"
+        assert max(img.size) <= 64
+
+
+@pytest.mark.parametrize("name", sorted(REJECT_REASONS))
+def test_bad_images_are_rejected_with_a_reason(name):
+    with pytest.raises(ImageError) as info:
+        load_for_model(CORPUS[name].data)
+    assert info.value.reason == REJECT_REASONS[name]
+    assert info.value.message  # something fit to show a person
+    assert "<script>" not in info.value.message
+
+
+def test_sources_can_be_bytes_paths_or_file_objects(tmp_path):
+    data = make_jpeg((80, 120))
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    from_bytes = load_for_model(data)
+    assert np.array_equal(from_bytes, load_for_model(path))
+    assert np.array_equal(from_bytes, load_for_model(str(path)))
+    assert np.array_equal(from_bytes, load_for_model(io.BytesIO(data)))
+
+
+def test_missing_and_empty_files_are_rejected(tmp_path):
+    with pytest.raises(ImageError) as info:
+        load_for_model(tmp_path / "nope.jpg")
+    assert info.value.reason == "unreadable"
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError) as info:
+        load_for_model(empty)
+    assert info.value.reason in ("empty", "not_an_image")
+
+
+def test_exif_rotation_is_applied():
+    data = CORPUS["exif_rotated_jpeg"].data
+    with Image.open(io.BytesIO(data)) as raw:
+        assert raw.size == (128, 96) and raw.getexif()[EXIF_ORIENTATION] == 6
+    assert open_validated(data).size == (96, 128)  # upright portrait
+
+    got = load_for_model(data).astype(int)
+    upright = np.asarray(normalise(make_image((96, 128), (30, 90, 200)))).astype(int)
+    sideways = np.asarray(normalise(make_image((96, 128), (30, 90, 200)).transpose(Image.Transpose.ROTATE_90)))
+    assert np.abs(got - upright).mean() < 3  # JPEG noise only
+    assert np.abs(got - sideways.astype(int)).mean() > 20
+    # portrait: padded with white on the left and right, not on top
+    assert _is_white(got[:, :20])
+    assert _is_white(got[:, -20:])
+    # the rectangle sits in the upper left of the upright picture
+    assert tuple(got[70, 90]) == pytest.approx((30, 90, 200), abs=20)
+
+
+def _half_and_half(mode: str) -> Image.Image:
+    """Left half fully transparent (with a dark colour underneath), right half half-transparent."""
+    if mode == "RGBA":
+        img = Image.new("RGBA", (64, 64), (200, 0, 0, 0))
+        img.paste((0, 0, 255, 128), (32, 0, 64, 64))
+    elif mode == "LA":
+        img = Image.new("LA", (64, 64), (0, 0))
+        img.paste((0, 128), (32, 0, 64, 64))
+    else:  # palette: entry 0 is black and fully transparent, entry 1 opaque blue
+        img = Image.new("P", (64, 64), 0)
+        img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+        img.paste(1, (32, 0, 64, 64))
+        img.info["transparency"] = 0
+    return img
+
+
+@pytest.mark.parametrize(
+    ("mode", "right"), [("RGBA", (127, 127, 255)), ("LA", (127, 127, 127)), ("P", (0, 0, 255))]
+)
+def test_transparency_is_composited_onto_white(mode, right):
+    data = _encode(_half_and_half(mode), "PNG", **({"transparency": 0} if mode == "P" else {}))
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == mode
+    array = load_for_model(data).astype(int)
+    assert _is_white(array[:, :100])  # transparent: white, whatever colour is underneath
+    assert tuple(array[112, 180]) == pytest.approx(right, abs=3)
+
+
+def test_transparent_black_becomes_white_and_shape_keeps_colour():
+    array = load_for_model(CORPUS["rgba_png"].data)
+    assert _is_white(array[:10, :10])
+    assert _is_white(array[-10:, :10])
+    # centre of the rectangle (0.15-0.60 x 0.10-0.55 of the picture)
+    assert tuple(int(v) for v in array[int(0.32 * 224), int(0.37 * 224)]) == pytest.approx((200, 120, 30), abs=8)
+
+
+def test_padding_keeps_aspect_with_white_bands():
+    bar = Image.new("RGB", (200, 50), (220, 0, 0))  # wide red bar
+    array = load_for_model(_encode(bar, "PNG")).astype(int)
+    # 200x50 padded to 200x200: bar rows 75..125 -> 84..140 at 224
+    assert _is_white(array[:80])
+    assert _is_white(array[145:])
+    middle = array[90:135]
+    assert (middle[..., 0] > 200).all() and (middle[..., 1] < 30).all() and (middle[..., 2] < 30).all()
+
+    tall = Image.new("RGB", (50, 200), (0, 0, 220))
+    array = load_for_model(_encode(tall, "PNG")).astype(int)
+    assert _is_white(array[:, :80])
+    assert _is_white(array[:, 145:])
+    assert (array[:, 90:135, 2] > 200).all()
+
+
+def test_sixteen_bit_png_is_not_blank():
+    data = CORPUS["png_16bit"].data
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode.startswith("I")
+    array = load_for_model(data)
+    # background ~49000/65535 -> ~190, shape ~7700/65535 -> ~30; a naive convert clips all to 255
+    assert array.min() < 60
+    assert 150 < np.median(array) < 230
+    assert not _is_white(array)
+
+
+def test_animated_gif_uses_the_first_frame():
+    array = load_for_model(CORPUS["animated_gif"].data).astype(int)
+    r, g, b = array[int(0.32 * 224), int(0.37 * 224)]
+    assert r > 150 and g < 80 and b < 80  # the first frame is red
+
+
+def test_bomb_is_rejected_from_its_header_alone():
+    # Only the header: no pixel data at all. A decoder would fail with
+    # "unreadable"; a header check says "too_large" before decoding anything.
+    ihdr = struct.pack(">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 8, 2, 0, 0, 0)
+    header_only = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b"")
+    with pytest.raises(ImageError) as info:
+        load_for_model(header_only)
+    assert info.value.reason == "too_large"
+    with pytest.raises(ImageError) as info:
+        load_for_model(CORPUS["decompression_bomb"].data)
+    assert info.value.reason == "too_large"
+
+
+def _header_only_png(side: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b"")
+
+
+def test_pixel_limit_boundary():
+    # 8001 x 8001 is just above 64 Mpx: refused from the header
+    assert 8001 * 8001 > images.MAX_PIXELS >= 8000 * 8000
+    with pytest.raises(ImageError) as info:
+        load_for_model(_header_only_png(8001))
+    assert info.value.reason == "too_large"
+    # 8000 x 8000 is allowed through the size check, then fails for lack of pixel data
+    with pytest.raises(ImageError) as info:
+        load_for_model(_header_only_png(8000))
+    assert info.value.reason == "unreadable"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 200), (200, 31)])
+def test_too_small_is_rejected(size):
+    data = _encode(Image.new("RGB", size, (10, 200, 10)), "PNG")
+    with pytest.raises(ImageError) as info:
+        load_for_model(data)
+    assert info.value.reason == "too_small"
+
+
+def test_smallest_allowed_side_is_accepted():
+    data = _encode(make_image((images.MIN_SIDE, 100)), "PNG")
+    assert load_for_model(data).shape == (INPUT_SIZE, INPUT_SIZE, 3)
+
+
+def test_truncated_jpeg_of_a_real_photo_is_rejected():
+    data = make_jpeg((300, 300))
+    for cut in (len(data) // 3, len(data) * 2 // 3):
+        with pytest.raises(ImageError) as info:
+            load_for_model(data[:cut])
+        assert info.value.reason == "unreadable"
+
+
+def test_large_jpeg_is_downscaled_but_keeps_the_picture():
+    big = load_for_model(CORPUS["large_jpeg"].data).astype(int)
+    small = load_for_model(make_jpeg((400, 300), (60, 120, 180))).astype(int)
+    assert big.shape == (INPUT_SIZE, INPUT_SIZE, 3)
+    assert np.abs(big - small).mean() < 6
+
+
+def test_is_image_path():
+    assert images.is_image_path("a/b/C.JPG")
+    assert images.is_image_path("x.webp")
+    assert not images.is_image_path("notes.txt")
+    assert not images.is_image_path("styles.csv")

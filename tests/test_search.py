@@ -1,0 +1,217 @@
+"""Searcher: self-retrieval through the shared image path, exact filters and the exact fallback."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer import artifacts
+from indexer.build import model_key
+from indexer.images import load_for_model
+from indexer.search import FILTER_FIELDS, Searcher, UnknownItem
+from tests.corpus import EXIF_ORIENTATION
+
+
+@pytest.fixture(scope="module")
+def searcher(built_index, embedder):
+    found = Searcher.load(built_index.index_dir, expect=model_key(embedder.weights_id))
+    yield found
+    found.index.annoy.unload()
+
+
+def _styles(catalogue: Path) -> list[dict[str, str]]:
+    with open(catalogue / "styles.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _decoded(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def _sideways_with_exif(upright: Image.Image, fmt: str, **kwargs) -> bytes:
+    """Store the picture rotated 90 degrees with EXIF Orientation=6, which undoes it."""
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = stored.getexif()
+    exif[EXIF_ORIENTATION] = 6
+    out = io.BytesIO()
+    stored.save(out, fmt, exif=exif.tobytes(), **kwargs)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- finding itself
+
+
+# 1 is 300x300, 3 is portrait 240x320, 6 is landscape 320x240
+@pytest.mark.parametrize("name", ["1.jpg", "3.jpg", "6.jpg", "100.jpg"])
+def test_catalogue_image_finds_itself_first(name, searcher, embedder, built_index):
+    vector = embedder.embed_one(load_for_model(built_index.catalogue / name))
+    hits = searcher.search(vector, 5)
+    assert len(hits) == 5
+    assert searcher.filenames[hits[0].row] == name
+    assert hits[0].distance < 1e-3
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert hits[1].distance > 0.01  # and nothing else is the same picture
+    assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+@pytest.mark.parametrize("name", ["3.jpg", "6.jpg"])
+def test_exif_rotated_copy_of_a_non_square_image_finds_it(name, searcher, embedder, built_index):
+    upright = _decoded(built_index.catalogue / name)
+    assert upright.width != upright.height
+
+    # lossless: the upright pixels are exactly the catalogue's, so distance ~0
+    lossless = _sideways_with_exif(upright, "PNG")
+    hits = searcher.search(embedder.embed_one(load_for_model(lossless)), 3)
+    assert searcher.filenames[hits[0].row] == name
+    assert hits[0].distance < 1e-3
+
+    # lossy re-encode: still itself first, clearly closer than anything else
+    lossy = _sideways_with_exif(upright, "JPEG", quality=90)
+    hits = searcher.search(embedder.embed_one(load_for_model(lossy)), 3)
+    assert searcher.filenames[hits[0].row] == name
+    assert hits[0].distance < hits[1].distance / 3
+
+    # the same sideways pixels without the EXIF tag are a different picture
+    plain = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(plain, "PNG")
+    row = searcher.filenames.index(name)
+    sideways = embedder.embed_one(load_for_model(plain.getvalue()))
+    assert np.linalg.norm(sideways - searcher.vector(row)) > 10 * max(hits[0].distance, 1e-3)
+
+
+def test_similar_excludes_the_item_itself(searcher):
+    for row in range(0, len(searcher), 11):
+        item_id = searcher.ids[row]
+        got_row, hits = searcher.similar(item_id, 5)
+        assert got_row == row
+        assert len(hits) == 5
+        assert row not in [h.row for h in hits]
+        # the same neighbours as an exact search, minus the item itself
+        exact = [h.row for h in searcher.exact(searcher.vector(row), 6) if h.row != row][:5]
+        assert [h.row for h in hits] == exact
+
+
+def test_similar_with_filters(searcher):
+    row = searcher.filenames.index("1.jpg")
+    wanted = searcher.metadata[row]["articleType"]
+    _, hits = searcher.similar(searcher.ids[row], 4, {"articleType": wanted})
+    assert len(hits) == 4
+    assert row not in [h.row for h in hits]
+    assert all(searcher.metadata[h.row]["articleType"] == wanted for h in hits)
+
+
+def test_unknown_item(searcher):
+    with pytest.raises(UnknownItem):
+        searcher.similar("no-such-item", 5)
+
+
+def test_ids_are_file_stems_and_describe(searcher):
+    assert searcher.ids[:3] == [Path(f).stem for f in searcher.filenames[:3]]
+    row = searcher.row_of("42")
+    info = searcher.describe(row)
+    assert info["filename"] == "42.jpg" and info["id"] == "42"
+    assert info["metadata"]["articleType"] and info["thumb"].endswith(".jpg")
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_facets_list_the_distinct_values(searcher, built_index):
+    styles = _styles(built_index.catalogue)
+    facets = searcher.facets()
+    assert set(facets) == set(FILTER_FIELDS)
+    for name in FILTER_FIELDS:
+        assert facets[name] == sorted({row[name] for row in styles})
+    assert len(facets["articleType"]) == 8 and len(facets["baseColour"]) == 6
+
+
+FILTERS = [
+    {"articleType": "Tshirts"},
+    {"baseColour": "Red"},
+    {"gender": "Women"},
+    {"masterCategory": "Footwear"},
+    {"articleType": "Dresses", "baseColour": "Navy Blue"},
+    {"gender": "Men", "subCategory": "Topwear"},
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: "+".join(f.values()))
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_filters_are_exact_and_fill_k(filters, k, searcher, embedder, built_index):
+    matching = [row for row, meta in enumerate(searcher.metadata) if all(meta.get(f) == v for f, v in filters.items())]
+    assert matching, "the demo catalogue should have items for every filter here"
+    for query in ("1.jpg", "77.jpg"):
+        vector = searcher.vector(searcher.filenames.index(query))
+        hits = searcher.search(vector, k, filters)
+        assert len(hits) == min(k, len(matching))
+        assert {h.row for h in hits} <= set(matching)
+        distances = [h.distance for h in hits]
+        assert distances == sorted(distances)
+        # nothing that matches was passed over for something farther
+        exact = searcher.exact(vector, len(hits), np.isin(np.arange(len(searcher)), matching))
+        np.testing.assert_allclose(distances, [h.distance for h in exact], atol=1e-5)
+
+
+def test_filter_without_matches_gives_nothing(searcher):
+    assert searcher.search(searcher.vector(0), 5, {"articleType": "Spacesuits"}) == []
+    assert searcher.search(searcher.vector(0), 0) == []
+
+
+def _synthetic_searcher(tmp_path: Path) -> tuple[Searcher, np.ndarray]:
+    """90 items near +e0 tagged "near", 10 near -e0 tagged "far" (real Annoy, real files)."""
+    rng = np.random.default_rng(7)
+    dim = 16
+    axis = np.zeros(dim, np.float32)
+    axis[0] = 1.0
+    near = axis + 0.05 * rng.normal(size=(90, dim))
+    far = -axis + 0.05 * rng.normal(size=(10, dim))
+    vectors = np.vstack([near, far]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    metadata = [{"baseColour": "near"}] * 90 + [{"baseColour": "far"}] * 10
+    artifacts.publish(
+        tmp_path,
+        embeddings=vectors,
+        filenames=[f"{i}.jpg" for i in range(100)],
+        metadata=metadata,
+        manifest={"model": "synthetic"},
+        trees=50,
+    )
+    return Searcher.load(tmp_path), axis
+
+
+def test_falls_back_to_exact_search_when_annoy_candidates_are_too_few(tmp_path):
+    searcher, query = _synthetic_searcher(tmp_path)
+    k = 2
+    # the Searcher asks Annoy for 2k/fraction = 40 candidates (fewer than half the
+    # index); every one of them is "near", so none passes a "far" filter
+    candidates = searcher.index.annoy.get_nns_by_vector(query.tolist(), 40)
+    assert all(searcher.metadata[r]["baseColour"] == "near" for r in candidates)
+
+    hits = searcher.search(query, k, {"baseColour": "far"})
+    assert len(hits) == k
+    assert all(searcher.metadata[h.row]["baseColour"] == "far" for h in hits)
+    far_rows = np.arange(90, 100)
+    exact = sorted(far_rows, key=lambda r: np.linalg.norm(searcher.embeddings[r] - query))[:k]
+    assert [h.row for h in hits] == exact
+    expected = [float(np.linalg.norm(searcher.embeddings[r] - query)) for r in exact]
+    np.testing.assert_allclose([h.distance for h in hits], expected, atol=1e-5)
+
+    # all ten when asked for more than there are
+    assert sorted(h.row for h in searcher.search(query, 15, {"baseColour": "far"})) == list(far_rows)
+    searcher.index.annoy.unload()
+
+
+def test_unfiltered_search_matches_exact(tmp_path):
+    searcher, query = _synthetic_searcher(tmp_path)
+    hits = searcher.search(query, 10)
+    exact = searcher.exact(query, 10)
+    assert [h.row for h in hits] == [h.row for h in exact]
+    np.testing.assert_allclose([h.distance for h in hits], [h.distance for h in exact], atol=1e-5)
+    searcher.index.annoy.unload()
