@@ -33,11 +33,12 @@ def scan(root: Path) -> list[CatalogueFile]:
     """List image files below ``root``, recursively, sorted by relative path.
 
     Hidden files and folders are skipped, symlinks are not followed out of
-    the folder tree, and non-image extensions are ignored.
+    the folder tree (a file symlink pointing outside is ignored), and non-image extensions are ignored.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Catalogue folder {root} does not exist")
+    real_root = root.resolve()
     found: list[CatalogueFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -51,6 +52,11 @@ def scan(root: Path) -> list[CatalogueFile]:
                 log.warning("Cannot stat %s: %s", path, exc)
                 continue
             if not path.is_file():
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                # a link out of the catalogue would let the site read and serve
+                # (as a thumbnail) a file the shop never put in its catalogue
+                log.warning("Ignoring %s: it links outside the catalogue", path)
                 continue
             relpath = path.relative_to(root).as_posix()
             found.append(CatalogueFile(relpath, stat.st_size, stat.st_mtime_ns))

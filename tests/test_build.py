@@ -373,3 +373,18 @@ def test_resume_after_a_killed_build(tmp_path, demo_catalogue, embedder, countin
     np.testing.assert_array_equal(loaded.embeddings[rows], np.stack([shards[name][1] for name in names]))
     loaded.annoy.unload()
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_scan_ignores_symlinks_out_of_the_catalogue(tmp_path, small_catalogue):
+    """A link to a file outside the catalogue is never indexed; one inside is."""
+    from indexer.catalogue import scan
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.jpg"
+    secret.write_bytes((small_catalogue / "1.jpg").read_bytes())
+    (small_catalogue / "leak.jpg").symlink_to(secret)
+    (small_catalogue / "alias.jpg").symlink_to(small_catalogue / "2.jpg")
+    listed = {item.relpath for item in scan(small_catalogue)}
+    assert "leak.jpg" not in listed
+    assert "alias.jpg" in listed and "1.jpg" in listed
