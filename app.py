@@ -99,7 +99,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
-    app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=float(app.config.get("QUEUE_TIMEOUT_S", 20)))
+    app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

@@ -33,6 +33,19 @@ def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration for one process."""
@@ -51,6 +64,7 @@ class Settings:
     checkpoint_every: int = 256
     thumb_size: int = 256
     tf_threads: int = 0  # 0: let TensorFlow choose
+    queue_timeout_s: float = 20.0  # longest wait for a model slot before a 503 + Retry-After
     rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
 
@@ -90,6 +104,7 @@ class Settings:
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),
             tf_threads=_int(env, "FASHION_TF_THREADS", 0, minimum=0),
+            queue_timeout_s=_float(env, "FASHION_QUEUE_TIMEOUT_S", 20.0, minimum=0.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
         )
         values.update(overrides)
