@@ -2,7 +2,7 @@
 
 Run from the repository root (needs ``pip install -r requirements-ray.txt``)::
 
-    python benchmarks/bench_ray.py [--dataset DIR] [--limit N] [--order local,ray]
+    python benchmarks/bench_ray.py [--dataset DIR] [--limit N] [--order local,ray] [--rounds R]
 
 What it does:
 
@@ -14,6 +14,9 @@ What it does:
   ``python -m indexer rebuild --engine ENGINE`` with ``FASHION_WEIGHTS=none``,
   into its own temporary index dir. The wall time includes start-up (imports,
   model load, and for Ray starting a local 2-CPU instance and its actor);
+* with ``--rounds 2`` the pair runs again in reverse order (local, ray, ray,
+  local), so a load that rises or falls during the run weighs on both
+  engines alike; the ratios are of the summed times;
 * then both indexes are loaded and compared: max abs difference of the
   embeddings and whether the file order is identical.
 
@@ -103,12 +106,27 @@ def compare(local_dir: Path, ray_dir: Path) -> dict:
         other.annoy.unload()
 
 
+def _totals(engine_runs: list[dict]) -> dict:
+    """Sum of wall and build times over the rounds, plus each run."""
+    return {
+        "wall_s": round(sum(r["wall_s"] for r in engine_runs), 2),
+        "build_s": round(sum(r["build_s"] for r in engine_runs), 2),
+        "runs": engine_runs,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both engines, print the figures and a JSON line; exit 1 if a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="catalogue folder (default fashion-dev)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (default: all)")
     parser.add_argument("--order", default="local,ray", help="engines in run order (default local,ray)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat, reversing the order every other round (ABBA cancels drifts in load); ratios use the sums",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
 
@@ -118,16 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit:
             catalogue = subset_catalogue(catalogue, work / "catalogue", args.limit)
         load_before = os.getloadavg()[0]
-        results = {}
-        for engine in args.order.split(","):
-            results[engine] = run_engine(engine, catalogue, work / f"index-{engine}", work / f"{engine}.log")
-            print(
-                f"{engine} wall: {results[engine]['wall_s']:.1f} s "
-                f"(build {results[engine]['build_s']:.1f} s, {results[engine]['images_per_s']:.1f} images/s, "
-                f"{results[engine]['indexed']} indexed)"
-            )
+        runs: dict[str, list[dict]] = {"local": [], "ray": []}
+        order = args.order.split(",")
+        for round_no in range(args.rounds):
+            for engine in order if round_no % 2 == 0 else order[::-1]:
+                run = run_engine(engine, catalogue, work / f"index-{engine}", work / f"{engine}.log")
+                run["load"] = round(os.getloadavg()[0], 2)
+                runs[engine].append(run)
+                print(
+                    f"{engine} wall: {run['wall_s']:.1f} s (build {run['build_s']:.1f} s, "
+                    f"{run['images_per_s']:.1f} images/s, {run['indexed']} indexed, load {run['load']:.2f})"
+                )
         load_after = os.getloadavg()[0]
         figures = compare(work / "index-local", work / "index-ray")
+        results = {engine: _totals(engine_runs) for engine, engine_runs in runs.items()}
         ratio = results["ray"]["wall_s"] / results["local"]["wall_s"]
         build_ratio = results["ray"]["build_s"] / results["local"]["build_s"]
         print(f"ratio ray/local wall: {ratio:.3f} (target <= 1.2)")
@@ -142,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     "benchmark": "bench_ray",
                     "dataset": str(args.dataset),
                     "limit": args.limit,
+                    "rounds": args.rounds,
                     "cpus": os.cpu_count(),
                     "images": figures["count"],
                     "local": results["local"],

@@ -14,7 +14,7 @@ Pipeline (one Ray Data dataset, streamed)::
 
 Both map stages are given the same resources, so Ray Data fuses them into
 one actor-pool operator: decoding (about 1 ms a photo here, against about
-40 ms of ResNet50 per photo per core) runs in the actor process and never
+80 ms of ResNet50 per photo on one core) runs in the actor process and never
 competes with the forward pass for a CPU slot. This is what keeps a 2-CPU
 machine as fast as the local engine; on a cluster each actor reads its
 photos straight from the shared catalogue.
@@ -321,7 +321,11 @@ def embed_ray(
         cfg = dataclasses.replace(cfg, tf_threads=per_actor)
         log.info(
             "Ray engine: %d images to embed, %d thumbnails to write, %d actor(s) x %d CPU(s), batch %d",
-            total, len(plan.missing_thumbs), pool, per_actor, settings.batch_size,
+            total,
+            len(plan.missing_thumbs),
+            pool,
+            per_actor,
+            settings.batch_size,
         )
         reporter.update("embedding", 0, total, force=True)
         skipped = _collect(_dataset(ray, plan, settings, cfg, per_actor, pool), total, reporter)
