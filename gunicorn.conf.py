@@ -15,7 +15,9 @@ workers = int(os.environ.get("FASHION_WORKERS", "2"))
 # through while one request holds the model; forward passes are gated to one
 # at a time per worker inside the app.
 threads = int(os.environ.get("FASHION_THREADS", "4"))
-worker_class = "gthread"
+# gthread, plus the time each request waited for a thread, so that a request
+# that queued past FASHION_QUEUE_TIMEOUT_S gets its 503 at once (web/workers.py).
+worker_class = "web.workers.QueueTimedThreadWorker"
 # Queued connections beyond this are refused by the kernel rather than
 # piling up; the app answers 503 + Retry-After when its model queue is full.
 backlog = int(os.environ.get("FASHION_BACKLOG", "64"))

@@ -12,6 +12,7 @@ from flask import url_for
 from indexer.search import Hit, Searcher
 
 from .queries import BadQuery, Query
+from .workers import pool_wait_s
 
 
 class Busy(RuntimeError):
@@ -22,8 +23,8 @@ class ModelGate:
     """Bounds concurrent forward passes in one worker.
 
     More parallel passes than cores only slow each other down; a request
-    that cannot get a slot within ``timeout_s`` gets a 503 with Retry-After
-    instead of hanging until the client gives up.
+    that cannot get a slot within ``timeout_s`` of arriving gets a 503 with
+    Retry-After instead of hanging until the client gives up.
     """
 
     def __init__(self, slots: int, timeout_s: float):
@@ -31,9 +32,17 @@ class ModelGate:
         self.timeout_s = timeout_s
 
     @contextmanager
-    def slot(self):
-        """Hold one slot for the duration of the block."""
-        if not self._semaphore.acquire(timeout=self.timeout_s):
+    def slot(self, already_waited_s: float = 0.0):
+        """Hold one slot for the duration of the block.
+
+        ``already_waited_s`` is time the request spent queued before it
+        reached the app (in gunicorn's thread pool); it counts against the
+        timeout, and a request whose budget is spent only gets a slot that
+        is free right now.
+        """
+        budget = self.timeout_s - max(0.0, already_waited_s)
+        acquired = self._semaphore.acquire(timeout=budget) if budget > 0 else self._semaphore.acquire(blocking=False)
+        if not acquired:
             raise Busy("The server is busy; please try again in a moment.")
         try:
             yield
@@ -78,7 +87,7 @@ def run_query(service, gate: ModelGate, query: Query) -> tuple[list[dict], dict]
         raise BadQuery("The catalogue index is still being built.", status=503)
     timing = {"decode": round(sum(img.decode_ms for img in query.images), 3)}
     started = time.perf_counter()
-    with gate.slot():
+    with gate.slot(already_waited_s=pool_wait_s()):
         waited = time.perf_counter()
         vectors = service.embedder.embed(np.stack([img.array for img in query.images]))
         embedded = time.perf_counter()
