@@ -1,0 +1,1 @@
+"""Benchmark scripts; each prints plain figure lines and one JSON line (see BENCHMARKS.md)."""
