@@ -68,20 +68,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide it from a web server user
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_pickle(path: Path, obj) -> None:
+    """Pickle ``obj`` straight into ``path``, atomically.
+
+    Protocol 5 writes a numpy array's buffer in-band without copying it, so
+    saving the embeddings costs no memory beyond the array itself (``dumps``
+    at protocol 4 held two extra copies: the array's bytes and the pickle).
+    """
+    _atomic_write(path, lambda handle: pickle.dump(obj, handle, protocol=5))
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -145,8 +160,8 @@ def publish(
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     gen = index_dir / f"gen-{time.time_ns()}-{os.getpid()}"
     gen.mkdir()
-    atomic_write_bytes(gen / "embeddings.pkl", pickle.dumps(embeddings, protocol=4))
-    atomic_write_bytes(gen / "filenames.pkl", pickle.dumps(list(filenames), protocol=4))
+    atomic_write_pickle(gen / "embeddings.pkl", embeddings)
+    atomic_write_pickle(gen / "filenames.pkl", list(filenames))
     atomic_write_json(gen / "metadata.json", metadata)
     build_annoy(embeddings, trees, gen / "index.ann")
     manifest = dict(manifest)

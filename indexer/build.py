@@ -324,7 +324,10 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
             continue  # vanished between scan and publish
         rows.append(vector)
         kept.append(item)
-    embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+    # one copy of the vectors: stacked straight into float32, and the shards'
+    # arrays let go before the artifacts (and Annoy's own copy) are written
+    embeddings = np.stack(rows, dtype=np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+    del rows, fresh
     manifest = dict(
         plan.model_key,
         created_at=time.time(),
