@@ -2,15 +2,17 @@
 
 The API is deliberately small:
 
-- ``DEFAULT_DATASET``: the shared 3,000-photo dev dataset, relative to the repo.
+- ``REPO_ROOT``; ``DEFAULT_DATASET``: the shared 3,000-photo dev dataset, next to the repo.
 - ``dataset_images(dataset)``: the dataset's image files, sorted.
 - ``make_catalogue(images, dest, styles=...)``: a throw-away catalogue folder
   with copies of a subset of images and the matching rows of ``styles.csv``.
 - ``add_images(catalogue, sources, ...)``: copy new files into a catalogue,
   e.g. for an incremental build.
-- ``peak_rss_mb()``, ``rss_mb()``, ``reset_peak_rss()``: this process's memory
-  (Linux ``/proc/self/status``); ``children_peak_rss_mb()``: the largest peak
-  of any waited-for child process (``getrusage``).
+- ``rss_mb(pid)``, ``peak_rss_mb(pid)``: current and peak RSS of this process
+  (default) or of ``pid`` (Linux ``/proc/<pid>/status``); ``reset_peak_rss()``
+  restarts this process's peak so one phase can be measured;
+  ``children_peak_rss_mb()``: the largest peak of any waited-for child
+  process (``getrusage``).
 - ``load_average()``: the 1-minute load, to judge whether a run was disturbed.
 - ``emit(label, value, unit)``: print one figure as a plain ``label: value unit`` line.
 
