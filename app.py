@@ -82,7 +82,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app = Flask(__name__, instance_relative_config=True)
     app.request_class = InMemoryRequest
-    # Body limit: every photo of a search at its individual limit, plus form fields.
+    # One body limit for the whole request: all photos of a search together.
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         # Werkzeug applies this to each raw chunk it parses (64 KiB reads), file parts
