@@ -194,7 +194,12 @@ def overload_probe(catalogue: Path, index_dir: Path, args, deadline: float) -> d
     results: list[Response] = []
     lock = threading.Lock()
     with gunicorn_server(
-        catalogue, index_dir, workers=WORKERS, extra_env=extra_env, log_name="bench_soak-probe"
+        catalogue,
+        index_dir,
+        workers=WORKERS,
+        extra_env=extra_env,
+        log_name="bench_soak-probe",
+        cmd_args=f"--worker-class={args.probe_worker_class}" if args.probe_worker_class else "",
     ) as server:
         for photo in photos[:4]:  # warm-up
             post_search(server.port, [FilePart("image", photo.name, photo.read_bytes())], timeout=60)
@@ -229,6 +234,7 @@ def overload_probe(catalogue: Path, index_dir: Path, args, deadline: float) -> d
     late = [r for r in results if r.elapsed_ms > bound_ms]
     return {
         "queue_timeout_s": args.probe_queue_timeout,
+        "worker_class": args.probe_worker_class or "gunicorn.conf.py",
         "concurrency": args.probe_concurrency,
         "waves": args.probe_waves,
         "sent": len(results),
@@ -264,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-client-timeout", type=float, default=60.0)
     parser.add_argument("--probe-slack", type=float, default=3.0, help="allowance over the queue timeout, s")
     parser.add_argument("--skip-probe", action="store_true")
+    parser.add_argument(
+        "--probe-worker-class", help="gunicorn worker class for the probe (default: gunicorn.conf.py's), e.g. gthread"
+    )
     args = parser.parse_args(argv)
     if args.requests < 300:
         parser.error("--requests must be at least 300")
@@ -360,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_probe:
             probe = overload_probe(catalogue, index_dir, args, deadline)
             log(
-                f"overload probe: {probe['waves']} waves of {probe['concurrency']} simultaneous uploads, "
+                f"overload probe ({probe['worker_class']} worker): {probe['waves']} waves of "
+                f"{probe['concurrency']} simultaneous uploads, "
                 f"FASHION_QUEUE_TIMEOUT_S={probe['queue_timeout_s']}: statuses {probe['statuses']}; "
                 f"503 with Retry-After {probe['busy_with_retry_after']}/{probe['busy_503']} "
                 f"(Retry-After {probe['retry_after_values']}); 503 latency p50 {probe['latency_503_ms'].get('p50')} "

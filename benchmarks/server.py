@@ -353,11 +353,13 @@ def gunicorn_server(
     extra_env: dict[str, str] | None = None,
     startup_timeout_s: float = 120.0,
     log_name: str = "gunicorn",
+    cmd_args: str = "",
 ) -> Iterator[Server]:
     """Run a real gunicorn (``gunicorn.conf.py``) on a free loopback port for the ``with`` block.
 
     The server uses ``FASHION_WEIGHTS=none``; its combined output goes to
-    ``benchmarks/out/<log_name>.log``. It is stopped on exit whatever happens.
+    ``benchmarks/out/<log_name>.log``. ``cmd_args`` are extra gunicorn options
+    (through ``GUNICORN_CMD_ARGS``). It is stopped on exit whatever happens.
     """
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -371,7 +373,7 @@ def gunicorn_server(
         FASHION_INDEX_DIR=str(index_dir),
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
-        GUNICORN_CMD_ARGS=f"--access-logformat={shlex.quote(ACCESS_LOG_FORMAT)}",
+        GUNICORN_CMD_ARGS=f"--access-logformat={shlex.quote(ACCESS_LOG_FORMAT)} {cmd_args}".strip(),
     )
     env.update(extra_env or {})
     with open(log_path, "wb") as log_file:
