@@ -33,6 +33,9 @@ limit_request_line = 4094
 limit_request_fields = 100
 accesslog = os.environ.get("FASHION_ACCESS_LOG", "-")
 loglevel = os.environ.get("FASHION_LOG_LEVEL", "info")
+# The control socket has one default path per user, so two servers on one
+# host (tests, benchmarks, blue/green) would fight over it; nothing uses it.
+control_socket_disable = True
 
 raw_env = []
 if "FASHION_TF_THREADS" not in os.environ:
