@@ -9,8 +9,8 @@ from flask import Blueprint, jsonify, request
 from indexer.search import UnknownItem
 
 from . import context
-from .queries import BadQuery, parse_filters, parse_k, parse_query
-from .searching import item_dict, result_dict, run_query
+from .queries import BadQuery
+from .searching import item_dict, result_dict, search_uploads, similar_items
 from .service import READY
 
 bp = Blueprint("api", __name__)
@@ -41,17 +41,12 @@ def api_search():
     not_ready = _require_ready(svc)
     if not_ready:
         return not_ready
-    cfg = svc.settings
     try:
-        query = parse_query(
-            request.form, request.files, facets=svc.searcher.facets(),
-            default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files,
-        )
-        entries, timing = run_query(svc, context.gate(), query)
+        searcher, query, entries, timing = search_uploads(svc, context.gate(), request.form, request.files)
     except BadQuery as exc:
         return json_error(exc.message, exc.status, field=exc.field)
     queries = [
-        {"filename": e["filename"], "results": [result_dict(svc.searcher, h) for h in e["hits"]]} for e in entries
+        {"filename": e["filename"], "results": [result_dict(searcher, h) for h in e["hits"]]} for e in entries
     ]
     timing["total"] = round((time.perf_counter() - started) * 1000, 3)
     return jsonify({"queries": queries, "k": query.k, "filters": query.filters, "timing_ms": timing})
@@ -64,12 +59,8 @@ def api_similar(item_id: str):
     not_ready = _require_ready(svc)
     if not_ready:
         return not_ready
-    cfg = svc.settings
-    searcher = svc.searcher
     try:
-        k = parse_k(request.args.get("k"), cfg.top_k, cfg.max_k)
-        filters = parse_filters(request.args, searcher.facets())
-        row, hits = searcher.similar(item_id, k, filters)
+        searcher, row, hits, _k, _filters = similar_items(svc, item_id, request.args)
     except UnknownItem:
         return json_error(f"No catalogue item has id {item_id!r}.", 404)
     except BadQuery as exc:

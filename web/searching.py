@@ -11,7 +11,7 @@ from flask import url_for
 
 from indexer.search import Hit, Searcher
 
-from .queries import BadQuery, Query
+from .queries import BadQuery, Query, parse_filters, parse_k, parse_query
 from .workers import pool_wait_s
 
 
@@ -76,13 +76,12 @@ def item_dict(searcher: Searcher, row: int) -> dict:
     }
 
 
-def run_query(service, gate: ModelGate, query: Query) -> tuple[list[dict], dict]:
-    """Embed every query image in one batch and search for each.
+def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tuple[list[dict], dict]:
+    """Embed every query image in one batch and search each in ``searcher``.
 
-    Returns one ``{filename, array, results}`` entry per image, in upload
+    Returns one ``{filename, array, hits}`` entry per image, in upload
     order, and the server-side timings in milliseconds.
     """
-    searcher = service.searcher
     if searcher is None:
         raise BadQuery("The catalogue index is still being built.", status=503)
     timing = {"decode": round(sum(img.decode_ms for img in query.images), 3)}
@@ -99,3 +98,36 @@ def run_query(service, gate: ModelGate, query: Query) -> tuple[list[dict], dict]
         entries.append({"filename": image.filename, "array": image.array, "hits": hits})
     timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)
     return entries, timing
+
+
+def search_uploads(service, gate: ModelGate, form, files) -> tuple[Searcher, Query, list[dict], dict]:
+    """Validate an upload request and run it: the shared core of ``/search`` and ``/api/search``.
+
+    Returns the searcher it used too: a new index generation may be loaded
+    while the request runs, and rows must be described by the searcher that
+    found them.
+    """
+    searcher = service.searcher
+    if searcher is None:
+        raise BadQuery("The catalogue index is still being built.", status=503)
+    cfg = service.settings
+    query = parse_query(
+        form, files, facets=searcher.facets(), default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files
+    )
+    entries, timing = run_query(service, gate, query, searcher)
+    return searcher, query, entries, timing
+
+
+def similar_items(service, item_id: str, args) -> tuple[Searcher, int, list[Hit], int, dict]:
+    """More-like-this for a request: ``(searcher, row, hits, k, filters)``.
+
+    Raises ``BadQuery`` for a bad ``k`` or filter and ``UnknownItem`` for an unknown id.
+    """
+    searcher = service.searcher
+    if searcher is None:
+        raise BadQuery("The catalogue index is still being built.", status=503)
+    cfg = service.settings
+    k = parse_k(args.get("k"), cfg.top_k, cfg.max_k)
+    filters = parse_filters(args, searcher.facets())
+    row, hits = searcher.similar(item_id, k, filters)
+    return searcher, row, hits, k, filters

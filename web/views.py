@@ -9,8 +9,8 @@ from indexer.search import UnknownItem
 
 from . import context
 from .files import send_catalogue_file, send_thumbnail
-from .queries import BadQuery, parse_filters, parse_k, parse_query
-from .searching import item_dict, result_dict, run_query
+from .queries import BadQuery
+from .searching import item_dict, result_dict, search_uploads, similar_items
 from .service import READY
 
 bp = Blueprint("pages", __name__)
@@ -57,13 +57,8 @@ def search():
     svc = context.service()
     if svc.state != READY:
         return _not_ready(svc)
-    cfg = svc.settings
     try:
-        query = parse_query(
-            request.form, request.files, facets=svc.searcher.facets(),
-            default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files,
-        )
-        entries, timing = run_query(svc, context.gate(), query)
+        searcher, query, entries, timing = search_uploads(svc, context.gate(), request.form, request.files)
     except BadQuery as exc:
         selected = {k: v for k, v in request.form.items() if k != "k"}
         page = render_template(
@@ -74,7 +69,7 @@ def search():
         {
             "filename": entry["filename"],
             "preview": preview_data_url(entry["array"]),
-            "results": [result_dict(svc.searcher, hit) for hit in entry["hits"]],
+            "results": [result_dict(searcher, hit) for hit in entry["hits"]],
         }
         for entry in entries
     ]
@@ -90,12 +85,8 @@ def item(item_id: str):
     svc = context.service()
     if svc.state != READY:
         return _not_ready(svc)
-    cfg = svc.settings
-    searcher = svc.searcher
     try:
-        k = parse_k(request.args.get("k"), cfg.top_k, cfg.max_k)
-        filters = parse_filters(request.args, searcher.facets())
-        row, hits = searcher.similar(item_id, k, filters)
+        searcher, row, hits, k, filters = similar_items(svc, item_id, request.args)
     except UnknownItem:
         return render_template("error.html", code=404, message="There is no product with that id."), 404
     except BadQuery as exc:
