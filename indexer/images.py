@@ -19,13 +19,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Bump when anything below changes the pixels fed to the model: the manifest
 # records it, and an index built with another version is rebuilt.
-PREPROCESS_VERSION = "2"
+PREPROCESS_VERSION = "3"
 
 INPUT_SIZE = 224
 MIN_SIDE = 32
 # 64 megapixels is far above any product photo; bigger is treated as a bomb
 # and refused from the header alone, before any pixel is allocated.
 MAX_PIXELS = 64_000_000
+
+# Decoders an upload may reach. Pillow knows more (EPS would run Ghostscript
+# on attacker-supplied PostScript); only the formats we document are opened.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -55,7 +59,7 @@ def _open(source: Source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
+            return Image.open(source, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("too_large", "The image is too large to process.") from None
     except UnidentifiedImageError:
@@ -119,22 +123,33 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _pad_to_square(img: Image.Image) -> Image.Image:
+def _fit_on_square(img: Image.Image, size: int) -> Image.Image:
+    """Shrink to ``size`` on the long side, then centre on a white square.
+
+    Resizing first keeps memory at ``size``x``size`` even for a very long,
+    thin image, whose padded square could be terabytes.
+    """
     width, height = img.size
-    if width == height:
+    scale = size / max(width, height)
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if fitted != img.size:
+        img = img.resize(fitted, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if fitted == (size, size):
         return img
-    side = max(width, height)
-    canvas = Image.new("RGB", (side, side), WHITE)
-    canvas.paste(img, ((side - width) // 2, (side - height) // 2))
+    canvas = Image.new("RGB", (size, size), WHITE)
+    canvas.paste(img, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
     return canvas
 
 
 def normalise(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
-    """RGB on white, padded to a square (no squashing), resized to ``size``."""
-    img = _pad_to_square(_to_rgb(img))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return img
+    """RGB on white, padded to a square (no squashing), ``size`` x ``size``."""
+    return _fit_on_square(_to_rgb(img), size)
+
+
+def _decode_failure(exc: Exception) -> ImageError:
+    # Pillow's decoders raise many exception types on hostile input; none of
+    # them may become a 500 or stop a build.
+    return ImageError("unreadable", f"The image could not be decoded ({type(exc).__name__}).")
 
 
 def load_for_model(source: Source, size: int = INPUT_SIZE) -> np.ndarray:
@@ -142,8 +157,13 @@ def load_for_model(source: Source, size: int = INPUT_SIZE) -> np.ndarray:
 
     Raises ``ImageError`` for anything that is not a usable image.
     """
-    img = open_validated(source, draft_size=size)
-    return np.asarray(normalise(img, size), dtype=np.uint8)
+    try:
+        img = open_validated(source, draft_size=size)
+        return np.asarray(normalise(img, size), dtype=np.uint8)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _decode_failure
+        raise _decode_failure(exc) from None
 
 
 def _jpeg_thumbnail(rgb: Image.Image, size: int) -> bytes:
@@ -160,9 +180,14 @@ def prepare(source: Source, thumb_size: int, size: int = INPUT_SIZE) -> tuple[np
     The model array is exactly what ``load_for_model`` gives for the same
     file; the thumbnail is at most ``thumb_size`` on its long side.
     """
-    rgb = _to_rgb(open_validated(source, draft_size=size))
-    array = np.asarray(normalise(rgb, size), dtype=np.uint8)
-    return array, _jpeg_thumbnail(rgb, thumb_size)
+    try:
+        rgb = _to_rgb(open_validated(source, draft_size=size))
+        array = np.asarray(normalise(rgb, size), dtype=np.uint8)
+        return array, _jpeg_thumbnail(rgb, thumb_size)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _decode_failure
+        raise _decode_failure(exc) from None
 
 
 def make_thumbnail(source: Source, size: int) -> bytes:

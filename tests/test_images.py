@@ -248,3 +248,36 @@ def test_is_image_path():
     assert images.is_image_path("x.webp")
     assert not images.is_image_path("notes.txt")
     assert not images.is_image_path("styles.csv")
+
+
+def test_long_thin_image_is_fitted_without_a_huge_canvas():
+    """A 32 x 2,000,000 PNG (192 KB) must not ask for a 2M x 2M padded square."""
+    import io
+
+    from PIL import Image
+
+    from indexer.images import load_for_model
+
+    buffer = io.BytesIO()
+    Image.new("L", (32, 2_000_000), 0).save(buffer, "PNG")
+    array = load_for_model(buffer.getvalue())
+    assert array.shape == (224, 224, 3)
+    assert array[:, :100].min() == 255 and array[:, 124:].min() == 255  # white padding left and right
+
+
+def test_formats_outside_the_documented_list_are_refused():
+    """EPS would hand PostScript to Ghostscript; PPM is simply not offered."""
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from indexer.images import ImageError, load_for_model
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+    ppm = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(ppm, "PPM")
+    for data in (eps, ppm.getvalue()):
+        with pytest.raises(ImageError) as caught:
+            load_for_model(data)
+        assert caught.value.reason == "not_an_image"
