@@ -46,7 +46,8 @@ def cmd_build(args, full: bool = False) -> int:
         embedder = DriverWeights.resolve(settings.weights, settings.random_seed)
     else:
         embedder = _embedder(settings)
-    report = build_index(settings, embedder, full=full, engine=engine, engine_options=options)
+    # a short wait lets a web worker's status probe of the lock pass
+    report = build_index(settings, embedder, full=full, engine=engine, engine_options=options, lock_timeout=2)
     print(report.summary())
     for item in report.skipped:
         print(f"  skipped {item.relpath}: {item.reason}: {item.message}")

@@ -84,6 +84,14 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
     _atomic_write(path, lambda handle: handle.write(data))
@@ -133,6 +141,7 @@ def build_annoy(embeddings: np.ndarray, trees: int, path: Path, seed: int = 42) 
     try:
         index.save(str(tmp))
         index.unload()
+        _fsync_file(tmp)  # Annoy's save does not; the other artifacts are fsynced too
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)

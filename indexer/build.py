@@ -184,30 +184,55 @@ def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> Bu
 _DONE = object()
 
 
+def _decode_one(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
+    """Decode one file and write its thumbnail; returns the model array or an ``ImageError``."""
+    try:
+        array, thumb = prepare(root / item.relpath, thumb_size)
+    except ImageError as exc:
+        return exc
+    except OSError as exc:  # the file vanished or became unreadable mid-build
+        return ImageError("unreadable", str(exc))
+    try:
+        path = thumb_path(index_dir, thumb_name(item))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.atomic_write_bytes(path, thumb)
+    except OSError as exc:
+        # The vector is still good; the next build sees the thumbnail missing
+        # and writes it again. Dropping the item would lose work silently.
+        log.error("Could not write the thumbnail of %s: %s", item.relpath, exc)
+    return array
+
+
 def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Queue, thumb_size: int, stop):
     """Decode images and write thumbnails until the job queue is drained."""
-    while not stop.is_set():
-        try:
-            item, needs_vector = jobs.get_nowait()
-        except queue.Empty:
-            break
-        try:
-            array, thumb = prepare(root / item.relpath, thumb_size)
-            path = thumb_path(index_dir, thumb_name(item))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            artifacts.atomic_write_bytes(path, thumb)
-            result = array if needs_vector else None
-        except ImageError as exc:
-            result = exc
-        except OSError as exc:  # the file vanished or is unreadable mid-build
-            result = ImageError("unreadable", str(exc))
+    try:
         while not stop.is_set():
             try:
-                out.put((item, result), timeout=0.2)
+                item, needs_vector = jobs.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                result = _decode_one(root, index_dir, item, thumb_size)
+            except Exception as exc:  # noqa: BLE001 - one file must not stall the build
+                log.exception("Unexpected error decoding %s", item.relpath)
+                result = ImageError("unreadable", f"{type(exc).__name__}: {exc}")
+            if not needs_vector and not isinstance(result, ImageError):
+                result = None  # thumbnail only: the vector is reused
+            while not stop.is_set():
+                try:
+                    out.put((item, needs_vector, result), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        # Always tell the consumer this thread is finished, or it would wait forever.
+        while True:
+            try:
+                out.put(_DONE, timeout=0.2)
                 break
             except queue.Full:
-                continue
-    out.put(_DONE)
+                if stop.is_set():
+                    break
 
 
 def embed_local(
@@ -272,8 +297,11 @@ def embed_local(
             if message is _DONE:
                 finished_threads += 1
             else:
-                item, result = message
-                if isinstance(result, ImageError):
+                item, needs_vector, result = message
+                if isinstance(result, ImageError) and not needs_vector:
+                    # its stored vector stays in the index; the thumbnail is retried next build
+                    log.warning("Could not regenerate the thumbnail of %s: %s", item.relpath, result.message)
+                elif isinstance(result, ImageError):
                     log.warning("Skipping %s: %s", item.relpath, result.message)
                     skipped.append(Skipped(item.relpath, result.reason, result.message))
                     done += 1
