@@ -22,6 +22,8 @@ from indexer.search import Searcher
 log = logging.getLogger(__name__)
 
 READY, BUILDING, ERROR = "ready", "building", "error"
+BUILD_RETRY_S = 60.0  # a failed background build is retried after this long
+LOCK_WAIT_S = 2.0  # how long a build waits for the lock held by a status probe
 
 
 class IndexService:
@@ -39,6 +41,8 @@ class IndexService:
         self._lock = threading.RLock()
         self._last_refresh = 0.0
         self._last_rescan: float | None = None
+        self._failed_gen: str | None = None  # a generation that failed verification
+        self._failed_at = 0.0  # when the last background build failed
         self._prepare_catalogue()
         self.refresh(force=True)
 
@@ -106,22 +110,33 @@ class IndexService:
         """Pick up a newly published generation; start a build when one is needed.
 
         Cheap enough to call on every request: it does real work at most
-        once a second, and then only a ``readlink`` unless something changed.
+        once a second, and a request that finds another thread already
+        refreshing carries on with the current searcher instead of waiting.
         """
         now = time.monotonic()
         if not force and now - self._last_refresh < 1.0:
             return
-        with self._lock:
+        if not self._lock.acquire(blocking=force):
+            return
+        try:
             self._last_refresh = now
             gen = artifacts.current_generation(self.settings.index_dir)
-            if gen is not None and (self.searcher is None or self.searcher.generation != gen.name):
+            if gen is not None and gen.name != self._failed_gen and (
+                self.searcher is None or self.searcher.generation != gen.name
+            ):
                 self._load(gen.name)
+            if self.error is not None and now - self._failed_at >= BUILD_RETRY_S:
+                log.info("Retrying the index build that failed %.0f s ago", now - self._failed_at)
+                self.error = None  # a missing mount or a full disk may have been fixed
+                self._last_rescan = None
             if self.autobuild and self.error is None and self._rescan_due(now, force) and not self.building_now():
                 self._last_rescan = now
                 freshness = check_freshness(self.settings, self.embedder.weights_id)
                 if freshness != "fresh" or self.searcher is None:
                     log.info("Index is %s; starting a background build", freshness)
                     self.start_build()
+        finally:
+            self._lock.release()
 
     def _rescan_due(self, now: float, force: bool) -> bool:
         """Whether to compare the catalogue with the index again.
@@ -138,12 +153,15 @@ class IndexService:
         try:
             searcher = Searcher.load(self.settings.index_dir, expect=self.key, search_k=self.settings.annoy_search_k)
         except artifacts.ArtifactError as exc:
+            # not retried until `current` changes; a build replaces it
             log.warning("Index %s not usable: %s", gen_name, exc)
+            self._failed_gen = gen_name
             return
-        old, self.searcher = self.searcher, searcher
+        # The old searcher is not unloaded here: requests still running may
+        # hold it, and Annoy frees its mapping when the last one lets go.
+        self.searcher = searcher
+        self._failed_gen = None
         log.info("Serving index %s (%d items)", searcher.generation, len(searcher))
-        if old is not None:
-            old.index.annoy.unload()
 
     def start_build(self) -> bool:
         """Start a background build unless one is already running anywhere."""
@@ -157,12 +175,14 @@ class IndexService:
 
     def _run_build(self) -> None:
         try:
-            build_index(self.settings, self.embedder)
+            # a short wait lets a status poll's probe of the lock pass
+            build_index(self.settings, self.embedder, lock_timeout=LOCK_WAIT_S)
         except BuildInProgress:
             log.info("Another process is building the index; waiting for it")
         except Exception as exc:  # noqa: BLE001 - reported on the error page, not swallowed
             log.exception("Background build failed")
             self.error = f"The index could not be built: {exc}"
+            self._failed_at = time.monotonic()
         finally:
             # pick up the new generation now, but do not rescan the catalogue
             # straight away: a catalogue that keeps changing must not loop
