@@ -13,6 +13,13 @@
     function showPreviews() {
       previews.textContent = "";
       var files = Array.prototype.slice.call(input.files || []);
+      var trimmed = files.length > maxFiles && typeof DataTransfer !== "undefined";
+      if (trimmed) {
+        // Keep what the server accepts instead of letting the search fail.
+        var keep = new DataTransfer();
+        files.slice(0, maxFiles).forEach(function (f) { keep.items.add(f); });
+        input.files = keep.files;
+      }
       files.slice(0, maxFiles).forEach(function (file) {
         var li = document.createElement("li");
         if (file.type && file.type.indexOf("image/") === 0) {
@@ -27,7 +34,7 @@
         li.appendChild(caption);
         previews.appendChild(li);
       });
-      if (files.length > maxFiles) {
+      if (trimmed) {
         var warn = document.createElement("li");
         warn.textContent = "Only the first " + maxFiles + " photos are used.";
         previews.appendChild(warn);
