@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = ["DEMO_VERSION", "MARKER_NAME", "STYLES_HEADER", "generate_demo_catalogue"]
@@ -531,7 +532,17 @@ def generate_demo_catalogue(out_dir: str | os.PathLike[str], *, seed: int = 7) -
     if existing is not None:
         logger.debug("Demo catalogue already present in %s (%d images)", out, existing)
         return existing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several gunicorn workers start at once; one generates, the others wait
+    # a few seconds and find it complete, instead of rewriting every file.
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        existing = _existing_count(out)
+        if existing is not None:
+            return existing
+        return _generate(out, seed)
 
+
+def _generate(out: Path, seed: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     marker = out / MARKER_NAME
     marker.unlink(missing_ok=True)
