@@ -79,7 +79,7 @@ def _fetch_imagenet() -> Path:
             file_hash="4d473c1dd8becc155b73f8504c6f6626",
         )
     except Exception as exc:  # noqa: BLE001 - any download failure means the same to the user
-        raise WeightsError(_imagenet_help(f"download failed: {type(exc).__name__}")) from None
+        raise WeightsError(_imagenet_help(f"download failed: {str(exc)[:200] or type(exc).__name__}")) from None
     return Path(path)
 
 
