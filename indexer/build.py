@@ -184,8 +184,11 @@ def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> Bu
 _DONE = object()
 
 
-def _decode_one(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
-    """Decode one file and write its thumbnail; returns the model array or an ``ImageError``."""
+def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
+    """Decode one file and write its thumbnail; returns the model array or an ``ImageError``.
+
+    Shared by every engine, so files are decoded, thumbnailed and skipped alike.
+    """
     try:
         array, thumb = prepare(root / item.relpath, thumb_size)
     except ImageError as exc:
@@ -212,7 +215,7 @@ def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Qu
             except queue.Empty:
                 break
             try:
-                result = _decode_one(root, index_dir, item, thumb_size)
+                result = decode_and_thumbnail(root, index_dir, item, thumb_size)
             except Exception as exc:  # noqa: BLE001 - one file must not stall the build
                 log.exception("Unexpected error decoding %s", item.relpath)
                 result = ImageError("unreadable", f"{type(exc).__name__}: {exc}")
@@ -298,13 +301,9 @@ def embed_local(
                 finished_threads += 1
             else:
                 item, needs_vector, result = message
-                if isinstance(result, ImageError) and not needs_vector:
-                    # its stored vector stays in the index; the thumbnail is retried next build
-                    log.warning("Could not regenerate the thumbnail of %s: %s", item.relpath, result.message)
-                elif isinstance(result, ImageError):
-                    log.warning("Skipping %s: %s", item.relpath, result.message)
+                if isinstance(result, ImageError):
                     skipped.append(Skipped(item.relpath, result.reason, result.message))
-                    done += 1
+                    done += needs_vector  # thumbnail-only jobs are not in ``total``
                 elif result is not None:
                     batch_items.append(item)
                     batch_arrays.append(result)
@@ -324,6 +323,24 @@ def embed_local(
 
 
 # ---------------------------------------------------------------- publishing
+
+
+def _keep_reused_vectors(plan: BuildPlan, skipped: list[Skipped]) -> list[Skipped]:
+    """Drop failures of files whose stored vector is reused.
+
+    For those the engine only regenerated a thumbnail; the file is unchanged
+    since it was embedded, so its vector stays in the index and the missing
+    thumbnail is retried by the next build. Every other failure is logged
+    and reported as skipped.
+    """
+    kept = []
+    for item in skipped:
+        if item.relpath in plan.reuse:
+            log.warning("Could not regenerate the thumbnail of %s: %s", item.relpath, item.message)
+        else:
+            log.warning("Skipping %s: %s", item.relpath, item.message)
+            kept.append(item)
+    return kept
 
 
 def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) -> tuple[int, int]:
@@ -432,6 +449,7 @@ def build_index(
             skipped = embed_ray(plan, settings, embedder.choice, reporter, **(engine_options or {}))
         else:
             raise ValueError(f"unknown engine {engine!r}")
+        skipped = _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         indexed, total = publish_plan(plan, settings, skipped)
         report = BuildReport(

@@ -50,11 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, checkpoints
-from .build import BuildPlan, Skipped, thumb_name, thumb_path
+from . import checkpoints
+from .build import BuildPlan, Skipped, decode_and_thumbnail
 from .catalogue import CatalogueFile
 from .config import Settings
-from .images import INPUT_SIZE, ImageError, prepare
+from .images import INPUT_SIZE, ImageError
 from .model import WeightsChoice
 from .progress import ProgressReporter
 
@@ -107,17 +107,9 @@ class WorkerConfig:
 
 
 def _decode_one(cfg: WorkerConfig, item: CatalogueFile) -> tuple[np.ndarray | None, ImageError | None]:
-    """Decode one file and write its thumbnail, as ``build._decode_worker`` does."""
-    try:
-        array, thumb = prepare(Path(cfg.root) / item.relpath, cfg.thumb_size)
-        path = thumb_path(Path(cfg.index_dir), thumb_name(item))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        artifacts.atomic_write_bytes(path, thumb)
-        return array, None
-    except ImageError as exc:
-        return None, exc
-    except OSError as exc:  # the file vanished or is unreadable mid-build
-        return None, ImageError("unreadable", str(exc))
+    """Decode one file and write its thumbnail with the local engine's code."""
+    result = decode_and_thumbnail(Path(cfg.root), Path(cfg.index_dir), item, cfg.thumb_size)
+    return (None, result) if isinstance(result, ImageError) else (result, None)
 
 
 def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, np.ndarray]:
@@ -272,7 +264,6 @@ def _collect(ds, total: int, reporter: ProgressReporter) -> list[Skipped]:
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for row in np.flatnonzero(batch["status"] == STATUS_SKIPPED):
             relpath, reason, message = (str(batch[key][row]) for key in ("relpath", "reason", "message"))
-            log.warning("Skipping %s: %s", relpath, message)
             skipped.append(Skipped(relpath, reason, message))
         done += int(np.count_nonzero(batch["needs_vector"]))  # thumbnail-only rows are not in ``total``
         reporter.update("embedding", done, total)

@@ -388,3 +388,21 @@ def test_scan_ignores_symlinks_out_of_the_catalogue(tmp_path, small_catalogue):
     listed = {item.relpath for item in scan(small_catalogue)}
     assert "leak.jpg" not in listed
     assert "alias.jpg" in listed and "1.jpg" in listed
+
+
+def test_a_failed_thumbnail_regeneration_keeps_the_reused_vector(tiny_settings, counting_embedder):
+    """A reused item whose thumbnail cannot be rewritten stays in the index and is not reported skipped."""
+    build_index(tiny_settings, counting_embedder)
+    victim = sorted(tiny_settings.catalogue.glob("*.jpg"))[0]
+    stat = victim.stat()
+    manifest = load_index(tiny_settings.index_dir).manifest
+    row = [relpath for relpath, *_ in manifest["items"]].index(victim.name)
+    build_module.thumb_path(tiny_settings.index_dir, manifest["thumbs"][row]).unlink()
+    # Same size and mtime, so the stored vector is reused; the bytes no longer decode.
+    victim.write_bytes(b"\0" * stat.st_size)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    report = build_index(tiny_settings, counting_embedder)
+
+    assert report.skipped == []
+    assert victim.name in load_index(tiny_settings.index_dir).filenames
