@@ -65,6 +65,7 @@ class Searcher:
         self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
         self.filename_set = frozenset(index.filenames)
         self._facets: dict[str, list[str]] | None = None
+        self._columns: dict[str, np.ndarray] = {}  # filter field -> value per row
         self._annoy = index.annoy
         self._search_k = search_k
 
@@ -108,12 +109,21 @@ class Searcher:
                     values[name].add(meta[name])
         return {name: sorted(found) for name, found in values.items() if found}
 
+    def _column(self, name: str) -> np.ndarray:
+        # Built once per field, so a filtered search compares arrays instead
+        # of walking every row's metadata dict on each request.
+        column = self._columns.get(name)
+        if column is None:
+            column = np.array([meta.get(name) for meta in self.metadata], dtype=object)
+            self._columns[name] = column
+        return column
+
     def _mask(self, filters: dict[str, str]) -> np.ndarray | None:
         if not filters:
             return None
         mask = np.ones(len(self.metadata), dtype=bool)
         for name, wanted in filters.items():
-            mask &= np.fromiter((m.get(name) == wanted for m in self.metadata), bool, len(self.metadata))
+            mask &= self._column(name) == wanted
         return mask
 
     # ------------------------------------------------------------ search
@@ -132,7 +142,7 @@ class Searcher:
             return []
         mask = self._mask(filters or {})
         if exclude is not None:
-            mask = np.ones(n, dtype=bool) if mask is None else mask.copy()
+            mask = np.ones(n, dtype=bool) if mask is None else mask  # _mask returns a fresh array
             mask[exclude] = False
         allowed = n if mask is None else int(mask.sum())
         wanted = min(k, allowed)
