@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+from filelock import Timeout
+
 from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, model_key
 from indexer.config import Settings
@@ -93,7 +95,7 @@ class IndexService:
         probe = build_lock(self.settings.index_dir)
         try:
             probe.acquire(timeout=0)
-        except Exception:  # noqa: BLE001 - filelock.Timeout: someone else holds it
+        except Timeout:  # someone else holds it
             return True
         probe.release()
         return False
