@@ -41,6 +41,23 @@ def _float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
     return _number(env, name, default, minimum, float, "a number")
 
 
+def _choice(env: dict, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return value
+
+
+def _bind(env: dict) -> str:
+    """``BIND`` as given (``host:port`` or ``unix:/path``), else ``HOST``:``PORT``."""
+    if env.get("BIND", "").strip():
+        return env["BIND"].strip()
+    port = _int(env, "PORT", 8000, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"PORT must be at most 65535, got {port}")
+    return f"{env.get('HOST', '127.0.0.1').strip() or '127.0.0.1'}:{port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration for one process."""
@@ -62,6 +79,14 @@ class Settings:
     queue_timeout_s: float = 20.0  # longest wait for a model slot before a 503 + Retry-After
     rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
+    # gunicorn (read by gunicorn.conf.py)
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2
+    threads: int = 4
+    backlog: int = 64
+    worker_timeout_s: int = 120
+    access_log: str = "-"
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> Settings:
@@ -101,6 +126,13 @@ class Settings:
             tf_threads=_int(env, "FASHION_TF_THREADS", 0, minimum=0),
             queue_timeout_s=_float(env, "FASHION_QUEUE_TIMEOUT_S", 20.0, minimum=0.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
+            bind=_bind(env),
+            workers=_int(env, "FASHION_WORKERS", 2, minimum=1),
+            threads=_int(env, "FASHION_THREADS", 4, minimum=1),
+            backlog=_int(env, "FASHION_BACKLOG", 64, minimum=1),
+            worker_timeout_s=_int(env, "FASHION_WORKER_TIMEOUT", 120, minimum=1),
+            access_log=env.get("FASHION_ACCESS_LOG", "-"),
+            log_level=_choice(env, "FASHION_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")),
         )
         values.update(overrides)
         if values["top_k"] > values["max_k"]:

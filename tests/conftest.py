@@ -115,12 +115,9 @@ def tiny_settings(small_settings) -> Settings:
 
 
 def _make_app(settings: Settings, embedder, *, autobuild: bool = False, **config):
-    from app import create_app
+    from web import create_app
 
-    return create_app(
-        {"TESTING": True, "FASHION_SETTINGS": settings, "FASHION_EMBEDDER": embedder, "FASHION_AUTOBUILD": autobuild}
-        | config
-    )
+    return create_app(settings, embedder=embedder, autobuild=autobuild, **({"TESTING": True} | config))
 
 
 @pytest.fixture(scope="session")

@@ -190,7 +190,7 @@ def test_api_similar_k(client):
 
 @pytest.mark.parametrize("item_id", ["99999", "nope", "61.jpg"])
 def test_api_similar_unknown_item_is_404_json(client, item_id):
-    assert_error(client.get(f"/api/items/{item_id}/similar"), 404, contains="No catalogue item")
+    assert_error(client.get(f"/api/items/{item_id}/similar"), 404, contains="no product with that id")
 
 
 @pytest.mark.parametrize("query", ["k=x", "k=-3", "k=51", "gender=Nobody"])

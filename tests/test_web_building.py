@@ -130,13 +130,11 @@ class PausingEmbedder:
 
 
 def test_building_page_shows_live_progress(small_settings, embedder):
-    from app import create_app
+    from web import create_app
 
     settings = small_settings.replace(batch_size=8, checkpoint_every=8)
     pausing = PausingEmbedder(embedder)
-    app = create_app(
-        {"TESTING": True, "FASHION_SETTINGS": settings, "FASHION_EMBEDDER": pausing, "FASHION_AUTOBUILD": True}
-    )
+    app = create_app(settings, embedder=pausing, autobuild=True, TESTING=True)
     service = app.extensions["fashion.service"]
     client = app.test_client()
     try:

@@ -1,1 +1,69 @@
-"""The web tier: routes, request parsing and the index service."""
+"""The web tier: the Flask application factory, its blueprints and the index service.
+
+``create_app()`` follows Flask's tutorial layout: settings come from the
+environment (or the caller), features are blueprints (``views`` for pages,
+``api`` for JSON), and every failure goes through ``errors``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from indexer.config import PROJECT_ROOT, Settings
+
+from . import api, views
+from .errors import register_error_handlers
+from .queries import InMemoryRequest
+from .searching import ModelGate
+from .security import add_security_headers
+from .service import IndexService
+
+
+def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bool = True, **flask_config) -> Flask:
+    """Build the site.
+
+    ``settings`` defaults to ``Settings.from_env()``; ``embedder`` shares an
+    already loaded model (tests, scripts); ``autobuild`` builds missing or
+    stale artifacts in the background; ``flask_config`` goes into
+    ``app.config`` (for example ``TESTING=True``).
+    """
+    settings = settings or Settings.from_env()
+    # templates/ and static/ sit at the project root, beside app.py
+    app = Flask(__name__, root_path=str(PROJECT_ROOT), instance_relative_config=True)
+    app.request_class = InMemoryRequest
+    # One body limit for the whole request: all photos of a search together.
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        # Werkzeug applies this to each raw chunk it parses (64 KiB reads), file parts
+        # included, so it must stay well above 64 KiB or every photo over ~64 KB is a 413.
+        MAX_FORM_MEMORY_SIZE=512 * 1024,
+        MAX_FORM_PARTS=100,
+        JSON_SORT_KEYS=False,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+        # FLASK_DEBUG in the environment would turn debug on under gunicorn;
+        # only an explicit DEBUG in ``flask_config`` may.
+        DEBUG=False,
+    )
+    app.config.update(flask_config)
+
+    service = IndexService(settings, embedder=embedder, autobuild=autobuild)
+    app.extensions["fashion.service"] = service
+    app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    app.after_request(add_security_headers)
+    register_error_handlers(app)
+
+    @app.context_processor
+    def site_context():
+        return {
+            "catalogue_name": service.settings.catalogue.name,
+            "catalogue_is_demo": service.settings.is_demo,
+            "catalogue_count": len(service.searcher) if service.searcher else 0,
+            "random_weights": service.random_weights,
+            "weights_fallback": service.weights_fallback,
+        }
+
+    return app
+

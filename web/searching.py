@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from flask import url_for
 
 from indexer.search import Hit, Searcher
 
-from .queries import BadQuery, Query, parse_filters, parse_k, parse_query
+from .queries import Query, parse_filters, parse_k, parse_query
 from .workers import pool_wait_s
 
 
@@ -76,14 +77,42 @@ def item_dict(searcher: Searcher, row: int) -> dict:
     }
 
 
-def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tuple[list[dict], dict]:
+@dataclass
+class QueryResult:
+    """The hits for one uploaded photo, with the decoded photo for the results page."""
+
+    filename: str
+    array: np.ndarray
+    hits: list[Hit]
+
+
+@dataclass
+class UploadSearch:
+    """A whole upload search: the searcher that answered, the validated query, one result per photo."""
+
+    searcher: Searcher
+    query: Query
+    results: list[QueryResult]
+    timing_ms: dict[str, float]
+
+
+@dataclass
+class SimilarSearch:
+    """More like this: the item's row, its neighbours and the validated ``k`` and filters."""
+
+    searcher: Searcher
+    row: int
+    hits: list[Hit]
+    k: int
+    filters: dict[str, str]
+
+
+def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tuple[list[QueryResult], dict]:
     """Embed every query image in one batch and search each in ``searcher``.
 
-    Returns one ``{filename, array, hits}`` entry per image, in upload
-    order, and the server-side timings in milliseconds.
+    Returns one result per image, in upload order, and the server-side
+    timings in milliseconds.
     """
-    if searcher is None:
-        raise BadQuery("The catalogue index is still being built.", status=503)
     timing = {"decode": round(sum(img.decode_ms for img in query.images), 3)}
     started = time.perf_counter()
     with gate.slot(already_waited_s=pool_wait_s()):
@@ -92,42 +121,40 @@ def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tup
         embedded = time.perf_counter()
     timing["queue"] = round((waited - started) * 1000, 3)
     timing["embed"] = round((embedded - waited) * 1000, 3)
-    entries = []
-    for image, vector in zip(query.images, vectors):
-        hits = searcher.search(vector, query.k, query.filters)
-        entries.append({"filename": image.filename, "array": image.array, "hits": hits})
+    results = [
+        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters))
+        for image, vector in zip(query.images, vectors)
+    ]
     timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)
-    return entries, timing
+    return results, timing
 
 
-def search_uploads(service, gate: ModelGate, form, files) -> tuple[Searcher, Query, list[dict], dict]:
+def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
     """Validate an upload request and run it: the shared core of ``/search`` and ``/api/search``.
 
-    Returns the searcher it used too: a new index generation may be loaded
-    while the request runs, and rows must be described by the searcher that
-    found them.
+    The answer names the searcher it used: a new index generation may be
+    loaded while the request runs, and rows must be described by the
+    searcher that found them. Raises ``NotReady`` without an index and
+    ``BadQuery`` for invalid input.
     """
-    searcher = service.searcher
-    if searcher is None:
-        raise BadQuery("The catalogue index is still being built.", status=503)
+    searcher = service.require_searcher()
     cfg = service.settings
     query = parse_query(
         form, files, facets=searcher.facets(), default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files
     )
-    entries, timing = run_query(service, gate, query, searcher)
-    return searcher, query, entries, timing
+    results, timing = run_query(service, gate, query, searcher)
+    return UploadSearch(searcher, query, results, timing)
 
 
-def similar_items(service, item_id: str, args) -> tuple[Searcher, int, list[Hit], int, dict]:
-    """More-like-this for a request: ``(searcher, row, hits, k, filters)``.
+def similar_items(service, item_id: str, args) -> SimilarSearch:
+    """More-like-this for a request.
 
-    Raises ``BadQuery`` for a bad ``k`` or filter and ``UnknownItem`` for an unknown id.
+    Raises ``NotReady`` without an index, ``BadQuery`` for a bad ``k`` or
+    filter and ``UnknownItem`` for an unknown id.
     """
-    searcher = service.searcher
-    if searcher is None:
-        raise BadQuery("The catalogue index is still being built.", status=503)
+    searcher = service.require_searcher()
     cfg = service.settings
     k = parse_k(args.get("k"), cfg.top_k, cfg.max_k)
     filters = parse_filters(args, searcher.facets())
     row, hits = searcher.similar(item_id, k, filters)
-    return searcher, row, hits, k, filters
+    return SimilarSearch(searcher, row, hits, k, filters)

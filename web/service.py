@@ -28,6 +28,17 @@ BUILD_RETRY_S = 60.0  # a failed background build is retried after this long
 LOCK_WAIT_S = 2.0  # how long a build waits for the lock held by a status probe
 
 
+class NotReady(RuntimeError):
+    """No index can serve searches yet (building, or the build failed); answered with a 503.
+
+    ``status`` is the ``/api/status`` payload at the time, for the building page.
+    """
+
+    def __init__(self, status: dict):
+        super().__init__(status.get("message") or status["state"])
+        self.status = status
+
+
 class IndexService:
     """Owns the embedder, the current searcher and the background build."""
 
@@ -62,11 +73,17 @@ class IndexService:
 
     @property
     def state(self) -> str:
-        """``ready`` when searches can be served, else ``building`` or ``error``."""
-        self.refresh()
+        """``ready`` when searches can be served, else ``building`` or ``error`` (a pure read)."""
         if self.searcher is not None:
             return READY
         return ERROR if self.error else BUILDING
+
+    def require_searcher(self) -> Searcher:
+        """The searcher serving right now; raises ``NotReady`` when there is none."""
+        searcher = self.searcher
+        if searcher is None:
+            raise NotReady(self.status())
+        return searcher
 
     def status(self) -> dict:
         """The payload of ``/api/status``."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from indexer.images import preview_data_url
-from indexer.search import UnknownItem
 
 from . import context
+from .context import requires_index
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BadQuery
 from .searching import item_dict, result_dict, search_uploads, similar_items
-from .service import READY
 
 bp = Blueprint("pages", __name__)
 
@@ -33,33 +32,22 @@ def _form_context(svc, **extra) -> dict:
     return values
 
 
-def _not_ready(svc):
-    status = svc.status()
-    template = "error.html" if status["state"] == "error" else "building.html"
-    code = 500 if status["state"] == "error" else 503
-    message = status["message"] if status["state"] == "error" else None
-    response = render_template(template, status=status, code=code, message=message)
-    return response, code, {"Retry-After": "5"} if code == 503 else {}
-
-
 @bp.get("/")
+@requires_index
 def home():
-    """The upload form, or the building page while the index is not ready."""
-    svc = context.service()
-    if svc.state != READY:
-        return _not_ready(svc)
-    return render_template("index.html", **_form_context(svc))
+    """The upload form (the building page while the index is not ready)."""
+    return render_template("index.html", **_form_context(context.service()))
 
 
 @bp.post("/search")
+@requires_index
 def search():
     """Search with one or more uploaded photos; re-show the form on bad input."""
     svc = context.service()
-    if svc.state != READY:
-        return _not_ready(svc)
     try:
-        searcher, query, entries, timing = search_uploads(svc, context.gate(), request.form, request.files)
+        outcome = search_uploads(svc, context.gate(), request.form, request.files)
     except BadQuery as exc:
+        # the form again, with the shopper's choices and the message beside it
         selected = {k: v for k, v in request.form.items() if k != "k"}
         page = render_template(
             "index.html", **_form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
@@ -67,33 +55,28 @@ def search():
         return page, exc.status
     rows = [
         {
-            "filename": entry["filename"],
-            "preview": preview_data_url(entry["array"]),
-            "results": [result_dict(searcher, hit) for hit in entry["hits"]],
+            "filename": result.filename,
+            "preview": preview_data_url(result.array),
+            "results": [result_dict(outcome.searcher, hit) for hit in result.hits],
         }
-        for entry in entries
+        for result in outcome.results
     ]
     return render_template(
-        "results.html", queries=rows, timing=timing,
-        **_form_context(svc, selected=query.filters, k=query.k),
+        "results.html", queries=rows, timing=outcome.timing_ms,
+        **_form_context(svc, selected=outcome.query.filters, k=outcome.query.k),
     )
 
 
 @bp.get("/items/<item_id>")
+@requires_index
 def item(item_id: str):
     """More like this: an item's neighbours from its stored vector."""
     svc = context.service()
-    if svc.state != READY:
-        return _not_ready(svc)
-    try:
-        searcher, row, hits, k, filters = similar_items(svc, item_id, request.args)
-    except UnknownItem:
-        return render_template("error.html", code=404, message="There is no product with that id."), 404
-    except BadQuery as exc:
-        return render_template("error.html", code=exc.status, message=exc.message), exc.status
+    outcome = similar_items(svc, item_id, request.args)
+    searcher = outcome.searcher
     return render_template(
-        "item.html", item=item_dict(searcher, row), results=[result_dict(searcher, h) for h in hits],
-        **_form_context(svc, selected=filters, k=k),
+        "item.html", item=item_dict(searcher, outcome.row), results=[result_dict(searcher, h) for h in outcome.hits],
+        **_form_context(svc, selected=outcome.filters, k=outcome.k),
     )
 
 
