@@ -40,14 +40,14 @@ def cmd_build(args, full: bool = False) -> int:
     _ensure_catalogue(settings)
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
-    if engine == "ray":  # the actors load the model; the driver only needs the weights id
-        from .ray_engine import DriverWeights
+    if engine == "ray":  # the actors load the model; the driver only needs to know which weights
+        from .model import resolve_weights
 
-        embedder = DriverWeights.resolve(settings.weights, settings.random_seed)
+        model = resolve_weights(settings.weights, settings.random_seed)
     else:
-        embedder = _embedder(settings)
+        model = _embedder(settings)
     # a short wait lets a web worker's status probe of the lock pass
-    report = build_index(settings, embedder, full=full, engine=engine, engine_options=options, lock_timeout=2)
+    report = build_index(settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2)
     print(report.summary())
     for item in report.skipped:
         print(f"  skipped {item.relpath}: {item.reason}: {item.message}")
@@ -56,8 +56,8 @@ def cmd_build(args, full: bool = False) -> int:
 
 def cmd_search(args) -> int:
     """Embed one image and print its nearest catalogue items as JSON."""
-    from .build import model_key
     from .images import load_for_model
+    from .plan import model_key
     from .search import Searcher
 
     settings = _settings(args)
@@ -77,8 +77,8 @@ def cmd_search(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Leave-one-out precision@k by a label, and Annoy recall@k vs exact search."""
-    from .build import model_key
     from .evaluate import evaluate
+    from .plan import model_key
     from .search import Searcher
 
     settings = _settings(args)

@@ -2,10 +2,10 @@
 
 Stages, each with plain files between them so any stage can be rerun:
 
-1. ``plan_build`` scans the catalogue and decides, per file, whether its
-   vector can be reused (from the current generation or from shards of an
-   interrupted build) or must be embedded.
-2. An engine (``embed_local`` here; ``indexer.ray_engine`` on a cluster)
+1. ``plan.plan_build`` scans the catalogue and decides, per file, whether
+   its vector can be reused (from the current generation or from shards of
+   an interrupted build) or must be embedded.
+2. An engine from ``indexer.engines`` (``local``, or ``ray`` on a cluster)
    embeds the rest and writes shards into ``work/``.
 3. ``publish_plan`` merges everything in catalogue order and publishes a new
    generation atomically, then clears ``work/``.
@@ -13,11 +13,8 @@ Stages, each with plain files between them so any stage can be rerun:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +23,11 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from . import artifacts, checkpoints
-from .catalogue import CatalogueFile, metadata_for, read_styles, scan, styles_fingerprint
+from .catalogue import CatalogueFile, metadata_for, scan, styles_fingerprint
 from .config import Settings
-from .images import PREPROCESS_VERSION, ImageError, prepare
-from .model import EMBEDDING_DIM, MODEL_ID, Embedder
+from .engines import get_engine
+from .model import EMBEDDING_DIM
+from .plan import BuildPlan, Skipped, model_key, plan_build, thumb_name
 from .progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -37,29 +35,6 @@ log = logging.getLogger(__name__)
 
 class BuildInProgress(RuntimeError):
     """Another process holds the build lock for this index dir."""
-
-
-@dataclass
-class Skipped:
-    """A catalogue file that could not be indexed, and why."""
-
-    relpath: str
-    reason: str
-    message: str
-
-
-@dataclass
-class BuildPlan:
-    """What a build will do, decided before any image is decoded."""
-
-    root: Path
-    files: list[CatalogueFile]
-    styles: dict
-    model_key: dict
-    reuse: dict[str, np.ndarray]
-    to_embed: list[CatalogueFile]
-    removed: int
-    missing_thumbs: list[CatalogueFile] = field(default_factory=list)
 
 
 @dataclass
@@ -72,7 +47,6 @@ class BuildReport:
     removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
-    published: bool = False
 
     @property
     def images_per_s(self) -> float:
@@ -109,217 +83,10 @@ class BuildReport:
         }
 
 
-def model_key(weights_id: str) -> dict:
-    """The manifest fields that make stored vectors comparable with new ones."""
-    return {"model": MODEL_ID, "weights_id": weights_id, "preprocess_version": PREPROCESS_VERSION}
-
-
-def thumb_name(item: CatalogueFile) -> str:
-    """Thumbnail file name: changes whenever the source file changes."""
-    key = f"{item.relpath}|{item.size}|{item.mtime_ns}".encode()
-    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24] + ".jpg"
-
-
-def thumb_path(index_dir: Path, name: str) -> Path:
-    """Where a thumbnail lives: ``thumbs/<2 chars>/<name>``."""
-    return Path(index_dir) / artifacts.THUMBS_DIR / name[:2] / name
-
-
 def build_lock(index_dir: Path) -> FileLock:
     """The lock that makes sure one process builds an index dir at a time."""
     Path(index_dir).mkdir(parents=True, exist_ok=True)
     return FileLock(str(Path(index_dir) / artifacts.LOCK_FILE))
-
-
-# ---------------------------------------------------------------- planning
-
-
-def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, np.ndarray]], int]:
-    """Vectors of the current generation, if it is intact and compatible."""
-    try:
-        loaded = artifacts.load_index(index_dir, expect=key)
-    except artifacts.ArtifactError as exc:
-        if artifacts.current_generation(index_dir) is not None:
-            log.warning("Not reusing the existing index: %s", exc)
-        return {}, 0
-    items = loaded.manifest.get("items") or []
-    previous = {relpath: ([size, mtime], loaded.embeddings[row]) for row, (relpath, size, mtime) in enumerate(items)}
-    loaded.annoy.unload()
-    return previous, len(items)
-
-
-def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> BuildPlan:
-    """Scan the catalogue and decide what to reuse and what to embed."""
-    root = settings.catalogue
-    files = scan(root)
-    key = model_key(weights_id)
-    work = checkpoints.work_dir(settings.index_dir)
-    checkpoints.remove_temporaries(work)
-    if full:
-        checkpoints.clear(work)
-        previous, previous_count = {}, 0
-    else:
-        previous, previous_count = _previous_vectors(settings.index_dir, key)
-        # shards of an interrupted build are newer than the current generation
-        current_fingerprints = {item.relpath: item.fingerprint for item in files}
-        previous.update(checkpoints.read_shards(work, model_key=key, fingerprints=current_fingerprints))
-    reuse: dict[str, np.ndarray] = {}
-    to_embed: list[CatalogueFile] = []
-    missing_thumbs: list[CatalogueFile] = []
-    for item in files:
-        stored = previous.get(item.relpath)
-        if stored is not None and list(stored[0]) == item.fingerprint:
-            reuse[item.relpath] = stored[1]
-            if not thumb_path(settings.index_dir, thumb_name(item)).is_file():
-                missing_thumbs.append(item)
-        else:
-            to_embed.append(item)
-    current = {item.relpath for item in files}
-    removed = sum(1 for relpath in previous if relpath not in current) if previous_count else 0
-    return BuildPlan(root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs)
-
-
-# ---------------------------------------------------------------- local engine
-
-_DONE = object()
-
-
-def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
-    """Decode one file and write its thumbnail; returns the model array or an ``ImageError``.
-
-    Shared by every engine, so files are decoded, thumbnailed and skipped alike.
-    """
-    try:
-        array, thumb = prepare(root / item.relpath, thumb_size)
-    except ImageError as exc:
-        return exc
-    except OSError as exc:  # the file vanished or became unreadable mid-build
-        return ImageError("unreadable", str(exc))
-    try:
-        path = thumb_path(index_dir, thumb_name(item))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        artifacts.atomic_write_bytes(path, thumb)
-    except OSError as exc:
-        # The vector is still good; the next build sees the thumbnail missing
-        # and writes it again. Dropping the item would lose work silently.
-        log.error("Could not write the thumbnail of %s: %s", item.relpath, exc)
-    return array
-
-
-def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Queue, thumb_size: int, stop):
-    """Decode images and write thumbnails until the job queue is drained."""
-    try:
-        while not stop.is_set():
-            try:
-                item, needs_vector = jobs.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                result = decode_and_thumbnail(root, index_dir, item, thumb_size)
-            except Exception as exc:  # noqa: BLE001 - one file must not stall the build
-                log.exception("Unexpected error decoding %s", item.relpath)
-                result = ImageError("unreadable", f"{type(exc).__name__}: {exc}")
-            if not needs_vector and not isinstance(result, ImageError):
-                result = None  # thumbnail only: the vector is reused
-            while not stop.is_set():
-                try:
-                    out.put((item, needs_vector, result), timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-    finally:
-        # Always tell the consumer this thread is finished, or it would wait forever.
-        while True:
-            try:
-                out.put(_DONE, timeout=0.2)
-                break
-            except queue.Full:
-                if stop.is_set():
-                    break
-
-
-def embed_local(
-    plan: BuildPlan,
-    settings: Settings,
-    embedder: Embedder,
-    reporter: ProgressReporter,
-    decode_threads: int = 2,
-) -> list[Skipped]:
-    """Embed ``plan.to_embed`` on this machine, writing shards to ``work/``.
-
-    Decoding runs in threads (Pillow releases the GIL) feeding a bounded
-    queue, so the forward pass never waits on JPEG decoding and memory stays
-    at a few batches regardless of catalogue size.
-    """
-    work = checkpoints.work_dir(settings.index_dir)
-    jobs: queue.Queue = queue.Queue()
-    for item in plan.to_embed:
-        jobs.put((item, True))
-    for item in plan.missing_thumbs:
-        jobs.put((item, False))
-    out: queue.Queue = queue.Queue(maxsize=settings.batch_size * 3)
-    stop = threading.Event()
-    threads = [
-        threading.Thread(
-            target=_decode_worker,
-            args=(plan.root, settings.index_dir, jobs, out, settings.thumb_size, stop),
-            name=f"decode-{n}",
-            daemon=True,
-        )
-        for n in range(max(1, decode_threads))
-    ]
-    for thread in threads:
-        thread.start()
-
-    skipped: list[Skipped] = []
-    batch_items: list[CatalogueFile] = []
-    batch_arrays: list[np.ndarray] = []
-    shard_items: list[list] = []
-    shard_vectors: list[np.ndarray] = []
-    total = len(plan.to_embed)
-    done = 0
-    finished_threads = 0
-
-    def run_batch():
-        vectors = embedder.embed(np.stack(batch_arrays))
-        shard_items.extend([i.relpath, i.size, i.mtime_ns] for i in batch_items)
-        shard_vectors.append(vectors)
-        batch_items.clear()
-        batch_arrays.clear()
-
-    def flush_shard():
-        if shard_items:
-            checkpoints.write_shard(work, np.concatenate(shard_vectors), list(shard_items), model_key=plan.model_key)
-            shard_items.clear()
-            shard_vectors.clear()
-
-    reporter.update("embedding", 0, total, force=True)
-    try:
-        while finished_threads < len(threads):
-            message = out.get()
-            if message is _DONE:
-                finished_threads += 1
-            else:
-                item, needs_vector, result = message
-                if isinstance(result, ImageError):
-                    skipped.append(Skipped(item.relpath, result.reason, result.message))
-                    done += needs_vector  # thumbnail-only jobs are not in ``total``
-                elif result is not None:
-                    batch_items.append(item)
-                    batch_arrays.append(result)
-            if len(batch_arrays) >= settings.batch_size or (finished_threads == len(threads) and batch_arrays):
-                done += len(batch_arrays)
-                run_batch()
-                if len(shard_items) >= settings.checkpoint_every:
-                    flush_shard()
-                reporter.update("embedding", done, total)
-        flush_shard()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
-    reporter.update("embedding", done, total, force=True)
-    return skipped
 
 
 # ---------------------------------------------------------------- publishing
@@ -413,7 +180,7 @@ def _remove_stale_thumbs(index_dir: Path, keep: set[str]) -> None:
 
 def build_index(
     settings: Settings,
-    embedder: Embedder,
+    model,
     *,
     full: bool = False,
     engine: str = "local",
@@ -423,9 +190,12 @@ def build_index(
 ) -> BuildReport:
     """Bring the index in ``settings.index_dir`` up to date with the catalogue.
 
+    ``model`` is a loaded embedder, or for engines that load their own
+    (``ray``) just the ``WeightsChoice``; either has ``weights_id``.
     Incremental by default; ``full=True`` re-embeds everything. Raises
     ``BuildInProgress`` if another process is building the same index dir.
     """
+    embed = get_engine(engine)
     started = time.time()
     lock = build_lock(settings.index_dir)
     try:
@@ -436,19 +206,12 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message=f"Scanning {settings.catalogue}")
-        plan = plan_build(settings, embedder.weights_id, full=full)
+        plan = plan_build(settings, model.weights_id, full=full)
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
         )
-        if engine == "local":
-            skipped = embed_local(plan, settings, embedder, reporter)
-        elif engine == "ray":
-            from .ray_engine import embed_ray
-
-            skipped = embed_ray(plan, settings, embedder.choice, reporter, **(engine_options or {}))
-        else:
-            raise ValueError(f"unknown engine {engine!r}")
+        skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         indexed, total = publish_plan(plan, settings, skipped)
@@ -459,7 +222,6 @@ def build_index(
             removed=plan.removed,
             skipped=skipped,
             elapsed_s=time.time() - started,
-            published=True,
         )
         reporter.finish("ready", report.summary(), len(plan.to_embed), len(plan.to_embed))
         log.info("Build finished: %s", report.summary())

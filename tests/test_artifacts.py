@@ -16,9 +16,10 @@ from annoy import AnnoyIndex
 
 from indexer import artifacts
 from indexer.artifacts import ArtifactError, load_index, safe_unpickle
-from indexer.build import build_index, model_key, thumb_path
+from indexer.build import build_index
 from indexer.config import Settings
 from indexer.model import EMBEDDING_DIM, MODEL_ID
+from indexer.plan import model_key, thumb_path
 from indexer.search import Searcher
 
 # ---------------------------------------------------------------- a complete index

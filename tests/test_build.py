@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from indexer import artifacts, checkpoints
-from indexer import build as build_module
+from indexer import plan as plan_module
 from indexer.artifacts import load_index
-from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, model_key
+from indexer.build import BuildInProgress, build_index, build_lock, check_freshness
 from indexer.config import PROJECT_ROOT, Settings
 from indexer.images import load_for_model
+from indexer.plan import model_key
 from indexer.search import Searcher
 from tests.corpus import build_corpus
 
@@ -234,7 +235,7 @@ def _claim_old_preprocessing(settings: Settings, monkeypatch) -> None:
 
 
 def _bump_preprocessing_in_code(settings: Settings, monkeypatch) -> None:
-    monkeypatch.setattr(build_module, "PREPROCESS_VERSION", build_module.PREPROCESS_VERSION + "-next")
+    monkeypatch.setattr(plan_module, "PREPROCESS_VERSION", plan_module.PREPROCESS_VERSION + "-next")
 
 
 def _edit_manifest(index_dir: Path, **changes) -> None:
@@ -255,7 +256,7 @@ def test_incompatible_index_is_fully_reembedded(change, tiny_settings, counting_
     assert counting_embedder.images == 8
     assert check_freshness(tiny_settings, counting_embedder.weights_id) == "fresh"
     manifest = load_index(tiny_settings.index_dir, expect=model_key(counting_embedder.weights_id)).manifest
-    assert manifest["preprocess_version"] == build_module.PREPROCESS_VERSION
+    assert manifest["preprocess_version"] == plan_module.PREPROCESS_VERSION
 
 
 # ---------------------------------------------------------------- checkpoints and resuming
@@ -397,7 +398,7 @@ def test_a_failed_thumbnail_regeneration_keeps_the_reused_vector(tiny_settings, 
     stat = victim.stat()
     manifest = load_index(tiny_settings.index_dir).manifest
     row = [relpath for relpath, *_ in manifest["items"]].index(victim.name)
-    build_module.thumb_path(tiny_settings.index_dir, manifest["thumbs"][row]).unlink()
+    plan_module.thumb_path(tiny_settings.index_dir, manifest["thumbs"][row]).unlink()
     # Same size and mtime, so the stored vector is reused; the bytes no longer decode.
     victim.write_bytes(b"\0" * stat.st_size)
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 
 from indexer import artifacts, checkpoints
-from indexer.build import model_key
 from indexer.catalogue import scan
 from indexer.model import resolve_weights
+from indexer.plan import model_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20240611

@@ -16,8 +16,9 @@ import pytest
 
 from indexer import checkpoints
 from indexer.artifacts import load_index
-from indexer.build import build_index, plan_build
+from indexer.build import build_index
 from indexer.catalogue import scan
+from indexer.plan import plan_build
 from indexer.progress import ProgressReporter
 from tests.corpus import build_corpus
 
@@ -35,7 +36,9 @@ except ImportError as exc:  # the core install does not include Ray
         raise RuntimeError(_problem + " (FASHION_REQUIRE_RAY=1, so this is an error, not a skip)") from None
     pytest.skip(_problem, allow_module_level=True)
 
-from indexer.ray_engine import embed_ray, shard_name  # noqa: E402 - after the import check above
+from indexer.engines.ray_data import embed as embed_ray  # noqa: E402 - after the import check above
+from indexer.engines.ray_data import shard_name  # noqa: E402
+from tests.support.faults import crash_once_actor  # noqa: E402
 
 CORPUS = {upload.name: upload for upload in build_corpus()}
 
@@ -112,7 +115,8 @@ def test_killed_worker_is_retried_and_corrupt_images_are_skipped(small_settings,
     (catalogue / "pixel.png").write_bytes(CORPUS["one_by_one"].data)
     marker = tmp_path / "actor-crashed"
 
-    report = build_index(small_settings, embedder, engine="ray", engine_options={"fail_once_marker": str(marker)})
+    crashing = {"actor_class": crash_once_actor(str(marker))}
+    report = build_index(small_settings, embedder, engine="ray", engine_options=crashing)
     assert marker.exists(), "the fault injection killed the first actor"
     assert (report.total, report.indexed) == (24, 24)
     local = build_index(small_settings.replace(index_dir=tmp_path / "local-index"), embedder)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from indexer import artifacts
-from indexer.build import model_key
 from indexer.images import load_for_model
+from indexer.plan import model_key
 from indexer.search import FILTER_FIELDS, Searcher, UnknownItem
 from tests.corpus import EXIF_ORIENTATION
 

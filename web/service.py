@@ -16,9 +16,10 @@ import time
 from filelock import Timeout
 
 from indexer import artifacts
-from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, model_key
+from indexer.build import BuildInProgress, build_index, build_lock, check_freshness
 from indexer.config import Settings
 from indexer.model import Embedder, load_embedder
+from indexer.plan import model_key
 from indexer.search import Searcher
 
 log = logging.getLogger(__name__)

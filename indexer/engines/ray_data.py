@@ -1,6 +1,6 @@
 """The Ray engine: embed ``plan.to_embed`` with Ray Data batch inference.
 
-Same inputs and outputs as ``build.embed_local``: it takes a ``BuildPlan``,
+Same inputs and outputs as ``engines.local.embed``: it takes a ``BuildPlan``,
 writes shards into ``work/`` through ``checkpoints.write_shard`` and returns
 the files it had to skip. ``build.publish_plan`` then merges the shards in
 catalogue order, so the web app cannot tell which engine built an index.
@@ -22,7 +22,7 @@ photos straight from the shared catalogue.
 Failures:
 
 * a corrupt image becomes a row with ``reason``/``message`` from
-  ``images.ImageError``, turned into ``build.Skipped`` by the driver,
+  ``images.ImageError``, turned into ``plan.Skipped`` by the driver,
   exactly like the local engine;
 * an actor that dies mid-batch (OOM kill, segfault, lost node) is restarted
   and its batch retried: Ray Data's actor pools run with ``max_restarts=-1``
@@ -50,43 +50,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoints
-from .build import BuildPlan, Skipped, decode_and_thumbnail
-from .catalogue import CatalogueFile
-from .config import Settings
-from .images import INPUT_SIZE, ImageError
-from .model import WeightsChoice
-from .progress import ProgressReporter
+from .. import checkpoints
+from ..catalogue import CatalogueFile
+from ..config import Settings
+from ..images import INPUT_SIZE, ImageError
+from ..model import WeightsChoice
+from ..plan import BuildPlan, Skipped, decode_and_thumbnail
+from ..progress import ProgressReporter
 
 log = logging.getLogger(__name__)
 
 STATUS_OK = "ok"  # embedded and written to a shard
 STATUS_THUMB = "thumb"  # vector reused; only the thumbnail was (re)written
 STATUS_SKIPPED = "skipped"  # ImageError: reason/message say why
-
-
-@dataclass(frozen=True)
-class DriverWeights:
-    """What ``build_index`` needs from an embedder when the Ray engine embeds.
-
-    The driver only records which weights are in use (for the manifest and
-    the reuse check); the actors load the model. Saves the driver loading a
-    ResNet50 it would never run.
-    """
-
-    choice: WeightsChoice
-
-    @property
-    def weights_id(self) -> str:
-        """Manifest id of the weights, as ``Embedder.weights_id``."""
-        return self.choice.weights_id
-
-    @classmethod
-    def resolve(cls, spec: str, seed: int) -> DriverWeights:
-        """Resolve ``FASHION_WEIGHTS`` as ``model.load_embedder`` does, without building the model."""
-        from .model import resolve_weights
-
-        return cls(resolve_weights(spec, seed))
 
 
 @dataclass(frozen=True)
@@ -100,7 +76,6 @@ class WorkerConfig:
     seed: int
     tf_threads: int
     model_key: dict
-    fail_once_marker: str | None = None  # TEST ONLY, see EmbedActor._maybe_crash
 
 
 # ---------------------------------------------------------------- worker side
@@ -148,35 +123,15 @@ class EmbedActor:
     """Ray Data stage 2: one ``model.Embedder`` per actor, one shard per batch."""
 
     def __init__(self, cfg: WorkerConfig):
-        from .model import Embedder, configure_threads
+        from ..model import Embedder, configure_threads
 
         self.cfg = cfg
         configure_threads(cfg.tf_threads)
         self.embedder = Embedder(cfg.choice, cfg.seed)
         self.work = checkpoints.work_dir(Path(cfg.index_dir))
 
-    def _maybe_crash(self) -> None:
-        """TEST ONLY fault injection: kill this actor's process on its first batch, once per run.
-
-        When ``fail_once_marker`` is set, the first actor to get here creates
-        that file and exits the process without cleanup, as an OOM kill
-        would; restarted actors find the file and carry on. Never set in
-        production (the CLI has no flag for it).
-        """
-        marker = self.cfg.fail_once_marker
-        if not marker:
-            return
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.close(fd)
-        log.warning("fault injection: actor pid %d exits mid-batch", os.getpid())
-        os._exit(17)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Embed the decodable rows that need a vector and write them as one shard."""
-        self._maybe_crash()
         wanted = np.flatnonzero(batch["status"] == STATUS_OK)
         if len(wanted):
             vectors = self.embedder.embed(np.ascontiguousarray(batch["image"][wanted]))
@@ -225,7 +180,7 @@ def _runtime_env(address: str | None) -> dict:
     """Worker environment: quiet TensorFlow; on a cluster, ship this package to the workers."""
     env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}}
     if address:
-        env["py_modules"] = [str(Path(__file__).resolve().parent)]
+        env["py_modules"] = [str(Path(__file__).resolve().parent.parent)]
     return env
 
 
@@ -239,7 +194,7 @@ def _write_thumbs_here(plan: BuildPlan, cfg: WorkerConfig) -> list[Skipped]:
     return skipped
 
 
-def _dataset(ray, plan: BuildPlan, settings: Settings, cfg: WorkerConfig, per_actor: int, actors: int):
+def _dataset(ray, plan: BuildPlan, settings: Settings, cfg: WorkerConfig, per_actor: int, actors: int, actor_class):
     """The lazy Ray Data pipeline; decode and embed get equal resources so Ray Data fuses them."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -249,7 +204,7 @@ def _dataset(ray, plan: BuildPlan, settings: Settings, cfg: WorkerConfig, per_ac
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, batch_size=settings.batch_size, **remote)
     return ds.map_batches(
-        EmbedActor,
+        actor_class,
         fn_constructor_kwargs={"cfg": cfg},
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -270,16 +225,16 @@ def _collect(ds, total: int, reporter: ProgressReporter) -> list[Skipped]:
     return skipped
 
 
-def embed_ray(
+def embed(
     plan: BuildPlan,
     settings: Settings,
-    weights_choice: WeightsChoice,
+    model,
     reporter: ProgressReporter,
     *,
     address: str | None = None,
     cpus_per_actor: int | None = None,
     actors: int | None = None,
-    fail_once_marker: str | None = None,
+    actor_class: type[EmbedActor] = EmbedActor,
 ) -> list[Skipped]:
     """Embed ``plan.to_embed`` on Ray, writing shards to ``work/``; returns the skipped files.
 
@@ -289,9 +244,12 @@ def embed_ray(
     (or disconnected) afterwards only if this call started or joined it.
     ``cpus_per_actor`` (default ``FASHION_TF_THREADS``, else 2) is both the
     actor's CPU reservation and its TensorFlow thread count; ``actors``
-    defaults to the cluster's CPUs divided by it. ``fail_once_marker`` is
-    for tests only (see ``EmbedActor._maybe_crash``).
+    defaults to the cluster's CPUs divided by it. ``model`` is the
+    ``WeightsChoice`` (or an embedder carrying one as ``.choice``): the actors
+    load their own model. ``actor_class`` is the actor that embeds a batch
+    (a subclass of ``EmbedActor``, for example one that adds fault injection).
     """
+    weights_choice = model if isinstance(model, WeightsChoice) else model.choice
     cfg = WorkerConfig(
         root=str(plan.root),
         index_dir=str(settings.index_dir),
@@ -300,7 +258,6 @@ def embed_ray(
         seed=settings.random_seed,
         tf_threads=0,
         model_key=dict(plan.model_key),
-        fail_once_marker=fail_once_marker,
     )
     if not plan.to_embed:
         return _write_thumbs_here(plan, cfg)
@@ -319,7 +276,7 @@ def embed_ray(
             settings.batch_size,
         )
         reporter.update("embedding", 0, total, force=True)
-        skipped = _collect(_dataset(ray, plan, settings, cfg, per_actor, pool), total, reporter)
+        skipped = _collect(_dataset(ray, plan, settings, cfg, per_actor, pool, actor_class), total, reporter)
     finally:
         if started:
             ray.shutdown()

@@ -1,0 +1,133 @@
+"""Planning a build: which catalogue files to embed, which vectors to reuse, and thumbnails.
+
+Everything here is shared by every engine (``indexer.engines``): the plan
+says what to embed, and ``decode_and_thumbnail`` turns one catalogue file
+into the model's input array and its thumbnail, so each engine decodes,
+thumbnails and skips files alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts, checkpoints
+from .catalogue import CatalogueFile, read_styles, scan
+from .config import Settings
+from .images import PREPROCESS_VERSION, ImageError, prepare
+from .model import MODEL_ID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Skipped:
+    """A catalogue file that could not be indexed, and why."""
+
+    relpath: str
+    reason: str
+    message: str
+
+
+@dataclass
+class BuildPlan:
+    """What a build will do, decided before any image is decoded."""
+
+    root: Path
+    files: list[CatalogueFile]
+    styles: dict
+    model_key: dict
+    reuse: dict[str, np.ndarray]
+    to_embed: list[CatalogueFile]
+    removed: int
+    missing_thumbs: list[CatalogueFile] = field(default_factory=list)
+
+
+def model_key(weights_id: str) -> dict:
+    """The manifest fields that make stored vectors comparable with new ones."""
+    return {"model": MODEL_ID, "weights_id": weights_id, "preprocess_version": PREPROCESS_VERSION}
+
+
+def thumb_name(item: CatalogueFile) -> str:
+    """Thumbnail file name: changes whenever the source file changes."""
+    key = f"{item.relpath}|{item.size}|{item.mtime_ns}".encode()
+    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24] + ".jpg"
+
+
+def thumb_path(index_dir: Path, name: str) -> Path:
+    """Where a thumbnail lives: ``thumbs/<2 chars>/<name>``."""
+    return Path(index_dir) / artifacts.THUMBS_DIR / name[:2] / name
+
+
+# ---------------------------------------------------------------- planning
+
+
+def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, np.ndarray]], int]:
+    """Vectors of the current generation, if it is intact and compatible."""
+    try:
+        loaded = artifacts.load_index(index_dir, expect=key)
+    except artifacts.ArtifactError as exc:
+        if artifacts.current_generation(index_dir) is not None:
+            log.warning("Not reusing the existing index: %s", exc)
+        return {}, 0
+    items = loaded.manifest.get("items") or []
+    previous = {relpath: ([size, mtime], loaded.embeddings[row]) for row, (relpath, size, mtime) in enumerate(items)}
+    loaded.annoy.unload()
+    return previous, len(items)
+
+
+def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> BuildPlan:
+    """Scan the catalogue and decide what to reuse and what to embed."""
+    root = settings.catalogue
+    files = scan(root)
+    key = model_key(weights_id)
+    work = checkpoints.work_dir(settings.index_dir)
+    checkpoints.remove_temporaries(work)
+    if full:
+        checkpoints.clear(work)
+        previous, previous_count = {}, 0
+    else:
+        previous, previous_count = _previous_vectors(settings.index_dir, key)
+        # shards of an interrupted build are newer than the current generation
+        current_fingerprints = {item.relpath: item.fingerprint for item in files}
+        previous.update(checkpoints.read_shards(work, model_key=key, fingerprints=current_fingerprints))
+    reuse: dict[str, np.ndarray] = {}
+    to_embed: list[CatalogueFile] = []
+    missing_thumbs: list[CatalogueFile] = []
+    for item in files:
+        stored = previous.get(item.relpath)
+        if stored is not None and list(stored[0]) == item.fingerprint:
+            reuse[item.relpath] = stored[1]
+            if not thumb_path(settings.index_dir, thumb_name(item)).is_file():
+                missing_thumbs.append(item)
+        else:
+            to_embed.append(item)
+    current = {item.relpath for item in files}
+    removed = sum(1 for relpath in previous if relpath not in current) if previous_count else 0
+    return BuildPlan(root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs)
+
+
+def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
+    """Decode one file and write its thumbnail; returns the model array or an ``ImageError``.
+
+    Shared by every engine, so files are decoded, thumbnailed and skipped alike.
+    """
+    try:
+        array, thumb = prepare(root / item.relpath, thumb_size)
+    except ImageError as exc:
+        return exc
+    except OSError as exc:  # the file vanished or became unreadable mid-build
+        return ImageError("unreadable", str(exc))
+    try:
+        path = thumb_path(index_dir, thumb_name(item))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.atomic_write_bytes(path, thumb)
+    except OSError as exc:
+        # The vector is still good; the next build sees the thumbnail missing
+        # and writes it again. Dropping the item would lose work silently.
+        log.error("Could not write the thumbnail of %s: %s", item.relpath, exc)
+    return array
