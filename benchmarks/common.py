@@ -28,9 +28,10 @@ import resource
 import shutil
 from pathlib import Path
 
+from indexer.images import is_image_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "fashion-dev"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def dataset_images(dataset: Path) -> list[Path]:
@@ -38,7 +39,7 @@ def dataset_images(dataset: Path) -> list[Path]:
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise FileNotFoundError(f"dataset folder {dataset} does not exist")
-    return sorted(p for p in dataset.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in dataset.rglob("*") if is_image_path(p) and p.is_file())
 
 
 def make_catalogue(images: list[Path], dest: Path, styles: Path | None = None) -> Path:

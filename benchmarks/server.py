@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,25 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-try:  # the helpers shared with the other benchmarks
-    from benchmarks.common import DEFAULT_DATASET, load_average, rss_mb
-    from benchmarks.common import REPO_ROOT as ROOT
-except ImportError:  # without benchmarks/common.py: the same three helpers
-    ROOT = Path(__file__).resolve().parent.parent
-    DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "fashion-dev"
-
-    def load_average() -> float:
-        """The 1-minute load average."""
-        return os.getloadavg()[0]
-
-    def rss_mb(pid: int | str = "self") -> float:
-        """Current resident set size of a process, in MB (``VmRSS``)."""
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        raise KeyError("VmRSS")
-
+from benchmarks.common import DEFAULT_DATASET, load_average, rss_mb
+from benchmarks.common import REPO_ROOT as ROOT
+from tests.support.gunicorn import LOOPBACK, free_port, gunicorn_env, spawn_gunicorn, stop_gunicorn
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -66,16 +48,8 @@ __all__ = [
 ]
 
 OUT_DIR = ROOT / "benchmarks" / "out"
-LOOPBACK = "127.0.0.1"
 
 # ---------------------------------------------------------------- processes and memory
-
-
-def free_port() -> int:
-    """A TCP port that is free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def worker_rss_mb(pid: int) -> float:
@@ -330,18 +304,7 @@ def _wait_ready(server: Server, timeout_s: float) -> None:
 
 def stop_server(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
     """SIGTERM the master (gunicorn stops its workers), SIGKILL the group if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # workers are in the master's own process group; make sure none outlives it
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_gunicorn(proc, grace_s)
 
 
 @contextlib.contextmanager
@@ -364,29 +327,10 @@ def gunicorn_server(
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = OUT_DIR / f"{log_name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_") and k not in ("BIND", "HOST", "PORT")}
-    env.update(
-        BIND=f"{LOOPBACK}:{port}",
-        FASHION_WORKERS=str(workers),
-        FASHION_WEIGHTS="none",
-        FASHION_CATALOGUE=str(catalogue),
-        FASHION_INDEX_DIR=str(index_dir),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-        GUNICORN_CMD_ARGS=f"--access-logformat={shlex.quote(ACCESS_LOG_FORMAT)} {cmd_args}".strip(),
-    )
-    env.update(extra_env or {})
-    with open(log_path, "wb") as log_file:
-        spawned_at, spawned_wall = time.monotonic(), time.time()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so a SIGKILL reaches the workers too
-        )
+    args = {"GUNICORN_CMD_ARGS": f"--access-logformat={shlex.quote(ACCESS_LOG_FORMAT)} {cmd_args}".strip()}
+    env = gunicorn_env(catalogue, index_dir, f"{LOOPBACK}:{port}", workers=workers, extra_env=args | (extra_env or {}))
+    spawned_at, spawned_wall = time.monotonic(), time.time()
+    proc = spawn_gunicorn(env, log_path)
     server = Server(proc, port, log_path, workers, spawned_at, spawned_wall, env=env)
     try:
         _wait_ready(server, startup_timeout_s)

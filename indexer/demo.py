@@ -26,6 +26,8 @@ from pathlib import Path
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 
+from .artifacts import atomic_write_bytes
+
 __all__ = ["DEMO_VERSION", "MARKER_NAME", "STYLES_HEADER", "generate_demo_catalogue"]
 
 logger = logging.getLogger(__name__)
@@ -180,29 +182,17 @@ def _pattern_layer(
 # seams, collars, soles... drawn on top of the composited image.
 
 
-def _tshirt(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
-    outline = [
-        (0.40, 0.12), (0.25, 0.16), (0.07, 0.36), (0.18, 0.47), (0.28, 0.40),
-        (0.28, 0.92), (0.72, 0.92), (0.72, 0.40), (0.82, 0.47), (0.93, 0.36),
-        (0.75, 0.16), (0.60, 0.12), (0.56, 0.18), (0.50, 0.20), (0.44, 0.18),
-    ]  # fmt: skip
-    mask.polygon(to_px(outline), fill=255)
-    return outline
+def _silhouette(outline: list[Point]):
+    """A shape drawn as one filled polygon; returns the outline for the details."""
+
+    def draw(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
+        mask.polygon(to_px(outline), fill=255)
+        return outline
+
+    return draw
 
 
-def _shirt(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
-    outline = [
-        (0.41, 0.10), (0.27, 0.14), (0.20, 0.30), (0.09, 0.86), (0.20, 0.88),
-        (0.29, 0.42), (0.29, 0.92), (0.71, 0.92), (0.71, 0.42), (0.80, 0.88),
-        (0.91, 0.86), (0.80, 0.30), (0.73, 0.14), (0.59, 0.10), (0.50, 0.16),
-    ]  # fmt: skip
-    mask.polygon(to_px(outline), fill=255)
-    return outline
-
-
-def _shirt_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _shirt_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     collar_fill = (248, 248, 248)
     for collar in (
@@ -221,35 +211,13 @@ def _shirt_details(
         )
 
 
-def _trousers(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
-    outline = [
-        (0.30, 0.06), (0.70, 0.06), (0.76, 0.94), (0.55, 0.94), (0.50, 0.36),
-        (0.45, 0.94), (0.24, 0.94),
-    ]  # fmt: skip
-    mask.polygon(to_px(outline), fill=255)
-    return outline
-
-
-def _trousers_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _trousers_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     draw.line(to_px([(0.305, 0.13), (0.695, 0.13)]), fill=dark, width=width)
     draw.line(to_px([(0.50, 0.13), (0.50, 0.30)]), fill=dark, width=width)
 
 
-def _skirt(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
-    outline = [
-        (0.34, 0.18), (0.66, 0.18), (0.84, 0.78), (0.67, 0.82), (0.50, 0.83),
-        (0.33, 0.82), (0.16, 0.78),
-    ]  # fmt: skip
-    mask.polygon(to_px(outline), fill=255)
-    return outline
-
-
-def _skirt_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _skirt_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     draw.line(to_px([(0.345, 0.25), (0.655, 0.25)]), fill=dark, width=width)
     for x_top, x_bottom in ((0.42, 0.36), (0.58, 0.64)):
@@ -260,19 +228,7 @@ def _skirt_details(
         )
 
 
-def _dress(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
-    outline = [
-        (0.39, 0.05), (0.43, 0.05), (0.45, 0.19), (0.55, 0.19), (0.57, 0.05),
-        (0.61, 0.05), (0.64, 0.26), (0.58, 0.42), (0.84, 0.92), (0.67, 0.95),
-        (0.50, 0.96), (0.33, 0.95), (0.16, 0.92), (0.42, 0.42), (0.36, 0.26),
-    ]  # fmt: skip
-    mask.polygon(to_px(outline), fill=255)
-    return outline
-
-
-def _dress_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _dress_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     draw.line(
         to_px([(0.42, 0.42), (0.58, 0.42)]), fill=dark, width=max(2, round(4 * scale))
     )
@@ -298,9 +254,7 @@ def _shoe(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
     return upper
 
 
-def _shoe_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _shoe_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     draw.polygon(
         to_px(_SHOE_SOLE), fill=(238, 238, 238), outline=(120, 120, 120), width=width
@@ -319,9 +273,7 @@ def _handbag(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point
     return body
 
 
-def _handbag_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _handbag_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     (x0, y0), (x1, y1) = to_px([(0.31, 0.14), (0.69, 0.66)])
     draw.arc(
@@ -345,9 +297,7 @@ def _cap(mask: ImageDraw.ImageDraw, to_px: ToPx, scale: float) -> list[Point]:
     return []
 
 
-def _cap_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _cap_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     thin = max(1, width // 2)
     (x0, y0), (x1, y1) = to_px([(0.06, 0.24), (0.76, 1.10)])
@@ -363,9 +313,7 @@ def _cap_details(
     draw.ellipse((cx - radius, top - radius, cx + radius, top + radius), fill=dark)
 
 
-def _tshirt_details(
-    draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB
-) -> None:
+def _tshirt_details(draw: ImageDraw.ImageDraw, to_px: ToPx, scale: float, dark: RGB) -> None:
     width = max(2, round(3 * scale))
     draw.line(
         to_px([(0.40, 0.12), (0.44, 0.18), (0.50, 0.20), (0.56, 0.18), (0.60, 0.12)]),
@@ -374,18 +322,39 @@ def _tshirt_details(
     )
 
 
+# Silhouettes that are one polygon each.
+_TSHIRT_OUTLINE = [
+    (0.40, 0.12), (0.25, 0.16), (0.07, 0.36), (0.18, 0.47), (0.28, 0.40), (0.28, 0.92), (0.72, 0.92), (0.72, 0.40),
+    (0.82, 0.47), (0.93, 0.36), (0.75, 0.16), (0.60, 0.12), (0.56, 0.18), (0.50, 0.20), (0.44, 0.18),
+]  # fmt: skip
+_SHIRT_OUTLINE = [
+    (0.41, 0.10), (0.27, 0.14), (0.20, 0.30), (0.09, 0.86), (0.20, 0.88), (0.29, 0.42), (0.29, 0.92), (0.71, 0.92),
+    (0.71, 0.42), (0.80, 0.88), (0.91, 0.86), (0.80, 0.30), (0.73, 0.14), (0.59, 0.10), (0.50, 0.16),
+]  # fmt: skip
+_TROUSERS_OUTLINE = [
+    (0.30, 0.06), (0.70, 0.06), (0.76, 0.94), (0.55, 0.94), (0.50, 0.36), (0.45, 0.94), (0.24, 0.94),
+]  # fmt: skip
+_SKIRT_OUTLINE = [
+    (0.34, 0.18), (0.66, 0.18), (0.84, 0.78), (0.67, 0.82), (0.50, 0.83), (0.33, 0.82), (0.16, 0.78),
+]  # fmt: skip
+_DRESS_OUTLINE = [
+    (0.39, 0.05), (0.43, 0.05), (0.45, 0.19), (0.55, 0.19), (0.57, 0.05), (0.61, 0.05), (0.64, 0.26), (0.58, 0.42),
+    (0.84, 0.92), (0.67, 0.95), (0.50, 0.96), (0.33, 0.95), (0.16, 0.92), (0.42, 0.42), (0.36, 0.26),
+]  # fmt: skip
+
+
 _Shape = Callable[[ImageDraw.ImageDraw, ToPx, float], list[Point]]
 _Details = Callable[[ImageDraw.ImageDraw, ToPx, float, RGB], None]
 
 _SHAPES: dict[str, tuple[_Shape, _Details]] = {
-    "Tshirts": (_tshirt, _tshirt_details),
-    "Trousers": (_trousers, _trousers_details),
-    "Dresses": (_dress, _dress_details),
+    "Tshirts": (_silhouette(_TSHIRT_OUTLINE), _tshirt_details),
+    "Trousers": (_silhouette(_TROUSERS_OUTLINE), _trousers_details),
+    "Dresses": (_silhouette(_DRESS_OUTLINE), _dress_details),
     "Casual Shoes": (_shoe, _shoe_details),
     "Handbags": (_handbag, _handbag_details),
     "Caps": (_cap, _cap_details),
-    "Skirts": (_skirt, _skirt_details),
-    "Shirts": (_shirt, _shirt_details),
+    "Skirts": (_silhouette(_SKIRT_OUTLINE), _skirt_details),
+    "Shirts": (_silhouette(_SHIRT_OUTLINE), _shirt_details),
 }
 
 
@@ -453,13 +422,6 @@ def _encode_jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -553,14 +515,14 @@ def _generate(out: Path, seed: int) -> int:
         # Separate stream from the metadata one so both stay stable if either changes.
         rng = random.Random(seed * 1_000_003 + image_id * 7919 + 1)
         image = _render(category, rgb, pattern, _image_size(image_id), rng)
-        _atomic_write(out / f"{image_id}.jpg", _encode_jpeg(image))
+        atomic_write_bytes(out / f"{image_id}.jpg", _encode_jpeg(image))
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=STYLES_HEADER, lineterminator="\n")
     writer.writeheader()
     writer.writerows(row for row, *_ in rows)
-    _atomic_write(out / "styles.csv", buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(out / "styles.csv", buffer.getvalue().encode("utf-8"))
 
-    _atomic_write(marker, DEMO_VERSION.encode("utf-8"))
+    atomic_write_bytes(marker, DEMO_VERSION.encode("utf-8"))
     logger.info("Generated demo catalogue: %d images in %s", len(rows), out)
     return len(rows)

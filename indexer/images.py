@@ -190,11 +190,6 @@ def prepare(source: Source, thumb_size: int, size: int = INPUT_SIZE) -> tuple[np
         raise _decode_failure(exc) from None
 
 
-def make_thumbnail(source: Source, size: int) -> bytes:
-    """Return a JPEG thumbnail no larger than ``size`` on its long side."""
-    return _jpeg_thumbnail(_to_rgb(open_validated(source, draft_size=INPUT_SIZE)), size)
-
-
 def preview_data_url(array: np.ndarray, size: int = 160) -> str:
     """A small inline JPEG of a model-ready array, for showing the query."""
     import base64

@@ -8,7 +8,6 @@ plain uint8 RGB arrays.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .artifacts import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ def _imagenet_help(reason: str) -> str:
         f"Copy that file there, or set FASHION_WEIGHTS=/path/to/{IMAGENET_NOTOP_FILE}, "
         "or set FASHION_WEIGHTS=none to run with random weights (results will not be meaningful)."
     )
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _fetch_imagenet() -> Path:
@@ -106,7 +99,7 @@ def resolve_weights(spec: str, seed: int = 1234) -> WeightsChoice:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise WeightsError(f"FASHION_WEIGHTS points at {path}, which is not a file. " + _imagenet_help("no such file"))
-    return WeightsChoice(str(path), f"file-{_file_digest(path)}")
+    return WeightsChoice(str(path), f"file-{sha256_file(path)[:16]}")
 
 
 def configure_threads(threads: int) -> None:

@@ -211,7 +211,7 @@ class IndexService:
         self.refresh()
 
     def wait_until_ready(self, timeout: float = 300.0) -> bool:
-        """Block until the index is served (used by tests and scripts)."""
+        """Block until the index is served (True) or its build failed or timed out (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._build_thread is not None:

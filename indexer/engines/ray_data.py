@@ -247,7 +247,7 @@ def embed(
     defaults to the cluster's CPUs divided by it. ``model`` is the
     ``WeightsChoice`` (or an embedder carrying one as ``.choice``): the actors
     load their own model. ``actor_class`` is the actor that embeds a batch
-    (a subclass of ``EmbedActor``, for example one that adds fault injection).
+    (a subclass of ``EmbedActor`` that changes how a batch is handled).
     """
     weights_choice = model if isinstance(model, WeightsChoice) else model.choice
     cfg = WorkerConfig(

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.gunicorn import REPO, free_port, gunicorn_env, log_tail, spawn_gunicorn, stop_gunicorn
 
-
-def free_port() -> int:
-    """A loopback port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["REPO", "Server", "http_get", "start_server"]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -42,15 +33,13 @@ class Server:
     log_path: Path
     catalogue: Path
     index_dir: Path
-    _log: object = field(repr=False, default=None)
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+        """The end of the server log."""
+        return log_tail(self.log_path, chars)
 
     def status(self) -> dict:
+        """The ``/api/status`` payload (or the HTTP code when it is not JSON)."""
         code, body = http_get(self.url + "/api/status")
         try:
             return json.loads(body)
@@ -82,40 +71,14 @@ class Server:
         raise RuntimeError(f"gunicorn did not {what} within {timeout:.0f} s (last: {last}):\n{self.log_tail()}")
 
     def stop(self) -> None:
-        """SIGTERM the master (it stops its workers), then SIGKILL the group if needed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.process.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
+        """Stop the server and its workers."""
+        stop_gunicorn(self.process)
 
 
 def start_server(catalogue: Path, index_dir: Path, log_path: Path, *, workers: int = 2, extra_env=None) -> Server:
     """Start ``gunicorn -c gunicorn.conf.py app:app`` on a free loopback port (does not wait)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
-    env.update(
-        BIND=f"127.0.0.1:{port}",
-        FASHION_WORKERS=str(workers),
-        FASHION_WEIGHTS="none",
-        FASHION_CATALOGUE=str(catalogue),
-        FASHION_INDEX_DIR=str(index_dir),
-        FASHION_TF_THREADS="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra_env or {})
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")  # closed by Server.stop
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    return Server(process, f"http://127.0.0.1:{port}", log_path, Path(catalogue), Path(index_dir), log)
+    extra = {"FASHION_TF_THREADS": "1"} | (extra_env or {})
+    env = gunicorn_env(catalogue, index_dir, f"127.0.0.1:{port}", workers=workers, extra_env=extra)
+    process = spawn_gunicorn(env, log_path)
+    return Server(process, f"http://127.0.0.1:{port}", log_path, Path(catalogue), Path(index_dir))
