@@ -1,4 +1,4 @@
-"""Indexer benchmark for issue 2: throughput, incremental cost, peak RSS, Annoy quality.
+"""Indexer benchmark: throughput, incremental cost, peak RSS, Annoy quality.
 
 Run from the repository root::
 

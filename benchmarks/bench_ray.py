@@ -1,4 +1,4 @@
-"""Ray engine vs local engine, same catalogue, same run (issue 6 targets).
+"""Ray engine vs local engine, same catalogue, same run.
 
 Run from the repository root (needs ``pip install -r requirements-ray.txt``)::
 

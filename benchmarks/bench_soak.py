@@ -1,4 +1,4 @@
-"""Load and soak (issue 4, item 4) plus an overload probe (item 5), against real gunicorn.
+"""Load and soak plus an overload probe, against real gunicorn.
 
 Starts ``gunicorn -c gunicorn.conf.py app:app`` with 2 workers on a free
 loopback port over the demo catalogue, warms it up with ~20 searches, then

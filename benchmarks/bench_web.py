@@ -1,4 +1,4 @@
-"""Web targets of issue 3, measured against a real gunicorn server (2 workers) on loopback.
+"""Web targets, measured against a real gunicorn server (2 workers) on loopback.
 
 For the demo catalogue and for the fashion-dev dataset:
 

@@ -1,4 +1,4 @@
-"""Artifact integrity under SIGKILL (issue 4 item 3).
+"""Artifact integrity under SIGKILL.
 
 ``python -m indexer build`` runs as a real subprocess (real TensorFlow,
 random weights, batches and checkpoints of 8) on a 40-image catalogue and is

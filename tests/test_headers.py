@@ -1,4 +1,4 @@
-"""Headers and configuration (issue 4 item 5).
+"""Headers and configuration.
 
 * Every kind of response (HTML pages, JSON, catalogue images, thumbnails,
   static assets, 304s, 4xx, 413, 500 and 503 errors) carries

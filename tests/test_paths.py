@@ -1,4 +1,4 @@
-"""Path safety of the image routes (issue 4 item 2).
+"""Path safety of the image routes.
 
 A small writable catalogue is built into a real index, with traps around
 it: ``secret.jpg`` next to the catalogue folder, a symlink ``evil.jpg``

@@ -1,4 +1,4 @@
-"""Hostile and odd uploads (issue 4 item 1), against the real app and model.
+"""Hostile and odd uploads, against the real app and model.
 
 * Every case of ``tests/corpus.py`` through both ``POST /search`` (HTML) and
   ``POST /api/search`` (JSON): "ok" cases give 200 with results, "reject"

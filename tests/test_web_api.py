@@ -1,4 +1,4 @@
-"""The JSON API (issue 3): ``POST /api/search``, ``GET /api/items/<id>/similar``,
+"""The JSON API: ``POST /api/search``, ``GET /api/items/<id>/similar``,
 ``GET /api/status``, ``GET /healthz``, and JSON errors under ``/api``.
 
 Checks the documented shapes exactly, that an uploaded catalogue photo

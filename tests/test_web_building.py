@@ -1,4 +1,4 @@
-"""The building state (issue 3 "First run"): an app started on an empty index dir.
+"""The building state (first run): an app started on an empty index dir.
 
 * While a build is in progress (held deterministically by taking the build
   lock from the test, as another gunicorn worker would), ``GET /`` shows the

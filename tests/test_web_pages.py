@@ -1,4 +1,4 @@
-"""HTML pages of the web app (issue 3), driven through pytest-flask's ``client``.
+"""HTML pages of the web app, driven through pytest-flask's ``client``.
 
 Covers ``GET /`` (form, filters from styles.csv, catalogue name and count),
 ``POST /search`` (k default/override/invalid, several photos in upload order,

@@ -1,0 +1,60 @@
+"""Settings: every tunable read and validated in one place, gunicorn's included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from indexer.config import ConfigError, Settings
+from tests.support.gunicorn import REPO
+
+
+def test_defaults():
+    settings = Settings.from_env(env={})
+    assert (settings.top_k, settings.max_k, settings.max_files) == (5, 50, 4)
+    assert (settings.bind, settings.workers, settings.threads) == ("127.0.0.1:8000", 2, 4)
+    assert (settings.worker_timeout_s, settings.backlog, settings.log_level) == (120, 64, "info")
+
+
+def test_server_settings_from_the_environment():
+    env = {"HOST": "0.0.0.0", "PORT": "9000", "FASHION_WORKERS": "3", "FASHION_THREADS": "8"}
+    env["FASHION_LOG_LEVEL"] = "DEBUG"
+    settings = Settings.from_env(env=env)
+    assert (settings.bind, settings.workers, settings.threads, settings.log_level) == ("0.0.0.0:9000", 3, 8, "debug")
+    assert Settings.from_env(env={"BIND": "unix:/run/fashion.sock", "PORT": "1"}).bind == "unix:/run/fashion.sock"
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"FASHION_WORKERS": "two"}, "FASHION_WORKERS"),
+        ({"FASHION_WORKERS": "0"}, "FASHION_WORKERS"),
+        ({"FASHION_THREADS": "-1"}, "FASHION_THREADS"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"FASHION_LOG_LEVEL": "loud"}, "FASHION_LOG_LEVEL"),
+        ({"FASHION_QUEUE_TIMEOUT_S": "nan"}, "FASHION_QUEUE_TIMEOUT_S"),
+        ({"FASHION_TOP_K": "60"}, "FASHION_TOP_K"),
+    ],
+)
+def test_malformed_values_are_refused_with_the_variable_named(env, named):
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env=env)
+
+
+def test_gunicorn_reads_the_same_settings():
+    """gunicorn.conf.py takes workers, threads and bind from Settings, and refuses what Settings refuses."""
+    script = (
+        "import runpy, json; c = runpy.run_path('gunicorn.conf.py');"
+        "print(json.dumps([c['bind'], c['workers'], c['threads'], c['timeout']]))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "BIND": "127.0.0.1:8123", "FASHION_WORKERS": "3", "FASHION_WORKER_TIMEOUT": "30"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '["127.0.0.1:8123", 3, 4, 30]'
+
+    env["FASHION_WORKERS"] = "many"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "FASHION_WORKERS must be a whole number" in done.stderr
