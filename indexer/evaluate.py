@@ -28,7 +28,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
     for row in rows:
         vector = searcher.vector(int(row))
         started = time.perf_counter()
-        ann = searcher.index.annoy.get_nns_by_vector(vector.tolist(), k + 1, search_k=searcher._search_k)
+        ann = searcher.annoy_neighbours(vector, k + 1)
         annoy_ms.append((time.perf_counter() - started) * 1000)
         annoy_rows.append(ann)
     precisions, recalls = [], []

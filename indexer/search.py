@@ -161,6 +161,10 @@ class Searcher:
                 return hits[:wanted]
         return self.exact(vector, wanted, mask)
 
+    def annoy_neighbours(self, vector: np.ndarray, n: int) -> list[int]:
+        """Rows of Annoy's ``n`` nearest items alone (no filters, no fallback), for measuring recall."""
+        return self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=self._search_k)
+
     def exact(self, vector: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[Hit]:
         """Brute-force nearest neighbours with numpy, over the rows in ``mask``."""
         rows = np.arange(len(self.filenames)) if mask is None else np.flatnonzero(mask)
