@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,13 +22,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Bump when anything below changes the pixels fed to the model: the manifest
 # records it, and an index built with another version is rebuilt.
-PREPROCESS_VERSION = "3"
+PREPROCESS_VERSION = "4"
 
 INPUT_SIZE = 224
 MIN_SIDE = 32
 # 64 megapixels is far above any product photo; bigger is treated as a bomb
 # and refused from the header alone, before any pixel is allocated.
 MAX_PIXELS = 64_000_000
+
+# Memory, not pixels, is what a hostile image exhausts: a 124 KB 16-bit PNG
+# of 64 megapixels needs 128 MB decoded, a 2.5 KB WebP of the same size 1 GB.
+# Each process (gunicorn worker, indexer) holds at most this many decoded
+# bytes and this many decodes at once; one image that alone needs more is
+# refused from its header, and a decode that cannot get its share in time
+# is told to retry.
+DECODE_BUDGET_BYTES = 256 * 1024 * 1024
+DECODE_SLOTS = 2
+DECODE_WAIT_S = 20.0
+# Images with a long side of this many pixels or more (after JPEG draft) are
+# reduced strip by strip while they are converted to 8-bit, so conversion
+# never holds a second full-size copy.
+EARLY_REDUCE_SIDE = 2048
+_REDUCED_SIDE = 1024  # the long side early reduction aims at (1024-2047 px)
+_STRIP_BYTES = 1024 * 1024
+# libwebp decodes into its own buffer before Pillow copies it (measured peak:
+# 3.8x the image's own size)
+_FORMAT_OVERHEAD = {"WEBP": 4}
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 # Decoders an upload may reach. Pillow knows more (EPS would run Ghostscript
 # on attacker-supplied PostScript); only the formats we document are opened.
@@ -34,6 +57,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 WHITE = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
 
 # Pillow's own bomb guard raises at 2x this; ours below triggers first.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -49,6 +73,75 @@ class ImageError(ValueError):
 
 
 Source = str | os.PathLike | bytes | BinaryIO
+
+
+def _mb(nbytes: int) -> int:
+    return max(1, round(nbytes / (1024 * 1024)))
+
+
+def pixel_bytes(mode: str) -> int:
+    """Bytes per pixel Pillow allocates for ``mode``.
+
+    Channels x bytes per sample, except that Pillow pads every 8-bit image of
+    two to four channels to 4 bytes a pixel.
+    """
+    if mode.startswith("I;16"):
+        return 2
+    if mode in ("I", "F") or Image.getmodebands(mode) > 1:
+        return 4
+    return 1
+
+
+def decode_cost(img: Image.Image) -> int:
+    """Bytes that decoding ``img`` at its current (drafted) size will hold at the peak."""
+    width, height = img.size
+    return width * height * pixel_bytes(img.mode) * _FORMAT_OVERHEAD.get(img.format or "", 1)
+
+
+class DecodeBudget:
+    """Bounds the decoded bytes and the number of decodes one process holds at once."""
+
+    def __init__(self, limit_bytes: int, slots: int, wait_s: float):
+        self.limit_bytes = limit_bytes
+        self.slots = max(1, slots)
+        self.wait_s = wait_s
+        self._used = 0
+        self._running = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, describe: str = "this image") -> Iterator[None]:
+        """Hold ``nbytes`` of the budget and one decode slot for the block.
+
+        Raises ``ImageError("too_large")`` when ``nbytes`` alone exceeds the
+        budget, and ``ImageError("busy")`` when the share is not free within
+        ``wait_s``.
+        """
+        if nbytes > self.limit_bytes:
+            raise ImageError(
+                "too_large",
+                f"Decoding {describe} would need about {_mb(nbytes)} MB of memory; "
+                f"the limit is {_mb(self.limit_bytes)} MB per photo. Please send a smaller photo.",
+            )
+        with self._cond:
+            free = self._cond.wait_for(
+                lambda: self._running < self.slots and self._used + nbytes <= self.limit_bytes, timeout=self.wait_s
+            )
+            if not free:
+                raise ImageError("busy", "The server is busy decoding other photos; please try again in a moment.")
+            self._used += nbytes
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= nbytes
+                self._running -= 1
+                self._cond.notify_all()
+
+
+# one budget per process: gunicorn workers and indexer builds each get their own
+DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES, DECODE_SLOTS, DECODE_WAIT_S)
 
 
 def _open(source: Source) -> Image.Image:
@@ -68,12 +161,18 @@ def _open(source: Source) -> Image.Image:
         raise ImageError("unreadable", f"The file could not be read: {exc}") from None
 
 
-def open_validated(source: Source, draft_size: int | None = INPUT_SIZE) -> Image.Image:
-    """Open an image, check its header, decode it and return it upright.
+@contextmanager
+def open_validated(
+    source: Source, draft_size: int | None = INPUT_SIZE, budget: DecodeBudget | None = None
+) -> Iterator[Image.Image]:
+    """Open an image, check its header, decode it and yield it upright.
 
     The size checks happen before decoding, so a decompression bomb costs
     only its header. ``draft_size`` lets large JPEGs decode at a reduced
-    scale (Pillow's ``draft``), which is several times faster.
+    scale (Pillow's ``draft``), which is several times faster. The decoded
+    bytes are held against ``budget`` (default: the process's) until the
+    block ends; images with a long side of ``EARLY_REDUCE_SIDE`` or more, and
+    16-bit or float ones, come out already reduced and in 8 bits.
     """
     img = _open(source)
     width, height = img.size
@@ -94,26 +193,95 @@ def open_validated(source: Source, draft_size: int | None = INPUT_SIZE) -> Image
             # draft() keeps the image at least this big; EXIF rotation later
             # only swaps axes, so the short side stays >= draft_size.
             img.draft("RGB", (draft_size, draft_size))
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("too_large", "The image is too large to process.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError("unreadable", f"The image data is damaged or truncated ({exc}).") from None
-    return img
+    describe = f"this {width}x{height} {img.format} image ({img.mode})"
+    with (budget or DECODE_BUDGET).reserve(decode_cost(img), describe):
+        try:
+            img.load()
+            img = _upright(img)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("too_large", "The image is too large to process.") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError("unreadable", f"The image data is damaged or truncated ({exc}).") from None
+        yield img
+
+
+def _to_8bit(strip: Image.Image, top: float) -> Image.Image:
+    """One strip in a mode ``reduce()`` and ``_to_rgb`` accept, 8 bits a sample."""
+    if strip.mode in _WIDE_MODES:
+        arr = np.asarray(strip, dtype=np.float64)
+        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L")
+    if strip.mode == "P":
+        return strip.convert("RGBA" if "transparency" in strip.info else "RGB")
+    if strip.mode == "1":
+        return strip.convert("L")
+    if strip.mode in ("LA", "PA", "La", "RGBa"):
+        return strip.convert("RGBA")
+    if strip.mode not in ("L", "RGB", "RGBA"):
+        return strip.convert("RGB")
+    return strip
+
+
+def _wide_top(img: Image.Image) -> float:
+    # 16-bit: the full range; 32-bit int and float: the actual maximum, so a
+    # dark image is not clipped to black nor a bright one to white
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    return max(float(img.getextrema()[1]), 1.0)
+
+
+def _reduce_early(img: Image.Image) -> Image.Image:
+    """Big or high-bit-depth images: 8-bit and box-reduced, one strip at a time.
+
+    Converting a full-size 16-bit or float image in one go costs several
+    float64 copies of it (1.7 GB for 64 megapixels); strips keep the extra
+    memory at a few megabytes, and the result is at most 2047 px long.
+    """
+    width, height = img.size
+    factor = max(1, max(width, height) // _REDUCED_SIDE) if max(width, height) >= EARLY_REDUCE_SIDE else 1
+    if factor == 1 and img.mode not in _WIDE_MODES:
+        return img
+    top = _wide_top(img) if img.mode in _WIDE_MODES else 1.0
+    rows = max(1, _STRIP_BYTES // max(1, width * pixel_bytes(img.mode) * factor)) * factor
+    parts = []
+    for y in range(0, height, rows):
+        strip = _to_8bit(img.crop((0, y, width, min(height, y + rows))), top)
+        parts.append(strip.reduce(factor) if factor > 1 else strip)
+    out = Image.new(parts[0].mode, (parts[0].width, sum(p.height for p in parts)))
+    y = 0
+    for part in parts:
+        out.paste(part, (0, y))
+        y += part.height
+    return out
+
+
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Reduce early if needed, then apply the EXIF orientation of the original."""
+    reduced = _reduce_early(img)
+    if reduced is img:
+        return ImageOps.exif_transpose(img)
+    # the reduced copy has no EXIF; take the orientation from the original
+    method = _TRANSPOSE_FOR_ORIENTATION.get(img.getexif().get(EXIF_ORIENTATION, 1))
+    return reduced.transpose(method) if method is not None else reduced
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB, compositing transparency onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16-bit and float greyscale: scale to 8 bits by the actual range
-        # rather than clipping everything above 255 to white.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if img.mode == "F":
-            top = max(float(arr.max()), 1.0)
-        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
+    if img.mode in _WIDE_MODES:
+        img = _to_8bit(img, _wide_top(img))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -158,8 +326,8 @@ def load_for_model(source: Source, size: int = INPUT_SIZE) -> np.ndarray:
     Raises ``ImageError`` for anything that is not a usable image.
     """
     try:
-        img = open_validated(source, draft_size=size)
-        return np.asarray(normalise(img, size), dtype=np.uint8)
+        with open_validated(source, draft_size=size) as img:
+            return np.asarray(normalise(img, size), dtype=np.uint8)
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - see _decode_failure
@@ -181,9 +349,10 @@ def prepare(source: Source, thumb_size: int, size: int = INPUT_SIZE) -> tuple[np
     file; the thumbnail is at most ``thumb_size`` on its long side.
     """
     try:
-        rgb = _to_rgb(open_validated(source, draft_size=size))
-        array = np.asarray(normalise(rgb, size), dtype=np.uint8)
-        return array, _jpeg_thumbnail(rgb, thumb_size)
+        with open_validated(source, draft_size=size) as img:
+            rgb = _to_rgb(img)
+            array = np.asarray(normalise(rgb, size), dtype=np.uint8)
+            return array, _jpeg_thumbnail(rgb, thumb_size)
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - see _decode_failure

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 __all__ = [
     "BOMB_SIDE",
+    "HUGE_SIDE",
     "EXIF_ORIENTATION",
     "Upload",
     "build_corpus",
@@ -37,6 +38,8 @@ __all__ = [
 
 #: Width and height claimed by the decompression-bomb PNG.
 BOMB_SIDE = 20_000
+#: Side of the memory-hungry cases: just under the 64-megapixel cap.
+HUGE_SIDE = 7_999
 #: EXIF tag id of "Orientation".
 EXIF_ORIENTATION = 0x0112
 
@@ -219,6 +222,24 @@ def _png_16bit() -> bytes:
     return _encode(image, "PNG")
 
 
+def _huge(mode: str, fmt: str, **save_kwargs: Any) -> bytes:
+    """A flat ``HUGE_SIDE`` square: a few KB compressed, 64 megapixels decoded.
+
+    Memory, not pixel count, is what these exhaust: 16-bit grey needs 128 MB
+    decoded, float or RGBA 256 MB, and a WebP about 1 GB inside libwebp.
+    """
+    background, shape = {"I;16": (65000, 10000), "F": (1.5, 0.2), "RGBA": ((255,) * 4, (200, 40, 40, 255))}[mode]
+    left, top, right, bottom = HUGE_SIDE // 6, HUGE_SIDE // 8, HUGE_SIDE * 3 // 5, HUGE_SIDE // 2
+    if mode == "I;16":  # Pillow's paste() mangles 16-bit values; numpy does not
+        array = np.full((HUGE_SIDE, HUGE_SIDE), background, dtype=np.uint16)
+        array[top:bottom, left:right] = shape
+        image = Image.fromarray(array)
+    else:
+        image = Image.new(mode, (HUGE_SIDE, HUGE_SIDE), background)
+        image.paste(shape, (left, top, right, bottom))
+    return _encode(image, fmt, **save_kwargs)
+
+
 def _zip_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -262,6 +283,22 @@ def _build() -> tuple[Upload, ...]:
             "image/png",
             "ok",
             "16-bit grayscale PNG, Pillow mode I;16 (convert('RGB') clips at 255)",
+        ),
+        Upload(
+            "png_16bit_huge",
+            "gray16-huge.png",
+            _huge("I;16", "PNG"),
+            "image/png",
+            "ok",
+            f"{HUGE_SIDE}x{HUGE_SIDE} 16-bit grey PNG (~140 KB): 128 MB decoded, once 1.7 GB converted",
+        ),
+        Upload(
+            "tiff_float_huge",
+            "float-huge.tif",
+            _huge("F", "TIFF", compression="tiff_deflate"),
+            "image/tiff",
+            "ok",
+            f"{HUGE_SIDE}x{HUGE_SIDE} 32-bit float TIFF (~380 KB): 256 MB decoded, just inside the budget",
         ),
         Upload(
             "palette_png_transparency",
@@ -419,6 +456,14 @@ def _build() -> tuple[Upload, ...]:
             "HTML/JS payload named .png (error message must not echo it unescaped)",
         ),
         Upload(
+            "webp_huge",
+            "huge.webp",
+            _huge("RGBA", "WEBP", lossless=True),
+            "image/webp",
+            "reject",
+            f"{HUGE_SIDE}x{HUGE_SIDE} lossless WebP (~2.5 KB; libwebp would need ~1 GB): over the decode budget",
+        ),
+        Upload(
             "truncated_jpeg",
             "truncated.jpg",
             noisy_jpeg[: len(noisy_jpeg) * 40 // 100],
@@ -512,6 +557,8 @@ def _check(upload: Upload) -> tuple[str, bool]:
         )
     if upload.name == "one_by_one":
         return info, image.size == (1, 1)
+    if upload.name == "webp_huge":  # valid, but over the decode budget
+        return info, image.size == (HUGE_SIDE, HUGE_SIDE)
     if extra is None:
         return info, upload.expect == "ok"
     text, good = extra

@@ -26,6 +26,7 @@ REJECT_REASONS = {
     "decompression_bomb": "too_large",
     "svg_as_image": "not_an_image",
     "zip_as_jpg": "not_an_image",
+    "webp_huge": "too_large",
 }
 
 
@@ -102,7 +103,8 @@ def test_exif_rotation_is_applied():
     data = CORPUS["exif_rotated_jpeg"].data
     with Image.open(io.BytesIO(data)) as raw:
         assert raw.size == (128, 96) and raw.getexif()[EXIF_ORIENTATION] == 6
-    assert open_validated(data).size == (96, 128)  # upright portrait
+    with open_validated(data) as img:
+        assert img.size == (96, 128)  # upright portrait
 
     got = load_for_model(data).astype(int)
     upright = np.asarray(normalise(make_image((96, 128), (30, 90, 200)))).astype(int)
@@ -281,3 +283,107 @@ def test_formats_outside_the_documented_list_are_refused():
         with pytest.raises(ImageError) as caught:
             load_for_model(data)
         assert caught.value.reason == "not_an_image"
+
+
+# ---------------------------------------------------------------- decoding on a memory budget
+
+_PEAK_SCRIPT = """
+import resource, sys
+from indexer.images import load_for_model
+data = sys.stdin.buffer.read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+array = load_for_model(data)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown // 1024, int(array.min()), int(array.max()))
+"""
+
+
+@pytest.mark.parametrize(("case", "decoded_mb"), [("png_16bit_huge", 128), ("tiff_float_huge", 256)])
+def test_huge_high_bit_depth_image_costs_little_more_than_its_decoded_size(case, decoded_mb):
+    """A 64-megapixel 16-bit PNG grew a worker by 1.7 GB when converted as float64 in one piece."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT], input=CORPUS[case].data, capture_output=True, check=True,
+        cwd=images.__file__.rsplit("/indexer/", 1)[0],
+    )
+    grown_mb, low, high = map(int, done.stdout.split())
+    assert grown_mb < decoded_mb + 96, f"peak RSS grew by {grown_mb} MB"
+    # 16-bit: scaled by the full range (65000 and 10000 of 65535); float: by its maximum (1.5 and 0.2)
+    expected = (38, 252) if case == "png_16bit_huge" else (34, 255)
+    assert (low, high) == expected
+
+
+def test_image_needing_more_than_the_budget_is_refused_naming_the_limit():
+    with pytest.raises(ImageError) as info:
+        load_for_model(CORPUS["webp_huge"].data)
+    assert info.value.reason == "too_large"
+    limit_mb = images.DECODE_BUDGET_BYTES // (1024 * 1024)
+    assert f"the limit is {limit_mb} MB" in info.value.message
+    assert "7999x7999 WEBP" in info.value.message
+
+
+def test_decode_budget_refuses_alone_too_big_and_waits_for_its_share():
+    import threading
+
+    budget = images.DecodeBudget(limit_bytes=100, slots=2, wait_s=0.05)
+    with pytest.raises(ImageError) as info:
+        with budget.reserve(101):
+            pass
+    assert info.value.reason == "too_large"
+    with budget.reserve(60):
+        with pytest.raises(ImageError) as info:  # 60 + 60 > 100 bytes
+            with budget.reserve(60):
+                pass
+        assert info.value.reason == "busy"
+        with budget.reserve(30):  # fits beside the first
+            with pytest.raises(ImageError):  # both slots taken
+                with budget.reserve(1):
+                    pass
+    # released: a waiting decode gets its share as soon as the holder is done
+    release = threading.Event()
+    holder_in = threading.Event()
+
+    def hold():
+        with budget.reserve(100):
+            holder_in.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holder_in.wait(5)
+    waiting = images.DecodeBudget.reserve  # same object, longer wait
+    budget.wait_s = 5
+    threading.Timer(0.1, release.set).start()
+    with waiting(budget, 100):
+        pass
+    thread.join()
+
+
+def test_busy_decoder_maps_to_503():
+    from web.queries import _STATUS_FOR_REASON
+
+    assert _STATUS_FOR_REASON["busy"] == 503
+    assert _STATUS_FOR_REASON["too_large"] == 413
+
+
+def test_early_reduction_keeps_the_exif_orientation():
+    """A big PNG is reduced before EXIF rotation; the rotation must still be applied."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    picture = make_image((2400, 1200), (30, 30, 200))
+    data = _encode(picture, "PNG", exif=exif.tobytes())
+    with open_validated(data) as img:
+        assert max(img.size) < images.EARLY_REDUCE_SIDE
+        assert img.width < img.height  # rotated to portrait
+    expected = load_for_model(_encode(picture.transpose(Image.Transpose.ROTATE_270), "PNG"))
+    assert np.abs(load_for_model(data).astype(int) - expected.astype(int)).mean() < 2
+
+
+def test_early_reduction_gives_nearly_the_same_picture():
+    big = make_image((4000, 3000), (200, 30, 30))
+    small = make_image((800, 600), (200, 30, 30))
+    for mode in ("RGB", "RGBA", "P", "CMYK"):
+        got = load_for_model(_encode(big.convert(mode), "PNG" if mode != "CMYK" else "TIFF")).astype(int)
+        assert np.abs(got - load_for_model(_encode(small, "PNG")).astype(int)).mean() < 3, mode

@@ -31,7 +31,7 @@ CORPUS = build_corpus()
 OK = [u for u in CORPUS if u.expect == "ok"]
 REJECT = [u for u in CORPUS if u.expect == "reject"]
 SHOWN_NAME = {"traversal_filename": "passwd"}  # only the last path component is ever displayed
-REJECT_STATUS = {"empty_file": 400, "decompression_bomb": 413}
+REJECT_STATUS = {"empty_file": 400, "decompression_bomb": 413, "webp_huge": 413}
 
 
 def post(client, url, files, **fields):

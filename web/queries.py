@@ -25,6 +25,7 @@ _STATUS_FOR_REASON = {
     "unreadable": 422,
     "too_small": 422,
     "too_large": 413,
+    "busy": 503,  # every decode slot stayed taken: try again, with Retry-After
 }
 
 
