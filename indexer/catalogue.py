@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .images import is_image_path
@@ -74,38 +74,127 @@ def styles_fingerprint(root: Path) -> list | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def read_styles(root: Path) -> dict[str, dict[str, str]]:
-    """Read ``styles.csv`` (Kaggle format) as ``{id: {column: value}}``.
+@dataclass(frozen=True)
+class StylesProblem:
+    """A ``styles.csv`` line that was skipped, and why (1-based line number)."""
 
-    Malformed rows are skipped with a warning; a missing file gives ``{}``.
+    line: int
+    message: str
+
+
+@dataclass
+class Styles:
+    """``styles.csv`` rows by id, plus the lines that could not be used."""
+
+    rows: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[StylesProblem] = field(default_factory=list)
+
+
+# Spreadsheets export with commas, or semicolons/tabs where the comma is the
+# decimal separator; the header line tells which.
+_DELIMITERS = (",", ";", "\t")
+# A row longer than this is not a product description; it is skipped rather
+# than handed to the csv module (whose field limit would raise).
+MAX_LINE_CHARS = 64 * 1024
+
+
+def _delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(counts.values())
+    return next(d for d in _DELIMITERS if counts[d] == best) if best else ","
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    # One physical line at a time: a stray quote can then spoil only its own
+    # row, not swallow the rest of the file into one field.
+    return next(csv.reader([line], delimiter=delimiter, strict=False), [])
+
+
+def _clean_header(cells: list[str]) -> list[str]:
+    # BOMs and padding around names come from spreadsheet exports; " id" and
+    # "\ufeffid" both mean "id"
+    header = [cell.strip().strip("\ufeff").strip() for cell in cells]
+    return ["id" if name.lower() == "id" else name for name in header]
+
+
+def load_styles(root: Path) -> Styles:
+    """Read ``styles.csv`` (Kaggle format) as ``{id: {column: value}}``, row by row.
+
+    Tolerant by design, because a shop's spreadsheet export must never stop
+    a build: UTF-8 with or without a byte-order mark (other bytes are
+    replaced), comma, semicolon or tab separated, header cells stripped.
+    A line that cannot be read (wrong number of fields, a stray quote, an
+    absurd length, no id) is skipped and recorded with its line number;
+    every other row is kept. A missing or unreadable file gives no rows.
     """
     path = Path(root) / STYLES_FILE
-    if not path.is_file():
-        return {}
-    styles: dict[str, dict[str, str]] = {}
-    skipped = 0
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or "id" not in header:
-            log.warning("%s has no 'id' column; ignoring it", path)
-            return {}
-        header = [column.strip() for column in header]
-        for row in reader:
-            if len(row) < len(header):
-                skipped += 1
-                continue
-            # Kaggle's file has commas inside the last column (the display
-            # name); fold any extra fields back into it.
-            if len(row) > len(header):
-                row = row[: len(header) - 1] + [",".join(row[len(header) - 1 :])]
-            record = {key: value.strip() for key, value in zip(header, row) if value.strip()}
-            item_id = record.pop("id", None)
-            if item_id:
-                styles[item_id] = record
-    if skipped:
-        log.warning("Skipped %d malformed rows in %s", skipped, path)
+    styles = Styles()
+    try:
+        handle = open(path, encoding="utf-8-sig", errors="replace", newline=None)
+    except FileNotFoundError:
+        return styles
+    except OSError as exc:
+        log.warning("Cannot read %s: %s", path, exc)
+        styles.problems.append(StylesProblem(0, "the file could not be read"))
+        return styles
+    with handle:
+        try:
+            _read_rows(handle, styles)
+        except (OSError, UnicodeError) as exc:  # e.g. the file vanished or the disk failed mid-read
+            log.warning("Stopped reading %s: %s", path, exc)
+            styles.problems.append(StylesProblem(0, "the file could not be read to the end"))
+    for problem in styles.problems[:20]:
+        log.warning("%s line %d skipped: %s", path, problem.line, problem.message)
+    if len(styles.problems) > 20:
+        log.warning("%s: %d more lines skipped", path, len(styles.problems) - 20)
     return styles
+
+
+def _read_rows(handle, styles: Styles) -> None:
+    header: list[str] | None = None
+    delimiter = ","
+    for lineno, raw in enumerate(handle, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_CHARS:
+            styles.problems.append(StylesProblem(lineno, f"longer than {MAX_LINE_CHARS} characters"))
+            if header is None:
+                return
+            continue
+        if header is None:
+            delimiter = _delimiter(line)
+            header = _clean_header(_cells(line, delimiter))
+            if "id" not in header:
+                styles.problems.append(StylesProblem(lineno, "the header has no 'id' column; no metadata is used"))
+                return
+            continue
+        try:
+            row = _cells(line, delimiter)
+        except csv.Error as exc:
+            styles.problems.append(StylesProblem(lineno, f"not valid CSV ({exc})"))
+            continue
+        if len(row) < len(header):
+            styles.problems.append(StylesProblem(lineno, f"{len(row)} fields where the header has {len(header)}"))
+            continue
+        # Kaggle's file has commas inside the last column (the display
+        # name); fold any extra fields back into it.
+        if len(row) > len(header):
+            row = row[: len(header) - 1] + [delimiter.join(row[len(header) - 1 :])]
+        record = {key: value.strip() for key, value in zip(header, row) if key and value.strip()}
+        item_id = record.pop("id", None)
+        if not item_id:
+            styles.problems.append(StylesProblem(lineno, "no id"))
+            continue
+        if item_id in styles.rows:
+            message = f"id {item_id!r} repeats an earlier line; this later one is used"
+            styles.problems.append(StylesProblem(lineno, message))
+        styles.rows[item_id] = record
+
+
+def read_styles(root: Path) -> dict[str, dict[str, str]]:
+    """The usable rows of ``styles.csv`` as ``{id: {column: value}}`` (see ``load_styles``)."""
+    return load_styles(root).rows
 
 
 def metadata_for(relpath: str, styles: dict[str, dict[str, str]]) -> dict[str, str]:
