@@ -13,6 +13,7 @@ Stages, each with plain files between them so any stage can be rerun:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from . import artifacts, checkpoints
-from .catalogue import CatalogueFile, metadata_for, scan, styles_fingerprint
+from . import artifacts, checkpoints, ids
+from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
 from .model import EMBEDDING_DIM
@@ -140,12 +141,21 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
     # arrays let go before the artifacts (and Annoy's own copy) are written
     embeddings = np.stack(rows, dtype=np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
     del rows, fresh
+    relpaths = [i.relpath for i in kept]
+    item_ids = ids.assign_ids(relpaths, ids.previous_ids(settings.index_dir))
+    id_set = set(item_ids)
+    metadata = [
+        dict(plan.styles.get(key, {})) if (key := ids.metadata_key(relpath, item_id, id_set)) else {}
+        for relpath, item_id in zip(relpaths, item_ids)
+    ]
     manifest = dict(
         plan.model_key,
         created_at=time.time(),
         catalogue=str(plan.root),
         styles=styles_fingerprint(plan.root),
         items=[[i.relpath, i.size, i.mtime_ns] for i in kept],
+        # public ids, kept from one generation to the next (indexer/ids.py)
+        ids=item_ids,
         thumbs=[thumb_name(i) for i in kept],
         # the fingerprint lets check_freshness notice when a skipped file is fixed
         skipped=[dict(vars(s), fingerprint=fingerprints.get(s.relpath)) for s in skipped],
@@ -153,8 +163,8 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
     artifacts.publish(
         settings.index_dir,
         embeddings=embeddings,
-        filenames=[i.relpath for i in kept],
-        metadata=[metadata_for(i.relpath, plan.styles) for i in kept],
+        filenames=relpaths,
+        metadata=metadata,
         manifest=manifest,
         trees=settings.annoy_trees,
     )
@@ -205,14 +215,14 @@ def build_index(
     reporter = ProgressReporter(settings.index_dir, callback=progress_callback)
     report = BuildReport()
     try:
-        reporter.update("scanning", 0, 0, force=True, message=f"Scanning {settings.catalogue}")
+        reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
         plan = plan_build(settings, model.weights_id, full=full)
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
         )
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
-        skipped = _keep_reused_vectors(plan, skipped)
+        skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         indexed, total = publish_plan(plan, settings, skipped)
         report = BuildReport(
@@ -227,10 +237,28 @@ def build_index(
         log.info("Build finished: %s", report.summary())
         return report
     except BaseException as exc:
-        reporter.finish("error", f"Build failed: {exc.__class__.__name__}: {exc}", 0, 0)
+        # the status file is shown to shoppers: the kind of failure only; the
+        # path and exception text go to the log (and the caller's traceback)
+        log.error("Build failed: %s: %s", type(exc).__name__, exc)
+        reporter.finish("error", public_failure(exc), 0, 0)
         raise
     finally:
         lock.release()
+
+
+def public_failure(exc: BaseException) -> str:
+    """What a failed build may tell the public: the kind of failure, never a path or exception text."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "The index build was interrupted."
+    if isinstance(exc, FileNotFoundError):
+        return "The index could not be built: the catalogue folder is missing."
+    if isinstance(exc, PermissionError):
+        return "The index could not be built: a folder it needs is not readable or writable."
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "The index could not be built: the disk is full."
+    if isinstance(exc, MemoryError):
+        return "The index could not be built: the server ran out of memory."
+    return "The index could not be built; the server log has the details."
 
 
 def check_freshness(settings: Settings, weights_id: str) -> str:

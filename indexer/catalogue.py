@@ -29,11 +29,29 @@ class CatalogueFile:
         return [self.size, self.mtime_ns]
 
 
-def scan(root: Path) -> list[CatalogueFile]:
+def printable_name(relpath: str) -> str:
+    """A relative path fit for a report: undecodable bytes shown as U+FFFD."""
+    return os.fsencode(relpath).decode("utf-8", "replace")
+
+
+def _name_problem(relpath: str) -> str | None:
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        # os.walk hands back undecodable bytes as lone surrogates, which no
+        # URL, HTML page or JSON answer can carry faithfully
+        return "The file name is not valid UTF-8; rename the file to index it."
+    return None
+
+
+def scan(root: Path, rejected: list[tuple[str, str, str]] | None = None) -> list[CatalogueFile]:
     """List image files below ``root``, recursively, sorted by relative path.
 
     Hidden files and folders are skipped, symlinks are not followed out of
     the folder tree (a file symlink pointing outside is ignored), and non-image extensions are ignored.
+    Image files whose name cannot be served (not valid UTF-8) are left out
+    and, when ``rejected`` is given, appended to it as
+    ``(printable relpath, reason, message)``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -59,6 +77,12 @@ def scan(root: Path) -> list[CatalogueFile]:
                 log.warning("Ignoring %s: it links outside the catalogue", path)
                 continue
             relpath = path.relative_to(root).as_posix()
+            problem = _name_problem(relpath)
+            if problem is not None:
+                log.warning("Skipping %s: %s", printable_name(relpath), problem)
+                if rejected is not None:
+                    rejected.append((printable_name(relpath), "bad_name", problem))
+                continue
             found.append(CatalogueFile(relpath, stat.st_size, stat.st_mtime_ns))
     found.sort(key=lambda item: item.relpath)
     return found
@@ -195,8 +219,3 @@ def _read_rows(handle, styles: Styles) -> None:
 def read_styles(root: Path) -> dict[str, dict[str, str]]:
     """The usable rows of ``styles.csv`` as ``{id: {column: value}}`` (see ``load_styles``)."""
     return load_styles(root).rows
-
-
-def metadata_for(relpath: str, styles: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Metadata for one file: its styles.csv row, matched by file stem."""
-    return dict(styles.get(Path(relpath).stem, {}))

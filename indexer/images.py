@@ -9,6 +9,7 @@ strict: anything that is not a decodable raster image of a sane size raises
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import warnings
@@ -55,6 +56,8 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+log = logging.getLogger(__name__)
 
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION = 0x0112
@@ -158,7 +161,8 @@ def _open(source: Source) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError("not_an_image", "The file is not an image in a supported format.") from None
     except OSError as exc:
-        raise ImageError("unreadable", f"The file could not be read: {exc}") from None
+        log.debug("Image.open failed: %s", exc)
+        raise ImageError("unreadable", "The file could not be read as an image.") from None
 
 
 @contextmanager
@@ -194,7 +198,8 @@ def open_validated(
             # only swaps axes, so the short side stays >= draft_size.
             img.draft("RGB", (draft_size, draft_size))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("unreadable", f"The image data is damaged or truncated ({exc}).") from None
+        log.debug("Decoding failed: %s", exc)
+        raise ImageError("unreadable", "The image data is damaged or truncated.") from None
     describe = f"this {width}x{height} {img.format} image ({img.mode})"
     with (budget or DECODE_BUDGET).reserve(decode_cost(img), describe):
         try:
@@ -203,7 +208,8 @@ def open_validated(
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError("too_large", "The image is too large to process.") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError("unreadable", f"The image data is damaged or truncated ({exc}).") from None
+            log.debug("Decoding failed: %s", exc)
+            raise ImageError("unreadable", "The image data is damaged or truncated.") from None
         yield img
 
 
@@ -316,8 +322,10 @@ def normalise(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
 
 def _decode_failure(exc: Exception) -> ImageError:
     # Pillow's decoders raise many exception types on hostile input; none of
-    # them may become a 500 or stop a build.
-    return ImageError("unreadable", f"The image could not be decoded ({type(exc).__name__}).")
+    # them may become a 500 or stop a build. The exception's text stays in
+    # the server log: it may name paths or library internals.
+    log.info("Decoder failure: %s: %s", type(exc).__name__, exc)
+    return ImageError("unreadable", "The image could not be decoded.")
 
 
 def load_for_model(source: Source, size: int = INPUT_SIZE) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class BuildPlan:
     to_embed: list[CatalogueFile]
     removed: int
     missing_thumbs: list[CatalogueFile] = field(default_factory=list)
+    rejected: list[Skipped] = field(default_factory=list)  # found by the scan, never decoded
 
 
 def model_key(weights_id: str) -> dict:
@@ -53,8 +55,12 @@ def model_key(weights_id: str) -> dict:
 
 
 def thumb_name(item: CatalogueFile) -> str:
-    """Thumbnail file name: changes whenever the source file changes."""
-    key = f"{item.relpath}|{item.size}|{item.mtime_ns}".encode()
+    """Thumbnail file name: changes whenever the source file changes.
+
+    Hashed from the name's raw bytes (what the filesystem holds), so any
+    name the filesystem allows gives a valid, fixed-length thumbnail name.
+    """
+    key = os.fsencode(item.relpath) + f"|{item.size}|{item.mtime_ns}".encode()
     return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:24] + ".jpg"
 
 
@@ -83,7 +89,8 @@ def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list,
 def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> BuildPlan:
     """Scan the catalogue and decide what to reuse and what to embed."""
     root = settings.catalogue
-    files = scan(root)
+    rejected: list[tuple[str, str, str]] = []
+    files = scan(root, rejected)
     key = model_key(weights_id)
     work = checkpoints.work_dir(settings.index_dir)
     checkpoints.remove_temporaries(work)
@@ -108,7 +115,9 @@ def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> Bu
             to_embed.append(item)
     current = {item.relpath for item in files}
     removed = sum(1 for relpath in previous if relpath not in current) if previous_count else 0
-    return BuildPlan(root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs)
+    return BuildPlan(
+        root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs, [Skipped(*r) for r in rejected]
+    )
 
 
 def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
@@ -121,7 +130,8 @@ def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb
     except ImageError as exc:
         return exc
     except OSError as exc:  # the file vanished or became unreadable mid-build
-        return ImageError("unreadable", str(exc))
+        log.warning("Cannot read %s: %s", item.relpath, exc)
+        return ImageError("unreadable", "The file could not be read.")
     try:
         path = thumb_path(index_dir, thumb_name(item))
         path.parent.mkdir(parents=True, exist_ok=True)

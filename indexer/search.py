@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .artifacts import LoadedIndex, load_index
+from .ids import recorded_ids
 
 # Fields offered as filters when styles.csv provides them, in display order.
 FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class UnknownItem(KeyError):
@@ -33,24 +32,6 @@ class Hit:
         return 1.0 - self.distance * self.distance / 2.0
 
 
-def _make_ids(filenames: list[str]) -> list[str]:
-    """Stable, URL-safe ids: the file stem when unique (the Kaggle id), else the path."""
-    stems = [Path(f).stem for f in filenames]
-    counts: dict[str, int] = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    ids = []
-    for filename, stem in zip(filenames, stems):
-        raw = stem if counts[stem] == 1 else str(Path(filename).with_suffix("")).replace("/", "--")
-        ids.append(_ID_UNSAFE.sub("_", raw))
-    seen: set[str] = set()
-    for row, item_id in enumerate(ids):  # the rare collision after escaping
-        if item_id in seen:
-            ids[row] = f"{item_id}-{row}"
-        seen.add(ids[row])
-    return ids
-
-
 class Searcher:
     """Nearest-neighbour search over one loaded, verified index generation."""
 
@@ -61,7 +42,7 @@ class Searcher:
         self.filenames = index.filenames
         self.metadata = index.metadata
         self.thumbs = index.manifest.get("thumbs") or [None] * len(index.filenames)
-        self.ids = _make_ids(index.filenames)
+        self.ids = recorded_ids(index.manifest, index.filenames)
         self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
         self.filename_set = frozenset(index.filenames)
         self._facets: dict[str, list[str]] | None = None

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from indexer.build import build_index
-from indexer.catalogue import MAX_LINE_CHARS, load_styles, read_styles
+from indexer.build import build_index, check_freshness
+from indexer.catalogue import MAX_LINE_CHARS, CatalogueFile, load_styles, read_styles
+from indexer.ids import assign_ids, legacy_ids, recorded_ids
+from indexer.plan import thumb_name
 from indexer.search import Searcher
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
@@ -118,3 +124,101 @@ def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small
     with_metadata = sum(1 for meta in searcher.metadata if meta)
     assert with_metadata == 23  # all but the row on line 4
     assert "Men" in searcher.facets()["gender"]
+
+
+# ---------------------------------------------------------------- stable ids
+
+
+def test_assign_ids_keeps_old_ids_and_gives_new_collisions_new_ids():
+    previous = {"10007.jpg": "10007", "a/x.jpg": "a--x", "gone.jpg": "gone"}
+    relpaths = ["10007.jpg", "a/x.jpg", "b/x.jpg", "gone2/gone.jpg", "sub/dir/10007.jpg", "x.png"]
+    assert assign_ids(relpaths, previous) == ["10007", "a--x", "x", "gone", "sub--dir--10007", "x-2"]
+    assert assign_ids(relpaths, {}) == ["10007", "x", "b--x", "gone", "sub--dir--10007", "x-2"]
+    # odd names still give URL-safe, dot-free ids
+    odd = assign_ids(["caf\u00e9 #1?.jpg", "..jpg", "new\nline.jpg"], {})
+    assert odd == ["caf_1_", "item", "new_line"]
+
+
+def test_legacy_ids_are_kept_when_an_old_index_is_rebuilt():
+    """An index published before ids were recorded keeps the ids it was served with."""
+    names = ["a/7.jpg", "b/7.jpg", "8.jpg"]
+    legacy = legacy_ids(names)
+    assert legacy == ["a--7", "b--7", "8"]
+    assert recorded_ids({}, names) == legacy
+    assert recorded_ids({"ids": ["x", "x", "y"]}, names) == legacy  # damaged: derived again
+    assert assign_ids(names + ["c/8.jpg"], dict(zip(names, legacy))) == ["a--7", "b--7", "8", "c--8"]
+
+
+def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, embedder, demo_catalogue):
+    """Adding sub/dir/10007.jpg turned item 10007 into images--10007 and gave it 10007's metadata."""
+    build_index(tiny_settings, embedder)
+    before = Searcher.load(tiny_settings.index_dir)
+    ids_before = dict(zip(before.filenames, before.ids))
+    meta_7 = before.metadata[before.row_of("7")]
+    assert meta_7 and ids_before["7.jpg"] == "7"
+
+    (tiny_settings.catalogue / "sub" / "dir").mkdir(parents=True)
+    shutil.copy2(demo_catalogue / "40.jpg", tiny_settings.catalogue / "sub" / "dir" / "7.jpg")
+    build_index(tiny_settings, embedder)
+    after = Searcher.load(tiny_settings.index_dir)
+    assert after.manifest["ids"] == after.ids
+    ids_after = dict(zip(after.filenames, after.ids))
+    assert {name: ids_after[name] for name in ids_before} == ids_before
+    assert ids_after["sub/dir/7.jpg"] == "sub--dir--7"
+    assert after.filenames[after.row_of("7")] == "7.jpg"
+    assert after.metadata[after.row_of("7")] == meta_7
+    assert after.metadata[after.row_of("sub--dir--7")] == {}  # the row describes the product 7.jpg
+
+    # removing the original frees nothing for the newcomer: its id stays, even across a full rebuild
+    (tiny_settings.catalogue / "7.jpg").unlink()
+    build_index(tiny_settings, embedder, full=True)
+    last = Searcher.load(tiny_settings.index_dir)
+    assert dict(zip(last.filenames, last.ids))["sub/dir/7.jpg"] == "sub--dir--7"
+    assert {n: i for n, i in zip(last.filenames, last.ids) if n in ids_before} == {
+        n: i for n, i in ids_before.items() if n != "7.jpg"
+    }
+
+
+# ---------------------------------------------------------------- file names
+
+
+def test_thumbnail_names_come_from_the_raw_name_bytes():
+    plain = CatalogueFile("a/10.jpg", 5, 7)
+    legacy = hashlib.sha1(b"a/10.jpg|5|7", usedforsecurity=False).hexdigest()[:24] + ".jpg"
+    assert thumb_name(plain) == legacy  # unchanged for UTF-8 names: no thumbnail churn
+    raw = os.fsdecode(b"caf\xe9.jpg")  # what os.walk returns for a Latin-1 name
+    assert len(thumb_name(CatalogueFile(raw, 5, 7))) == 28
+
+
+def test_non_utf8_and_newline_file_names(tiny_settings, embedder, demo_catalogue, caplog):
+    """A Latin-1 name raised UnicodeEncodeError in thumb_name() on every build; a newline name is indexed."""
+    folder = os.fsencode(tiny_settings.catalogue)
+    shutil.copy(os.fsencode(demo_catalogue / "13.jpg"), folder + b"/caf\xe9.jpg")
+    shutil.copy(demo_catalogue / "12.jpg", tiny_settings.catalogue / "new\nline.jpg")
+    shutil.copy(demo_catalogue / "14.jpg", tiny_settings.catalogue / "sp ace #?%.jpg")
+    report = build_index(tiny_settings, embedder)
+    assert report.total == 10
+    assert [(s.relpath, s.reason) for s in report.skipped] == [("caf\ufffd.jpg", "bad_name")]
+    assert "rename" in report.skipped[0].message
+    assert "Traceback" not in caplog.text and "UnicodeEncodeError" not in caplog.text
+    searcher = Searcher.load(tiny_settings.index_dir)
+    assert {"new\nline.jpg", "sp ace #?%.jpg"} <= set(searcher.filenames)
+    json.dumps(searcher.manifest)  # the manifest stays plain JSON
+    assert check_freshness(tiny_settings, embedder.weights_id) == "fresh"
+    again = build_index(tiny_settings, embedder)
+    assert (again.indexed, again.total) == (0, 10)
+
+
+def test_a_failed_build_reports_no_path_or_exception_text(tmp_path, embedder):
+    """The status file (shown by /api/status and the error page) said 'Build failed: FileNotFoundError: /srv/...'."""
+    from indexer import artifacts
+    from indexer.config import Settings
+
+    settings = Settings.from_env(catalogue=str(tmp_path / "secret-folder"), index_dir=str(tmp_path / "index"))
+    with pytest.raises(FileNotFoundError):
+        build_index(settings, embedder)
+    status = artifacts.read_status(settings.index_dir)
+    assert status["state"] == "error"
+    assert status["message"] == "The index could not be built: the catalogue folder is missing."
+    text = json.dumps(status)
+    assert "secret-folder" not in text and str(tmp_path) not in text and "Error" not in text

@@ -16,7 +16,7 @@ import time
 from filelock import Timeout
 
 from indexer import artifacts
-from indexer.build import BuildInProgress, build_index, build_lock, check_freshness
+from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
 from indexer.model import Embedder, load_embedder
 from indexer.plan import model_key
@@ -201,7 +201,7 @@ class IndexService:
             log.info("Another process is building the index; waiting for it")
         except Exception as exc:  # noqa: BLE001 - reported on the error page, not swallowed
             log.exception("Background build failed")
-            self.error = f"The index could not be built: {exc}"
+            self.error = public_failure(exc)  # shown to shoppers; the details are in the log above
             self._failed_at = time.monotonic()
         finally:
             # pick up the new generation now, but do not rescan the catalogue

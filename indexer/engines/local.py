@@ -36,9 +36,9 @@ def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Qu
                 break
             try:
                 result = decode_and_thumbnail(root, index_dir, item, thumb_size)
-            except Exception as exc:  # noqa: BLE001 - one file must not stall the build
+            except Exception:  # noqa: BLE001 - one file must not stall the build
                 log.exception("Unexpected error decoding %s", item.relpath)
-                result = ImageError("unreadable", f"{type(exc).__name__}: {exc}")
+                result = ImageError("unreadable", "The image could not be decoded.")
             if not needs_vector and not isinstance(result, ImageError):
                 result = None  # thumbnail only: the vector is reused
             while not stop.is_set():

@@ -1,0 +1,122 @@
+"""Public item ids: short, URL-safe, and stable for as long as the file stays.
+
+Shoppers bookmark and share ``/items/<id>``, so an id must not move to
+another file when files are added or removed elsewhere. Each generation's
+manifest records the ids (``"ids"``, parallel to ``"items"``); a build
+keeps every id of a file that is still there and gives only new files new
+ids. A new file gets its file stem (the Kaggle id) when no other item holds
+it, else its path, else the path with a number.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path, PurePosixPath
+
+from . import artifacts
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _safe(raw: str) -> str:
+    # no leading or trailing dots: "/items/.." would be rewritten by clients
+    return _UNSAFE.sub("_", raw).strip(".") or "item"
+
+
+def _stem_id(relpath: str) -> str:
+    return _safe(PurePosixPath(relpath).stem)
+
+
+def _path_id(relpath: str) -> str:
+    return _safe(str(PurePosixPath(relpath).with_suffix("")).replace("/", "--"))
+
+
+def legacy_ids(filenames: list[str]) -> list[str]:
+    """The ids an index without recorded ids was served with (computed from all names at once)."""
+    stems = [Path(f).stem for f in filenames]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    ids = []
+    for filename, stem in zip(filenames, stems):
+        raw = stem if counts[stem] == 1 else str(Path(filename).with_suffix("")).replace("/", "--")
+        ids.append(_UNSAFE.sub("_", raw))
+    seen: set[str] = set()
+    for row, item_id in enumerate(ids):  # the rare collision after escaping
+        if item_id in seen:
+            ids[row] = f"{item_id}-{row}"
+        seen.add(ids[row])
+    return ids
+
+
+def recorded_ids(manifest: dict, filenames: list[str]) -> list[str]:
+    """The ids of a generation: as recorded, or (older or damaged manifests) as they used to be computed."""
+    ids = manifest.get("ids")
+    if (
+        isinstance(ids, list)
+        and len(ids) == len(filenames)
+        and all(isinstance(i, str) and i and _UNSAFE.search(i) is None for i in ids)
+        and len(set(ids)) == len(ids)
+    ):
+        return list(ids)
+    if ids is not None:
+        log.warning("The manifest's ids are unusable; deriving them from the file names")
+    return legacy_ids(filenames)
+
+
+def previous_ids(index_dir: Path) -> dict[str, str]:
+    """``{relpath: id}`` of the current generation, or ``{}`` when there is none.
+
+    Read even when the stored vectors cannot be reused (other weights, a
+    full rebuild): ids belong to the files, not to the model.
+    """
+    gen = artifacts.current_generation(index_dir)
+    if gen is None:
+        return {}
+    try:
+        manifest = artifacts.read_manifest(gen)
+    except artifacts.ArtifactError as exc:
+        log.warning("Cannot read the previous ids: %s", exc)
+        return {}
+    items = manifest.get("items") or []
+    filenames = [item[0] for item in items if isinstance(item, list) and item and isinstance(item[0], str)]
+    if len(filenames) != len(items):
+        return {}
+    return dict(zip(filenames, recorded_ids(manifest, filenames)))
+
+
+def assign_ids(relpaths: list[str], previous: dict[str, str]) -> list[str]:
+    """Ids for ``relpaths`` (in catalogue order): previous ids kept, new ones unused."""
+    ids: list[str | None] = [None] * len(relpaths)
+    taken: set[str] = set()
+    for row, relpath in enumerate(relpaths):
+        old = previous.get(relpath)
+        if old and old not in taken and _UNSAFE.search(old) is None:
+            ids[row] = old
+            taken.add(old)
+    for row, relpath in enumerate(relpaths):
+        if ids[row] is not None:
+            continue
+        candidate = next((c for c in (_stem_id(relpath), _path_id(relpath)) if c not in taken), None)
+        number = 2
+        while candidate is None or candidate in taken:
+            candidate = f"{_path_id(relpath)}-{number}"
+            number += 1
+        ids[row] = candidate
+        taken.add(candidate)
+    return [item_id for item_id in ids if item_id is not None]
+
+
+def metadata_key(relpath: str, item_id: str, ids: set[str]) -> str | None:
+    """The styles.csv id whose row describes this file, or None.
+
+    The file stem, as the Kaggle layout has it, unless another item holds
+    the stem as its public id: that item is the product the row describes.
+    """
+    stem = PurePosixPath(relpath).stem
+    if item_id != _safe(stem) and _safe(stem) in ids:
+        return None
+    return stem
