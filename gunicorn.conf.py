@@ -31,6 +31,9 @@ keepalive = 5
 # Loading the app in the master and forking would share TensorFlow state
 # across processes, which TensorFlow does not support.
 preload_app = False
+# gunicorn has no timeout for reading a request's headers or body: a slow
+# client holds a worker thread as long as it likes. In production, nginx
+# (deploy/nginx.conf) reads every request first and passes on whole ones.
 limit_request_line = 4094
 limit_request_fields = 100
 accesslog = _settings.access_log

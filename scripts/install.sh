@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-step install: Python packages (runtime, tests, Ray extra) and, where
-# apt-get is available and we are root, Debian's Chromium for browser tests.
+# apt-get is available and we are root, Debian's Chromium for browser tests
+# and nginx for the deployment test (deploy/nginx.conf in front of gunicorn).
 #   bash scripts/install.sh            everything
 #   bash scripts/install.sh --runtime  only what serving the site needs
 set -euo pipefail
@@ -24,5 +25,16 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "Chromium not installed: run 'sudo apt-get install chromium chromium-driver' for the browser tests." >&2
+  fi
+fi
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # the package's own service is not needed: tests start nginx with their own config
+    apt-get install -y -qq nginx >/dev/null
+  else
+    echo "nginx not installed: run 'sudo apt-get install nginx' for the deployment test." >&2
   fi
 fi

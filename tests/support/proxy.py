@@ -1,0 +1,232 @@
+"""A real gunicorn on a unix socket behind a real Debian nginx running ``deploy/nginx.conf``.
+
+Used by the deployment test and by ``benchmarks/bench_hostile.py``. The
+shipped site config is rendered into a temporary folder with only two
+changes, both checked: nginx listens on a free loopback port instead of
+port 80, and the upstream socket lives in the temporary folder. A minimal
+main config around it keeps nginx's pid, logs and buffers there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SITE_CONF = REPO / "deploy" / "nginx.conf"
+SHIPPED_LISTEN = "listen 80 default_server;"
+SHIPPED_SOCKET = "unix:/run/fashion-search/gunicorn.sock"
+
+_MAIN_CONF = """
+# test harness around the shipped site config; as root, nginx would switch
+# its workers to "nobody", who cannot reach a socket in a private tmp folder
+user root;
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/site.conf;
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    """Debian's nginx (installed by scripts/install.sh), or None."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+
+
+def free_port() -> int:
+    """A loopback port that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_site(port: int, socket_path: Path) -> str:
+    """``deploy/nginx.conf`` with the loopback port and socket path put in."""
+    text = SITE_CONF.read_text()
+    for shipped in (SHIPPED_LISTEN, SHIPPED_SOCKET):
+        if text.count(shipped) != 1:
+            raise ValueError(f"deploy/nginx.conf no longer contains {shipped!r} exactly once")
+    text = text.replace(SHIPPED_LISTEN, f"listen 127.0.0.1:{port} default_server;")
+    return text.replace(SHIPPED_SOCKET, f"unix:{socket_path}")
+
+
+@dataclass
+class Deployment:
+    """nginx on ``port`` in front of gunicorn on ``socket_path``."""
+
+    port: int
+    socket_path: Path
+    folder: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                timeout: float = 60.0) -> tuple[int, dict, bytes]:
+        """One request through nginx: status, headers (lower-case names) and body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the gunicorn and nginx logs, for failure messages."""
+        parts = []
+        for name in ("gunicorn.log", "error.log"):
+            with contextlib.suppress(OSError):
+                parts.append(f"--- {name}\n" + (self.folder / name).read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
+
+
+def _wait_for(check, timeout: float, what: str, deployment: Deployment) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in deployment.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what}: a process exited early\n{deployment.log_tail()}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if check():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} within {timeout:.0f} s\n{deployment.log_tail()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def deployment(folder: Path, env: dict[str, str], *, start_timeout: float = 180.0) -> Iterator[Deployment]:
+    """Start gunicorn (``gunicorn.conf.py``, bound to a unix socket) and nginx; stop both after.
+
+    ``env`` adds to the environment of gunicorn (catalogue, index dir,
+    workers...). Yields once ``/healthz`` answers 200 through nginx.
+    """
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (scripts/install.sh installs it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    # unix socket paths are limited to 107 bytes; pytest's tmp paths can be long
+    socket_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+    socket_path = socket_dir / f"fashion-{os.getpid()}-{free_port()}.sock"
+    port = free_port()
+    (folder / "site.conf").write_text(render_site(port, socket_path))
+    (folder / "nginx.conf").write_text(_MAIN_CONF.format(tmp=folder))
+    result = Deployment(port, socket_path, folder)
+    gunicorn_env = dict(os.environ, **env, BIND=f"unix:{socket_path}")
+    with open(folder / "gunicorn.log", "ab") as log:
+        result.processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                cwd=REPO, env=gunicorn_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        )
+    try:
+        _wait_for(socket_path.exists, start_timeout, "gunicorn did not create its socket", result)
+        with open(folder / "nginx.out", "ab") as log:
+            result.processes.append(
+                subprocess.Popen(
+                    [binary, "-p", str(folder), "-c", str(folder / "nginx.conf")],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )
+        _wait_for(lambda: result.request("GET", "/healthz", timeout=5)[0] == 200, start_timeout,
+                  "the site did not become healthy through nginx", result)
+        yield result
+    finally:
+        for process in reversed(result.processes):
+            _stop(process)
+        with contextlib.suppress(OSError):
+            socket_path.unlink()
+
+
+class Slowloris:
+    """``count`` connections that send a request's headers one line at a time and never finish.
+
+    A background thread sends the next header line on every connection each
+    ``interval`` seconds and reopens any connection the server closed, so
+    ``count`` stay open for as long as the attack runs.
+    """
+
+    def __init__(self, port: int, count: int = 50, interval: float = 2.0, path: str = "/"):
+        self.port, self.count, self.interval, self.path = port, count, interval, path
+        self.reopened = 0
+        self._socks: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\n".encode())
+        return sock
+
+    def _run(self) -> None:
+        line = 0
+        while not self._stop.wait(self.interval):
+            line += 1
+            for index, sock in enumerate(self._socks):
+                try:
+                    sock.sendall(f"X-Slow-{line}: {line}\r\n".encode())
+                except OSError:  # closed by the server: open another, the attack goes on
+                    with contextlib.suppress(OSError):
+                        sock.close()
+                    with contextlib.suppress(OSError):
+                        self._socks[index] = self._open()
+                        self.reopened += 1
+
+    def __enter__(self) -> Slowloris:
+        self._socks = [self._open() for _ in range(self.count)]
+        self._thread.start()
+        return self
+
+    def open_connections(self) -> int:
+        """How many attack connections the server has not closed (peeked without blocking)."""
+        alive = 0
+        for sock in self._socks:
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1, socket.MSG_PEEK)
+                alive += data != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(True)
+        return alive
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -1,0 +1,114 @@
+"""The shipped deployment: real Debian nginx (deploy/nginx.conf) in front of a real gunicorn on a unix socket.
+
+Slow clients (slowloris) used to take the whole site down: gunicorn has no
+timeout for reading headers, so ten connections trickling header lines held
+every worker thread. Through nginx, 50 such connections stay open while a
+normal client's health check and search are answered.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+
+import pytest
+
+from tests.support.proxy import SITE_CONF, Slowloris, deployment, nginx_binary, render_site
+
+pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh")
+
+SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "referrer-policy", "x-frame-options")
+
+
+def _multipart(photo: bytes, name: str = "42.jpg") -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+        f"Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture(scope="module")
+def site(built_index, tmp_path_factory):
+    env = {
+        "FASHION_CATALOGUE": str(built_index.catalogue),
+        "FASHION_INDEX_DIR": str(built_index.index_dir),
+        "FASHION_WEIGHTS": "none",
+        "FASHION_WORKERS": "1",
+        "FASHION_THREADS": "4",
+        "FASHION_RESCAN_SECONDS": "0",
+    }
+    with deployment(tmp_path_factory.mktemp("deploy"), env) as running:
+        yield running
+
+
+def test_the_shipped_config_is_what_runs():
+    rendered = render_site(8080, SITE_CONF.parent / "x.sock")
+    assert "listen 127.0.0.1:8080 default_server;" in rendered and "unix:/run/" not in rendered
+    shipped = SITE_CONF.read_text()
+    for directive in ("client_header_timeout", "client_body_timeout", "client_max_body_size",
+                      "proxy_request_buffering on", "always"):
+        assert directive in shipped
+
+
+def test_healthz_and_a_search_are_answered_while_50_slowloris_connections_are_open(site, demo_catalogue):
+    """Item 2 of the probe: 10 slow-header connections made / and /healthz time out through gunicorn alone."""
+    photo = (demo_catalogue / "42.jpg").read_bytes()
+    body, headers = _multipart(photo)
+    with Slowloris(site.port, count=50, interval=1.0) as attack:
+        assert attack.open_connections() == 50
+        status, _, payload = site.request("GET", "/healthz")
+        assert status == 200 and json.loads(payload)["state"] == "ready"
+        status, _, payload = site.request("POST", "/api/search", body=body, headers=headers)
+        assert status == 200, payload[:300]
+        assert json.loads(payload)["queries"][0]["results"][0]["id"] == "42"
+        status, _, page = site.request("GET", "/")
+        assert status == 200 and b"<form" in page
+        # the attack was still on while the normal client was served
+        assert attack.open_connections() + attack.reopened >= 50
+
+
+def test_proxied_answers_carry_one_copy_of_each_security_header(site):
+    conn = socket.create_connection(("127.0.0.1", site.port))
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = b""
+    while chunk := conn.recv(65536):
+        raw += chunk
+    conn.close()
+    head = raw.split(b"\r\n\r\n", 1)[0].decode().lower()
+    for name in SECURITY_HEADERS:
+        assert head.count(f"\r\n{name}:") == 1, name
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 400),
+    ],
+    ids=["no-host", "long-uri", "long-header"],
+)
+def test_nginx_own_error_pages_carry_the_security_headers(site, raw, status):
+    """gunicorn's own 400/414/431 pages had none; nginx now answers these before gunicorn sees them."""
+    conn = socket.create_connection(("127.0.0.1", site.port), timeout=30)
+    conn.sendall(raw)
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    conn.close()
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    assert head.startswith(f"http/1.1 {status}")
+    for name in SECURITY_HEADERS:
+        assert f"\r\n{name}:" in head, name
+
+
+def test_a_body_over_the_proxy_limit_gets_413_naming_the_limit(site):
+    body, headers = _multipart(b"\xff" * (12 * 1024 * 1024))
+    status, response_headers, payload = site.request("POST", "/api/search", body=body, headers=headers)
+    assert status == 413
+    assert "10 MB limit" in json.loads(payload)["error"]["message"]
+    for name in SECURITY_HEADERS:
+        assert name in response_headers
