@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 import time
@@ -167,12 +168,15 @@ def test_failed_build_shows_why(small_settings, make_web_app, tmp_path):
     body = page.get_data(as_text=True)
     assert 'role="alert"' in body
     assert "could not be built" in body
-    assert "does not exist" in body
-    assert "Traceback" not in body
+    assert "the catalogue folder is missing" in body
+    # the path and the exception stay in the server log
+    for secret in (str(missing), "no-such-catalogue", "FileNotFoundError", "Traceback"):
+        assert secret not in body
 
     status = client.get("/api/status").get_json()
     assert status["state"] == "error"
-    assert "does not exist" in status["message"]
+    assert status["message"] == "The index could not be built: the catalogue folder is missing."
+    assert "no-such-catalogue" not in json.dumps(status) and "Error" not in json.dumps(status)
 
     health = client.get("/healthz")
     assert health.status_code == 503

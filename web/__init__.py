@@ -13,9 +13,10 @@ from indexer.config import PROJECT_ROOT, Settings
 
 from . import api, views
 from .errors import register_error_handlers
+from .files import AnyPathConverter
 from .queries import InMemoryRequest
 from .searching import ModelGate
-from .security import add_security_headers
+from .security import add_cache_policy, add_security_headers
 from .service import IndexService
 
 
@@ -45,6 +46,10 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
         DEBUG=False,
     )
     app.config.update(flask_config)
+    # "//host/x" was merged to "/x" and redirected to an absolute URL built
+    # from the Host header; without merging it is simply not found
+    app.url_map.merge_slashes = False
+    app.url_map.converters["anypath"] = AnyPathConverter
 
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.after_request(add_security_headers)
+    app.after_request(add_cache_policy)
     register_error_handlers(app)
 
     @app.context_processor

@@ -50,6 +50,19 @@ def error_response(code: int, message: str, headers: dict | None = None, *, temp
     return render_template(template, code=code, message=message, **extra), code, headers
 
 
+def too_large_message() -> str:
+    """Which limit a 413 broke: the body size, or the form's part count or field size (Werkzeug does not say)."""
+    config = current_app.config
+    body_mb = current_app.extensions["fashion.service"].settings.max_upload_mb
+    parts, field_kb = config["MAX_FORM_PARTS"], config["MAX_FORM_MEMORY_SIZE"] // 1024
+    length = request.content_length
+    if length is not None and length > config["MAX_CONTENT_LENGTH"]:
+        return f"The upload is larger than the {body_mb} MB limit. Please send a smaller photo."
+    if length is not None:
+        return f"The form has more than {parts} parts or a text field larger than {field_kb} KB; those are the limits."
+    return f"The request is over a limit: {body_mb} MB in all, {parts} form parts, {field_kb} KB per text field."
+
+
 def not_ready_response(exc: NotReady):
     """503 while the index is being built or after its build failed (the building or error page)."""
     status = exc.status
@@ -82,8 +95,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc):
-        limit = current_app.extensions["fashion.service"].settings.max_upload_mb
-        return error_response(413, f"The upload is larger than the {limit} MB limit. Please send a smaller photo.")
+        return error_response(413, too_large_message())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -7,10 +7,43 @@ import re
 from pathlib import Path
 
 from flask import abort, send_file
+from werkzeug.routing import PathConverter
+
+from indexer.images import is_image_path
 
 _THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 THUMB_MAX_AGE = 365 * 24 * 3600  # thumbnail names change with their content
 ORIGINAL_MAX_AGE = 3600
+
+
+class AnyPathConverter(PathConverter):
+    """Like ``path``, but any character at all, newlines included.
+
+    A catalogue file may be named anything the filesystem allows; the index
+    decides what is served, not the route's pattern.
+    """
+
+    regex = r"[^/](?s:.*?)"
+
+
+def _servable(root: Path, candidate: Path) -> bool:
+    """True when ``candidate``, resolved now, is a file the catalogue scan would index.
+
+    Checked at request time, because a symlink may have been re-pointed since
+    the index was built: its target must still lie inside ``root``, in no
+    hidden folder, with an image extension (so never ``.env``, ``styles.csv``
+    or a ``.git`` file that happens to sit in the catalogue).
+    """
+    try:
+        real = candidate.resolve(strict=True)
+        real_root = root.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    if not real.is_file() or not real.is_relative_to(real_root):
+        return False
+    parts = real.relative_to(real_root).parts
+    return not any(part.startswith(".") for part in parts) and is_image_path(real)
 
 
 def _inside(root: Path, candidate: Path) -> bool:
@@ -27,9 +60,13 @@ def send_catalogue_file(root: Path, relpath: str, indexed: set[str]):
     if relpath not in indexed or relpath.startswith("/") or ".." in relpath.split("/"):
         abort(404)
     path = root / relpath
-    if not _inside(root, path):
+    if not _servable(root, path):
         abort(404)
-    response = send_file(os.fspath(path), conditional=True, etag=True, max_age=ORIGINAL_MAX_AGE)
+    # the name goes into Content-Disposition, where a newline is not allowed
+    download_name = _CONTROL_CHARS.sub("_", path.name)
+    response = send_file(
+        os.fspath(path), conditional=True, etag=True, max_age=ORIGINAL_MAX_AGE, download_name=download_name
+    )
     return response
 
 

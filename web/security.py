@@ -18,3 +18,18 @@ def add_security_headers(response):
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+def add_cache_policy(response):
+    """No shared or disk cache may keep an answer to a POST (it carries the shopper's photo or file name).
+
+    Other pages and JSON change with the index, so they are revalidated;
+    images keep the max-age their route gave them.
+    """
+    from flask import request
+
+    if request.method == "POST":
+        response.headers["Cache-Control"] = "no-store"
+    elif "Cache-Control" not in response.headers and response.mimetype in ("text/html", "application/json"):
+        response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -80,7 +80,7 @@ def item(item_id: str):
     )
 
 
-@bp.get("/catalogue/<path:relpath>")
+@bp.get("/catalogue/<anypath:relpath>")
 def catalogue_image(relpath: str):
     """A catalogue original; only files the index lists, only from inside the catalogue."""
     svc = context.service()

@@ -1,0 +1,127 @@
+"""Web-layer reproductions from the hostile-input probe: redirects, odd names, symlinks, caching, limits."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import pytest
+
+from indexer.build import build_index
+
+
+def _search(client, photo: bytes, url: str = "/api/search", **fields):
+    data = dict(fields, image=(io.BytesIO(photo), "q.jpg"))
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "//evil.example/items/1", "//items/1", "/items//1", "//healthz"])
+def test_no_redirect_is_built_from_the_host_header(client, path):
+    """A '//'-prefixed path was merged and redirected to a Location built from the Host header."""
+    # PATH_INFO set directly: the test client would read "//host/" as a URL with a host
+    response = client.get("/", environ_overrides={"PATH_INFO": path, "HTTP_HOST": "evil.example"})
+    assert "evil.example" not in response.headers.get("Location", "")
+    assert not 300 <= response.status_code < 400  # served or not found, never redirected
+
+
+def test_redirects_are_relative(client):
+    response = client.get("/items/1/")  # a trailing slash: not found, never an absolute redirect
+    assert response.status_code in (308, 404)
+    location = response.headers.get("Location", "")
+    assert not location.startswith(("http:", "https:", "//"))
+
+
+@pytest.fixture
+def odd_site(small_settings, embedder, demo_catalogue, make_web_app):
+    """24 demo images plus files with odd names and a symlink that is re-pointed later."""
+    catalogue = small_settings.catalogue
+    shutil.copy(demo_catalogue / "30.jpg", catalogue / "new\nline.jpg")
+    shutil.copy(demo_catalogue / "31.jpg", catalogue / "sp ace #?%&.jpg")
+    shutil.copy(demo_catalogue / "32.jpg", catalogue / "real.jpg")
+    (catalogue / "images").mkdir()
+    os.symlink("../real.jpg", catalogue / "images" / "linked.jpg")
+    (catalogue / ".env").write_text("SECRET_KEY=do-not-serve\n")
+    build_index(small_settings, embedder)
+    return make_web_app(small_settings)
+
+
+def _result_for(client, photo: bytes, filename: str) -> dict:
+    results = _search(client, photo, k="10").get_json()["queries"][0]["results"]
+    return next(r for r in results if r["filename"] == filename)
+
+
+@pytest.mark.parametrize(("name", "source"), [("new\nline.jpg", "30.jpg"), ("sp ace #?%&.jpg", "31.jpg")])
+def test_a_file_with_any_name_is_served_from_its_image_url(odd_site, demo_catalogue, name, source):
+    """A newline in a file name: indexed, but its image_url gave 404 (the route did not match newlines)."""
+    client = odd_site.test_client()
+    photo = (demo_catalogue / source).read_bytes()
+    result = _result_for(client, photo, name)
+    original = client.get(result["image_url"])
+    assert original.status_code == 200
+    assert original.data == photo
+    assert client.get(result["thumb_url"]).status_code == 200
+    page = client.get(f"/items/{result['id']}")
+    assert page.status_code == 200
+
+
+def test_a_symlink_re_pointed_after_indexing_is_not_served(odd_site, small_settings, demo_catalogue):
+    client = odd_site.test_client()
+    result = _result_for(client, (demo_catalogue / "32.jpg").read_bytes(), "images/linked.jpg")
+    assert client.get(result["image_url"]).status_code == 200  # control: served while it points at an image
+    link = small_settings.catalogue / "images" / "linked.jpg"
+    link.unlink()
+    os.symlink("../.env", link)  # inside the catalogue, but not a file the catalogue would index
+    response = client.get(result["image_url"])
+    assert response.status_code == 404
+    assert b"do-not-serve" not in response.data
+    link.unlink()
+    os.symlink("../styles.csv", link)
+    assert client.get(result["image_url"]).status_code == 404
+
+
+def test_answers_that_carry_an_upload_are_never_stored(client, demo_catalogue):
+    photo = (demo_catalogue / "42.jpg").read_bytes()
+    for url in ("/api/search", "/search"):
+        assert _search(client, photo, url).headers["Cache-Control"] == "no-store"
+        bad = client.post(url, data={"image": (io.BytesIO(b"not an image"), "x.jpg")},
+                          content_type="multipart/form-data")
+        assert bad.status_code == 415 and bad.headers["Cache-Control"] == "no-store"
+    for url in ("/", "/api/status", "/items/42", "/api/items/42/similar"):
+        assert client.get(url).headers["Cache-Control"] == "no-cache", url
+    thumb = client.get("/api/items/42/similar").get_json()["item"]["thumb_url"]
+    assert "max-age" in client.get(thumb).headers["Cache-Control"]
+
+
+@pytest.mark.parametrize("url", ["/search", "/api/search"])
+def test_too_many_form_parts_names_that_limit(client, url):
+    """The 413 for too many form parts said 'larger than 10 MB'."""
+    data = {f"f{i}": "x" for i in range(120)}
+    response = client.post(url, data=data, content_type="multipart/form-data")
+    assert response.status_code == 413
+    text = response.get_data(as_text=True)
+    assert "more than 100 parts" in text
+    assert "10 MB" not in text
+
+
+def test_an_oversized_body_still_names_the_size_limit(client):
+    response = client.post(
+        "/api/search", data={"image": (io.BytesIO(b"\0" * (11 * 1024 * 1024)), "big.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 413
+    assert "larger than the 10 MB limit" in response.get_json()["error"]["message"]
+
+
+def test_status_while_building_names_no_path(small_settings, embedder, make_web_app):
+    """During a build /api/status said 'Scanning /srv/...'."""
+    app = make_web_app(small_settings, autobuild=True)
+    client = app.test_client()
+    seen = []
+    service = app.extensions["fashion.service"]
+    while not service.wait_until_ready(timeout=0.5):
+        seen.append(client.get("/api/status").get_data(as_text=True))
+    seen.append(client.get("/api/status").get_data(as_text=True))
+    for body in seen:
+        assert str(small_settings.catalogue) not in body
+        assert str(small_settings.index_dir) not in body
