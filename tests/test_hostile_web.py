@@ -125,3 +125,18 @@ def test_status_while_building_names_no_path(small_settings, embedder, make_web_
     for body in seen:
         assert str(small_settings.catalogue) not in body
         assert str(small_settings.index_dir) not in body
+
+
+@pytest.mark.parametrize("url", ["/search", "/api/search"])
+def test_a_photo_that_cannot_get_decode_memory_in_time_gets_503_with_retry_after(client, demo_catalogue, monkeypatch,
+                                                                                url):
+    from indexer import images
+
+    monkeypatch.setattr(images.DECODE_BUDGET, "wait_s", 0.05)
+    photo = (demo_catalogue / "42.jpg").read_bytes()
+    with images.DECODE_BUDGET.reserve(images.DECODE_BUDGET.limit_bytes):  # other requests hold it all
+        response = _search(client, photo, url)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert "busy decoding other photos" in response.get_data(as_text=True)
+    assert _search(client, photo, url).status_code == 200  # released: served again

@@ -8,6 +8,7 @@ from indexer.images import preview_data_url
 
 from . import context
 from .context import requires_index
+from .errors import RETRY_AFTER_S
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BadQuery
 from .searching import item_dict, result_dict, search_uploads, similar_items
@@ -52,7 +53,8 @@ def search():
         page = render_template(
             "index.html", **_form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
         )
-        return page, exc.status
+        # a busy decoder is a 503 like any other: tell the browser when to retry
+        return page, exc.status, {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else {}
     rows = [
         {
             "filename": result.filename,
