@@ -80,7 +80,12 @@ def _workers(master: int) -> list[int]:
 
 
 def memory_burst(site: Deployment, master: int, data: bytes, name: str, uploads: int = 4) -> dict:
-    """``uploads`` concurrent searches with ``data``; combined worker RSS growth and answer times."""
+    """``uploads`` concurrent searches with ``data``; combined worker RSS growth and answer times.
+
+    One upload alone first gives the answer time without queueing, for
+    comparison on a machine that is not idle.
+    """
+    alone_status, alone_s = _search(site, data, f"alone-{name}")
     workers = _workers(master)
     before = sum(worker_rss_mb(pid) for pid in workers)
     peak = before
@@ -101,6 +106,7 @@ def memory_burst(site: Deployment, master: int, data: bytes, name: str, uploads:
     after = sum(worker_rss_mb(pid) for pid in workers)
     return {
         "upload_kb": round(len(data) / 1024, 1),
+        "alone": [alone_status, round(alone_s, 2)],
         "statuses": [status for status, _ in answers],
         "answer_s": [round(seconds, 2) for _, seconds in answers],
         "rss_before_mb": round(before, 1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import request
+
 # Assets are all local, so only same-origin scripts and styles are needed;
 # data: images carry the inlined preview of the uploaded photo.
 CONTENT_SECURITY_POLICY = (
@@ -26,8 +28,6 @@ def add_cache_policy(response):
     Other pages and JSON change with the index, so they are revalidated;
     images keep the max-age their route gave them.
     """
-    from flask import request
-
     if request.method == "POST":
         response.headers["Cache-Control"] = "no-store"
     elif "Cache-Control" not in response.headers and response.mimetype in ("text/html", "application/json"):
