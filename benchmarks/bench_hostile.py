@@ -159,19 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("building the index of %s", catalogue)
         build_index_cli(catalogue, index_dir, log_name="bench_hostile_build")
         photo = sorted(p for p in Path(catalogue).rglob("*.jpg"))[0].read_bytes()
-        env = {
-            "FASHION_CATALOGUE": str(catalogue),
-            "FASHION_INDEX_DIR": str(index_dir),
-            "FASHION_WEIGHTS": "none",
-            "FASHION_RESCAN_SECONDS": "0",
-            "FASHION_ACCESS_LOG": "",
-        }
-        env = {k: v for k, v in env.items() if v}
         corpus = {u.name: u for u in build_corpus()}
         cases = [(name, corpus[name].data, corpus[name].filename) for name in WORST_CASES]
         cases.insert(2, ("rgba_png_huge", _rgba_png_huge(), "rgba-huge.png"))
         results: dict = {"machine": {"cores": os.cpu_count(), "load_1min_start": round(load_average(), 2)}}
-        with deployment(tmp / "deploy", env) as site:
+        with deployment(tmp / "deploy", catalogue, index_dir, extra_env={"FASHION_RESCAN_SECONDS": "0"}) as site:
             master = site.processes[0].pid
             log.info("workers: %s", _workers(master))
             latency_round(site, photo, 3)  # warm both workers

@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from tests.support.proxy import SITE_CONF, Slowloris, deployment, nginx_binary, render_site
+from tests.support.proxy import SITE_CONF, Slowloris, deployment, nginx_binary, nginx_only, render_site
+from web.security import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh")
 
@@ -32,15 +33,9 @@ def _multipart(photo: bytes, name: str = "42.jpg") -> tuple[bytes, dict]:
 
 @pytest.fixture(scope="module")
 def site(built_index, tmp_path_factory):
-    env = {
-        "FASHION_CATALOGUE": str(built_index.catalogue),
-        "FASHION_INDEX_DIR": str(built_index.index_dir),
-        "FASHION_WEIGHTS": "none",
-        "FASHION_WORKERS": "1",
-        "FASHION_THREADS": "4",
-        "FASHION_RESCAN_SECONDS": "0",
-    }
-    with deployment(tmp_path_factory.mktemp("deploy"), env) as running:
+    extra = {"FASHION_THREADS": "4", "FASHION_RESCAN_SECONDS": "0"}
+    folder = tmp_path_factory.mktemp("deploy")
+    with deployment(folder, built_index.catalogue, built_index.index_dir, workers=1, extra_env=extra) as running:
         yield running
 
 
@@ -51,6 +46,8 @@ def test_the_shipped_config_is_what_runs():
     for directive in ("client_header_timeout", "client_body_timeout", "client_max_body_size",
                       "proxy_request_buffering on", "always"):
         assert directive in shipped
+    # nginx sends the app's policy in the app's place: the two must not drift apart
+    assert shipped.count(f'Content-Security-Policy "{CONTENT_SECURITY_POLICY}" always;') == 2
 
 
 def test_healthz_and_a_search_are_answered_while_50_slowloris_connections_are_open(site, demo_catalogue):
@@ -112,3 +109,13 @@ def test_a_body_over_the_proxy_limit_gets_413_naming_the_limit(site):
     assert "10 MB limit" in json.loads(payload)["error"]["message"]
     for name in SECURITY_HEADERS:
         assert name in response_headers
+
+
+def test_with_gunicorn_down_nginx_answers_503_with_retry_after(tmp_path):
+    with nginx_only(tmp_path / "nginx") as proxy:
+        status, headers, payload = proxy.request("GET", "/healthz")
+    assert status == 503
+    assert headers["retry-after"] == "5"
+    assert json.loads(payload)["error"]["status"] == 503
+    for name in SECURITY_HEADERS:
+        assert name in headers

@@ -1,5 +1,7 @@
 """A real gunicorn on a unix socket behind a real Debian nginx running ``deploy/nginx.conf``.
 
+gunicorn is started by the one launcher, ``tests/support/gunicorn.py``.
+
 Used by the deployment test and by ``benchmarks/bench_hostile.py``. The
 shipped site config is rendered into a temporary folder with only two
 changes, both checked: nginx listens on a free loopback port instead of
@@ -16,14 +18,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.gunicorn import REPO, free_port, gunicorn_env, spawn_gunicorn, stop_gunicorn
+
 SITE_CONF = REPO / "deploy" / "nginx.conf"
 SHIPPED_LISTEN = "listen 80 default_server;"
 SHIPPED_SOCKET = "unix:/run/fashion-search/gunicorn.sock"
@@ -52,13 +54,6 @@ http {{
 def nginx_binary() -> str | None:
     """Debian's nginx (installed by scripts/install.sh), or None."""
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-
-
-def free_port() -> int:
-    """A loopback port that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render_site(port: int, socket_path: Path) -> str:
@@ -113,7 +108,7 @@ def _wait_for(check, timeout: float, what: str, deployment: Deployment) -> None:
     raise TimeoutError(f"{what} within {timeout:.0f} s\n{deployment.log_tail()}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop_nginx(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -123,49 +118,64 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def deployment(folder: Path, env: dict[str, str], *, start_timeout: float = 180.0) -> Iterator[Deployment]:
-    """Start gunicorn (``gunicorn.conf.py``, bound to a unix socket) and nginx; stop both after.
+def _socket_path() -> Path:
+    # unix socket paths are limited to 107 bytes; pytest's tmp paths can be long
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"fashion-{os.getpid()}-{free_port()}.sock"
 
-    ``env`` adds to the environment of gunicorn (catalogue, index dir,
-    workers...). Yields once ``/healthz`` answers 200 through nginx.
-    """
+
+def _start_nginx(result: Deployment) -> None:
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed (scripts/install.sh installs it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    # unix socket paths are limited to 107 bytes; pytest's tmp paths can be long
-    socket_dir = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
-    socket_path = socket_dir / f"fashion-{os.getpid()}-{free_port()}.sock"
-    port = free_port()
-    (folder / "site.conf").write_text(render_site(port, socket_path))
-    (folder / "nginx.conf").write_text(_MAIN_CONF.format(tmp=folder))
-    result = Deployment(port, socket_path, folder)
-    gunicorn_env = dict(os.environ, **env, BIND=f"unix:{socket_path}")
-    with open(folder / "gunicorn.log", "ab") as log:
+    (result.folder / "site.conf").write_text(render_site(result.port, result.socket_path))
+    (result.folder / "nginx.conf").write_text(_MAIN_CONF.format(tmp=result.folder))
+    with open(result.folder / "nginx.out", "ab") as log:
         result.processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                cwd=REPO, env=gunicorn_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [binary, "-p", str(result.folder), "-c", str(result.folder / "nginx.conf")],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         )
+
+
+@contextlib.contextmanager
+def nginx_only(folder: Path) -> Iterator[Deployment]:
+    """nginx with the shipped config and no gunicorn behind it (the upstream socket does not exist)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Deployment(free_port(), _socket_path(), folder)
+    _start_nginx(result)
     try:
-        _wait_for(socket_path.exists, start_timeout, "gunicorn did not create its socket", result)
-        with open(folder / "nginx.out", "ab") as log:
-            result.processes.append(
-                subprocess.Popen(
-                    [binary, "-p", str(folder), "-c", str(folder / "nginx.conf")],
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            )
+        _wait_for(lambda: result.request("GET", "/healthz", timeout=5)[0] > 0, 30, "nginx did not start", result)
+        yield result
+    finally:
+        for process in result.processes:
+            _stop_nginx(process)
+
+
+@contextlib.contextmanager
+def deployment(folder: Path, catalogue: Path, index_dir: Path, *, workers: int = 2, extra_env: dict | None = None,
+               start_timeout: float = 180.0) -> Iterator[Deployment]:
+    """Start gunicorn (``tests/support/gunicorn.py``, bound to a unix socket) and nginx; stop both after.
+
+    Yields once ``/healthz`` answers 200 through nginx.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Deployment(free_port(), _socket_path(), folder)
+    env = gunicorn_env(catalogue, index_dir, f"unix:{result.socket_path}", workers=workers, extra_env=extra_env)
+    gunicorn = spawn_gunicorn(env, folder / "gunicorn.log")
+    result.processes.append(gunicorn)
+    try:
+        _wait_for(result.socket_path.exists, start_timeout, "gunicorn did not create its socket", result)
+        _start_nginx(result)
         _wait_for(lambda: result.request("GET", "/healthz", timeout=5)[0] == 200, start_timeout,
                   "the site did not become healthy through nginx", result)
         yield result
     finally:
-        for process in reversed(result.processes):
-            _stop(process)
+        for process in result.processes[1:]:
+            _stop_nginx(process)
+        stop_gunicorn(gunicorn)
         with contextlib.suppress(OSError):
-            socket_path.unlink()
+            result.socket_path.unlink()
 
 
 class Slowloris:
