@@ -112,7 +112,7 @@ def test_no_id_column_missing_file_or_a_folder_never_raises(tmp_path):
     assert load_styles(tmp_path / "b").rows == {}
 
 
-def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small_settings, embedder):
+def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small_settings, embedder, make_web_app):
     path = small_settings.catalogue / "styles.csv"
     lines = path.read_text().splitlines()
     lines[0] = "\ufeff" + lines[0]
@@ -124,6 +124,11 @@ def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small
     with_metadata = sum(1 for meta in searcher.metadata if meta)
     assert with_metadata == 23  # all but the row on line 4
     assert "Men" in searcher.facets()["gender"]
+    # the probe's check: with a BOM, this said "Unknown gender 'Men'. Choose one of: none in this catalogue."
+    client = make_web_app(small_settings).test_client()
+    answer = client.get(f"/api/items/{searcher.ids[0]}/similar?gender=Men")
+    assert answer.status_code == 200
+    assert all(r["metadata"]["gender"] == "Men" for r in answer.get_json()["results"])
 
 
 # ---------------------------------------------------------------- stable ids
@@ -149,7 +154,7 @@ def test_legacy_ids_are_kept_when_an_old_index_is_rebuilt():
     assert assign_ids(names + ["c/8.jpg"], dict(zip(names, legacy))) == ["a--7", "b--7", "8", "c--8"]
 
 
-def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, embedder, demo_catalogue):
+def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, embedder, demo_catalogue, make_web_app):
     """Adding sub/dir/10007.jpg turned item 10007 into images--10007 and gave it 10007's metadata."""
     build_index(tiny_settings, embedder)
     before = Searcher.load(tiny_settings.index_dir)
@@ -168,6 +173,8 @@ def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, em
     assert after.filenames[after.row_of("7")] == "7.jpg"
     assert after.metadata[after.row_of("7")] == meta_7
     assert after.metadata[after.row_of("sub--dir--7")] == {}  # the row describes the product 7.jpg
+    answer = make_web_app(tiny_settings).test_client().get("/api/items/7/similar")  # was a 404
+    assert answer.status_code == 200 and answer.get_json()["item"]["filename"] == "7.jpg"
 
     # removing the original frees nothing for the newcomer: its id stays, even across a full rebuild
     (tiny_settings.catalogue / "7.jpg").unlink()
