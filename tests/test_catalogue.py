@@ -124,7 +124,7 @@ def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small
     with_metadata = sum(1 for meta in searcher.metadata if meta)
     assert with_metadata == 23  # all but the row on line 4
     assert "Men" in searcher.facets()["gender"]
-    # the probe's check: with a BOM, this said "Unknown gender 'Men'. Choose one of: none in this catalogue."
+    # with the BOM unread, this answered "Unknown gender 'Men'. Choose one of: none in this catalogue."
     client = make_web_app(small_settings).test_client()
     answer = client.get(f"/api/items/{searcher.ids[0]}/similar?gender=Men")
     assert answer.status_code == 200

@@ -51,7 +51,7 @@ def test_the_shipped_config_is_what_runs():
 
 
 def test_healthz_and_a_search_are_answered_while_50_slowloris_connections_are_open(site, demo_catalogue):
-    """Item 2 of the probe: 10 slow-header connections made / and /healthz time out through gunicorn alone."""
+    """Against gunicorn alone, 10 slow-header connections make / and /healthz time out."""
     photo = (demo_catalogue / "42.jpg").read_bytes()
     body, headers = _multipart(photo)
     with Slowloris(site.port, count=50, interval=1.0) as attack:

@@ -1,4 +1,4 @@
-"""Web-layer reproductions from the hostile-input probe: redirects, odd names, symlinks, caching, limits."""
+"""Web-layer cases of hostile input: redirects, odd names, symlinks, caching, limits."""
 
 from __future__ import annotations
 
