@@ -179,15 +179,20 @@ def deployment(folder: Path, catalogue: Path, index_dir: Path, *, workers: int =
 
 
 class Slowloris:
-    """``count`` connections that send a request's headers one line at a time and never finish.
+    """``count`` connections that send a request one piece at a time and never finish.
+
+    By default the pieces are header lines; with ``slow_body`` the headers
+    are complete and the body of an upload trickles in a byte at a time.
 
     A background thread sends the next header line on every connection each
     ``interval`` seconds and reopens any connection the server closed, so
     ``count`` stay open for as long as the attack runs.
     """
 
-    def __init__(self, port: int, count: int = 50, interval: float = 2.0, path: str = "/"):
+    def __init__(self, port: int, count: int = 50, interval: float = 2.0, path: str = "/", *, slow_body: bool = False):
         self.port, self.count, self.interval, self.path = port, count, interval, path
+        # slow_body: complete headers of an upload, then its body a few bytes at a time
+        self.slow_body = slow_body
         self.reopened = 0
         self._socks: list[socket.socket] = []
         self._stop = threading.Event()
@@ -195,7 +200,13 @@ class Slowloris:
 
     def _open(self) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\n".encode())
+        if self.slow_body:
+            sock.sendall(
+                b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            )
+        else:
+            sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: x\r\n".encode())
         return sock
 
     def _run(self) -> None:
@@ -204,7 +215,7 @@ class Slowloris:
             line += 1
             for index, sock in enumerate(self._socks):
                 try:
-                    sock.sendall(f"X-Slow-{line}: {line}\r\n".encode())
+                    sock.sendall(b"x" if self.slow_body else f"X-Slow-{line}: {line}\r\n".encode())
                 except OSError:  # closed by the server: open another, the attack goes on
                     with contextlib.suppress(OSError):
                         sock.close()
