@@ -19,9 +19,9 @@ def _settings(args) -> Settings:
 
 
 def _embedder(settings: Settings):
-    from .model import load_embedder
+    from .model import load_for_settings
 
-    return load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+    return load_for_settings(settings)
 
 
 def _ensure_catalogue(settings: Settings) -> None:
@@ -40,7 +40,8 @@ def cmd_build(args, full: bool = False) -> int:
     _ensure_catalogue(settings)
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
-    if engine == "ray":  # the actors load the model; the driver only needs to know which weights
+    if engine == "ray" and settings.runtime == "tensorflow":
+        # the actors load the model; the driver only needs to know which weights
         from .model import resolve_weights
 
         model = resolve_weights(settings.weights, settings.random_seed)
@@ -63,7 +64,9 @@ def cmd_search(args) -> int:
     settings = _settings(args)
     embedder = _embedder(settings)
     searcher = Searcher.load(
-        settings.index_dir, expect=model_key(embedder.weights_id), search_k=settings.annoy_search_k
+        settings.index_dir,
+        expect=model_key(embedder.weights_id, embedder.vector_space),
+        search_k=settings.annoy_search_k,
     )
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
@@ -77,17 +80,27 @@ def cmd_search(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Leave-one-out precision@k by a label, and Annoy recall@k vs exact search."""
-    from .evaluate import evaluate
+    from .evaluate import compare_indexes, evaluate
     from .plan import model_key
     from .search import Searcher
 
     settings = _settings(args)
+    # no query is embedded here, so any vector space (fp32 or INT8) can be evaluated
+    expect = {key: value for key, value in model_key(_weights_id(settings)).items() if key != "vector_space"}
     searcher = Searcher.load(
         settings.index_dir,
-        expect=None if args.any_weights else model_key(_weights_id(settings)),
+        expect=None if args.any_weights else expect,
         search_k=settings.annoy_search_k,  # measure what the web app serves
     )
-    print(json.dumps(evaluate(searcher, label=args.label, k=args.k, sample=args.sample), indent=2))
+    result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
+    if args.against:
+        other = Searcher.load(Path(args.against).expanduser().resolve())
+        result["against"] = dict(
+            compare_indexes(searcher, other, k=args.k),
+            index_dir=str(args.against),
+            precision_at_k=evaluate(other, label=args.label, k=args.k, sample=args.sample)["precision_at_k"],
+        )
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -140,6 +153,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="neighbours per query (default 5)")
     p.add_argument("--sample", type=int, default=0, help="evaluate on this many random items (default: all)")
     p.add_argument("--any-weights", action="store_true", help="accept an index built with other weights")
+    p.add_argument(
+        "--against",
+        metavar="INDEX_DIR",
+        help="another index of the same catalogue (e.g. built with FASHION_RUNTIME=openvino-int8): "
+        "report its precision@k and its top-k agreement with this one",
+    )
 
     p = sub.add_parser("demo", parents=[common], help="generate the demo catalogue (deterministic, Pillow only)")
     p.add_argument("--out", help="output folder (default instance/demo-catalogue)")

@@ -111,10 +111,14 @@ def _keep_reused_vectors(plan: BuildPlan, skipped: list[Skipped]) -> list[Skippe
     return kept
 
 
-def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) -> tuple[int, int]:
+def publish_plan(
+    plan: BuildPlan, settings: Settings, skipped: list[Skipped], runtime: str = "tensorflow"
+) -> tuple[int, int]:
     """Merge reused vectors and new shards in catalogue order and publish.
 
-    Returns ``(indexed_now, total)``.
+    ``runtime`` (which engine embedded) is recorded in the manifest for
+    information; ``plan.model_key`` decides compatibility. Returns
+    ``(indexed_now, total)``.
     """
     fingerprints = {item.relpath: item.fingerprint for item in plan.files}
     fresh = checkpoints.read_shards(
@@ -150,6 +154,7 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
     ]
     manifest = dict(
         plan.model_key,
+        runtime=runtime,
         created_at=time.time(),
         catalogue=str(plan.root),
         styles=styles_fingerprint(plan.root),
@@ -216,7 +221,9 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
-        plan = plan_build(settings, model.weights_id, full=full)
+        # a bare WeightsChoice (Ray actors load their own model) means TensorFlow, fp32
+        vector_space = getattr(model, "vector_space", "fp32")
+        plan = plan_build(settings, model.weights_id, full=full, vector_space=vector_space)
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
@@ -224,7 +231,7 @@ def build_index(
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
-        indexed, total = publish_plan(plan, settings, skipped)
+        indexed, total = publish_plan(plan, settings, skipped, runtime=getattr(model, "runtime", "tensorflow"))
         report = BuildReport(
             total=total,
             indexed=indexed,
@@ -261,7 +268,7 @@ def public_failure(exc: BaseException) -> str:
     return "The index could not be built; the server log has the details."
 
 
-def check_freshness(settings: Settings, weights_id: str) -> str:
+def check_freshness(settings: Settings, weights_id: str, vector_space: str = "fp32") -> str:
     """``missing``, ``incompatible``, ``stale`` or ``fresh`` for the current index.
 
     ``incompatible`` means the stored vectors cannot be compared with new
@@ -275,7 +282,7 @@ def check_freshness(settings: Settings, weights_id: str) -> str:
         manifest = artifacts.read_manifest(gen)
     except artifacts.ArtifactError:
         return "incompatible"
-    if any(manifest.get(k) != v for k, v in model_key(weights_id).items()):
+    if any(manifest.get(k) != v for k, v in model_key(weights_id, vector_space).items()):
         return "incompatible"
     try:
         files = scan(settings.catalogue)

@@ -16,8 +16,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 
+# which engine executes the Keras model (see indexer/runtimes.py)
+RUNTIMES = ("auto", "tensorflow", "openvino", "openvino-int8")
+
+
 class ConfigError(ValueError):
     """A configuration value is malformed."""
+
+
+def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
+    return value
 
 
 def _number(env: dict, name: str, default, minimum, parse, kind: str):
@@ -66,6 +77,7 @@ class Settings:
     index_dir: Path
     is_demo: bool = False
     weights: str = "auto"
+    runtime: str = "auto"
     top_k: int = 5
     max_k: int = 50
     max_upload_mb: int = 10
@@ -114,6 +126,7 @@ class Settings:
             index_dir=Path(index_dir).expanduser().resolve(),
             is_demo=is_demo,
             weights=env.get("FASHION_WEIGHTS", "auto").strip() or "auto",
+            runtime=_choice(env, "FASHION_RUNTIME", "auto", RUNTIMES),
             top_k=_int(env, "FASHION_TOP_K", 5, minimum=1),
             max_k=_int(env, "FASHION_MAX_K", 50, minimum=1),
             max_upload_mb=_int(env, "FASHION_MAX_UPLOAD_MB", 10, minimum=1),

@@ -58,5 +58,48 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
         "annoy_query_ms_p50": round(float(np.percentile(annoy_ms, 50)), 3) if annoy_ms else None,
         "annoy_query_ms_p95": round(float(np.percentile(annoy_ms, 95)), 3) if annoy_ms else None,
         "weights_id": searcher.manifest.get("weights_id"),
+        "vector_space": searcher.manifest.get("vector_space"),
+        "runtime": searcher.manifest.get("runtime"),
         "trees": searcher.manifest.get("trees"),
+    }
+
+
+def _exact_top_k(embeddings: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Exact leave-one-out top-k rows for ``rows``, by cosine (the vectors are unit length)."""
+    scores = embeddings[rows] @ embeddings.T
+    scores[np.arange(len(rows)), rows] = -np.inf  # leave the query out
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
+    """Top-k agreement between two indexes of the same catalogue (e.g. INT8 against fp32).
+
+    For every item in both, the exact leave-one-out top-k lists are compared
+    by file name: ``top_k_agreement`` is the mean share of common neighbours,
+    ``identical_lists`` the share of queries whose ordered lists are equal.
+    """
+    common = sorted(set(searcher.filenames) & set(other.filenames))
+    if len(common) <= k:
+        return {"common_items": len(common), "top_k_agreement": None}
+    mine = {name: row for row, name in enumerate(searcher.filenames)}
+    theirs = {name: row for row, name in enumerate(other.filenames)}
+    a = np.ascontiguousarray(searcher.embeddings[[mine[n] for n in common]])
+    b = np.ascontiguousarray(other.embeddings[[theirs[n] for n in common]])
+    overlap, identical = [], 0
+    for start in range(0, len(common), 512):  # bounded memory for large catalogues
+        rows = np.arange(start, min(start + 512, len(common)))
+        top_a, top_b = _exact_top_k(a, rows, k), _exact_top_k(b, rows, k)
+        for x, y in zip(top_a, top_b):
+            overlap.append(len(set(x) & set(y)) / k)
+            identical += bool(np.array_equal(x, y))
+    return {
+        "common_items": len(common),
+        "k": k,
+        "top_k_agreement": round(float(np.mean(overlap)), 4),
+        "identical_lists": round(identical / len(common), 4),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "vector_space": other.manifest.get("vector_space"),
+        "runtime": other.manifest.get("runtime"),
     }

@@ -49,9 +49,18 @@ class BuildPlan:
     rejected: list[Skipped] = field(default_factory=list)  # found by the scan, never decoded
 
 
-def model_key(weights_id: str) -> dict:
-    """The manifest fields that make stored vectors comparable with new ones."""
-    return {"model": MODEL_ID, "weights_id": weights_id, "preprocess_version": PREPROCESS_VERSION}
+def model_key(weights_id: str, vector_space: str = "fp32") -> dict:
+    """The manifest fields that make stored vectors comparable with new ones.
+
+    ``vector_space`` is ``fp32`` for TensorFlow and every fp32 runtime (their
+    vectors are interchangeable) and ``int8-<calibration id>`` for an INT8 model.
+    """
+    return {
+        "model": MODEL_ID,
+        "weights_id": weights_id,
+        "preprocess_version": PREPROCESS_VERSION,
+        "vector_space": vector_space,
+    }
 
 
 def thumb_name(item: CatalogueFile) -> str:
@@ -86,12 +95,12 @@ def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list,
     return previous, len(items)
 
 
-def plan_build(settings: Settings, weights_id: str, *, full: bool = False) -> BuildPlan:
+def plan_build(settings: Settings, weights_id: str, *, full: bool = False, vector_space: str = "fp32") -> BuildPlan:
     """Scan the catalogue and decide what to reuse and what to embed."""
     root = settings.catalogue
     rejected: list[tuple[str, str, str]] = []
     files = scan(root, rejected)
-    key = model_key(weights_id)
+    key = model_key(weights_id, vector_space)
     work = checkpoints.work_dir(settings.index_dir)
     checkpoints.remove_temporaries(work)
     if full:

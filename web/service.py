@@ -18,7 +18,7 @@ from filelock import Timeout
 from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
-from indexer.model import Embedder, load_embedder
+from indexer.model import Embedder, load_for_settings
 from indexer.plan import model_key
 from indexer.search import Searcher
 
@@ -46,9 +46,9 @@ class IndexService:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autobuild: bool = True):
         self.settings = settings
         self.autobuild = autobuild
-        self.embedder = embedder or load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+        self.embedder = embedder or load_for_settings(settings)
         self.embedder.warm_up()  # trace the graph now, not on the first shopper's request
-        self.key = model_key(self.embedder.weights_id)
+        self.key = model_key(self.embedder.weights_id, self.embedder.vector_space)
         self.searcher: Searcher | None = None
         self.error: str | None = None
         self._build_thread: threading.Thread | None = None
@@ -103,6 +103,7 @@ class IndexService:
             "catalogue": self.settings.catalogue.name,
             "demo": self.settings.is_demo,
             "weights": self.embedder.weights_id,
+            "runtime": self.embedder.runtime,
         }
         return payload
 
@@ -151,7 +152,7 @@ class IndexService:
                 self._last_rescan = None
             if self.autobuild and self.error is None and self._rescan_due(now, force) and not self.building_now():
                 self._last_rescan = now
-                freshness = check_freshness(self.settings, self.embedder.weights_id)
+                freshness = check_freshness(self.settings, self.embedder.weights_id, self.embedder.vector_space)
                 if freshness != "fresh" or self.searcher is None:
                     log.info("Index is %s; starting a background build", freshness)
                     self.start_build()

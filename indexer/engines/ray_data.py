@@ -9,7 +9,7 @@ Pipeline (one Ray Data dataset, streamed)::
 
     from_items(files)                     relpath, size, mtime_ns, needs_vector
       -> map_batches(decode_batch)        images.prepare: model array + thumbnail
-      -> map_batches(EmbedActor, pool)    one model.Embedder per actor; one shard per batch
+      -> map_batches(EmbedActor, pool)    one embedder per actor (the driver's runtime); one shard per batch
       -> driver                           per-file status only (ok / thumb / skipped)
 
 Both map stages are given the same resources, so Ray Data fuses them into
@@ -57,6 +57,7 @@ from ..images import INPUT_SIZE, ImageError
 from ..model import WeightsChoice
 from ..plan import BuildPlan, Skipped, decode_and_thumbnail
 from ..progress import ProgressReporter
+from ..runtimes import TENSORFLOW_RUNTIME, ResolvedRuntime
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class WorkerConfig:
     seed: int
     tf_threads: int
     model_key: dict
+    runtime: ResolvedRuntime = TENSORFLOW_RUNTIME
 
 
 # ---------------------------------------------------------------- worker side
@@ -120,14 +122,14 @@ def shard_name(items: list[list]) -> str:
 
 
 class EmbedActor:
-    """Ray Data stage 2: one ``model.Embedder`` per actor, one shard per batch."""
+    """Ray Data stage 2: one embedder per actor, on the driver's runtime; one shard per batch."""
 
     def __init__(self, cfg: WorkerConfig):
-        from ..model import Embedder, configure_threads
+        from ..runtimes import open_embedder
 
         self.cfg = cfg
-        configure_threads(cfg.tf_threads)
-        self.embedder = Embedder(cfg.choice, cfg.seed)
+        # the driver resolved (and, for OpenVINO, converted and checked) the runtime
+        self.embedder = open_embedder(cfg.choice, cfg.runtime, cfg.seed, cfg.tf_threads)
         self.work = checkpoints.work_dir(Path(cfg.index_dir))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -245,8 +247,10 @@ def embed(
     ``cpus_per_actor`` (default ``FASHION_TF_THREADS``, else 2) is both the
     actor's CPU reservation and its TensorFlow thread count; ``actors``
     defaults to the cluster's CPUs divided by it. ``model`` is the
-    ``WeightsChoice`` (or an embedder carrying one as ``.choice``): the actors
-    load their own model. ``actor_class`` is the actor that embeds a batch
+    ``WeightsChoice`` (the actors run TensorFlow) or an embedder carrying one
+    as ``.choice``: the actors load their own model on the embedder's
+    resolved runtime (a converted model's cache entry lives in the index dir,
+    which every node sees). ``actor_class`` is the actor that embeds a batch
     (a subclass of ``EmbedActor`` that changes how a batch is handled).
     """
     weights_choice = model if isinstance(model, WeightsChoice) else model.choice
@@ -258,6 +262,7 @@ def embed(
         seed=settings.random_seed,
         tf_threads=0,
         model_key=dict(plan.model_key),
+        runtime=getattr(model, "resolved", TENSORFLOW_RUNTIME),
     )
     if not plan.to_embed:
         return _write_thumbs_here(plan, cfg)

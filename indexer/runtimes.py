@@ -1,0 +1,419 @@
+"""Which engine executes the Keras model: TensorFlow, or OpenVINO (fp32 or INT8).
+
+Keras (``model.Embedder``) stays the definition of the model. OpenVINO runs
+a conversion of its exact compiled forward function (uint8 input, the
+preprocessing, ResNet50, global max pooling and the L2 step), about 1.5x
+faster on a CPU and without TensorFlow in memory.
+
+A converted model is cached in ``<index dir>/models/<variant>-<key>/``, keyed
+by the weights id, the preprocessing version, the model id and the OpenVINO
+version, so later starts load it without building the Keras model (web
+workers then never import TensorFlow). Every conversion is checked against
+TensorFlow on a few fixed images, and so is every load from the cache; a
+model that fails falls back to TensorFlow with a warning.
+
+``FASHION_RUNTIME``:
+
+* ``auto``: OpenVINO fp32 when it is installed and its check passes,
+  TensorFlow otherwise;
+* ``tensorflow``; ``openvino`` (fp32);
+* ``openvino-int8``: post-training INT8 quantisation (NNCF) calibrated on
+  images drawn deterministically from the catalogue. Its vectors are close
+  to, not equal to, fp32 ones, so an INT8 index is its own vector space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from .config import RUNTIMES
+from .images import INPUT_SIZE, PREPROCESS_VERSION
+from .model import EMBEDDING_DIM, MODEL_ID, WeightsChoice
+
+log = logging.getLogger(__name__)
+
+TENSORFLOW, OPENVINO, OPENVINO_INT8 = "tensorflow", "openvino", "openvino-int8"
+FP32 = "fp32"  # the vector space of TensorFlow and every fp32 runtime
+CACHE_DIR = "models"  # under the index dir
+FP32_TOLERANCE = 1e-5  # max abs difference from TensorFlow, per vector component
+INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
+INT8_MIN_COSINE = 0.95  # and point where TensorFlow's do
+CALIBRATION_IMAGES = 300
+META = "meta.json"
+MODEL_XML = "model.xml"
+REFERENCE = "reference.npy"  # TensorFlow's vectors of the check images
+
+
+class RuntimeUnavailable(RuntimeError):
+    """An explicitly requested runtime is not installed or cannot be prepared."""
+
+
+@dataclass(frozen=True)
+class ResolvedRuntime:
+    """The runtime a process actually uses (plain values: shipped to Ray actors)."""
+
+    name: str  # tensorflow | openvino | openvino-int8
+    vector_space: str = FP32  # fp32, or int8-<calibration id>
+    model_dir: str | None = None  # the cache entry of a converted model
+
+    @property
+    def converted(self) -> bool:
+        """True for an OpenVINO model loaded from the cache."""
+        return self.model_dir is not None
+
+
+TENSORFLOW_RUNTIME = ResolvedRuntime(TENSORFLOW)
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO version, without importing it; ``None`` when absent."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def validate(runtime: str) -> str:
+    """Normalise a ``FASHION_RUNTIME`` value; raises ``ValueError`` for unknown ones."""
+    value = (runtime or "auto").strip().lower()
+    if value not in RUNTIMES:
+        raise ValueError(f"FASHION_RUNTIME must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return value
+
+
+def cache_root(index_dir: Path) -> Path:
+    """Where converted models are kept: next to the index they serve."""
+    return Path(index_dir) / CACHE_DIR
+
+
+def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -> Path:
+    """The cache folder of one converted model: weights, preprocessing, model and runtime version."""
+    key = json.dumps([MODEL_ID, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant])
+    return Path(root) / f"{variant}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def check_images() -> np.ndarray:
+    """Four fixed uint8 images: two seeded noise images and two smooth gradients."""
+    rng = np.random.default_rng(20240611)
+    noise = rng.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    ramp = np.linspace(0, 255, INPUT_SIZE, dtype=np.float32)
+    first = np.stack([ramp[None, :].repeat(INPUT_SIZE, 0), ramp[:, None].repeat(INPUT_SIZE, 1), 255 - ramp[None, :]
+                      .repeat(INPUT_SIZE, 0)], axis=-1)
+    second = np.full((INPUT_SIZE, INPUT_SIZE, 3), 245.0, dtype=np.float32)  # a dark square on white, like a product
+    second[56:168, 70:154] = (40, 60, 120)
+    return np.concatenate([noise, np.stack([first, second]).astype(np.uint8)])
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """How a converted model's vectors compare with TensorFlow's on the check images."""
+
+    max_abs_diff: float
+    min_cosine: float
+    max_norm_error: float
+    passed: bool
+
+    def describe(self) -> str:
+        """One line for the log."""
+        return (
+            f"max abs diff {self.max_abs_diff:.2e}, min cosine {self.min_cosine:.6f}, "
+            f"norm error {self.max_norm_error:.2e}"
+        )
+
+
+def compare(vectors: np.ndarray, reference: np.ndarray, int8: bool) -> CheckResult:
+    """Judge ``vectors`` against TensorFlow's: within 1e-5 for fp32, unit length and aligned for INT8."""
+    diff = float(np.abs(vectors - reference).max())
+    cosine = float((vectors * reference).sum(axis=1).min())
+    norm_error = float(np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max())
+    if int8:
+        passed = norm_error <= INT8_NORM_TOLERANCE and cosine >= INT8_MIN_COSINE
+    else:
+        passed = diff <= FP32_TOLERANCE
+    return CheckResult(diff, cosine, norm_error, bool(np.isfinite(vectors).all()) and passed)
+
+
+# ---------------------------------------------------------------- the OpenVINO embedder
+
+
+def compile_config(threads: int) -> dict:
+    """OpenVINO CPU settings for a shared machine: one stream, no pinning, fp32 arithmetic.
+
+    The fp32 hint matters: on CPUs with bf16 support OpenVINO would otherwise
+    compute in bf16 (about 6e-4 away from TensorFlow instead of 2e-7).
+    """
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads if threads > 0 else (os.cpu_count() or 1),
+        "ENABLE_CPU_PINNING": False,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+
+
+class OpenVinoEmbedder:
+    """A converted model with the ``model.Embedder`` interface, no TensorFlow needed."""
+
+    def __init__(self, choice: WeightsChoice, resolved: ResolvedRuntime, threads: int = 0):
+        import openvino as ov
+
+        self.choice = choice
+        self.weights_id = choice.weights_id
+        self.dim = EMBEDDING_DIM
+        self.resolved = resolved
+        self.runtime = resolved.name
+        self.vector_space = resolved.vector_space
+        core = ov.Core()
+        self._compiled = core.compile_model(Path(resolved.model_dir) / MODEL_XML, "CPU", compile_config(threads))
+        # one infer request per thread: a request is not thread-safe, and the
+        # web app's build thread embeds while request threads search
+        self._local = threading.local()
+        self._warm_lock = threading.Lock()
+        self._warm = False
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        return request
+
+    def warm_up(self) -> None:
+        """Run one image so that the first real request is not slow."""
+        with self._warm_lock:
+            if not self._warm:
+                self.embed(np.full((1, INPUT_SIZE, INPUT_SIZE, 3), 255, dtype=np.uint8))
+                self._warm = True
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Embed ``(n, 224, 224, 3)`` uint8 images to ``(n, 2048)`` float32 unit vectors."""
+        if batch.ndim == 3:
+            batch = batch[None]
+        request = self._request()
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.uint8)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def embed_one(self, image: np.ndarray) -> np.ndarray:
+        """Embed one ``(224, 224, 3)`` uint8 image to a ``(2048,)`` unit vector."""
+        return self.embed(image[None])[0]
+
+
+# ---------------------------------------------------------------- conversion and the cache
+
+
+def _head_op_names(model) -> list[str]:
+    """Names of the ops after the global max pooling: the L2 step, kept in float for INT8."""
+    ops = list(model.get_ordered_ops())
+    last_pool = max(i for i, op in enumerate(ops) if op.get_type_name() == "ReduceMax")
+    return [op.get_friendly_name() for op in ops[last_pool:] if op.get_type_name() not in ("Constant", "Result")]
+
+
+def calibration_sample(catalogue: Path, count: int = CALIBRATION_IMAGES) -> tuple[list[np.ndarray], str]:
+    """Up to ``count`` decodable catalogue images, evenly spaced in path order, and an id of the set.
+
+    Deterministic: the same catalogue always gives the same images.
+    """
+    from .catalogue import scan
+    from .images import ImageError, load_for_model
+
+    files = scan(catalogue)
+    if not files:
+        raise RuntimeUnavailable(f"INT8 calibration needs catalogue images; {catalogue} has none")
+    picks = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
+    images, used = [], []
+    for row in picks:
+        item = files[int(row)]
+        try:
+            images.append(load_for_model(Path(catalogue) / item.relpath))
+        except (ImageError, OSError):
+            continue  # a corrupt file is skipped by the build too
+        used.append(f"{item.relpath}\0{item.size}")
+    digest = hashlib.sha256("\n".join(used).encode()).hexdigest()[:12]
+    return images, digest
+
+
+def _quantize(model, images: list[np.ndarray]):
+    """NNCF post-training INT8 quantisation, with the head after pooling left in float."""
+    import nncf
+
+    dataset = nncf.Dataset(images, lambda image: image[None])
+    return nncf.quantize(
+        model,
+        dataset,
+        subset_size=len(images),
+        ignored_scope=nncf.IgnoredScope(names=_head_op_names(model)),
+    )
+
+
+def convert(reference, *, calibration: list[np.ndarray] | None = None):
+    """Convert a TensorFlow ``model.Embedder``'s forward function to an OpenVINO model (INT8 with ``calibration``)."""
+    import openvino as ov
+
+    model = ov.convert_model(reference.forward_function)
+    if calibration is not None:
+        model = _quantize(model, calibration)
+    return model
+
+
+def _write_entry(entry: Path, model, meta: dict, reference_vectors: np.ndarray) -> None:
+    """Save model, meta and reference vectors into ``entry`` atomically (a rename of a whole folder)."""
+    import openvino as ov
+
+    tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if model is not None:
+            ov.save_model(model, tmp / MODEL_XML, compress_to_fp16=False)
+        np.save(tmp / REFERENCE, reference_vectors)
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.rename(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _create_entry(entry: Path, variant: str, version: str, reference, catalogue, calibration_images: int) -> dict:
+    """Convert, check against TensorFlow and cache; returns the entry's meta."""
+    import openvino as ov
+
+    int8 = variant == "int8"
+    calibration, calibration_id = (None, None)
+    if int8:
+        if catalogue is None:
+            raise RuntimeUnavailable("FASHION_RUNTIME=openvino-int8 needs a catalogue to calibrate on")
+        calibration, calibration_id = calibration_sample(catalogue, calibration_images)
+        log.info("Quantising to INT8 with NNCF on %d catalogue images (once; cached)", len(calibration))
+    else:
+        log.info("Converting the Keras model to OpenVINO (once; cached)")
+    model = convert(reference, calibration=calibration)
+    images = check_images()
+    reference_vectors = reference.embed(images)
+    compiled = ov.Core().compile_model(model, "CPU", compile_config(0))
+    result = compare(np.asarray(compiled(images)[0], dtype=np.float32), reference_vectors, int8)
+    meta = {
+        "model": MODEL_ID,
+        "weights_id": reference.weights_id,
+        "preprocess_version": PREPROCESS_VERSION,
+        "runtime": "openvino",
+        "runtime_version": version,
+        "variant": variant,
+        "vector_space": f"int8-{calibration_id}" if int8 else FP32,
+        "calibration_images": len(calibration) if int8 else 0,
+        "check": dict(vars(result)),
+    }
+    # a failed check is cached too (without the model), so later starts do not convert again
+    _write_entry(entry, model if result.passed else None, meta, reference_vectors)
+    return meta
+
+
+def _load_checked(entry: Path, meta: dict, choice: WeightsChoice, name: str, threads: int) -> OpenVinoEmbedder | None:
+    """Load a cached model and re-run the check against the stored TensorFlow vectors."""
+    resolved = ResolvedRuntime(name, meta["vector_space"], str(entry))
+    try:
+        embedder = OpenVinoEmbedder(choice, resolved, threads)
+        reference_vectors = np.load(entry / REFERENCE)
+        result = compare(embedder.embed(check_images()), reference_vectors, meta["variant"] == "int8")
+    except (OSError, RuntimeError, ValueError) as exc:  # a damaged cache entry; OpenVINO raises RuntimeError
+        log.warning("Cached OpenVINO model in %s is unusable (%s); converting again", entry, exc)
+        return None
+    if not result.passed:
+        log.warning("Cached OpenVINO model in %s fails its check (%s); converting again", entry, result.describe())
+        return None
+    embedder._warm = True  # the check just ran the model
+    return embedder
+
+
+def _tensorflow_reference(choice: WeightsChoice, seed: int, threads: int):
+    from .model import Embedder, configure_threads
+
+    configure_threads(threads)
+    return Embedder(choice, seed)
+
+
+def _fallback(name: str, why: str) -> None:
+    log.warning("FASHION_RUNTIME=%s: %s; using TensorFlow instead", name, why)
+
+
+def load_runtime(
+    choice: WeightsChoice,
+    runtime: str,
+    *,
+    cache_dir: Path,
+    seed: int = 1234,
+    threads: int = 0,
+    catalogue: Path | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    reference=None,
+):
+    """Return an embedder for ``runtime``: a checked OpenVINO model, or TensorFlow.
+
+    Loads the converted model from ``cache_dir`` when it is there (no
+    TensorFlow import); otherwise converts ``reference`` (a TensorFlow
+    ``model.Embedder``, built here when not given), checks and caches it.
+    ``auto`` quietly means TensorFlow when OpenVINO is not installed; an
+    explicit ``openvino*`` then raises ``RuntimeUnavailable``. A failed check
+    falls back to TensorFlow with a warning.
+    """
+    runtime = validate(runtime)
+    if runtime == TENSORFLOW:
+        return reference or _tensorflow_reference(choice, seed, threads)
+    version = openvino_version()
+    if version is None:
+        if runtime != "auto":
+            raise RuntimeUnavailable(
+                f"FASHION_RUNTIME={runtime} needs OpenVINO: pip install -r requirements.txt, or set it to auto"
+            )
+        log.info("OpenVINO is not installed; the model runs on TensorFlow")
+        return reference or _tensorflow_reference(choice, seed, threads)
+    if runtime == OPENVINO_INT8 and importlib.util.find_spec("nncf") is None:
+        raise RuntimeUnavailable("FASHION_RUNTIME=openvino-int8 needs NNCF: pip install -r requirements.txt")
+    name = OPENVINO_INT8 if runtime == OPENVINO_INT8 else OPENVINO
+    variant = "int8" if name == OPENVINO_INT8 else FP32
+    entry = cache_entry(cache_dir, choice, variant, version)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    # one process converts; the others (gunicorn workers) wait and load its result
+    with FileLock(str(entry) + ".lock"):
+        for attempt in (1, 2):
+            meta = _read_meta(entry)
+            if meta is None or attempt == 2:
+                reference = reference or _tensorflow_reference(choice, seed, threads)
+                meta = _create_entry(entry, variant, version, reference, catalogue, calibration_images)
+                log.info("OpenVINO %s model check: %s", variant, CheckResult(**meta["check"]).describe())
+            if not meta["check"]["passed"]:
+                _fallback(runtime, f"the converted model failed its check ({CheckResult(**meta['check']).describe()})")
+                return reference or _tensorflow_reference(choice, seed, threads)
+            embedder = _load_checked(entry, meta, choice, name, threads)
+            if embedder is not None:
+                log.info("Model runs on OpenVINO %s (%s, vector space %s)", version, variant, meta["vector_space"])
+                return embedder
+    _fallback(runtime, "a freshly converted model could not be loaded back")
+    return reference or _tensorflow_reference(choice, seed, threads)
+
+
+def _read_meta(entry: Path) -> dict | None:
+    try:
+        meta = json.loads((entry / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("check"), dict) else None
+
+
+def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 1234, threads: int = 0):
+    """The embedder for a runtime another process already resolved (a Ray actor): no conversion, no check."""
+    if resolved.converted:
+        return OpenVinoEmbedder(choice, resolved, threads)
+    return _tensorflow_reference(choice, seed, threads)
