@@ -1,0 +1,255 @@
+"""Runtimes: the converted model matches TensorFlow, is cached, falls back, and keeps vector spaces apart.
+
+The OpenVINO conversion (tens of seconds) runs once per session into a
+temporary cache; INT8 calibrates on a handful of demo images only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import runtimes
+from indexer.artifacts import ArtifactError, load_index
+from indexer.build import build_index, check_freshness, model_key
+from indexer.config import ConfigError, Settings
+from indexer.images import load_for_model
+from indexer.model import resolve_weights
+
+PROJECT = Path(__file__).resolve().parent.parent
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+HAS_NNCF = HAS_OPENVINO and importlib.util.find_spec("nncf") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
+needs_nncf = pytest.mark.skipif(not HAS_NNCF, reason="NNCF is not installed")
+TINY_CALIBRATION = 6
+
+
+def _demo_batch(catalogue: Path, count: int = 8) -> np.ndarray:
+    paths = sorted(catalogue.glob("*.jpg"))[:count]
+    return np.stack([load_for_model(path) for path in paths])
+
+
+@pytest.fixture(scope="session")
+def weights_choice():
+    return resolve_weights("none", 1234)
+
+
+@pytest.fixture(scope="session")
+def ov_index_dir(tmp_path_factory) -> Path:
+    """An index dir whose ``models/`` cache holds the converted models of this session."""
+    return tmp_path_factory.mktemp("ov-index")
+
+
+@pytest.fixture(scope="session")
+def ov_fp32(ov_index_dir, weights_choice, embedder):
+    """The OpenVINO fp32 embedder, converted from the session's TensorFlow embedder once."""
+    if not HAS_OPENVINO:
+        pytest.skip("OpenVINO is not installed")
+    return runtimes.load_runtime(
+        weights_choice, "openvino", cache_dir=runtimes.cache_root(ov_index_dir), threads=2, reference=embedder
+    )
+
+
+@pytest.fixture(scope="session")
+def ov_int8(ov_index_dir, weights_choice, embedder, demo_catalogue):
+    """The INT8 embedder, calibrated on a few demo images (the product default is 300)."""
+    if not HAS_NNCF:
+        pytest.skip("NNCF is not installed")
+    return runtimes.load_runtime(
+        weights_choice,
+        "openvino-int8",
+        cache_dir=runtimes.cache_root(ov_index_dir),
+        threads=2,
+        catalogue=demo_catalogue,
+        calibration_images=TINY_CALIBRATION,
+        reference=embedder,
+    )
+
+
+def _installed_runtimes() -> list:
+    found = []
+    if HAS_OPENVINO:
+        found.append("ov_fp32")
+    if HAS_NNCF:
+        found.append("ov_int8")
+    return found
+
+
+# ---------------------------------------------------------------- the check, on every installed runtime
+
+
+@pytest.mark.parametrize("fixture", _installed_runtimes())
+def test_converted_model_passes_the_tensorflow_check(fixture, request, embedder, demo_catalogue):
+    converted = request.getfixturevalue(fixture)
+    assert isinstance(converted, runtimes.OpenVinoEmbedder), "the check failed and the runtime fell back"
+    batch = _demo_batch(demo_catalogue)
+    result = runtimes.compare(converted.embed(batch), embedder.embed(batch), int8=converted.runtime.endswith("int8"))
+    assert result.passed, result.describe()
+    if fixture == "ov_fp32":
+        assert result.max_abs_diff <= 1e-5
+
+
+def test_fp32_embedder_keeps_the_interface(ov_fp32, embedder, demo_catalogue):
+    image = _demo_batch(demo_catalogue, 1)[0]
+    vector = ov_fp32.embed_one(image)
+    assert vector.shape == (2048,) and vector.dtype == np.float32
+    assert ov_fp32.weights_id == embedder.weights_id and ov_fp32.choice == embedder.choice
+    assert (ov_fp32.runtime, ov_fp32.vector_space) == ("openvino", "fp32")
+    ov_fp32.warm_up()
+
+
+def test_int8_keeps_unit_norms(ov_int8, demo_catalogue):
+    vectors = ov_int8.embed(_demo_batch(demo_catalogue, 16))
+    assert np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() < 1e-3
+    assert ov_int8.vector_space.startswith("int8-")
+
+
+def test_int8_calibration_sample_is_deterministic(demo_catalogue):
+    first, first_id = runtimes.calibration_sample(demo_catalogue, 5)
+    second, second_id = runtimes.calibration_sample(demo_catalogue, 5)
+    assert first_id == second_id and len(first) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert runtimes.calibration_sample(demo_catalogue, 7)[1] != first_id
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def test_cache_key_covers_weights_preprocessing_and_runtime_version(tmp_path, weights_choice, monkeypatch):
+    base = runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1")
+    other_weights = resolve_weights("none", 99)
+    assert runtimes.cache_entry(tmp_path, other_weights, "fp32", "2026.4.1") != base
+    assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.5.0") != base
+    assert runtimes.cache_entry(tmp_path, weights_choice, "int8", "2026.4.1") != base
+    monkeypatch.setattr(runtimes, "PREPROCESS_VERSION", "next")
+    assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1") != base
+
+
+@needs_openvino
+def test_cached_entry_records_the_check(ov_fp32, ov_index_dir, weights_choice):
+    entry = runtimes.cache_entry(
+        runtimes.cache_root(ov_index_dir), weights_choice, "fp32", runtimes.openvino_version()
+    )
+    meta = json.loads((entry / runtimes.META).read_text())
+    assert meta["weights_id"] == weights_choice.weights_id and meta["check"]["passed"]
+    assert meta["check"]["max_abs_diff"] <= 1e-5
+    assert Path(ov_fp32.resolved.model_dir) == entry
+
+
+def _copy_cache(ov_index_dir: Path, target: Path) -> Path:
+    source, copy = runtimes.cache_root(ov_index_dir), runtimes.cache_root(target)
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.lock"))
+    return runtimes.cache_root(target)
+
+
+@needs_openvino
+def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, caplog):
+    cache = _copy_cache(ov_index_dir, tmp_path)
+    entry = runtimes.cache_entry(cache, weights_choice, "fp32", runtimes.openvino_version())
+    weights = entry / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\x7f" * 4096  # large floats in the middle of the weights
+    weights.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
+        again = runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
+    assert "fails its check" in caplog.text or "unusable" in caplog.text
+    assert isinstance(again, runtimes.OpenVinoEmbedder)
+    batch = runtimes.check_images()
+    assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5
+
+
+@needs_openvino
+def test_failed_check_falls_back_to_tensorflow_and_is_remembered(
+    ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, monkeypatch, caplog
+):
+    # A stricter tolerance than any real conversion meets (it differs by ~1e-7):
+    # the real check on a real conversion fails.
+    monkeypatch.setattr(runtimes, "FP32_TOLERANCE", 0.0)
+    cache = runtimes.cache_root(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
+        chosen = runtimes.load_runtime(weights_choice, "auto", cache_dir=cache, threads=2, reference=embedder)
+    assert chosen is embedder and chosen.runtime == "tensorflow"
+    assert "failed its check" in caplog.text and "using TensorFlow instead" in caplog.text
+    entry = runtimes.cache_entry(cache, weights_choice, "fp32", runtimes.openvino_version())
+    meta = json.loads((entry / runtimes.META).read_text())
+    assert meta["check"]["passed"] is False and not (entry / runtimes.MODEL_XML).exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="indexer.runtimes"):
+        runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
+    assert "Converting" not in caplog.text  # the failed result is cached, not recomputed on every start
+
+
+def test_tensorflow_runtime_is_the_keras_model(weights_choice, embedder, tmp_path):
+    chosen = runtimes.load_runtime(weights_choice, "tensorflow", cache_dir=tmp_path, reference=embedder)
+    assert chosen is embedder and not (tmp_path / runtimes.CACHE_DIR).exists()
+
+
+def test_runtime_setting_is_validated():
+    assert Settings.from_env({}).runtime == "auto"
+    assert Settings.from_env({"FASHION_RUNTIME": " OpenVINO-INT8 "}).runtime == "openvino-int8"
+    with pytest.raises(ConfigError, match="FASHION_RUNTIME"):
+        Settings.from_env({"FASHION_RUNTIME": "onnx"})
+
+
+# ---------------------------------------------------------------- manifest and vector spaces
+
+
+@needs_nncf
+def test_manifest_records_runtime_and_vector_spaces_stay_apart(tmp_path, tiny_settings, ov_fp32, ov_int8, embedder):
+    fp32_settings = tiny_settings
+    build_index(fp32_settings, ov_fp32)
+    manifest = load_index(fp32_settings.index_dir).manifest
+    assert (manifest["runtime"], manifest["vector_space"]) == ("openvino", "fp32")
+    # fp32 runtimes are interchangeable: TensorFlow queries the OpenVINO-built index
+    assert check_freshness(fp32_settings, embedder.weights_id, embedder.vector_space) == "fresh"
+    assert check_freshness(fp32_settings, ov_int8.weights_id, ov_int8.vector_space) == "incompatible"
+    with pytest.raises(ArtifactError, match="vector_space"):
+        load_index(fp32_settings.index_dir, expect=model_key(ov_int8.weights_id, ov_int8.vector_space))
+
+    int8_settings = fp32_settings.replace(index_dir=tmp_path / "int8-index")
+    build_index(int8_settings, ov_int8)
+    manifest = load_index(int8_settings.index_dir).manifest
+    assert (manifest["runtime"], manifest["vector_space"]) == ("openvino-int8", ov_int8.vector_space)
+    assert check_freshness(int8_settings, embedder.weights_id, embedder.vector_space) == "incompatible"
+    with pytest.raises(ArtifactError, match="vector_space"):
+        load_index(int8_settings.index_dir, expect=model_key(embedder.weights_id, "fp32"))
+
+
+@needs_openvino
+def test_web_app_with_cached_model_never_imports_tensorflow(ov_fp32, ov_index_dir, tmp_path, tiny_settings):
+    index_dir = tmp_path / "served-index"
+    _copy_cache(ov_index_dir, index_dir)
+    script = (
+        "import json, sys, time\n"
+        "import app as module\n"
+        "client = module.app.test_client()\n"
+        "deadline = time.time() + 120\n"
+        "while client.get('/healthz').status_code != 200 and time.time() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "status = client.get('/api/status').get_json()\n"
+        "print(json.dumps({'state': status['state'], 'runtime': status['runtime'],\n"
+        "                  'tensorflow': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}))\n"
+    )
+    env = dict(
+        os.environ,
+        FASHION_CATALOGUE=str(tiny_settings.catalogue),
+        FASHION_INDEX_DIR=str(index_dir),
+        FASHION_RUNTIME="auto",
+        FASHION_WEIGHTS="none",
+        FASHION_TF_THREADS="2",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"state": "ready", "runtime": "openvino", "tensorflow": False, "keras": False}
