@@ -110,6 +110,22 @@ def _weights_id(settings: Settings) -> str:
     return resolve_weights(settings.weights, settings.random_seed).weights_id
 
 
+def cmd_runtime(args) -> int:
+    """Prepare ``FASHION_RUNTIME`` (convert, check and cache the model if needed) and print what runs it."""
+    settings = _settings(args)
+    if settings.runtime == "openvino-int8":
+        _ensure_catalogue(settings)  # calibration reads catalogue photos
+    embedder = _embedder(settings)
+    print(json.dumps({
+        "requested": settings.runtime,
+        "runtime": embedder.runtime,
+        "vector_space": embedder.vector_space,
+        "weights_id": embedder.weights_id,
+        "model_dir": embedder.resolved.model_dir,
+    }))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate the demo catalogue."""
     from .demo import generate_demo_catalogue
@@ -160,6 +176,10 @@ def make_parser() -> argparse.ArgumentParser:
         "report its precision@k and its top-k agreement with this one",
     )
 
+    p = sub.add_parser(
+        "runtime", parents=[common], help="convert, check and cache the model for FASHION_RUNTIME; print the result"
+    )
+
     p = sub.add_parser("demo", parents=[common], help="generate the demo catalogue (deterministic, Pillow only)")
     p.add_argument("--out", help="output folder (default instance/demo-catalogue)")
     return parser
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "search": cmd_search,
         "evaluate": cmd_evaluate,
         "demo": cmd_demo,
+        "runtime": cmd_runtime,
     }
     try:
         return handlers[args.command](args)

@@ -272,8 +272,9 @@ def _write_entry(entry: Path, model, meta: dict, reference_vectors: np.ndarray) 
     """Save model, meta and reference vectors into ``entry`` atomically (a rename of a whole folder)."""
     import openvino as ov
 
+    for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed process; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = entry.parent / f".{entry.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         if model is not None:

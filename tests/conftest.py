@@ -14,6 +14,9 @@ import pytest
 
 os.environ["FASHION_WEIGHTS"] = "none"
 os.environ.setdefault("FASHION_TF_THREADS", "2")
+# OpenVINO conversion takes tens of seconds per fresh index dir: tests/test_runtime.py
+# converts once per session; everything else (CLI and server subprocesses too) uses TensorFlow.
+os.environ.setdefault("FASHION_RUNTIME", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from indexer.config import Settings  # noqa: E402

@@ -53,6 +53,7 @@ def child_env() -> dict:
         FASHION_CHECKPOINT_EVERY="8",
         FASHION_BATCH_SIZE="8",
         FASHION_TF_THREADS="1",
+        FASHION_RUNTIME="tensorflow",  # kill points are timed against TensorFlow's pace
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=str(ROOT),
     )
