@@ -253,3 +253,17 @@ def test_web_app_with_cached_model_never_imports_tensorflow(ov_fp32, ov_index_di
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"state": "ready", "runtime": "openvino", "tensorflow": False, "keras": False}
+
+
+@needs_openvino
+def test_runtime_command_reports_the_cached_model(ov_fp32, ov_index_dir, tmp_path):
+    index_dir = tmp_path / "index"
+    _copy_cache(ov_index_dir, index_dir)
+    env = dict(os.environ, FASHION_RUNTIME="auto", FASHION_WEIGHTS="none", FASHION_INDEX_DIR=str(index_dir))
+    done = subprocess.run(
+        [sys.executable, "-m", "indexer", "runtime"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (reported["requested"], reported["runtime"], reported["vector_space"]) == ("auto", "openvino", "fp32")
+    assert Path(reported["model_dir"]).parent == runtimes.cache_root(index_dir)
