@@ -59,7 +59,7 @@ def on_starting(server):
     import subprocess
     import sys
 
-    if os.environ.get("FASHION_RUNTIME", "auto").strip().lower() == "tensorflow":
+    if _settings.runtime == "tensorflow":
         return
     done = subprocess.run([sys.executable, "-m", "indexer", "runtime"], capture_output=True, text=True)
     if done.returncode == 0:

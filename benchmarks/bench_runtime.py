@@ -45,6 +45,7 @@ a pass/fail per target; ``--out`` also writes that JSON to a file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -211,7 +212,12 @@ def _servers(work: Path, args) -> dict:
         for name in ("tensorflow", "auto") if round_no % 2 == 0 else ("auto", "tensorflow"):
             env = {"FASHION_RUNTIME": name, "FASHION_RESCAN_SECONDS": "0", "FASHION_THREADS": "2"}
             with gunicorn_server(
-                work / "catalogue", work / "index-auto", workers=1, extra_env=env, log_name=f"runtime-{name}"
+                work / "catalogue",
+                work / "index-auto",
+                workers=1,
+                extra_env=env,
+                log_name=f"runtime-{name}",
+                startup_timeout_s=600,
             ) as server:
                 found[name]["start_s"].append(server.ready_s)
                 for photo in photos:
@@ -288,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.child:
-        print(json.dumps(_child(args)))
+        with contextlib.redirect_stdout(sys.stderr):  # progress lines show while the parent waits
+            result = _child(args)
+        print(json.dumps(result))
         return 0
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -19,7 +19,7 @@ def _settings(args) -> Settings:
 
 
 def _embedder(settings: Settings):
-    from .model import load_for_settings
+    from .runtimes import load_for_settings
 
     return load_for_settings(settings)
 
@@ -121,7 +121,7 @@ def cmd_runtime(args) -> int:
         "runtime": embedder.runtime,
         "vector_space": embedder.vector_space,
         "weights_id": embedder.weights_id,
-        "model_dir": embedder.resolved.model_dir,
+        "model_dir": getattr(getattr(embedder, "resolved", None), "model_dir", None),
     }))
     return 0
 

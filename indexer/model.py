@@ -119,18 +119,15 @@ class Embedder:
     """A loaded model with a compiled, thread-safe batched forward pass (TensorFlow)."""
 
     runtime = "tensorflow"
-    vector_space = "fp32"  # see runtimes: fp32 runtimes share it, INT8 has its own
+    vector_space = "fp32"  # see runtimes.py: fp32 runtimes share it, INT8 has its own
 
     def __init__(self, choice: WeightsChoice, seed: int = 1234):
         import keras
         import tensorflow as tf
 
-        from .runtimes import TENSORFLOW_RUNTIME
-
         self.choice = choice
         self.weights_id = choice.weights_id
         self.dim = EMBEDDING_DIM
-        self.resolved = TENSORFLOW_RUNTIME
         if choice.keras_arg is None:
             keras.utils.set_random_seed(seed)  # same random weights in every process
         try:
@@ -173,53 +170,20 @@ class Embedder:
         return self.embed(image[None])[0]
 
 
-_cache: dict[tuple, object] = {}
+_cache: dict[tuple[str, int], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
-def load_embedder(
-    spec: str,
-    seed: int = 1234,
-    threads: int = 0,
-    *,
-    runtime: str = "tensorflow",
-    cache_dir: Path | None = None,
-    catalogue: Path | None = None,
-):
-    """Resolve weights and return a process-wide cached embedder.
+def load_embedder(spec: str, seed: int = 1234, threads: int = 0) -> Embedder:
+    """Resolve weights and return a process-wide cached TensorFlow ``Embedder``.
 
-    ``runtime`` is a ``FASHION_RUNTIME`` value (see ``indexer.runtimes``);
-    anything but ``tensorflow`` needs ``cache_dir`` for the converted model,
-    and ``openvino-int8`` the ``catalogue`` to calibrate on. The result has
-    ``embed``, ``embed_one``, ``warm_up``, ``weights_id``, ``choice``,
-    ``runtime`` and ``vector_space``.
+    ``indexer.runtimes.load_for_settings`` picks the runtime (``FASHION_RUNTIME``).
     """
     with _cache_lock:
-        key = (spec, seed, runtime, str(cache_dir))
+        key = (spec, seed)
         if key not in _cache:
+            configure_threads(threads)
             choice = resolve_weights(spec, seed)
-            if runtime == "tensorflow":
-                configure_threads(threads)
-                log.info("Loading ResNet50 embedder (weights: %s)", choice.weights_id)
-                _cache[key] = Embedder(choice, seed)
-            else:
-                from .runtimes import load_runtime
-
-                if cache_dir is None:
-                    raise ValueError(f"runtime {runtime!r} needs a cache_dir for the converted model")
-                reference = _cache.get((spec, seed, "tensorflow", "None"))
-                _cache[key] = load_runtime(
-                    choice, runtime, cache_dir=cache_dir, seed=seed, threads=threads,
-                    catalogue=catalogue, reference=reference,
-                )
+            log.info("Loading ResNet50 embedder (weights: %s)", choice.weights_id)
+            _cache[key] = Embedder(choice, seed)
         return _cache[key]
-
-
-def load_for_settings(settings):
-    """The embedder ``settings`` ask for: weights, runtime, threads, cache under the index dir."""
-    from .runtimes import cache_root
-
-    return load_embedder(
-        settings.weights, settings.random_seed, settings.tf_threads,
-        runtime=settings.runtime, cache_dir=cache_root(settings.index_dir), catalogue=settings.catalogue,
-    )

@@ -418,3 +418,33 @@ def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 
     if resolved.converted:
         return OpenVinoEmbedder(choice, resolved, threads)
     return _tensorflow_reference(choice, seed, threads)
+
+
+_loaded: dict[tuple, object] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_for_settings(settings):
+    """The process-wide embedder ``settings`` ask for: weights, ``FASHION_RUNTIME``, threads.
+
+    Converted models are cached under the index dir; INT8 calibrates on the
+    catalogue. The result has ``embed``, ``embed_one``, ``warm_up``,
+    ``weights_id``, ``choice``, ``runtime`` and ``vector_space``.
+    """
+    from .model import load_embedder, resolve_weights
+
+    with _loaded_lock:
+        key = (settings.weights, settings.random_seed, settings.runtime, str(settings.index_dir))
+        if key not in _loaded:
+            if settings.runtime == TENSORFLOW:
+                _loaded[key] = load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+            else:
+                _loaded[key] = load_runtime(
+                    resolve_weights(settings.weights, settings.random_seed),
+                    settings.runtime,
+                    cache_dir=cache_root(settings.index_dir),
+                    seed=settings.random_seed,
+                    threads=settings.tf_threads,
+                    catalogue=settings.catalogue,
+                )
+        return _loaded[key]

@@ -20,10 +20,11 @@ import pytest
 
 from indexer import runtimes
 from indexer.artifacts import ArtifactError, load_index
-from indexer.build import build_index, check_freshness, model_key
+from indexer.build import build_index, check_freshness
 from indexer.config import ConfigError, Settings
 from indexer.images import load_for_model
 from indexer.model import resolve_weights
+from indexer.plan import model_key
 
 PROJECT = Path(__file__).resolve().parent.parent
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None

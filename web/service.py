@@ -18,8 +18,9 @@ from filelock import Timeout
 from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
-from indexer.model import Embedder, load_for_settings
+from indexer.model import Embedder
 from indexer.plan import model_key
+from indexer.runtimes import load_for_settings
 from indexer.search import Searcher
 
 log = logging.getLogger(__name__)
