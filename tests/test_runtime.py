@@ -268,3 +268,18 @@ def test_runtime_command_reports_the_cached_model(ov_fp32, ov_index_dir, tmp_pat
     reported = json.loads(done.stdout.strip().splitlines()[-1])
     assert (reported["requested"], reported["runtime"], reported["vector_space"]) == ("auto", "openvino", "fp32")
     assert Path(reported["model_dir"]).parent == runtimes.cache_root(index_dir)
+
+
+@needs_nncf
+def test_ray_actors_run_the_drivers_runtime(tiny_settings, tmp_path, ov_int8, embedder):
+    pytest.importorskip("ray", reason="Ray is not installed (requirements-ray.txt)")
+    local_settings = tiny_settings.replace(index_dir=tmp_path / "local-int8")
+    build_index(local_settings, ov_int8)
+    build_index(tiny_settings, ov_int8, engine="ray")
+    on_ray, local = load_index(tiny_settings.index_dir), load_index(local_settings.index_dir)
+    assert on_ray.filenames == local.filenames
+    assert on_ray.manifest["vector_space"] == ov_int8.vector_space
+    # INT8 vectors, not TensorFlow's: the actors loaded the driver's quantised model
+    assert np.abs(on_ray.embeddings - local.embeddings).max() <= 1e-4
+    tf_vectors = embedder.embed(np.stack([load_for_model(tiny_settings.catalogue / f) for f in local.filenames]))
+    assert np.abs(on_ray.embeddings - tf_vectors).max() > 1e-3
