@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from .artifacts import ArtifactError
     from .build import BuildInProgress
     from .images import ImageError
+    from .runtimes import RuntimeUnavailable
 
     handlers = {
         "build": cmd_build,
@@ -206,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (WeightsError, ConfigError, BuildInProgress, ArtifactError, ImageError, FileNotFoundError) as exc:
+    except (
+        WeightsError, ConfigError, RuntimeUnavailable, BuildInProgress, ArtifactError, ImageError, FileNotFoundError
+    ) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
