@@ -20,7 +20,11 @@ of figures taken in the same run, interleaved:
      batch of 32 pre-decoded photos per runtime, ten single-image calls per
      runtime, and a numpy fp32 SGEMM (2048^3) for the ceiling. Build
      throughput is images / build seconds summed over the rounds;
-  3. at the end every index holds the whole catalogue: ``compare_indexes``
+  3. ``--probe-rounds`` paired rounds: one batch of 32 and three single
+     photos per runtime, back to back, giving one ratio to TensorFlow per
+     round; their median cancels the machine's drift, which the minutes
+     between two builds do not;
+  4. at the end every index holds the whole catalogue: ``compare_indexes``
      gives the max abs difference of ``auto`` against TensorFlow over every
      photo and the share of identical top-5 lists; ``evaluate`` gives
      precision@5 (articleType) of each.
@@ -116,6 +120,36 @@ def _sgemm_gflops(size: int = 2048, reps: int = 3) -> float:
     return best
 
 
+def _paired_probes(embedders: dict, probe, rounds: int) -> dict:
+    """Ratios to TensorFlow from back-to-back calls, one ratio per round, so load drift cancels out.
+
+    Each round times one batch of 32 and three single photos on every
+    runtime (order rotating); the per-round ratios' median is the figure.
+    """
+    ratios: dict[str, list[float]] = {}
+    for round_no in range(rounds):
+        order = RUNTIMES[round_no % 3 :] + RUNTIMES[: round_no % 3]
+        batch_s, single_ms = {}, {}
+        for name in order:
+            t0 = time.perf_counter()
+            embedders[name].embed(probe)
+            batch_s[name] = time.perf_counter() - t0
+            times = []
+            for image in probe[:3]:
+                t0 = time.perf_counter()
+                embedders[name].embed_one(image)
+                times.append((time.perf_counter() - t0) * 1000)
+            single_ms[name] = _median(times)
+        for name in RUNTIMES[1:]:
+            ratios.setdefault(f"batch32_speedup_{name}", []).append(batch_s["tensorflow"] / batch_s[name])
+            ratios.setdefault(f"single_ms_ratio_{name}", []).append(single_ms[name] / single_ms["tensorflow"])
+        ratios.setdefault("tensorflow_batch32_ips", []).append(len(probe) / batch_s["tensorflow"])
+    return {
+        key: {"p50": round(_median(v), 3), "min": round(min(v), 3), "max": round(max(v), 3), "rounds": len(v)}
+        for key, v in ratios.items()
+    }
+
+
 def _child(args) -> dict:
     import numpy as np
 
@@ -178,6 +212,7 @@ def _child(args) -> dict:
                 embedders[name].embed_one(image)
                 single_ms[name].append((time.perf_counter() - t0) * 1000)
         sgemm.append(_sgemm_gflops())
+    paired = _paired_probes(embedders, probe, args.probe_rounds)
     searchers = {name: Searcher.load(settings[name].index_dir) for name in RUNTIMES}
     quality = {name: evaluate(searchers[name])["precision_at_k"] for name in RUNTIMES}
     auto_vs_tf = compare_indexes(searchers["tensorflow"], searchers["auto"])
@@ -193,6 +228,7 @@ def _child(args) -> dict:
         "batch32_ips_p50": {k: round(_median(v), 2) for k, v in batch_ips.items()},
         "single_ms_p50": {k: round(_median(v), 1) for k, v in single_ms.items()},
         "sgemm_gflops_p50": round(_median(sgemm), 1),
+        "paired": paired,
         "model_gflop_per_image": round(flops / 1e9, 3),
         "precision_at_5": quality,
         "auto_vs_tensorflow": auto_vs_tf,
@@ -253,8 +289,10 @@ def _cli_evaluate(work: Path, index: str, against: str) -> dict:
     }
 
 
-def _targets(model: dict, servers: dict) -> dict:
+def _targets(model: dict, servers: dict | None) -> dict:
     build, single = model["build_ips"], model["single_ms_p50"]
+    nan = {"start_s_p50": float("nan"), "rss_mb_p50": float("nan"), "search_ms_p50": float("nan")}
+    servers = servers or {"tensorflow": nan, "auto": nan}
     ceiling = model["sgemm_gflops_p50"] / model["model_gflop_per_image"]
     figures = {
         "build_speedup_auto": build["auto"] / build["tensorflow"],
@@ -265,6 +303,10 @@ def _targets(model: dict, servers: dict) -> dict:
         "build_speedup_int8": build["openvino-int8"] / build["tensorflow"],
         "precision_gap_int8": abs(model["precision_at_5"]["openvino-int8"] - model["precision_at_5"]["auto"]),
         "fp32_of_ceiling": model["batch32_ips_p50"]["auto"] / ceiling,
+        "paired_batch32_speedup_auto": model["paired"]["batch32_speedup_auto"]["p50"],
+        "paired_batch32_speedup_int8": model["paired"]["batch32_speedup_openvino-int8"]["p50"],
+        "paired_single_ratio_auto": model["paired"]["single_ms_ratio_auto"]["p50"],
+        "paired_single_ratio_int8": model["paired"]["single_ms_ratio_openvino-int8"]["p50"],
         "single_image_ratio_auto": single["auto"] / single["tensorflow"],
         "single_image_ratio_int8": single["openvino-int8"] / single["tensorflow"],
         "fp32_ceiling_ips": ceiling,
@@ -286,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
     parser.add_argument("--limit", type=int, default=0, help="photos to index (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="catalogue chunks, one interleaved build round each")
+    parser.add_argument("--probe-rounds", type=int, default=12, help="back-to-back forward-pass rounds")
     parser.add_argument("--server-rounds", type=int, default=2)
     parser.add_argument("--searches", type=int, default=30, help="single-photo searches per server")
     parser.add_argument("--workdir", help="keep the work here (default: a temporary folder, removed)")
@@ -314,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, FASHION_WEIGHTS="none")
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.bench_runtime", "--child", "--workdir", str(work),
-             "--dataset", args.dataset],
+             "--dataset", args.dataset, "--probe-rounds", str(args.probe_rounds)],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True, check=True,
         )
         lines = child.stdout.strip().splitlines()
@@ -324,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             "auto_against_tensorflow": _cli_evaluate(work, "index-tensorflow", "index-auto"),
             "int8_against_auto": _cli_evaluate(work, "index-auto", "index-openvino-int8"),
         }
-        servers = _servers(work, args)
+        servers = _servers(work, args) if args.server_rounds else None
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
