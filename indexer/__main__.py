@@ -63,7 +63,10 @@ def cmd_search(args) -> int:
     settings = _settings(args)
     embedder = _embedder(settings)
     searcher = Searcher.load(
-        settings.index_dir, expect=model_key(embedder.weights_id), search_k=settings.annoy_search_k
+        settings.index_dir,
+        expect=model_key(embedder.weights_id),
+        search_k=settings.annoy_search_k,
+        candidates=settings.search_candidates,
     )
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
@@ -86,6 +89,7 @@ def cmd_evaluate(args) -> int:
         settings.index_dir,
         expect=None if args.any_weights else model_key(_weights_id(settings)),
         search_k=settings.annoy_search_k,  # measure what the web app serves
+        candidates=settings.search_candidates,
     )
     print(json.dumps(evaluate(searcher, label=args.label, k=args.k, sample=args.sample), indent=2))
     return 0
