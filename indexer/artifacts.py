@@ -285,6 +285,7 @@ def build_annoy(vectors_npy: Path, trees: int, path: Path, seed: int = 42) -> st
         else:
             index.build(trees, n_jobs=-1)
             index.unload()
+        os.chmod(tmp, 0o644)  # Annoy creates it 0600, which would hide it from a web server user
         _fsync_file(tmp)  # Annoy does not fsync; the other artifacts are
         os.replace(tmp, path)
     except BaseException:

@@ -13,7 +13,7 @@ from .ids import recorded_ids
 
 # Fields offered as filters when styles.csv provides them, in display order.
 FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
-EXACT_BLOCK = 16384  # rows per matrix product in exact search (128 MB of float32 vectors)
+EXACT_BLOCK = 4096  # rows per matrix product in exact search (32 MB of 2048-dim float32 vectors)
 
 
 class UnknownItem(KeyError):
@@ -46,13 +46,22 @@ class Searcher:
     """
 
     def __init__(self, index: LoadedIndex, search_k: int = -1, candidates: int = 200):
+        # The manifest's per-item lists (about 0.3 KB an item as Python
+        # objects) are not all kept: file fingerprints are dropped, thumbnail
+        # names become one bytes array, and "ids" is the list the searcher uses.
+        self.ids = recorded_ids(index.manifest, index.filenames)
+        manifest = dict(index.manifest)
+        manifest.pop("items", None)
+        thumbs = manifest.pop("thumbs", None)
+        if "ids" in manifest:
+            manifest["ids"] = self.ids
+        index.manifest = manifest
         self.index = index
-        self.manifest = index.manifest
+        self.manifest = manifest
         self.embeddings = index.embeddings
         self.filenames = index.filenames
         self.metadata = index.metadata
-        self.thumbs = index.manifest.get("thumbs") or [None] * len(index.filenames)
-        self.ids = recorded_ids(index.manifest, index.filenames)
+        self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
         self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
         self.filename_set = frozenset(index.filenames)
         self._facets: dict[str, list[str]] | None = None
@@ -191,5 +200,9 @@ class Searcher:
             "id": self.ids[row],
             "filename": self.filenames[row],
             "metadata": dict(self.metadata[row]),
-            "thumb": self.thumbs[row],
+            "thumb": self.thumb(row),
         }
+
+    def thumb(self, row: int) -> str | None:
+        """Thumbnail file name of a row (None for an index without thumbnails)."""
+        return None if self._thumbs is None else self._thumbs[row].decode("ascii")

@@ -460,6 +460,7 @@ def test_publish_streams_rows_and_writes_the_same_artifacts(tmp_path):
     annoy = AnnoyIndex(8, "euclidean")
     annoy.load(str(gen / "index.ann"))
     assert annoy.get_n_items() == n
+    assert all((gen / name).stat().st_mode & 0o777 == 0o644 for name in artifacts.ARTIFACT_FILES)
     np.testing.assert_allclose(annoy.get_item_vector(n - 1), expected[n - 1], rtol=1e-6)
     annoy.unload()
     assert json.loads((gen / "metadata.json").read_text())[7] == {"i": "2"}
