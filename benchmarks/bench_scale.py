@@ -107,7 +107,7 @@ def relpath(item: int) -> str:
 def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float) -> list[int]:
     """Write the synthetic vectors as build shards; returns each item's source row."""
     from indexer import checkpoints
-    from indexer.build import model_key
+    from indexer.plan import model_key
 
     key = model_key(WEIGHTS_ID)
     work = checkpoints.work_dir(index_dir)
@@ -126,9 +126,10 @@ def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float)
 
 def publish_child(index_dir: Path, sources_path: Path, dataset: Path) -> dict:
     """Publish the shards in ``index_dir/work`` through ``publish_plan``; measure time and peak RSS."""
-    from indexer.build import BuildPlan, model_key, publish_plan
+    from indexer.build import publish_plan
     from indexer.catalogue import CatalogueFile, metadata_for, read_styles
     from indexer.config import Settings
+    from indexer.plan import BuildPlan, model_key
 
     source_index(dataset)
     sources = json.loads(sources_path.read_text())
