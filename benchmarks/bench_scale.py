@@ -127,7 +127,7 @@ def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float)
 def publish_child(index_dir: Path, sources_path: Path, dataset: Path) -> dict:
     """Publish the shards in ``index_dir/work`` through ``publish_plan``; measure time and peak RSS."""
     from indexer.build import publish_plan
-    from indexer.catalogue import CatalogueFile, metadata_for, read_styles
+    from indexer.catalogue import CatalogueFile, read_styles
     from indexer.config import Settings
     from indexer.plan import BuildPlan, model_key
 
@@ -135,7 +135,7 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path) -> dict:
     sources = json.loads(sources_path.read_text())
     loaded_names = _source_filenames()
     real_styles = read_styles(dataset)
-    source_rows = [metadata_for(name, real_styles) for name in loaded_names]
+    source_rows = [dict(real_styles.get(Path(name).stem, {})) for name in loaded_names]
     files = [CatalogueFile(relpath(i), 1000, 0) for i in range(len(sources))]
     styles = {Path(relpath(i)).stem: source_rows[s] for i, s in enumerate(sources)}
     catalogue = index_dir.parent / "no-such-catalogue"
