@@ -67,6 +67,7 @@ def cmd_search(args) -> int:
         settings.index_dir,
         expect=model_key(embedder.weights_id, embedder.vector_space),
         search_k=settings.annoy_search_k,
+        candidates=settings.search_candidates,
     )
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
@@ -91,6 +92,7 @@ def cmd_evaluate(args) -> int:
         settings.index_dir,
         expect=None if args.any_weights else expect,
         search_k=settings.annoy_search_k,  # measure what the web app serves
+        candidates=settings.search_candidates,
     )
     result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
     if args.against:

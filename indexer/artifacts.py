@@ -5,10 +5,14 @@ Layout of the index dir::
     current -> gen-<id>          symlink, switched atomically by os.replace
     gen-<id>/embeddings.pkl      float32 N x 2048, L2-normalised
     gen-<id>/filenames.pkl       N paths relative to the catalogue
+    gen-<id>/embeddings.npy      the same vectors as a plain .npy, memory-mapped by workers
     gen-<id>/metadata.json       N dicts from styles.csv (may be empty)
+    gen-<id>/metadata-codes.npy  the same metadata as category codes (see metadata.py)
+    gen-<id>/metadata-values.json
     gen-<id>/index.ann           Annoy, euclidean, item i = row i
+    gen-<id>/verified.json       size, mtime, ctime and inode of each file when it was hashed
     gen-<id>/manifest.json       written last; checksums of the files above
-    embeddings.pkl, filenames.pkl, index.ann, manifest.json, metadata.json
+    embeddings.pkl, filenames.pkl, index.ann, manifest.json, ...
                                  fixed symlinks into current/
     thumbs/                      JPEG thumbnails, shared by generations
     work/                        checkpoints of an unfinished build
@@ -28,7 +32,9 @@ import json
 import logging
 import os
 import pickle
+import pickletools
 import shutil
+import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,12 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .metadata import CODES_FILE, VALUES_FILE, Metadata
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CURRENT = "current"
-ARTIFACT_FILES = ("embeddings.pkl", "filenames.pkl", "metadata.json", "index.ann")
+VECTORS_FILE = "embeddings.npy"
+LEGACY_FILES = ("embeddings.pkl", "filenames.pkl", "metadata.json", "index.ann")
+ARTIFACT_FILES = LEGACY_FILES + (VECTORS_FILE, CODES_FILE, VALUES_FILE)
 MANIFEST = "manifest.json"
+VERIFIED = "verified.json"
 STATUS = "status.json"
 WORK_DIR = "work"
 THUMBS_DIR = "thumbs"
@@ -68,20 +79,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place."""
+class _HashingWriter:
+    """A file wrapper that hashes every byte on its way to disk."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+
+def _atomic_write(path: Path, write) -> str:
+    """Call ``write(handle)`` on a temporary file next to ``path``, then move it into place.
+
+    Returns the SHA-256 of what was written, so publishing never re-reads a
+    file to checksum it.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide it from a web server user
-            write(handle)
+            hashing = _HashingWriter(handle)
+            write(hashing)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    return hashing.digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -92,24 +121,29 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    _atomic_write(path, lambda handle: handle.write(data))
+def atomic_write_bytes(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns its SHA-256."""
+    return _atomic_write(path, lambda handle: handle.write(data))
 
 
-def atomic_write_pickle(path: Path, obj) -> None:
+def atomic_write_pickle(path: Path, obj) -> str:
     """Pickle ``obj`` straight into ``path``, atomically.
 
     Protocol 5 writes a numpy array's buffer in-band without copying it, so
     saving the embeddings costs no memory beyond the array itself (``dumps``
     at protocol 4 held two extra copies: the array's bytes and the pickle).
     """
-    _atomic_write(path, lambda handle: pickle.dump(obj, handle, protocol=5))
+    return _atomic_write(path, lambda handle: pickle.dump(obj, handle, protocol=5))
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    """Atomically write ``obj`` as JSON."""
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
+def atomic_write_npy(path: Path, array: np.ndarray) -> str:
+    """Atomically write ``array`` as ``.npy`` (no pickle); returns its SHA-256."""
+    return _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def atomic_write_json(path: Path, obj) -> str:
+    """Atomically write ``obj`` as JSON; returns its SHA-256."""
+    return atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _unlink_quietly(path) -> None:
@@ -128,60 +162,183 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_annoy(embeddings: np.ndarray, trees: int, path: Path, seed: int = 42) -> None:
-    """Build an Annoy (euclidean) index over ``embeddings`` and save it atomically."""
+CHUNK_ROWS = 4096  # rows per read or write while streaming vectors (32 MB at 2048 dims)
+
+
+def _npy_header(handle, shape: tuple[int, int]) -> None:
+    np.lib.format.write_array_header_1_0(
+        handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    )
+
+
+def _write_vectors_npy(path: Path, embeddings, shape: tuple[int, int]) -> str:
+    """Stream ``embeddings`` (anything sliceable by row ranges) into a float32 ``.npy``."""
+    count, dim = shape
+
+    def write(handle):
+        _npy_header(handle, shape)
+        for start in range(0, count, CHUNK_ROWS):
+            chunk = np.ascontiguousarray(embeddings[start : start + CHUNK_ROWS], dtype=np.float32)
+            if chunk.shape != (min(CHUNK_ROWS, count - start), dim):
+                raise ValueError(f"embedding rows {start}.. have shape {chunk.shape}, expected {dim} columns")
+            handle.write(memoryview(chunk).cast("B"))
+
+    return _atomic_write(path, write)
+
+
+def iter_npy_rows(path: Path, chunk_rows: int = CHUNK_ROWS):
+    """Yield ``(first_row, float32 chunk)`` from a 2-D ``.npy`` with plain reads.
+
+    Reads rather than memory-maps so that a pass over gigabytes of vectors
+    does not leave them all mapped (and counted) in this process.
+    """
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        if fortran or dtype != np.float32 or len(shape) != 2:
+            raise ArtifactError(f"{path.name} is not a C-ordered float32 matrix")
+        count, dim = shape
+        for start in range(0, count, chunk_rows):
+            rows = min(chunk_rows, count - start)
+            data = handle.read(rows * dim * 4)
+            if len(data) != rows * dim * 4:
+                raise ArtifactError(f"{path.name} is shorter than its header says")
+            yield start, np.frombuffer(data, dtype=np.float32).reshape(rows, dim)
+
+
+def _write_array_pickle(path: Path, npy_path: Path, shape: tuple[int, int]) -> str:
+    """Write ``embeddings.pkl`` (a pickled float32 array) from the ``.npy`` without loading it.
+
+    The pickle is what ``pickle.dump(array, protocol=5)`` writes, except that
+    the data is streamed from the ``.npy`` in chunks: the opcodes around the
+    data come from pickling the array with its buffer out of band (which
+    reads no data), and the single out-of-band buffer is replaced by an
+    in-band ``BYTEARRAY8`` holding the bytes. Frames are optional for
+    unpicklers and are left out.
+    """
+    if shape[0] == 0:
+        return atomic_write_pickle(path, np.zeros(shape, np.float32))
+    mapped = np.load(npy_path, mmap_mode="r").view(np.ndarray)  # no page is read by pickling it out of band
+    skeleton = pickle.dumps(mapped, protocol=5, buffer_callback=lambda buffer: None)  # None: out of band
+    del mapped
+    parts, data_at = [], None
+    ops = list(pickletools.genops(skeleton))
+    for index, (op, _arg, pos) in enumerate(ops):
+        end = ops[index + 1][2] if index + 1 < len(ops) else len(skeleton)
+        if op.name == "FRAME" or op.name == "READONLY_BUFFER":
+            continue
+        if op.name == "NEXT_BUFFER":
+            data_at = len(parts)
+            parts.append(None)
+            continue
+        parts.append(skeleton[pos:end])
+    if data_at is None or parts.count(None) != 1:
+        raise RuntimeError("unexpected pickle layout for a numpy array")
+    nbytes = shape[0] * shape[1] * 4
+
+    def write(handle):
+        for part in parts:
+            if part is not None:
+                handle.write(part)
+                continue
+            handle.write(pickle.BYTEARRAY8 + struct.pack("<Q", nbytes))
+            for _start, chunk in iter_npy_rows(npy_path):
+                handle.write(memoryview(chunk).cast("B"))
+
+    return _atomic_write(path, write)
+
+
+def _write_json_rows(path: Path, rows) -> str:
+    """Write a JSON list one row at a time (no whole-document string in memory)."""
+
+    def write(handle):
+        handle.write(b"[")
+        for i, row in enumerate(rows):
+            handle.write((",\n" if i else "\n").encode() + json.dumps(row, sort_keys=True).encode("utf-8"))
+        handle.write(b"\n]\n")
+
+    return _atomic_write(path, write)
+
+
+def build_annoy(vectors_npy: Path, trees: int, path: Path, seed: int = 42) -> str:
+    """Build an Annoy (euclidean) index over the vectors in a ``.npy``; save it atomically.
+
+    Annoy builds straight into the file (``on_disk_build``), so the index is
+    never held in memory beside a copy of the vectors. Returns its SHA-256.
+    """
     from annoy import AnnoyIndex
 
-    index = AnnoyIndex(embeddings.shape[1], METRIC)
-    index.set_seed(seed)
-    for row, vector in enumerate(embeddings):
-        index.add_item(row, vector)
-    index.build(trees, n_jobs=-1)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _unlink_quietly(tmp)
+    index = None
     try:
-        index.save(str(tmp))
-        index.unload()
-        _fsync_file(tmp)  # Annoy's save does not; the other artifacts are fsynced too
+        for start, chunk in iter_npy_rows(vectors_npy):
+            if index is None:
+                index = AnnoyIndex(chunk.shape[1], METRIC)
+                index.set_seed(seed)
+                index.on_disk_build(str(tmp))
+            for offset, vector in enumerate(chunk):
+                index.add_item(start + offset, vector)
+        if index is None:  # no rows: an empty file, as the loader expects nothing from it
+            atomic_write_bytes(tmp, b"")
+        else:
+            index.build(trees, n_jobs=-1)
+            index.unload()
+        os.chmod(tmp, 0o644)  # Annoy creates it 0600, which would hide it from a web server user
+        _fsync_file(tmp)  # Annoy does not fsync; the other artifacts are
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    return sha256_file(path)
 
 
 def publish(
     index_dir: Path,
     *,
-    embeddings: np.ndarray,
+    embeddings,
     filenames: list[str],
-    metadata: list[dict],
+    metadata,
     manifest: dict,
     trees: int,
 ) -> Path:
     """Write a complete generation and switch ``current`` to it.
 
-    ``manifest`` holds the descriptive fields; checksums, count and the
-    format version are added here. Returns the new generation folder.
+    ``embeddings`` is an N x dim float array or anything with ``shape`` that
+    slices by row ranges (rows are read a chunk at a time, so a lazy source
+    keeps publishing in bounded memory); ``metadata`` is a sequence of N
+    dicts. ``manifest`` holds the descriptive fields; checksums, count and
+    the format version are added here. Returns the new generation folder.
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    if len(filenames) != len(embeddings) or len(metadata) != len(filenames):
+    shape = tuple(getattr(embeddings, "shape", ()))
+    if len(shape) != 2 or shape[0] != len(filenames) or len(metadata) != len(filenames):
         raise ValueError("embeddings, filenames and metadata must have the same length")
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    shape = (int(shape[0]), int(shape[1]))
     gen = index_dir / f"gen-{time.time_ns()}-{os.getpid()}"
     gen.mkdir()
-    atomic_write_pickle(gen / "embeddings.pkl", embeddings)
-    atomic_write_pickle(gen / "filenames.pkl", list(filenames))
-    atomic_write_json(gen / "metadata.json", metadata)
-    build_annoy(embeddings, trees, gen / "index.ann")
+    checksums = {}
+    checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, embeddings, shape)
+    checksums["embeddings.pkl"] = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
+    checksums["filenames.pkl"] = atomic_write_pickle(gen / "filenames.pkl", list(filenames))
+    checksums["metadata.json"] = _write_json_rows(gen / "metadata.json", metadata)
+    compact = Metadata.from_rows(metadata, count=shape[0])
+    checksums[CODES_FILE] = atomic_write_npy(gen / CODES_FILE, compact.codes)
+    checksums[VALUES_FILE] = atomic_write_bytes(gen / VALUES_FILE, compact.values_json())
+    del compact
+    checksums["index.ann"] = build_annoy(gen / VECTORS_FILE, trees, gen / "index.ann")
     manifest = dict(manifest)
     manifest.update(
         format_version=FORMAT_VERSION,
-        count=len(filenames),
-        dim=int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+        count=shape[0],
+        dim=shape[1],
         metric=METRIC,
         trees=trees,
-        checksums={name: sha256_file(gen / name) for name in ARTIFACT_FILES},
+        checksums=checksums,
     )
+    _record_verified(gen, checksums)  # hashed while writing: workers need not hash again
     atomic_write_json(gen / MANIFEST, manifest)  # last: marks the set complete
     fsync_dir(gen)
     _switch_current(index_dir, gen)
@@ -266,13 +423,18 @@ def safe_unpickle(data: bytes):
 
 @dataclass
 class LoadedIndex:
-    """A verified generation, ready for searching."""
+    """A verified generation, ready for searching.
+
+    ``embeddings`` is memory-mapped from ``embeddings.npy`` (read-only,
+    shared by every process on the host through the page cache);
+    ``metadata`` is a ``Metadata`` of code arrays, memory-mapped likewise.
+    """
 
     gen_dir: Path
     manifest: dict
     embeddings: np.ndarray
     filenames: list[str]
-    metadata: list[dict]
+    metadata: Metadata
     annoy: object = field(repr=False)
 
 
@@ -287,12 +449,95 @@ def read_manifest(gen_dir: Path) -> dict:
     return manifest
 
 
+# ---------------------------------------------------------------- verify once
+
+# A file's identity as the kernel reports it. ctime changes on any write,
+# truncate, rename or utime, and cannot be set back by a user, so a file
+# edited after it was hashed never matches its record.
+def _identity(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def _record_verified(gen: Path, checksums: dict[str, str]) -> None:
+    """Record that the files of ``gen`` hashed to ``checksums`` as they are now."""
+    record = {name: {"sha256": digest, "identity": _identity(gen / name)} for name, digest in checksums.items()}
+    atomic_write_json(gen / VERIFIED, record)
+
+
+def _read_verified(gen: Path) -> dict:
+    try:
+        record = json.loads((gen / VERIFIED).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _still_verified(path: Path, digest: str | None, entry) -> bool:
+    """True when ``path`` was hashed to ``digest`` and has not changed since."""
+    return (
+        isinstance(entry, dict)
+        and digest is not None
+        and entry.get("sha256") == digest
+        and entry.get("identity") is not None
+        and entry.get("identity") == _identity(path)
+    )
+
+
+def _verify(gen: Path, names: tuple[str, ...], checksums: dict, read: frozenset) -> dict[str, bytes]:
+    """Check every file of ``gen`` against the manifest; return the bytes of those in ``read``.
+
+    Files read into memory are hashed on every open (cheap: their bytes are
+    read anyway, and a pickle is never decoded unhashed). The large files,
+    which are memory-mapped or not read at all, are hashed only when the
+    generation's verified record does not match their current size, mtime,
+    ctime and inode; a successful hash is then recorded (when the folder is
+    writable), so the next worker start reads none of their bytes.
+    """
+    record = _read_verified(gen)
+    blobs: dict[str, bytes] = {}
+    hashed = []
+    for name in names:
+        path = gen / name
+        if name in read:
+            try:
+                blobs[name] = path.read_bytes()
+            except OSError:
+                blobs[name] = b""
+            ok = hashlib.sha256(blobs[name]).hexdigest() == checksums.get(name)
+        elif _still_verified(path, checksums.get(name), record.get(name)):
+            ok = True
+        else:
+            ok = path.is_file() and sha256_file(path) == checksums.get(name)
+            hashed.append(name)
+        if not ok:
+            raise ArtifactError(f"{name} in {gen.name} does not match its checksum; refusing to use it")
+    if hashed:
+        log.info("Verified %s in %s by checksum", ", ".join(hashed), gen.name)
+        try:
+            _record_verified(gen, {name: checksums[name] for name in names})
+        except OSError as exc:  # a read-only index dir: verify again next time
+            log.info("Could not record the verification of %s: %s", gen.name, exc)
+    return blobs
+
+
+def _load_npy(path: Path, count: int) -> np.ndarray:
+    # an empty file cannot be memory-mapped; the view drops np.memmap's subclass
+    # (so arithmetic gives plain arrays) and keeps the mapping alive as its base
+    return np.load(path, mmap_mode="r" if count else None, allow_pickle=False).view(np.ndarray)
+
+
 def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
-    """Load the current generation after verifying every checksum.
+    """Load the current generation after verifying it against its manifest.
 
     ``expect`` maps manifest keys (e.g. ``weights_id``) to required values;
     a mismatch raises ``ArtifactError`` just like a corrupt file, and no
-    pickle is opened before its checksum matched.
+    pickle is opened before its checksum matched. Generations written
+    before ``embeddings.npy`` existed are verified in full and loaded into
+    memory, as they always were.
     """
     from annoy import AnnoyIndex
 
@@ -304,30 +549,28 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         if manifest.get(key) != value:
             raise ArtifactError(f"index was built with {key}={manifest.get(key)!r}, need {value!r}")
     checksums = manifest.get("checksums") or {}
-    blobs: dict[str, bytes] = {}
-    for name in ARTIFACT_FILES:
-        path = gen / name
-        if name == "index.ann":
-            ok = path.is_file() and sha256_file(path) == checksums.get(name)
-        else:
-            try:
-                blobs[name] = path.read_bytes()
-            except OSError:
-                blobs[name] = b""
-            ok = hashlib.sha256(blobs[name]).hexdigest() == checksums.get(name)
-        if not ok:
-            raise ArtifactError(f"{name} in {gen.name} does not match its checksum; refusing to use it")
-    try:
-        embeddings = safe_unpickle(blobs["embeddings.pkl"])
-        filenames = safe_unpickle(blobs["filenames.pkl"])
-        metadata = json.loads(blobs["metadata.json"])
-    except (pickle.UnpicklingError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     count, dim = manifest.get("count"), manifest.get("dim")
+    legacy = VECTORS_FILE not in checksums
+    names = LEGACY_FILES if legacy else ARTIFACT_FILES
+    read = frozenset(LEGACY_FILES if legacy else ("filenames.pkl", VALUES_FILE))
+    blobs = _verify(gen, names, checksums, read)
+    try:
+        filenames = safe_unpickle(blobs["filenames.pkl"])
+        if legacy:
+            embeddings = safe_unpickle(blobs["embeddings.pkl"])
+            rows = json.loads(blobs["metadata.json"])
+            metadata = Metadata.from_rows(rows, count=len(rows))
+        else:
+            embeddings = _load_npy(gen / VECTORS_FILE, count)
+            metadata = Metadata.load(_load_npy(gen / CODES_FILE, count), blobs[VALUES_FILE])
+    except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     if (
         not isinstance(embeddings, np.ndarray)
         or embeddings.dtype != np.float32
+        or not embeddings.flags.c_contiguous
         or embeddings.shape != (count, dim)
+        or not isinstance(filenames, list)
         or len(filenames) != count
         or len(metadata) != count
     ):

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,21 +112,76 @@ def _keep_reused_vectors(plan: BuildPlan, skipped: list[Skipped]) -> list[Skippe
     return kept
 
 
+class _PlanVectors:
+    """The vectors of a publish in catalogue order, read a block of rows at a time.
+
+    Each row is either a reused vector (a view into the previous
+    generation's memory-mapped file) or a row of a shard in ``work/``; a
+    block is gathered when ``artifacts.publish`` asks for it, so publishing
+    never holds every vector at once.
+    """
+
+    def __init__(self, sources: list, dim: int):
+        self._sources = sources  # per row: a vector, or (shard .npy path, row)
+        self.shape = (len(sources), dim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        picked = self._sources[rows]
+        out = np.empty((len(picked), self.shape[1]), np.float32)
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for i, source in enumerate(picked):
+            if isinstance(source, tuple):
+                by_shard.setdefault(source[0], []).append((i, source[1]))
+            else:
+                out[i] = source
+        for path, pairs in by_shard.items():
+            shard = np.load(path, mmap_mode="r", allow_pickle=False)
+            targets, shard_rows = zip(*pairs)
+            out[list(targets)] = shard[list(shard_rows)]
+            del shard  # unmapped now: a publish does not keep every shard mapped
+        return out
+
+
+class _PlanMetadata(Sequence):
+    """styles.csv rows of the published files, looked up when read (no list of dicts held)."""
+
+    def __init__(self, relpaths: list[str], item_ids: list[str], styles: dict):
+        self._relpaths, self._ids, self._styles = relpaths, item_ids, styles
+        self._id_set = set(item_ids)
+
+    def __len__(self) -> int:
+        return len(self._relpaths)
+
+    def _row(self, row: int) -> dict:
+        key = ids.metadata_key(self._relpaths[row], self._ids[row], self._id_set)
+        return dict(self._styles.get(key, {})) if key else {}
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self._row(i) for i in range(*row.indices(len(self)))]
+        return self._row(row)
+
+
 def publish_plan(
     plan: BuildPlan, settings: Settings, skipped: list[Skipped], runtime: str = "tensorflow"
 ) -> tuple[int, int]:
     """Merge reused vectors and new shards in catalogue order and publish.
 
-    ``runtime`` (which engine embedded) is recorded in the manifest for
-    information; ``plan.model_key`` decides compatibility. Returns
-    ``(indexed_now, total)``.
+    Shards are located, not loaded: rows are read a block at a time while
+    the artifacts are written, so memory stays bounded by the block, not by
+    the catalogue. ``runtime`` (which engine embedded) is recorded in the
+    manifest for information; ``plan.model_key`` decides compatibility.
+    Returns ``(indexed_now, total)``.
     """
     fingerprints = {item.relpath: item.fingerprint for item in plan.files}
-    fresh = checkpoints.read_shards(
+    fresh = checkpoints.locate_shards(
         checkpoints.work_dir(settings.index_dir), model_key=plan.model_key, fingerprints=fingerprints
     )
     skipped_paths = {s.relpath for s in skipped}
-    rows: list[np.ndarray] = []
+    sources: list = []
     kept: list[CatalogueFile] = []
     indexed = 0
     for item in plan.files:
@@ -133,25 +189,17 @@ def publish_plan(
             continue
         stored = fresh.get(item.relpath)
         if stored is not None and list(stored[0]) == item.fingerprint:
-            vector = stored[1]
+            source = (stored[1], stored[2])
             indexed += item.relpath not in plan.reuse
         else:
-            vector = plan.reuse.get(item.relpath)
-        if vector is None:
+            source = plan.reuse.get(item.relpath)
+        if source is None:
             continue  # vanished between scan and publish
-        rows.append(vector)
+        sources.append(source)
         kept.append(item)
-    # one copy of the vectors: stacked straight into float32, and the shards'
-    # arrays let go before the artifacts (and Annoy's own copy) are written
-    embeddings = np.stack(rows, dtype=np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
-    del rows, fresh
+    del fresh
     relpaths = [i.relpath for i in kept]
     item_ids = ids.assign_ids(relpaths, ids.previous_ids(settings.index_dir))
-    id_set = set(item_ids)
-    metadata = [
-        dict(plan.styles.get(key, {})) if (key := ids.metadata_key(relpath, item_id, id_set)) else {}
-        for relpath, item_id in zip(relpaths, item_ids)
-    ]
     manifest = dict(
         plan.model_key,
         runtime=runtime,
@@ -167,9 +215,9 @@ def publish_plan(
     )
     artifacts.publish(
         settings.index_dir,
-        embeddings=embeddings,
+        embeddings=_PlanVectors(sources, EMBEDDING_DIM),
         filenames=relpaths,
-        metadata=metadata,
+        metadata=_PlanMetadata(relpaths, item_ids, plan.styles),
         manifest=manifest,
         trees=settings.annoy_trees,
     )

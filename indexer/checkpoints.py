@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import WORK_DIR, atomic_write_bytes, atomic_write_json
+from .artifacts import WORK_DIR, atomic_write_bytes, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,43 @@ def read_shards(
             if fingerprints is not None and list(fingerprints.get(relpath) or ()) != [size, mtime_ns]:
                 continue
             found[relpath] = ([size, mtime_ns], vector)
+    return found
+
+
+def locate_shards(
+    folder: Path, *, model_key: dict, fingerprints: dict[str, list] | None = None
+) -> dict[str, tuple[list, Path, int]]:
+    """Like ``read_shards``, but ``{relpath: (fingerprint, shard .npy path, row)}``.
+
+    Checksums are verified by streaming each shard from disk and no vector
+    is kept, so a publish can read rows a block at a time instead of
+    holding every new vector at once.
+    """
+    found: dict[str, tuple[list, Path, int]] = {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        return found
+    for sidecar_path in sorted(folder.glob("*.json")):
+        npy = sidecar_path.with_suffix(".npy")
+        try:
+            sidecar = json.loads(sidecar_path.read_text("utf-8"))
+            if any(sidecar.get(key) != value for key, value in model_key.items()):
+                continue
+            if sha256_file(npy) != sidecar.get("sha256"):
+                log.warning("Ignoring shard %s: checksum mismatch", sidecar_path.name)
+                continue
+            rows = np.load(npy, mmap_mode="r", allow_pickle=False).shape[0]
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring unreadable shard %s: %s", sidecar_path.name, exc)
+            continue
+        items = sidecar.get("items") or []
+        if len(items) != rows:
+            log.warning("Ignoring shard %s: row count mismatch", sidecar_path.name)
+            continue
+        for row, (relpath, size, mtime_ns) in enumerate(items):
+            if fingerprints is not None and list(fingerprints.get(relpath) or ()) != [size, mtime_ns]:
+                continue
+            found[relpath] = ([size, mtime_ns], npy, row)
     return found
 
 

@@ -84,6 +84,7 @@ class Settings:
     max_files: int = 4
     annoy_trees: int = 50
     annoy_search_k: int = -1
+    search_candidates: int = 200  # Annoy candidates re-ranked exactly per search
     batch_size: int = 32
     checkpoint_every: int = 256
     thumb_size: int = 256
@@ -133,6 +134,7 @@ class Settings:
             max_files=_int(env, "FASHION_MAX_FILES", 4, minimum=1),
             annoy_trees=_int(env, "FASHION_ANNOY_TREES", 50, minimum=1),
             annoy_search_k=_int(env, "FASHION_ANNOY_SEARCH_K", -1, minimum=-1),
+            search_candidates=_int(env, "FASHION_SEARCH_CANDIDATES", 200, minimum=1),
             batch_size=_int(env, "FASHION_BATCH_SIZE", 32, minimum=1),
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),

@@ -1,4 +1,4 @@
-"""Searcher: nearest catalogue items for a vector, with exact metadata filters."""
+"""Searcher: nearest catalogue items for a vector: Annoy candidates re-ranked exactly, exact filters."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .ids import recorded_ids
 
 # Fields offered as filters when styles.csv provides them, in display order.
 FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
+EXACT_BLOCK = 4096  # rows per matrix product in exact search (32 MB of 2048-dim float32 vectors)
 
 
 class UnknownItem(KeyError):
@@ -33,27 +34,52 @@ class Hit:
 
 
 class Searcher:
-    """Nearest-neighbour search over one loaded, verified index generation."""
+    """Nearest-neighbour search over one loaded, verified index generation.
 
-    def __init__(self, index: LoadedIndex, search_k: int = -1):
+    Every search (plain, filtered, more-like-this) takes the same path: a
+    generous pool of candidates from Annoy, re-ranked by exact distance
+    against the stored vectors, or exact search over the allowed rows when a
+    filter leaves few enough of them. Annoy's default effort is about
+    ``trees x k`` nodes whatever the catalogue size, so asking it for only
+    ``k`` results loses recall as the catalogue grows; a pool of
+    ``candidates`` (and Annoy's ``search_k`` of ``trees x pool``) holds it.
+    """
+
+    def __init__(self, index: LoadedIndex, search_k: int = -1, candidates: int = 200):
+        # The manifest's per-item lists (about 0.3 KB an item as Python
+        # objects) are not all kept: file fingerprints are dropped, thumbnail
+        # names become one bytes array, and "ids" is the list the searcher uses.
+        self.ids = recorded_ids(index.manifest, index.filenames)
+        manifest = dict(index.manifest)
+        manifest.pop("items", None)
+        thumbs = manifest.pop("thumbs", None)
+        if "ids" in manifest:
+            manifest["ids"] = self.ids
+        index.manifest = manifest
         self.index = index
-        self.manifest = index.manifest
+        self.manifest = manifest
         self.embeddings = index.embeddings
         self.filenames = index.filenames
         self.metadata = index.metadata
-        self.thumbs = index.manifest.get("thumbs") or [None] * len(index.filenames)
-        self.ids = recorded_ids(index.manifest, index.filenames)
+        self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
         self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
         self.filename_set = frozenset(index.filenames)
         self._facets: dict[str, list[str]] | None = None
-        self._columns: dict[str, np.ndarray] = {}  # filter field -> value per row
         self._annoy = index.annoy
         self._search_k = search_k
+        self.candidates = max(1, candidates)
+        trees = int(index.manifest.get("trees") or 1)
+        # Exact search over the allowed rows costs about their number; Annoy
+        # with a filter keeping a fraction f of n rows needs ~trees x pool / f
+        # nodes. They cost the same at allowed = sqrt(n x trees x pool).
+        self.exact_limit = math.isqrt(len(self.filenames) * trees * self.candidates)
 
     @classmethod
-    def load(cls, index_dir: Path, *, expect: dict | None = None, search_k: int = -1) -> Searcher:
+    def load(
+        cls, index_dir: Path, *, expect: dict | None = None, search_k: int = -1, candidates: int = 200
+    ) -> Searcher:
         """Load and verify the current index in ``index_dir``."""
-        return cls(load_index(index_dir, expect=expect), search_k=search_k)
+        return cls(load_index(index_dir, expect=expect), search_k=search_k, candidates=candidates)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -74,38 +100,18 @@ class Searcher:
 
     def vector(self, row: int) -> np.ndarray:
         """Stored unit vector of a row (no re-embedding)."""
-        return self.embeddings[row]
+        return np.array(self.embeddings[row])
 
     def facets(self) -> dict[str, list[str]]:
         """Distinct values of each filter field present in the metadata (cached)."""
         if self._facets is None:
-            self._facets = self._collect_facets()
+            found = {name: self.metadata.distinct(name) for name in FILTER_FIELDS}
+            self._facets = {name: values for name, values in found.items() if values}
         return self._facets
 
-    def _collect_facets(self) -> dict[str, list[str]]:
-        values: dict[str, set[str]] = {name: set() for name in FILTER_FIELDS}
-        for meta in self.metadata:
-            for name in FILTER_FIELDS:
-                if meta.get(name):
-                    values[name].add(meta[name])
-        return {name: sorted(found) for name, found in values.items() if found}
-
-    def _column(self, name: str) -> np.ndarray:
-        # Built once per field, so a filtered search compares arrays instead
-        # of walking every row's metadata dict on each request.
-        column = self._columns.get(name)
-        if column is None:
-            column = np.array([meta.get(name) for meta in self.metadata], dtype=object)
-            self._columns[name] = column
-        return column
-
     def _mask(self, filters: dict[str, str]) -> np.ndarray | None:
-        if not filters:
-            return None
-        mask = np.ones(len(self.metadata), dtype=bool)
-        for name, wanted in filters.items():
-            mask &= self._column(name) == wanted
-        return mask
+        # one comparison of a code array per field, no per-row Python
+        return self.metadata.mask(filters) if filters else None
 
     # ------------------------------------------------------------ search
 
@@ -114,53 +120,74 @@ class Searcher:
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that match every filter exactly.
 
-        Annoy is asked for extra candidates; if too few of them pass the
-        filters, the answer comes from exact search over the matching subset,
-        so a filter with at least ``k`` matches always yields ``k`` hits.
+        Selective filters are answered by exact search over the matching
+        rows; otherwise Annoy's candidates (more of them the more a filter
+        removes) are filtered and re-ranked exactly, and if too few pass,
+        exact search over the matching rows answers. A filter with at least
+        ``k`` matches therefore always yields ``k`` hits.
         """
         n = len(self.filenames)
         if n == 0 or k <= 0:
             return []
+        vector = np.asarray(vector, dtype=np.float32)
         mask = self._mask(filters or {})
         if exclude is not None:
             mask = np.ones(n, dtype=bool) if mask is None else mask  # _mask returns a fresh array
             mask[exclude] = False
-        allowed = n if mask is None else int(mask.sum())
+        allowed = n if mask is None else int(np.count_nonzero(mask))
         wanted = min(k, allowed)
         if wanted == 0:
             return []
-        # Ask Annoy for more than needed when filtering; the fraction that
-        # passes the filter predicts how many candidates that takes.
-        fraction = allowed / n
-        candidates = min(n, max(k, math.ceil(k / max(fraction, 1e-9) * 2)) + (1 if exclude is not None else 0))
-        if candidates <= n // 2 or mask is None:
-            rows, dists = self._annoy.get_nns_by_vector(
-                vector.tolist(), candidates, search_k=self._search_k, include_distances=True
-            )
-            hits = [Hit(r, d) for r, d in zip(rows, dists) if mask is None or mask[r]]
-            if len(hits) >= wanted:
-                return hits[:wanted]
-        return self.exact(vector, wanted, mask)
+        if allowed < n - (exclude is not None) and allowed <= self.exact_limit:
+            return self.exact(vector, wanted, mask)
+        pool = math.ceil(max(self.candidates, 2 * wanted) * n / allowed) + (exclude is not None)
+        if pool > n // 2:
+            return self.exact(vector, wanted, mask)
+        rows = np.asarray(
+            self._annoy.get_nns_by_vector(vector.tolist(), pool, search_k=self._search_k), dtype=np.int64
+        )
+        if mask is not None:
+            rows = rows[mask[rows]]
+        if len(rows) < wanted:
+            return self.exact(vector, wanted, mask)
+        return self.rank(vector, rows, wanted)
+
+    def rank(self, vector: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` of ``rows`` nearest to ``vector`` by exact distance, ties by row."""
+        rows = np.sort(rows)  # ascending rows read the memory-mapped vectors in file order
+        distances = np.linalg.norm(self.embeddings[rows] - vector, axis=1)
+        order = np.lexsort((rows, distances))[:k]
+        return [Hit(int(rows[i]), float(distances[i])) for i in order]
 
     def annoy_neighbours(self, vector: np.ndarray, n: int) -> list[int]:
         """Rows of Annoy's ``n`` nearest items alone (no filters, no fallback), for measuring recall."""
         return self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=self._search_k)
 
     def exact(self, vector: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[Hit]:
-        """Brute-force nearest neighbours with numpy, over the rows in ``mask``."""
+        """Brute-force nearest neighbours with numpy, over the rows in ``mask``.
+
+        Works through the rows in blocks, so its memory stays small when the
+        vectors are a memory-mapped file of gigabytes.
+        """
+        vector = np.asarray(vector, dtype=np.float32)
         rows = np.arange(len(self.filenames)) if mask is None else np.flatnonzero(mask)
-        if len(rows) == 0:
-            return []
-        subset = self.embeddings[rows]
-        # |a-b|^2 = 2 - 2 a.b for unit vectors
-        squared = np.maximum(2.0 - 2.0 * (subset @ vector.astype(np.float32)), 0.0)
         k = min(k, len(rows))
-        best = np.argpartition(squared, k - 1)[:k]
-        # 2 - 2 a.b cancels badly near 0 (an item's own distance came out as
-        # ~3e-4 instead of 0); recompute the k winners from their differences
-        distances = np.linalg.norm(subset[best] - vector.astype(np.float32), axis=1)
-        order = np.argsort(distances, kind="stable")
-        return [Hit(int(rows[best[i]]), float(distances[i])) for i in order]
+        if k <= 0:
+            return []
+        # |a-b|^2 = 2 - 2 a.b for unit vectors: cheap, but it cancels badly near
+        # 0, so each block keeps a margin of candidates that _rank recomputes
+        keep = min(len(rows), k + 16)
+        best_rows, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
+        for start in range(0, len(rows), EXACT_BLOCK):
+            block = rows[start : start + EXACT_BLOCK]
+            vectors = self.embeddings[start : start + EXACT_BLOCK] if mask is None else self.embeddings[block]
+            scores = -(vectors @ vector)
+            best_rows = np.concatenate([best_rows, block])
+            best_scores = np.concatenate([best_scores, scores])
+            if len(best_rows) > keep:
+                top = np.argpartition(best_scores, keep - 1)[:keep]
+                best_rows, best_scores = best_rows[top], best_scores[top]
+        return self.rank(vector, best_rows, k)
 
     def similar(self, item_id: str, k: int, filters: dict[str, str] | None = None) -> tuple[int, list[Hit]]:
         """Neighbours of a catalogue item from its stored vector, itself excluded."""
@@ -173,5 +200,9 @@ class Searcher:
             "id": self.ids[row],
             "filename": self.filenames[row],
             "metadata": dict(self.metadata[row]),
-            "thumb": self.thumbs[row],
+            "thumb": self.thumb(row),
         }
+
+    def thumb(self, row: int) -> str | None:
+        """Thumbnail file name of a row (None for an index without thumbnails)."""
+        return None if self._thumbs is None else self._thumbs[row].decode("ascii")

@@ -241,8 +241,11 @@ def test_malicious_pickle_with_fixed_checksum_is_refused(damaged, tmp_path):
             tiny_settings.index_dir,
             lambda m, n=name, p=payload: m["checksums"].update({n: hashlib.sha256(p).hexdigest()}),
         )
-        with pytest.raises(ArtifactError, match="decoded"):
-            load_index(tiny_settings.index_dir)
+        if name == "filenames.pkl":
+            with pytest.raises(ArtifactError, match="decoded"):
+                load_index(tiny_settings.index_dir)
+        else:  # served from embeddings.npy: the loader never unpickles embeddings.pkl at all
+            load_index(tiny_settings.index_dir).annoy.unload()
         assert not marker.exists()
         (gen / name).write_bytes(original)
         _manifest_edit(
@@ -317,3 +320,164 @@ def test_empty_index_loads(tmp_path):
     )
     loaded = load_index(tmp_path)
     assert loaded.embeddings.shape == (0, EMBEDDING_DIM) and loaded.filenames == []
+
+
+# ---------------------------------------------------------------- verify once
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read() calls so far (``rchar``)."""
+    with open("/proc/self/io", encoding="ascii") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("rchar:"))
+
+
+def _big_index(tmp_path: Path, n: int = 3000, dim: int = 256) -> Path:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    artifacts.publish(
+        tmp_path,
+        embeddings=vectors,
+        filenames=[f"{i}.jpg" for i in range(n)],
+        metadata=[{"baseColour": "Blue"} for _ in range(n)],
+        manifest={"model": "test"},
+        trees=2,
+    )
+    return artifacts.current_generation(tmp_path)
+
+
+def _read_while_loading(index_dir: Path) -> int:
+    before = _bytes_read()
+    load_index(index_dir).annoy.unload()
+    return _bytes_read() - before
+
+
+def test_opening_a_verified_generation_does_not_rehash_it(tmp_path):
+    gen = _big_index(tmp_path)
+    vectors_size = (gen / "embeddings.npy").stat().st_size  # 3 MB
+    assert vectors_size > 3_000_000
+    # published: the checksums were recorded as the files were written
+    assert _read_while_loading(tmp_path) < vectors_size / 4
+    # a file whose mtime changed is hashed again (its bytes are read) and, still
+    # matching, recorded again; the next open reads none of the large files
+    os.utime(gen / "index.ann")
+    assert _read_while_loading(tmp_path) > (gen / "index.ann").stat().st_size
+    assert _read_while_loading(tmp_path) < vectors_size / 4
+
+
+def test_a_copied_generation_is_verified_once_then_trusted(tmp_path):
+    gen = _big_index(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)  # new inodes and ctimes
+    vectors_size = (gen / "embeddings.npy").stat().st_size
+    assert _read_while_loading(tmp_path / "b") > 2 * vectors_size  # vectors, pickle and Annoy hashed
+    assert _read_while_loading(tmp_path / "b") < vectors_size / 4
+
+
+def _flip_in_place(path: Path, keep_times: bool) -> None:
+    stat = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(stat.st_size // 2)
+        byte = handle.read(1)
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    if keep_times:  # an attacker restores size and mtime; ctime still moves
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("keep_times", [False, True], ids=["mtime-changed", "mtime-restored"])
+@pytest.mark.parametrize("name", ["embeddings.npy", "index.ann", "embeddings.pkl", "metadata-codes.npy"])
+def test_tampering_after_verification_is_still_refused(tmp_path, name, keep_times):
+    gen = _big_index(tmp_path)
+    load_index(tmp_path).annoy.unload()  # verified and recorded
+    _flip_in_place(gen / name, keep_times)
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_index(tmp_path)
+
+
+def test_a_swapped_file_with_the_same_size_and_mtime_is_refused(tmp_path):
+    gen = _big_index(tmp_path)
+    load_index(tmp_path).annoy.unload()
+    target = gen / "embeddings.npy"
+    stat = target.stat()
+    forged = bytearray(target.read_bytes())
+    forged[-1] ^= 0xFF
+    swap = gen / "forged.tmp"
+    swap.write_bytes(forged)
+    os.utime(swap, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(swap, target)
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_index(tmp_path)
+
+
+def test_tampered_pickle_with_a_forged_record_is_never_unpickled(damaged, tmp_path):
+    # filenames.pkl is read into memory, so it is hashed on every open, record or not
+    gen = artifacts.current_generation(damaged.index_dir)
+    marker = tmp_path / "pwned"
+    (gen / "filenames.pkl").write_bytes(pickle.dumps(_Boom(marker), protocol=4))
+    record = json.loads((gen / artifacts.VERIFIED).read_text())
+    record["filenames.pkl"]["identity"] = artifacts._identity(gen / "filenames.pkl")
+    (gen / artifacts.VERIFIED).write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_index(damaged.index_dir)
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- streaming publish
+
+
+class _LazyRows:
+    """Vectors computed a block at a time, as a build's shards are read."""
+
+    def __init__(self, n: int, dim: int):
+        self.shape = (n, dim)
+        self.blocks = 0
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        self.blocks += 1
+        index = np.arange(self.shape[0])[rows]
+        return np.stack([np.random.default_rng(int(i)).normal(size=self.shape[1]) for i in index]).astype(np.float32)
+
+
+def test_publish_streams_rows_and_writes_the_same_artifacts(tmp_path):
+    n = artifacts.CHUNK_ROWS + 904  # crosses a block boundary
+    lazy = _LazyRows(n, 8)
+    expected = lazy[0:n]
+    gen = artifacts.publish(
+        tmp_path,
+        embeddings=lazy,
+        filenames=[f"{i}.jpg" for i in range(n)],
+        metadata=[{"i": str(i % 5)} for i in range(n)],
+        manifest={},
+        trees=2,
+    )
+    assert lazy.blocks == 1 + 2  # the check above, then two blocks of the publish
+    np.testing.assert_array_equal(np.load(gen / "embeddings.npy"), expected)
+    # embeddings.pkl unpickles (standard and safe unpickler) to the same array as pickle.dump wrote before
+    data = (gen / "embeddings.pkl").read_bytes()
+    np.testing.assert_array_equal(pickle.loads(data), expected)
+    np.testing.assert_array_equal(safe_unpickle(data), pickle.loads(pickle.dumps(expected, protocol=5)))
+    assert safe_unpickle(data).flags.writeable
+    annoy = AnnoyIndex(8, "euclidean")
+    annoy.load(str(gen / "index.ann"))
+    assert annoy.get_n_items() == n
+    assert all((gen / name).stat().st_mode & 0o777 == 0o644 for name in artifacts.ARTIFACT_FILES)
+    np.testing.assert_allclose(annoy.get_item_vector(n - 1), expected[n - 1], rtol=1e-6)
+    annoy.unload()
+    assert json.loads((gen / "metadata.json").read_text())[7] == {"i": "2"}
+
+
+def test_a_generation_without_the_npy_files_still_loads(tmp_path):
+    # the layout before embeddings.npy and the metadata codes: loaded in memory after a full check
+    gen = _big_index(tmp_path, n=50, dim=8)
+    expected = load_index(tmp_path)
+    manifest = json.loads((gen / artifacts.MANIFEST).read_text())
+    for name in ("embeddings.npy", "metadata-codes.npy", "metadata-values.json"):
+        (gen / name).unlink()
+        del manifest["checksums"][name]
+    (gen / artifacts.VERIFIED).unlink()
+    (gen / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    legacy = load_index(tmp_path)
+    np.testing.assert_array_equal(legacy.embeddings, expected.embeddings)
+    assert list(legacy.metadata) == list(expected.metadata)
+    legacy.annoy.unload()
+    expected.annoy.unload()
