@@ -99,6 +99,16 @@
     var home = section.getAttribute("data-home-url");
     var bar = document.getElementById("build-progress");
     var text = document.getElementById("build-text");
+    var steps = Array.prototype.slice.call(document.querySelectorAll("#build-steps li"));
+
+    function markSteps(current) {
+      var index = steps.map(function (li) { return li.getAttribute("data-step"); }).indexOf(current);
+      if (index < 0) return;
+      steps.forEach(function (li, i) {
+        li.className = i < index ? "done" : (i === index ? "current" : "");
+        if (i === index) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
+      });
+    }
 
     function poll() {
       fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store" })
@@ -106,12 +116,14 @@
         .then(function (status) {
           if (status.state === "ready") { window.location.replace(home); return; }
           if (status.state === "error") { window.location.reload(); return; }
-          if (status.total) {
+          markSteps(status.step);
+          if (status.step === "embedding" && status.total) {
             bar.max = status.total;
             bar.value = status.done;
-            var eta = status.eta_s ? ", about " + Math.round(status.eta_s) + " s left" : "";
+            var eta = status.eta_s ? ", about " + Math.round(status.eta_s) + " s left" : ", measuring the speed";
             text.textContent = status.done + " of " + status.total + " photos" + eta + ".";
           } else {
+            bar.removeAttribute("value");  // an indeterminate bar: this step has no count
             text.textContent = status.message || "Starting…";
           }
           setTimeout(poll, 1000);

@@ -22,7 +22,11 @@ def api_search():
     started = time.perf_counter()
     outcome = search_uploads(context.service(), context.gate(), request.form, request.files)
     queries = [
-        {"filename": r.filename, "results": [result_dict(outcome.searcher, h) for h in r.hits]}
+        {
+            "filename": r.filename,
+            "crop": list(r.crop) if r.crop else None,
+            "results": [result_dict(outcome.searcher, h) for h in r.hits],
+        }
         for r in outcome.results
     ]
     timing = dict(outcome.timing_ms, total=round((time.perf_counter() - started) * 1000, 3))

@@ -79,11 +79,12 @@ def item_dict(searcher: Searcher, row: int) -> dict:
 
 @dataclass
 class QueryResult:
-    """The hits for one uploaded photo, with the decoded photo for the results page."""
+    """The hits for one uploaded photo, with the decoded (cropped) photo for the results page."""
 
     filename: str
     array: np.ndarray
     hits: list[Hit]
+    crop: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -122,7 +123,7 @@ def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tup
     timing["queue"] = round((waited - started) * 1000, 3)
     timing["embed"] = round((embedded - waited) * 1000, 3)
     results = [
-        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters))
+        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters), image.crop)
         for image, vector in zip(query.images, vectors)
     ]
     timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)

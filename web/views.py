@@ -58,6 +58,7 @@ def search():
     rows = [
         {
             "filename": result.filename,
+            "cropped": result.crop is not None,
             "preview": preview_data_url(result.array),
             "results": [result_dict(outcome.searcher, hit) for hit in result.hits],
         }
