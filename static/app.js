@@ -10,8 +10,11 @@
     if (!form || !input || !zone || !previews) return;
     var maxFiles = parseInt(zone.getAttribute("data-max-files"), 10) || 4;
 
+    var cropFields = document.getElementById("crop-fields");
+
     function showPreviews() {
       previews.textContent = "";
+      if (cropFields) cropFields.textContent = "";
       var files = Array.prototype.slice.call(input.files || []);
       var trimmed = files.length > maxFiles && typeof DataTransfer !== "undefined";
       if (trimmed) {
@@ -20,14 +23,25 @@
         files.slice(0, maxFiles).forEach(function (f) { keep.items.add(f); });
         input.files = keep.files;
       }
-      files.slice(0, maxFiles).forEach(function (file) {
+      files.slice(0, maxFiles).forEach(function (file, index) {
         var li = document.createElement("li");
+        // one crop field per photo, in upload order; empty means the whole photo
+        var field = document.createElement("input");
+        field.type = "hidden";
+        field.name = "crop";
+        field.value = "";
+        if (cropFields) cropFields.appendChild(field);
         if (file.type && file.type.indexOf("image/") === 0) {
           var img = document.createElement("img");
           img.alt = "Preview of " + file.name;
           img.src = URL.createObjectURL(file);
           img.onload = function () { URL.revokeObjectURL(img.src); };
-          li.appendChild(img);
+          if (cropFields) {
+            li.className = "croppable";
+            li.appendChild(cropEditor(img, field, file.name, index));
+          } else {
+            li.appendChild(img);
+          }
         }
         var caption = document.createElement("span");
         caption.textContent = file.name;
@@ -90,6 +104,120 @@
       if (button) button.disabled = false;
       if (busy) busy.hidden = true;
     });
+  }
+
+  // ---------------------------------------------------------------- crop box
+  // The box is kept as fractions of the photo (x, y, w, h), which is what the
+  // server's crop field takes, so the size the preview is shown at never matters.
+  var STEP = 0.05;  // keyboard: one arrow press moves or resizes by 5% of the photo
+  var MIN = 0.05;   // the smallest box, as a fraction of each side
+
+  function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+  function round4(value) { return Math.round(value * 10000) / 10000; }
+
+  function cropEditor(img, field, name, index) {
+    var wrap = document.createElement("div");
+    wrap.className = "crop-editor";
+    var area = document.createElement("div");
+    area.className = "crop-area";
+    area.appendChild(img);
+    var box = document.createElement("div");
+    box.className = "crop-box";
+    box.tabIndex = 0;
+    box.id = "crop-box-" + (index + 1);
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Search area of " + name +
+      ". Drag on the photo to draw it; arrow keys move it, Shift with arrow keys resizes it.");
+    area.appendChild(box);
+    var status = document.createElement("p");
+    status.className = "crop-status";
+    status.setAttribute("aria-live", "polite");
+    var reset = document.createElement("button");
+    reset.type = "button";
+    reset.className = "crop-reset";
+    reset.textContent = "Use the whole photo";
+    wrap.appendChild(area);
+    wrap.appendChild(status);
+    wrap.appendChild(reset);
+
+    var crop = { x: 0, y: 0, w: 1, h: 1 };
+
+    function render() {
+      box.style.left = (crop.x * 100) + "%";
+      box.style.top = (crop.y * 100) + "%";
+      box.style.width = (crop.w * 100) + "%";
+      box.style.height = (crop.h * 100) + "%";
+      var whole = crop.x <= 0 && crop.y <= 0 && crop.w >= 1 && crop.h >= 1;
+      field.value = whole ? "" : [crop.x, crop.y, crop.w, crop.h].map(round4).join(",");
+      area.classList.toggle("is-cropped", !whole);
+      reset.hidden = whole;
+      status.textContent = whole ? "Searching with the whole photo. Drag on it to search for one item."
+        : "Searching with the marked area (" + Math.round(crop.w * 100) + "% x " + Math.round(crop.h * 100) + "% of the photo).";
+    }
+
+    function set(x, y, w, h) {
+      w = clamp(round4(w), MIN, 1);
+      h = clamp(round4(h), MIN, 1);
+      crop = { x: clamp(round4(x), 0, round4(1 - w)), y: clamp(round4(y), 0, round4(1 - h)), w: w, h: h };
+      render();
+    }
+
+    function point(event) {
+      var rect = img.getBoundingClientRect();
+      return {
+        x: clamp((event.clientX - rect.left) / rect.width, 0, 1),
+        y: clamp((event.clientY - rect.top) / rect.height, 0, 1)
+      };
+    }
+
+    var drag = null;
+    area.addEventListener("pointerdown", function (event) {
+      if (event.button !== undefined && event.button !== 0) return;
+      event.preventDefault();
+      var at = point(event);
+      var moving = event.target === box && area.classList.contains("is-cropped");
+      drag = { moving: moving, start: at, from: { x: crop.x, y: crop.y, w: crop.w, h: crop.h } };
+      area.setPointerCapture(event.pointerId);
+      box.focus({ preventScroll: true });
+    });
+    area.addEventListener("pointermove", function (event) {
+      if (!drag) return;
+      var at = point(event);
+      if (drag.moving) {
+        set(drag.from.x + at.x - drag.start.x, drag.from.y + at.y - drag.start.y, drag.from.w, drag.from.h);
+      } else {
+        var x = Math.min(at.x, drag.start.x), y = Math.min(at.y, drag.start.y);
+        set(x, y, Math.abs(at.x - drag.start.x), Math.abs(at.y - drag.start.y));
+      }
+    });
+    function endDrag(event) {
+      if (!drag) return;
+      var at = point(event);
+      // a click without a drag is not a box: keep what was there
+      if (!drag.moving && Math.abs(at.x - drag.start.x) < 0.02 && Math.abs(at.y - drag.start.y) < 0.02) {
+        set(drag.from.x, drag.from.y, drag.from.w, drag.from.h);
+      }
+      drag = null;
+    }
+    area.addEventListener("pointerup", endDrag);
+    area.addEventListener("pointercancel", endDrag);
+
+    box.addEventListener("keydown", function (event) {
+      var dx = 0, dy = 0;
+      if (event.key === "ArrowLeft") dx = -STEP;
+      else if (event.key === "ArrowRight") dx = STEP;
+      else if (event.key === "ArrowUp") dy = -STEP;
+      else if (event.key === "ArrowDown") dy = STEP;
+      else if (event.key === "Escape") { set(0, 0, 1, 1); return; }
+      else return;
+      event.preventDefault();
+      if (event.shiftKey) set(crop.x, crop.y, crop.w + dx, crop.h + dy);
+      else set(crop.x + dx, crop.y + dy, crop.w, crop.h);
+    });
+    reset.addEventListener("click", function () { set(0, 0, 1, 1); box.focus(); });
+
+    render();
+    return wrap;
   }
 
   function setupBuilding() {
