@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from . import artifacts, checkpoints, ids
+from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
@@ -159,6 +159,7 @@ def publish_plan(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) ->
         thumbs=[thumb_name(i) for i in kept],
         # the fingerprint lets check_freshness notice when a skipped file is fixed
         skipped=[dict(vars(s), fingerprint=fingerprints.get(s.relpath)) for s in skipped],
+        match_scale=calibration.match_scale(embeddings),  # how close is close in this catalogue
     )
     artifacts.publish(
         settings.index_dir,

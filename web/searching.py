@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from flask import url_for
 
+from indexer.calibration import match_label, match_score
 from indexer.search import Hit, Searcher
 
 from .queries import Query, parse_filters, parse_k, parse_query
@@ -63,6 +64,18 @@ def result_dict(searcher: Searcher, hit: Hit) -> dict:
         "thumb_url": url_for("pages.thumbnail", name=row["thumb"]) if row["thumb"] else None,
         "metadata": row["metadata"],
     }
+
+
+def card_dicts(searcher: Searcher, hits: list[Hit], first_rank: int = 1) -> list[dict]:
+    """Results for a page: the API's fields plus the rank and the calibrated match score and label."""
+    scale = searcher.manifest.get("match_scale")
+    cards = []
+    for rank, hit in enumerate(hits, start=first_rank):
+        card = result_dict(searcher, hit)
+        score = match_score(hit.similarity, scale)
+        card.update(rank=rank, match_score=score, match_label=match_label(score, hit.distance))
+        cards.append(card)
+    return cards
 
 
 def item_dict(searcher: Searcher, row: int) -> dict:

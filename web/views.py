@@ -11,7 +11,7 @@ from .context import requires_index
 from .errors import RETRY_AFTER_S
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BadQuery
-from .searching import item_dict, result_dict, search_uploads, similar_items
+from .searching import card_dicts, item_dict, search_uploads, similar_items
 
 bp = Blueprint("pages", __name__)
 
@@ -60,7 +60,7 @@ def search():
             "filename": result.filename,
             "cropped": result.crop is not None,
             "preview": preview_data_url(result.array),
-            "results": [result_dict(outcome.searcher, hit) for hit in result.hits],
+            "results": card_dicts(outcome.searcher, result.hits),
         }
         for result in outcome.results
     ]
@@ -78,7 +78,7 @@ def item(item_id: str):
     outcome = similar_items(svc, item_id, request.args)
     searcher = outcome.searcher
     return render_template(
-        "item.html", item=item_dict(searcher, outcome.row), results=[result_dict(searcher, h) for h in outcome.hits],
+        "item.html", item=item_dict(searcher, outcome.row), results=card_dicts(searcher, outcome.hits),
         **_form_context(svc, selected=outcome.filters, k=outcome.k),
     )
 
