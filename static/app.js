@@ -220,6 +220,43 @@
     return wrap;
   }
 
+  // Faceted filters: after a change, each list shows only the values that
+  // still match under the other choices, with counts (GET /api/facets).
+  function setupFacets() {
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-facets-url]"), function (form) {
+      var url = form.getAttribute("data-facets-url");
+      var selects = Array.prototype.slice.call(form.querySelectorAll("select.facet"));
+      function refresh() {
+        var params = new URLSearchParams();
+        selects.forEach(function (s) { if (s.value) params.append(s.getAttribute("data-field"), s.value); });
+        fetch(url + "?" + params.toString(), { headers: { "Accept": "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (data) {
+            if (!data) return;
+            selects.forEach(function (select) {
+              var values = data.facets[select.getAttribute("data-field")] || [];
+              var current = select.value;
+              select.textContent = "";
+              var any = document.createElement("option");
+              any.value = "";
+              any.textContent = "Any";
+              select.appendChild(any);
+              values.forEach(function (entry) {
+                var option = document.createElement("option");
+                option.value = entry.value;
+                option.textContent = entry.value + " (" + entry.count + ")";
+                if (entry.value === current) option.selected = true;
+                select.appendChild(option);
+              });
+            });
+            form.setAttribute("data-matched", data.matched);
+          })
+          .catch(function () { /* the lists stay as the server drew them */ });
+      }
+      selects.forEach(function (s) { s.addEventListener("change", refresh); });
+    });
+  }
+
   function setupBuilding() {
     var section = document.getElementById("building");
     if (!section) return;
@@ -263,6 +300,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setupUpload();
+    setupFacets();
     setupBuilding();
   });
 })();

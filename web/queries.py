@@ -101,7 +101,10 @@ def parse_filters(form: MultiDict, facets: dict[str, list[str]]) -> dict[str, st
             continue
         allowed = facets.get(name, [])
         if value not in allowed:
-            choices = ", ".join(allowed[:20]) or "none in this catalogue"
+            shown = 20
+            choices = ", ".join(allowed[:shown]) or "none in this catalogue"
+            if len(allowed) > shown:
+                choices += f", … ({len(allowed) - shown} more)"
             raise BadQuery(f"Unknown {name} {value!r}. Choose one of: {choices}.", field=name)
         filters[name] = value
     return filters
@@ -138,6 +141,30 @@ def parse_crops(form: MultiDict) -> list[Crop | None]:
     return [parse_crop(raw, position) for position, raw in enumerate(form.getlist("crop"), start=1)]
 
 
+SEARCH_FIELDS = frozenset({"image", "crop", "k", *FILTER_FIELDS})
+SIMILAR_FIELDS = frozenset({"k", *FILTER_FIELDS})
+BROWSE_FIELDS = frozenset({"page", *FILTER_FIELDS})
+
+
+def reject_unknown(names, allowed: frozenset[str]) -> None:
+    """A 400 naming every field the route does not take (a typo would otherwise be ignored silently)."""
+    unknown = sorted({name for name in names if name not in allowed})
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:10])
+        plural = "s" if len(unknown) > 1 else ""
+        raise BadQuery(
+            f"Unknown field{plural} {listed}. This address takes: {', '.join(sorted(allowed))}.", field=unknown[0]
+        )
+
+
+def parse_page(raw: str | None) -> int:
+    """A browse page number (from 1)."""
+    text = (raw or "1").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise BadQuery(f"The page must be a whole number from 1; got {text[:20]!r}.", field="page")
+    return int(text)
+
+
 def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | None = None) -> list[QueryImage]:
     """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry."""
     crops = crops or []
@@ -170,6 +197,7 @@ def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | Non
 
 def parse_query(form: MultiDict, files: MultiDict, *, facets, default_k: int, max_k: int, max_files: int) -> Query:
     """Validate a whole search request (form fields first: they are cheap)."""
+    reject_unknown([*form.keys(), *files.keys()], SEARCH_FIELDS)
     k = parse_k(form.get("k"), default_k, max_k)
     filters = parse_filters(form, facets)
     crops = parse_crops(form)
