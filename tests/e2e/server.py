@@ -62,7 +62,11 @@ class Server:
         while self.log_tail(10**7).count("Serving index") < self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every worker served the index within {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.25)
+            try:  # a worker picks up a newly built index when a request reaches it
+                http_get(self.url + "/healthz", timeout=2)
+            except OSError:
+                pass
+            time.sleep(0.1)
 
     def _wait(self, timeout: float, done, what: str) -> None:
         deadline = time.monotonic() + timeout
