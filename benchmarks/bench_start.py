@@ -26,10 +26,7 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,18 +36,13 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.common import REPO_ROOT, load_average
+from tests.support.gunicorn import free_port, gunicorn_env, log_tail, spawn_gunicorn, stop_gunicorn
 
 log = logging.getLogger("bench_start")
 
 ACCESS_FORMAT = "bench-access %(p)s %(s)s"
 _ACCESS_LINE = re.compile(r"bench-access <(\d+)> (\d{3})")
 TARGET_S = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _poll(url: str, stop: threading.Event) -> None:
@@ -67,38 +59,34 @@ def _poll(url: str, stop: threading.Event) -> None:
         time.sleep(0.05)  # light polling: the workers share 2 cores with it
 
 
-def one_start(repo: Path, catalogue: Path, index_dir: Path, workers: int, timeout_s: float) -> dict:
+def one_start(repo: Path, catalogue: Path, index_dir: Path, workers: int, timeout_s: float, log_path: Path) -> dict:
     """Start gunicorn once; return each worker's first answer and the first 200, in seconds from spawn."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
-    env.update(
-        BIND=f"127.0.0.1:{port}",
-        FASHION_WORKERS=str(workers),
-        FASHION_WEIGHTS="none",
-        FASHION_CATALOGUE=str(catalogue),
-        FASHION_INDEX_DIR=str(index_dir),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-        GUNICORN_CMD_ARGS=f"--access-logfile - --access-logformat '{ACCESS_FORMAT}'",
+    port = free_port()
+    env = gunicorn_env(
+        catalogue, index_dir, f"127.0.0.1:{port}", workers=workers,
+        extra_env={"GUNICORN_CMD_ARGS": f"--access-logfile - --access-logformat '{ACCESS_FORMAT}'"},
     )
     first_answer: dict[int, float] = {}
     first_ok: list[float] = []
     stop = threading.Event()
     spawned = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    process = spawn_gunicorn(env, log_path, cwd=repo)
 
     def read_log() -> None:
-        for raw in process.stdout:
-            match = _ACCESS_LINE.search(raw.decode("utf-8", "replace"))
-            if not match:
-                continue
-            at = time.monotonic() - spawned
-            first_answer.setdefault(int(match.group(1)), at)
-            if match.group(2) == "200" and not first_ok:
-                first_ok.append(at)
+        # follow the log file as gunicorn writes it; each line is timed when it appears
+        with open(log_path, "rb") as log_file:
+            while not stop.is_set():
+                raw = log_file.readline()
+                if not raw:
+                    time.sleep(0.005)
+                    continue
+                match = _ACCESS_LINE.search(raw.decode("utf-8", "replace"))
+                if not match:
+                    continue
+                at = time.monotonic() - spawned
+                first_answer.setdefault(int(match.group(1)), at)
+                if match.group(2) == "200" and not first_ok:
+                    first_ok.append(at)
 
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
@@ -109,18 +97,14 @@ def one_start(repo: Path, catalogue: Path, index_dir: Path, workers: int, timeou
         deadline = spawned + timeout_s
         while time.monotonic() < deadline and (len(first_answer) < workers or not first_ok):
             if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {process.returncode}")
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_tail(log_path)}")
             time.sleep(0.05)
     finally:
         stop.set()
         for thread in pollers:
             thread.join(timeout=10)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_gunicorn(process)
+        reader.join(timeout=5)
     answers = sorted(first_answer.values())
     return {
         "workers_answered": len(answers),
@@ -163,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for n in range(args.starts):
                 index_dir = Path(tmp) / ("index-prebuilt" if prebuilt else f"index-{n}")
-                run = one_start(repo, catalogue, index_dir, args.workers, args.timeout)
+                log_path = Path(tmp) / f"gunicorn-{label}-{n}.log"
+                run = one_start(repo, catalogue, index_dir, args.workers, args.timeout, log_path)
                 runs.append(run)
                 log.info(
                     "%s start %d: every worker answered after %s s (workers: %s), /healthz 200 after %s s",
@@ -174,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = _summary(runs)
             if not prebuilt:
                 # one more start, not counted, builds the index the prebuilt starts find
-                one_start(repo, catalogue, Path(tmp) / "index-prebuilt", args.workers, args.timeout)
+                one_start(repo, catalogue, Path(tmp) / "index-prebuilt", args.workers, args.timeout,
+                          Path(tmp) / "gunicorn-prebuild.log")
     summary = {
         "benchmark": "start",
         "repo": str(repo),
