@@ -16,6 +16,10 @@
       previews.textContent = "";
       if (cropFields) cropFields.textContent = "";
       var files = Array.prototype.slice.call(input.files || []);
+      // "All files" in the picker lets a text file through: say so before the upload
+      var notImages = files.filter(function (f) { return !(f.type && f.type.indexOf("image/") === 0); });
+      input.setCustomValidity(notImages.length ? notImages[0].name +
+        " is not a photo. Choose JPEG, PNG, WebP, GIF, BMP or TIFF files." : "");
       var trimmed = files.length > maxFiles && typeof DataTransfer !== "undefined";
       if (trimmed) {
         // Keep what the server accepts instead of letting the search fail.

@@ -162,7 +162,7 @@ def test_product_names_prices_and_safe_shop_links(small_settings, embedder, make
     build_index(small_settings, embedder)
     client = make_web_app(small_settings).test_client()
     page = client.get("/browse").get_data(as_text=True)
-    assert '<p class="card-title">Unisex Red Solid Tshirt</p>' in page
+    assert '<p class="card-title"><span class="card-name">Unisex Red Solid Tshirt</span></p>' in page
     assert '<p class="price">€39.95</p>' in page
     assert '<a class="shop-link" href="https://shop.example/p/3" rel="noopener" target="_blank">' in page
     assert "javascript:" not in page and "ftp://" not in page

@@ -105,3 +105,15 @@ def test_the_whole_photo_button_undoes_a_crop(live_server, driver, two_products)
     reset.click()
     assert _crop_value(driver) == ""
     assert not reset.is_displayed()
+
+
+def test_a_text_file_is_flagged_before_the_upload(live_server, driver, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    open_page(driver, live_server.url + "/", "#search-form")
+    upload = driver.find_element(By.ID, "image")
+    upload.send_keys(str(notes))
+    message = driver.execute_script("return arguments[0].validationMessage;", upload)
+    assert "notes.txt is not a photo" in message
+    driver.find_element(By.ID, "search-button").click()  # the browser refuses to submit
+    assert driver.find_elements(By.ID, "search-form") and not driver.find_elements(By.CSS_SELECTOR, "ol.results")
