@@ -1,10 +1,18 @@
-"""Command line for the indexer: ``python -m indexer --help``."""
+"""Command line for the indexer: ``python -m indexer --help``.
+
+``search`` and ``evaluate`` print JSON on stdout and nothing else: while a
+command runs, anything else that writes to stdout (Keras' "Downloading data
+from ..." line) is sent to stderr with the logs, so the output can be piped
+into ``python -m json.tool`` or ``jq``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,13 +22,36 @@ from .model import WeightsError
 log = logging.getLogger("indexer")
 
 
+class UsageError(ValueError):
+    """A command-line value the command cannot use; the message says what to do instead."""
+
+
 def _settings(args) -> Settings:
-    return Settings.from_env(catalogue=args.catalogue, index_dir=args.index_dir)
+    settings = Settings.from_env(catalogue=args.catalogue, index_dir=args.index_dir)
+    if settings.catalogue.exists() and not settings.catalogue.is_dir():
+        raise UsageError(f"{settings.catalogue} is a file, not a folder: give the folder that holds the photos.")
+    return settings
+
+
+def _require_index(settings: Settings) -> None:
+    from .artifacts import current_generation
+
+    if current_generation(settings.index_dir) is None:
+        raise UsageError(
+            f"There is no index yet in {settings.index_dir}: run `python -m indexer build` first"
+            + ("" if settings.is_demo else f" (catalogue: {settings.catalogue}).")
+        )
+
+
+def _check_k(k: int, settings: Settings) -> None:
+    if not 1 <= k <= settings.max_k:
+        raise UsageError(f"--k must be from 1 to {settings.max_k} (FASHION_MAX_K); got {k}.")
 
 
 def _embedder(settings: Settings):
     from .runtimes import load_for_settings
 
+    _quiet_tensorflow()
     return load_for_settings(settings)
 
 
@@ -62,6 +93,10 @@ def cmd_search(args) -> int:
     from .search import Searcher
 
     settings = _settings(args)
+    _check_k(args.k, settings)
+    if not args.image.is_file():
+        raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
+    _require_index(settings)
     embedder = _embedder(settings)
     searcher = Searcher.load(
         settings.index_dir,
@@ -75,8 +110,14 @@ def cmd_search(args) -> int:
         dict(searcher.describe(h.row), distance=round(h.distance, 6), similarity=round(h.similarity, 6))
         for h in hits
     ]
-    print(json.dumps({"query": str(args.image), "results": results}, indent=2))
+    _print_json(args, {"query": str(args.image), "results": results})
     return 0
+
+
+def _print_json(args, payload) -> None:
+    """Write ``payload`` to the real stdout (the command's own stdout goes to stderr)."""
+    args.stdout.write(json.dumps(payload, indent=2) + "\n")
+    args.stdout.flush()
 
 
 def cmd_evaluate(args) -> int:
@@ -86,6 +127,10 @@ def cmd_evaluate(args) -> int:
     from .search import Searcher
 
     settings = _settings(args)
+    _check_k(args.k, settings)
+    if args.sample < 0:
+        raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
+    _require_index(settings)
     # no query is embedded here, so any vector space (fp32 or INT8) can be evaluated
     expect = {key: value for key, value in model_key(_weights_id(settings)).items() if key != "vector_space"}
     searcher = Searcher.load(
@@ -94,6 +139,13 @@ def cmd_evaluate(args) -> int:
         search_k=settings.annoy_search_k,  # measure what the web app serves
         candidates=settings.search_candidates,
     )
+    columns = sorted(searcher.metadata.fields)
+    if args.label not in columns:
+        raise UsageError(
+            f"No item has a {args.label!r} label. Labels in this catalogue's styles.csv: "
+            + (", ".join(columns) if columns else "none (add a styles.csv to the catalogue folder)")
+            + "."
+        )
     result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
     if args.against:
         other = Searcher.load(Path(args.against).expanduser().resolve())
@@ -102,13 +154,15 @@ def cmd_evaluate(args) -> int:
             index_dir=str(args.against),
             precision_at_k=evaluate(other, label=args.label, k=args.k, sample=args.sample)["precision_at_k"],
         )
-    print(json.dumps(result, indent=2))
+    _print_json(args, result)
     return 0
 
 
 def _weights_id(settings: Settings) -> str:
     from .model import resolve_weights
 
+    if settings.weights.strip().lower() in ("auto", "imagenet"):
+        _quiet_tensorflow()  # looking for ImageNet weights loads Keras
     return resolve_weights(settings.weights, settings.random_seed).weights_id
 
 
@@ -187,13 +241,37 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up lines (oneDNN notices, CPU feature hints) unless asked for."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # absl writes "All log messages before absl::InitializeLog() ..." and the
+    # oneDNN notice straight to fd 2 while TensorFlow loads, whatever the
+    # level; hide fd 2 for the import only, so real errors still show.
+    if "tensorflow" in sys.modules or log.isEnabledFor(logging.DEBUG):  # -v shows everything
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    except ImportError:
+        pass  # reported properly when the command needs the model
+    finally:
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = make_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
+    args.stdout = sys.stdout
     from .artifacts import ArtifactError
     from .build import BuildInProgress
     from .images import ImageError
@@ -208,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": cmd_runtime,
     }
     try:
-        return handlers[args.command](args)
+        # only the JSON answer goes to the real stdout (args.stdout)
+        with contextlib.redirect_stdout(sys.stderr if args.command in ("search", "evaluate") else sys.stdout):
+            return handlers[args.command](args)
     except (
-        WeightsError, ConfigError, RuntimeUnavailable, BuildInProgress, ArtifactError, ImageError, FileNotFoundError
+        UsageError, WeightsError, ConfigError, RuntimeUnavailable, BuildInProgress, ArtifactError, ImageError
     ) as exc:
         log.error("%s", exc)
+        return 2
+    except FileNotFoundError as exc:
+        log.error("%s does not exist: check the path (--catalogue, --index-dir or the image).", exc.filename or exc)
         return 2
     except KeyboardInterrupt:
         log.error("Interrupted; finished work is checkpointed and the next build resumes from it.")

@@ -302,6 +302,7 @@ def publish(
     metadata,
     manifest: dict,
     trees: int,
+    derive=None,
 ) -> Path:
     """Write a complete generation and switch ``current`` to it.
 
@@ -309,7 +310,9 @@ def publish(
     slices by row ranges (rows are read a chunk at a time, so a lazy source
     keeps publishing in bounded memory); ``metadata`` is a sequence of N
     dicts. ``manifest`` holds the descriptive fields; checksums, count and
-    the format version are added here. Returns the new generation folder.
+    the format version are added here. ``derive(vectors)``, if given, gets
+    the written vectors memory-mapped and returns more manifest fields
+    computed from them. Returns the new generation folder.
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +333,8 @@ def publish(
     del compact
     checksums["index.ann"] = build_annoy(gen / VECTORS_FILE, trees, gen / "index.ann")
     manifest = dict(manifest)
+    if derive is not None:
+        manifest.update(derive(np.load(gen / VECTORS_FILE, mmap_mode="r", allow_pickle=False)))
     manifest.update(
         format_version=FORMAT_VERSION,
         count=shape[0],

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from . import artifacts, checkpoints, ids
+from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
@@ -220,6 +220,8 @@ def publish_plan(
         metadata=_PlanMetadata(relpaths, item_ids, plan.styles),
         manifest=manifest,
         trees=settings.annoy_trees,
+        # how close is close in this catalogue, from the vectors as written
+        derive=lambda vectors: {"match_scale": calibration.match_scale(vectors)},
     )
     checkpoints.clear(checkpoints.work_dir(settings.index_dir))
     _remove_stale_thumbs(settings.index_dir, set(manifest["thumbs"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import threading
 import warnings
@@ -76,6 +77,7 @@ class ImageError(ValueError):
 
 
 Source = str | os.PathLike | bytes | BinaryIO
+Crop = tuple[float, float, float, float]  # x, y, width, height as fractions of the upright image
 
 
 def _mb(nbytes: int) -> int:
@@ -324,6 +326,33 @@ def normalise(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
     return _fit_on_square(_to_rgb(img), size)
 
 
+def crop_box(size: tuple[int, int], crop: Crop) -> tuple[int, int, int, int]:
+    """Pixel box ``(left, top, right, bottom)`` of a fractional crop of an image of ``size``.
+
+    Raises ``ImageError`` when the box would be narrower than ``MIN_SIDE``
+    pixels: too little of the photo is left to search with.
+    """
+    width, height = size
+    x, y, w, h = crop
+    left, top = round(x * width), round(y * height)
+    right, bottom = min(width, round((x + w) * width)), min(height, round((y + h) * height))
+    if min(right - left, bottom - top) < MIN_SIDE:
+        raise ImageError(
+            "bad_crop",
+            f"The crop is {right - left}x{bottom - top} pixels of a {width}x{height} photo; "
+            f"it must be at least {MIN_SIDE} pixels on each side.",
+        )
+    return left, top, right, bottom
+
+
+def _crop_draft_size(size: int, crop: Crop | None) -> int:
+    # A JPEG decoded at reduced scale must still leave ``size`` pixels across
+    # the crop, or a small crop is upscaled from a blurred draft.
+    if crop is None:
+        return size
+    return min(8 * size, math.ceil(size / max(min(crop[2], crop[3]), 1e-3)))
+
+
 def _decode_failure(exc: Exception) -> ImageError:
     # Pillow's decoders raise many exception types on hostile input; none of
     # them may become a 500 or stop a build. The exception's text stays in
@@ -332,13 +361,18 @@ def _decode_failure(exc: Exception) -> ImageError:
     return ImageError("unreadable", "The image could not be decoded.")
 
 
-def load_for_model(source: Source, size: int = INPUT_SIZE) -> np.ndarray:
+def load_for_model(source: Source, size: int = INPUT_SIZE, crop: Crop | None = None) -> np.ndarray:
     """Load any supported image as a ``(size, size, 3)`` uint8 RGB array.
 
-    Raises ``ImageError`` for anything that is not a usable image.
+    ``crop`` keeps only that part of the upright (EXIF-rotated) photo before
+    the shared normalisation, so a shopper can point at one garment in a
+    street photo. Raises ``ImageError`` for anything that is not a usable
+    image.
     """
     try:
-        with open_validated(source, draft_size=size) as img:
+        with open_validated(source, draft_size=_crop_draft_size(size, crop)) as img:
+            if crop is not None:
+                img = img.crop(crop_box(img.size, crop))
             return np.asarray(normalise(img, size), dtype=np.uint8)
     except ImageError:
         raise

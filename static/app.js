@@ -10,9 +10,16 @@
     if (!form || !input || !zone || !previews) return;
     var maxFiles = parseInt(zone.getAttribute("data-max-files"), 10) || 4;
 
+    var cropFields = document.getElementById("crop-fields");
+
     function showPreviews() {
       previews.textContent = "";
+      if (cropFields) cropFields.textContent = "";
       var files = Array.prototype.slice.call(input.files || []);
+      // "All files" in the picker lets a text file through: say so before the upload
+      var notImages = files.filter(function (f) { return !(f.type && f.type.indexOf("image/") === 0); });
+      input.setCustomValidity(notImages.length ? notImages[0].name +
+        " is not a photo. Choose JPEG, PNG, WebP, GIF, BMP or TIFF files." : "");
       var trimmed = files.length > maxFiles && typeof DataTransfer !== "undefined";
       if (trimmed) {
         // Keep what the server accepts instead of letting the search fail.
@@ -20,14 +27,25 @@
         files.slice(0, maxFiles).forEach(function (f) { keep.items.add(f); });
         input.files = keep.files;
       }
-      files.slice(0, maxFiles).forEach(function (file) {
+      files.slice(0, maxFiles).forEach(function (file, index) {
         var li = document.createElement("li");
+        // one crop field per photo, in upload order; empty means the whole photo
+        var field = document.createElement("input");
+        field.type = "hidden";
+        field.name = "crop";
+        field.value = "";
+        if (cropFields) cropFields.appendChild(field);
         if (file.type && file.type.indexOf("image/") === 0) {
           var img = document.createElement("img");
           img.alt = "Preview of " + file.name;
           img.src = URL.createObjectURL(file);
           img.onload = function () { URL.revokeObjectURL(img.src); };
-          li.appendChild(img);
+          if (cropFields) {
+            li.className = "croppable";
+            li.appendChild(cropEditor(img, field, file.name, index));
+          } else {
+            li.appendChild(img);
+          }
         }
         var caption = document.createElement("span");
         caption.textContent = file.name;
@@ -92,6 +110,157 @@
     });
   }
 
+  // ---------------------------------------------------------------- crop box
+  // The box is kept as fractions of the photo (x, y, w, h), which is what the
+  // server's crop field takes, so the size the preview is shown at never matters.
+  var STEP = 0.05;  // keyboard: one arrow press moves or resizes by 5% of the photo
+  var MIN = 0.05;   // the smallest box, as a fraction of each side
+
+  function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+  function round4(value) { return Math.round(value * 10000) / 10000; }
+
+  function cropEditor(img, field, name, index) {
+    var wrap = document.createElement("div");
+    wrap.className = "crop-editor";
+    var area = document.createElement("div");
+    area.className = "crop-area";
+    area.appendChild(img);
+    var box = document.createElement("div");
+    box.className = "crop-box";
+    box.tabIndex = 0;
+    box.id = "crop-box-" + (index + 1);
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Search area of " + name +
+      ". Drag on the photo to draw it; arrow keys move it, Shift with arrow keys resizes it.");
+    area.appendChild(box);
+    var status = document.createElement("p");
+    status.className = "crop-status";
+    status.setAttribute("aria-live", "polite");
+    var reset = document.createElement("button");
+    reset.type = "button";
+    reset.className = "crop-reset";
+    reset.textContent = "Use the whole photo";
+    wrap.appendChild(area);
+    wrap.appendChild(status);
+    wrap.appendChild(reset);
+
+    var crop = { x: 0, y: 0, w: 1, h: 1 };
+
+    function render() {
+      box.style.left = (crop.x * 100) + "%";
+      box.style.top = (crop.y * 100) + "%";
+      box.style.width = (crop.w * 100) + "%";
+      box.style.height = (crop.h * 100) + "%";
+      var whole = crop.x <= 0 && crop.y <= 0 && crop.w >= 1 && crop.h >= 1;
+      field.value = whole ? "" : [crop.x, crop.y, crop.w, crop.h].map(round4).join(",");
+      area.classList.toggle("is-cropped", !whole);
+      reset.hidden = whole;
+      status.textContent = whole ? "Searching with the whole photo. Drag on it to search for one item."
+        : "Searching with the marked area (" + Math.round(crop.w * 100) + "% x " + Math.round(crop.h * 100) + "% of the photo).";
+    }
+
+    function set(x, y, w, h) {
+      w = clamp(round4(w), MIN, 1);
+      h = clamp(round4(h), MIN, 1);
+      crop = { x: clamp(round4(x), 0, round4(1 - w)), y: clamp(round4(y), 0, round4(1 - h)), w: w, h: h };
+      render();
+    }
+
+    function point(event) {
+      var rect = img.getBoundingClientRect();
+      return {
+        x: clamp((event.clientX - rect.left) / rect.width, 0, 1),
+        y: clamp((event.clientY - rect.top) / rect.height, 0, 1)
+      };
+    }
+
+    var drag = null;
+    area.addEventListener("pointerdown", function (event) {
+      if (event.button !== undefined && event.button !== 0) return;
+      event.preventDefault();
+      var at = point(event);
+      var moving = event.target === box && area.classList.contains("is-cropped");
+      drag = { moving: moving, start: at, from: { x: crop.x, y: crop.y, w: crop.w, h: crop.h } };
+      area.setPointerCapture(event.pointerId);
+      box.focus({ preventScroll: true });
+    });
+    area.addEventListener("pointermove", function (event) {
+      if (!drag) return;
+      var at = point(event);
+      if (drag.moving) {
+        set(drag.from.x + at.x - drag.start.x, drag.from.y + at.y - drag.start.y, drag.from.w, drag.from.h);
+      } else {
+        var x = Math.min(at.x, drag.start.x), y = Math.min(at.y, drag.start.y);
+        set(x, y, Math.abs(at.x - drag.start.x), Math.abs(at.y - drag.start.y));
+      }
+    });
+    function endDrag(event) {
+      if (!drag) return;
+      var at = point(event);
+      // a click without a drag is not a box: keep what was there
+      if (!drag.moving && Math.abs(at.x - drag.start.x) < 0.02 && Math.abs(at.y - drag.start.y) < 0.02) {
+        set(drag.from.x, drag.from.y, drag.from.w, drag.from.h);
+      }
+      drag = null;
+    }
+    area.addEventListener("pointerup", endDrag);
+    area.addEventListener("pointercancel", endDrag);
+
+    box.addEventListener("keydown", function (event) {
+      var dx = 0, dy = 0;
+      if (event.key === "ArrowLeft") dx = -STEP;
+      else if (event.key === "ArrowRight") dx = STEP;
+      else if (event.key === "ArrowUp") dy = -STEP;
+      else if (event.key === "ArrowDown") dy = STEP;
+      else if (event.key === "Escape") { set(0, 0, 1, 1); return; }
+      else return;
+      event.preventDefault();
+      if (event.shiftKey) set(crop.x, crop.y, crop.w + dx, crop.h + dy);
+      else set(crop.x + dx, crop.y + dy, crop.w, crop.h);
+    });
+    reset.addEventListener("click", function () { set(0, 0, 1, 1); box.focus(); });
+
+    render();
+    return wrap;
+  }
+
+  // Faceted filters: after a change, each list shows only the values that
+  // still match under the other choices, with counts (GET /api/facets).
+  function setupFacets() {
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-facets-url]"), function (form) {
+      var url = form.getAttribute("data-facets-url");
+      var selects = Array.prototype.slice.call(form.querySelectorAll("select.facet"));
+      function refresh() {
+        var params = new URLSearchParams();
+        selects.forEach(function (s) { if (s.value) params.append(s.getAttribute("data-field"), s.value); });
+        fetch(url + "?" + params.toString(), { headers: { "Accept": "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (data) {
+            if (!data) return;
+            selects.forEach(function (select) {
+              var values = data.facets[select.getAttribute("data-field")] || [];
+              var current = select.value;
+              select.textContent = "";
+              var any = document.createElement("option");
+              any.value = "";
+              any.textContent = "Any";
+              select.appendChild(any);
+              values.forEach(function (entry) {
+                var option = document.createElement("option");
+                option.value = entry.value;
+                option.textContent = entry.value + " (" + entry.count + ")";
+                if (entry.value === current) option.selected = true;
+                select.appendChild(option);
+              });
+            });
+            form.setAttribute("data-matched", data.matched);
+          })
+          .catch(function () { /* the lists stay as the server drew them */ });
+      }
+      selects.forEach(function (s) { s.addEventListener("change", refresh); });
+    });
+  }
+
   function setupBuilding() {
     var section = document.getElementById("building");
     if (!section) return;
@@ -99,6 +268,16 @@
     var home = section.getAttribute("data-home-url");
     var bar = document.getElementById("build-progress");
     var text = document.getElementById("build-text");
+    var steps = Array.prototype.slice.call(document.querySelectorAll("#build-steps li"));
+
+    function markSteps(current) {
+      var index = steps.map(function (li) { return li.getAttribute("data-step"); }).indexOf(current);
+      if (index < 0) return;
+      steps.forEach(function (li, i) {
+        li.className = i < index ? "done" : (i === index ? "current" : "");
+        if (i === index) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
+      });
+    }
 
     function poll() {
       fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store" })
@@ -106,12 +285,14 @@
         .then(function (status) {
           if (status.state === "ready") { window.location.replace(home); return; }
           if (status.state === "error") { window.location.reload(); return; }
-          if (status.total) {
+          markSteps(status.step);
+          if (status.step === "embedding" && status.total) {
             bar.max = status.total;
             bar.value = status.done;
-            var eta = status.eta_s ? ", about " + Math.round(status.eta_s) + " s left" : "";
+            var eta = status.eta_s ? ", about " + Math.round(status.eta_s) + " s left" : ", measuring the speed";
             text.textContent = status.done + " of " + status.total + " photos" + eta + ".";
           } else {
+            bar.removeAttribute("value");  // an indeterminate bar: this step has no count
             text.textContent = status.message || "Starting…";
           }
           setTimeout(poll, 1000);
@@ -123,6 +304,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setupUpload();
+    setupFacets();
     setupBuilding();
   });
 })();

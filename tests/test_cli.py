@@ -176,3 +176,47 @@ def test_cli_imagenet_unavailable_exits_with_the_message(small_settings, tmp_pat
     assert "FASHION_WEIGHTS" in result.stderr
     assert "Traceback" not in result.stderr
     assert artifacts.current_generation(small_settings.index_dir) is None
+
+
+def test_search_stdout_is_only_json_even_when_keras_tries_a_download(built_index, tmp_path):
+    # FASHION_WEIGHTS=auto with an empty Keras cache: Keras prints "Downloading data from ..."
+    # (which fails here, no internet) and the CLI falls back to random weights
+    keras_home = tmp_path / "keras-home"
+    keras_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "indexer", "search", str(built_index.catalogue / "5.jpg"), *_where(built_index)],
+        cwd=PROJECT_ROOT, env=dict(env, FASHION_WEIGHTS="auto", KERAS_HOME=str(keras_home)),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["id"] == "5"
+    assert "Downloading data from" in result.stderr  # moved to stderr, not dropped
+    assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr  # TF start-up noise
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["search", "IMAGE", "--k", "0"], "--k must be from 1 to 50"),
+        (["search", "IMAGE", "--k", "51"], "--k must be from 1 to 50"),
+        (["evaluate", "--k", "0"], "--k must be from 1 to 50"),
+        (["evaluate", "--label", "nosuch"], "No item has a 'nosuch' label. Labels in this catalogue's styles.csv: "),
+        (["search", "nosuch.jpg"], "is not a file"),
+    ],
+)
+def test_cli_validates_like_the_api(built_index, args, words):
+    args = [str(built_index.catalogue / "5.jpg") if a == "IMAGE" else a for a in args]
+    result = run_cli(*args, *_where(built_index))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_says_what_to_do_about_paths(built_index, tmp_path):
+    as_file = run_cli("build", "--catalogue", str(built_index.catalogue / "5.jpg"), "--index-dir", str(tmp_path))
+    assert as_file.returncode == 2 and "is a file, not a folder" in as_file.stderr
+    no_index = run_cli("search", str(built_index.catalogue / "5.jpg"), "--catalogue", str(built_index.catalogue),
+                       "--index-dir", str(tmp_path / "empty"))
+    assert no_index.returncode == 2 and "run `python -m indexer build`" in no_index.stderr

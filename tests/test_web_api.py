@@ -68,7 +68,8 @@ def test_api_search_shape_and_self_match(client, demo_catalogue, meta_by_id):
     assert {"queries", "timing_ms"} <= set(body)
     assert len(body["queries"]) == 1
     query = body["queries"][0]
-    assert set(query) == {"filename", "results"}
+    assert set(query) == {"filename", "crop", "results"}
+    assert query["crop"] is None
     assert query["filename"] == "23.jpg"
     results = query["results"]
     assert len(results) == 5

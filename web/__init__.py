@@ -13,10 +13,11 @@ from indexer.config import PROJECT_ROOT, Settings
 
 from . import api, views
 from .errors import register_error_handlers
+from .facets import FIELD_LABELS, FILTER_LABELS
 from .files import AnyPathConverter
 from .queries import InMemoryRequest
 from .searching import ModelGate
-from .security import add_cache_policy, add_security_headers
+from .security import add_cache_policy, add_security_headers, shop_link
 from .service import IndexService
 
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     app.after_request(add_security_headers)
     app.after_request(add_cache_policy)
     register_error_handlers(app)
+    app.jinja_env.globals.update(field_labels=FIELD_LABELS, filter_labels=FILTER_LABELS, shop_link=shop_link)
 
     @app.context_processor
     def site_context():

@@ -6,9 +6,12 @@ import time
 
 from flask import Blueprint, jsonify, request
 
-from . import context
+from indexer.search import FILTER_FIELDS
+
+from . import context, facets
 from .context import requires_index
 from .errors import RETRY_AFTER_S
+from .queries import parse_filters, reject_unknown
 from .searching import item_dict, result_dict, search_uploads, similar_items
 from .service import READY
 
@@ -22,7 +25,11 @@ def api_search():
     started = time.perf_counter()
     outcome = search_uploads(context.service(), context.gate(), request.form, request.files)
     queries = [
-        {"filename": r.filename, "results": [result_dict(outcome.searcher, h) for h in r.hits]}
+        {
+            "filename": r.filename,
+            "crop": list(r.crop) if r.crop else None,
+            "results": [result_dict(outcome.searcher, h) for h in r.hits],
+        }
         for r in outcome.results
     ]
     timing = dict(outcome.timing_ms, total=round((time.perf_counter() - started) * 1000, 3))
@@ -37,6 +44,23 @@ def api_similar(item_id: str):
     searcher = outcome.searcher
     return jsonify(
         {"item": item_dict(searcher, outcome.row), "results": [result_dict(searcher, h) for h in outcome.hits]}
+    )
+
+
+@bp.get("/api/facets")
+@requires_index
+def api_facets():
+    """Filter values still matching under the given filters, with counts (the search form updates from it)."""
+    searcher = context.service().require_searcher()
+    reject_unknown(request.args.keys(), frozenset(FILTER_FIELDS))
+    selected = parse_filters(request.args, searcher.facets())
+    counts = facets.facet_counts(searcher, selected)
+    return jsonify(
+        {
+            "filters": selected,
+            "matched": int(facets.matching_rows(searcher, selected).sum()),
+            "facets": {name: [{"value": v, "count": n} for v, n in pairs] for name, pairs in counts.items()},
+        }
     )
 
 

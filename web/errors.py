@@ -64,13 +64,15 @@ def too_large_message() -> str:
 
 
 def not_ready_response(exc: NotReady):
-    """503 while the index is being built or after its build failed (the building or error page)."""
+    """503 while the model loads, the index is built or after a failure (the building or error page)."""
     status = exc.status
     if status["state"] == ERROR:
         return error_response(503, status["message"], state=status["state"])
     message = status.get("message") or "The catalogue index is still being built."
     if wants_json():
-        return error_response(503, message, state=status["state"], done=status["done"], total=status["total"])
+        return error_response(
+            503, message, state=status["state"], step=status["step"], done=status["done"], total=status["total"]
+        )
     return error_response(503, message, template="building.html", status=status)
 
 

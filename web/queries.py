@@ -8,6 +8,7 @@ displayed, escaped, never used as paths.
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -15,12 +16,13 @@ import numpy as np
 from flask import Request
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from indexer.images import ImageError, load_for_model
+from indexer.images import Crop, ImageError, load_for_model
 from indexer.search import FILTER_FIELDS
 
 # HTTP status per ImageError reason
 _STATUS_FOR_REASON = {
     "empty": 400,
+    "bad_crop": 400,
     "not_an_image": 415,
     "unreadable": 422,
     "too_small": 422,
@@ -53,11 +55,12 @@ class BadQuery(ValueError):
 
 @dataclass
 class QueryImage:
-    """One uploaded photo, decoded and ready for the model."""
+    """One uploaded photo, decoded (and cropped) and ready for the model."""
 
     filename: str
     array: np.ndarray
     decode_ms: float
+    crop: Crop | None = None
 
 
 @dataclass
@@ -98,14 +101,73 @@ def parse_filters(form: MultiDict, facets: dict[str, list[str]]) -> dict[str, st
             continue
         allowed = facets.get(name, [])
         if value not in allowed:
-            choices = ", ".join(allowed[:20]) or "none in this catalogue"
+            shown = 20
+            choices = ", ".join(allowed[:shown]) or "none in this catalogue"
+            if len(allowed) > shown:
+                choices += f", … ({len(allowed) - shown} more)"
             raise BadQuery(f"Unknown {name} {value!r}. Choose one of: {choices}.", field=name)
         filters[name] = value
     return filters
 
 
-def read_images(files: MultiDict, max_files: int) -> list[QueryImage]:
-    """Decode every uploaded ``image`` field, in upload order."""
+_CROP_HELP = "Give it as four fractions x,y,w,h of the photo, e.g. 0.25,0,0.5,1, or leave it empty for the whole photo."
+
+
+def parse_crop(raw: str | None, position: int) -> Crop | None:
+    """One ``crop`` field: ``x,y,w,h`` as fractions of the photo, or empty for the whole photo."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    parts = text.split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise BadQuery(f"The crop of photo {position} ({text[:40]!r}) is not understood. {_CROP_HELP}", field="crop")
+    x, y, w, h = values
+    slack = 1e-6  # fractions rounded by the browser may overshoot 1 by a hair
+    if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > 1 + slack or y + h > 1 + slack:
+        raise BadQuery(
+            f"The crop of photo {position} ({text[:40]!r}) does not lie inside the photo: "
+            "x and y must be at least 0, w and h above 0, x+w and y+h at most 1.",
+            field="crop",
+        )
+    return x, y, min(w, 1 - x), min(h, 1 - y)
+
+
+def parse_crops(form: MultiDict) -> list[Crop | None]:
+    """Every ``crop`` field, in order: the n-th belongs to the n-th photo."""
+    return [parse_crop(raw, position) for position, raw in enumerate(form.getlist("crop"), start=1)]
+
+
+SEARCH_FIELDS = frozenset({"image", "crop", "k", *FILTER_FIELDS})
+SIMILAR_FIELDS = frozenset({"k", *FILTER_FIELDS})
+BROWSE_FIELDS = frozenset({"page", *FILTER_FIELDS})
+
+
+def reject_unknown(names, allowed: frozenset[str]) -> None:
+    """A 400 naming every field the route does not take (a typo would otherwise be ignored silently)."""
+    unknown = sorted({name for name in names if name not in allowed})
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:10])
+        plural = "s" if len(unknown) > 1 else ""
+        raise BadQuery(
+            f"Unknown field{plural} {listed}. This address takes: {', '.join(sorted(allowed))}.", field=unknown[0]
+        )
+
+
+def parse_page(raw: str | None) -> int:
+    """A browse page number (from 1)."""
+    text = (raw or "1").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise BadQuery(f"The page must be a whole number from 1; got {text[:20]!r}.", field="page")
+    return int(text)
+
+
+def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | None = None) -> list[QueryImage]:
+    """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry."""
+    crops = crops or []
     uploads = [f for f in files.getlist("image") if f is not None]
     if not uploads:
         raise BadQuery("No photo was uploaded. Choose an image file and try again.", field="image")
@@ -113,22 +175,30 @@ def read_images(files: MultiDict, max_files: int) -> list[QueryImage]:
         raise BadQuery("No file was selected. Choose an image file and try again.", field="image")
     if len(uploads) > max_files:
         raise BadQuery(f"At most {max_files} photos per search; you sent {len(uploads)}.", field="image")
+    if len(crops) > len(uploads):
+        raise BadQuery(
+            f"{len(crops)} crop fields for {len(uploads)} photos; send at most one crop per photo, in the same order.",
+            field="crop",
+        )
+    crops = crops + [None] * (len(uploads) - len(crops))
     images = []
-    for position, upload in enumerate(uploads, start=1):
+    for position, (upload, crop) in enumerate(zip(uploads, crops), start=1):
         name = display_name(upload, position)
         started = time.perf_counter()
         data = upload.read()
         try:
-            array = load_for_model(data)
+            array = load_for_model(data, crop=crop)
         except ImageError as exc:
             status = _STATUS_FOR_REASON.get(exc.reason, 422)
             raise BadQuery(f"{name}: {exc.message}", status=status, field="image") from None
-        images.append(QueryImage(name, array, (time.perf_counter() - started) * 1000))
+        images.append(QueryImage(name, array, (time.perf_counter() - started) * 1000, crop))
     return images
 
 
 def parse_query(form: MultiDict, files: MultiDict, *, facets, default_k: int, max_k: int, max_files: int) -> Query:
     """Validate a whole search request (form fields first: they are cheap)."""
+    reject_unknown([*form.keys(), *files.keys()], SEARCH_FIELDS)
     k = parse_k(form.get("k"), default_k, max_k)
     filters = parse_filters(form, facets)
-    return Query(read_images(files, max_files), k, filters)
+    crops = parse_crops(form)
+    return Query(read_images(files, max_files, crops), k, filters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from contextlib import contextmanager
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 from flask import url_for
 
+from indexer.calibration import match_label, match_score
 from indexer.search import Hit, Searcher
 
-from .queries import Query, parse_filters, parse_k, parse_query
+from .queries import SIMILAR_FIELDS, BadQuery, Query, parse_filters, parse_k, parse_query, reject_unknown
 from .workers import pool_wait_s
 
 
@@ -65,6 +67,18 @@ def result_dict(searcher: Searcher, hit: Hit) -> dict:
     }
 
 
+def card_dicts(searcher: Searcher, hits: list[Hit], first_rank: int = 1) -> list[dict]:
+    """Results for a page: the API's fields plus the rank and the calibrated match score and label."""
+    scale = searcher.manifest.get("match_scale")
+    cards = []
+    for rank, hit in enumerate(hits, start=first_rank):
+        card = result_dict(searcher, hit)
+        score = match_score(hit.similarity, scale)
+        card.update(rank=rank, match_score=score, match_label=match_label(score, hit.distance))
+        cards.append(card)
+    return cards
+
+
 def item_dict(searcher: Searcher, row: int) -> dict:
     """A catalogue item (without distance), for more-like-this pages."""
     facts = searcher.describe(row)
@@ -79,11 +93,13 @@ def item_dict(searcher: Searcher, row: int) -> dict:
 
 @dataclass
 class QueryResult:
-    """The hits for one uploaded photo, with the decoded photo for the results page."""
+    """The hits for one uploaded photo, with the decoded (cropped) photo for the results page."""
 
     filename: str
     array: np.ndarray
     hits: list[Hit]
+    crop: tuple[float, float, float, float] | None = None
+    vector: np.ndarray | None = None  # the photo's embedding, for "show more"
 
 
 @dataclass
@@ -107,6 +123,34 @@ class SimilarSearch:
     filters: dict[str, str]
 
 
+# ---------------------------------------------------------------- "show more" for upload searches
+# The results page carries each photo's vector (float16, base64: 5.5 KB)
+# back to the server, so "show more" needs neither the photo nor any state
+# kept between requests.
+
+_VECTOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    """A query vector as compact text for a hidden form field."""
+    return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str, dim: int) -> np.ndarray:
+    """The unit vector from ``encode_vector``; ``BadQuery`` for anything else."""
+    text = (text or "").strip()
+    try:
+        if not text or not set(text) <= _VECTOR_CHARS:
+            raise ValueError
+        raw = base64.b64decode(text, validate=True)
+        vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        if vector.shape != (dim,) or not np.isfinite(vector).all() or not np.linalg.norm(vector):
+            raise ValueError
+    except ValueError:
+        raise BadQuery("The search to continue is not understood; please search again.", field="query") from None
+    return vector / np.linalg.norm(vector)
+
+
 def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tuple[list[QueryResult], dict]:
     """Embed every query image in one batch and search each in ``searcher``.
 
@@ -122,7 +166,7 @@ def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tup
     timing["queue"] = round((waited - started) * 1000, 3)
     timing["embed"] = round((embedded - waited) * 1000, 3)
     results = [
-        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters))
+        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters), image.crop, vector)
         for image, vector in zip(query.images, vectors)
     ]
     timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)
@@ -139,6 +183,12 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
     """
     searcher = service.require_searcher()
     cfg = service.settings
+    if len(searcher) == 0:
+        raise BadQuery(
+            f"The catalogue has no products yet. Add product photos to {cfg.catalogue.name}; "
+            "the site indexes them on its next check, or run `python -m indexer build`.",
+            status=503,
+        )
     query = parse_query(
         form, files, facets=searcher.facets(), default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files
     )
@@ -154,6 +204,7 @@ def similar_items(service, item_id: str, args) -> SimilarSearch:
     """
     searcher = service.require_searcher()
     cfg = service.settings
+    reject_unknown(args.keys(), SIMILAR_FIELDS)
     k = parse_k(args.get("k"), cfg.top_k, cfg.max_k)
     filters = parse_filters(args, searcher.facets())
     row, hits = searcher.similar(item_id, k, filters)

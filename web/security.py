@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import request
 
 # Assets are all local, so only same-origin scripts and styles are needed;
@@ -33,3 +35,19 @@ def add_cache_policy(response):
     elif "Cache-Control" not in response.headers and response.mimetype in ("text/html", "application/json"):
         response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def shop_link(metadata: dict) -> str | None:
+    """The product's page in the shop (``url`` or ``link`` column), only when it is a plain http(s) URL.
+
+    Anything else (``javascript:``, ``data:``, relative paths, spaces) is
+    dropped rather than linked, since styles.csv is not trusted markup.
+    """
+    for column in ("url", "link"):
+        value = (metadata.get(column) or "").strip()
+        if not value or any(ch.isspace() or ord(ch) < 32 for ch in value):
+            continue
+        parts = urlsplit(value)
+        if parts.scheme.lower() in ("http", "https") and parts.netloc:
+            return value
+    return None

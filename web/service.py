@@ -5,6 +5,11 @@ serves searches from a verified ``Searcher``, and when the artifacts are
 missing or stale starts the indexer's build in a background thread. The
 build lock in the index dir makes sure only one worker builds; the others
 see ``building`` and pick the new generation up once ``current`` switches.
+
+Loading TensorFlow and the model takes tens of seconds on a small machine,
+so it happens in a background thread too: the worker answers HTTP at once,
+with the state ``starting`` (a page that says what it is doing, 503 +
+``Retry-After`` from the API) until the model is ready.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from indexer.search import Searcher
 
 log = logging.getLogger(__name__)
 
-READY, BUILDING, ERROR = "ready", "building", "error"
+READY, BUILDING, ERROR, STARTING = "ready", "building", "error", "starting"
+STARTUP_MESSAGES = {
+    "catalogue": "Drawing the demo catalogue.",
+    "model": "Loading the image model (TensorFlow and ResNet50).",
+    "index": "Opening the index.",
+}
+# The steps the starting and building page lists, in order, and the build
+# phase (indexer.progress) or start-up step each one covers.
+STEPS = ("catalogue", "model", "scanning", "embedding", "publishing")
+_STEP_OF = {"catalogue": "catalogue", "model": "model", "index": "scanning", "scanning": "scanning",
+            "embedding": "embedding", "indexing": "publishing", "done": "publishing"}
 BUILD_RETRY_S = 60.0  # a failed background build is retried after this long
 LOCK_WAIT_S = 2.0  # how long a build waits for the lock held by a status probe
 
@@ -47,9 +62,9 @@ class IndexService:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None, autobuild: bool = True):
         self.settings = settings
         self.autobuild = autobuild
-        self.embedder = embedder or load_for_settings(settings)
-        self.embedder.warm_up()  # trace the graph now, not on the first shopper's request
-        self.key = model_key(self.embedder.weights_id, self.embedder.vector_space)
+        self.embedder: Embedder | None = None  # set once loaded and warmed up
+        self.key: dict | None = None
+        self.startup_step = "model"  # what ``starting`` is busy with: a key of STARTUP_MESSAGES
         self.searcher: Searcher | None = None
         self.error: str | None = None
         self._build_thread: threading.Thread | None = None
@@ -58,27 +73,61 @@ class IndexService:
         self._last_rescan: float | None = None
         self._failed_gen: str | None = None  # a generation that failed verification
         self._failed_at = 0.0  # when the last background build failed
-        self._prepare_catalogue()
-        self.refresh(force=True)
+        self._started = False  # the first refresh after loading the model is done
+        self._startup_thread: threading.Thread | None = None
+        if embedder is not None:
+            # an embedder handed in is already loaded: nothing worth a thread
+            self._start(embedder)
+        else:
+            self._startup_thread = threading.Thread(target=self._start, name="model-load", daemon=True)
+            self._startup_thread.start()
+
+    def _start(self, embedder: Embedder | None = None) -> None:
+        """Prepare the catalogue, load and warm up the model, then serve or build the index."""
+        try:
+            if self.settings.is_demo:
+                self.startup_step = "catalogue"
+                self._prepare_catalogue()
+            self.startup_step = "model"
+            if embedder is None:
+                embedder = load_for_settings(self.settings)
+            embedder.warm_up()  # trace the graph now, not on the first shopper's request
+        except Exception:  # noqa: BLE001 - shown on every page and in /api/status
+            log.exception("Start-up failed while %s", STARTUP_MESSAGES[self.startup_step].lower().rstrip("."))
+            # the details (paths, exception text) go to the log, not to the public page
+            self.error = "The site could not start; the server log has the details."
+            return
+        self.key = model_key(embedder.weights_id, embedder.vector_space)
+        self.embedder = embedder
+        self.startup_step = "index"
+        try:
+            self.refresh(force=True)
+        finally:
+            self._started = True
 
     # ------------------------------------------------------------ state
 
     @property
     def random_weights(self) -> bool:
         """True when results come from random weights (tests, or ``auto`` fallback)."""
+        if self.embedder is None:  # still loading: only an explicit "none" is known yet
+            return self.settings.weights.strip().lower() == "none"
         return self.embedder.choice.keras_arg is None
 
     @property
     def weights_fallback(self) -> bool:
         """True when ``auto`` could not get ImageNet weights and fell back."""
-        return self.embedder.choice.fallback
+        return self.embedder is not None and self.embedder.choice.fallback
 
     @property
     def state(self) -> str:
-        """``ready`` when searches can be served, else ``building`` or ``error`` (a pure read)."""
+        """``ready`` when searches can be served, ``starting`` while the model loads,
+        else ``building`` or ``error`` (a pure read)."""
         if self.searcher is not None:
             return READY
-        return ERROR if self.error else BUILDING
+        if self.error:
+            return ERROR
+        return BUILDING if self._started else STARTING
 
     def require_searcher(self) -> Searcher:
         """The searcher serving right now; raises ``NotReady`` when there is none."""
@@ -90,21 +139,28 @@ class IndexService:
     def status(self) -> dict:
         """The payload of ``/api/status``."""
         state = self.state
-        progress = artifacts.read_status(self.settings.index_dir)
+        progress = artifacts.read_status(self.settings.index_dir) if state != STARTING else {}
+        if state == STARTING:
+            message = STARTUP_MESSAGES[self.startup_step]
+        elif state == ERROR:
+            message = self.error
+        else:
+            message = progress.get("message", "")
         payload = {
             "state": state,
             "done": progress.get("done", 0),
             "total": progress.get("total", 0),
-            "phase": progress.get("phase"),
+            "phase": self.startup_step if state == STARTING else progress.get("phase"),
+            "step": _STEP_OF.get(self.startup_step if state == STARTING else progress.get("phase"), "scanning"),
             "rate": progress.get("rate"),
             "eta_s": progress.get("eta_s"),
-            "message": self.error if state == ERROR else progress.get("message", ""),
+            "message": message,
             "rebuilding": self.building_now(),
             "items": len(self.searcher) if self.searcher else 0,
             "catalogue": self.settings.catalogue.name,
             "demo": self.settings.is_demo,
-            "weights": self.embedder.weights_id,
-            "runtime": self.embedder.runtime,
+            "weights": self.embedder.weights_id if self.embedder else None,
+            "runtime": self.embedder.runtime if self.embedder else None,
         }
         return payload
 
@@ -123,10 +179,9 @@ class IndexService:
     # ------------------------------------------------------------ refresh
 
     def _prepare_catalogue(self) -> None:
-        if self.settings.is_demo:
-            from indexer.demo import generate_demo_catalogue
+        from indexer.demo import generate_demo_catalogue
 
-            generate_demo_catalogue(self.settings.catalogue)
+        generate_demo_catalogue(self.settings.catalogue)
 
     def refresh(self, force: bool = False) -> None:
         """Pick up a newly published generation; start a build when one is needed.
@@ -136,6 +191,8 @@ class IndexService:
         refreshing carries on with the current searcher instead of waiting.
         """
         now = time.monotonic()
+        if self.embedder is None:  # the startup thread refreshes once the model is loaded
+            return
         if not force and now - self._last_refresh < 1.0:
             return
         if not self._lock.acquire(blocking=force):
@@ -220,6 +277,8 @@ class IndexService:
     def wait_until_ready(self, timeout: float = 300.0) -> bool:
         """Block until the index is served (True) or its build failed or timed out (False)."""
         deadline = time.monotonic() + timeout
+        if self._startup_thread is not None:
+            self._startup_thread.join(timeout)
         while time.monotonic() < deadline:
             if self._build_thread is not None:
                 self._build_thread.join(timeout=0.2)

@@ -1,11 +1,13 @@
-"""Regenerate ``docs/results.png``, the results-page screenshot the README embeds.
+"""Regenerate the README screenshots in ``docs/``: the header image and the "first five minutes" walkthrough.
 
-    python -m tests.e2e.readme_screenshot [--out docs/results.png] [--query 1]
+    python -m tests.e2e.readme_screenshot [--out-dir docs] [--query 1]
 
 Generates the demo catalogue into a temporary folder, serves it with a real
-gunicorn (random weights, so nothing is downloaded), searches with one demo
-photo in headless Chromium at 1280 px, crops the page to the header and the
-results row, and saves a palette PNG small enough for the repository.
+gunicorn on a fresh index dir (random weights, so nothing is downloaded) and
+drives headless Chromium at 1280 px through a first visit: the starting
+page, the upload form, marking one product in a photo of two, the results,
+and browsing. Each capture is cropped to what matters and saved as a
+palette PNG small enough for the repository.
 """
 
 from __future__ import annotations
@@ -17,52 +19,110 @@ from pathlib import Path
 
 from PIL import Image
 
-from .browser import Browser, By, browser_problem, cards, submit_search, wait_images_loaded
+from .browser import (
+    ActionChains,
+    Browser,
+    By,
+    Keys,
+    browser_problem,
+    cards,
+    open_page,
+    wait,
+    wait_for_results,
+    wait_images_loaded,
+)
 from .server import REPO, start_server
 
+WIDTH = 1280
 
-def capture(out: Path, query_id: str, width: int = 1280) -> Path:
-    from indexer.demo import generate_demo_catalogue
 
-    problem = browser_problem()
-    if problem:
-        raise SystemExit(f"cannot take the screenshot: {problem}")
-    with tempfile.TemporaryDirectory(prefix="fashion-readme-") as tmp:
-        catalogue = Path(tmp) / "demo-catalogue"
-        generate_demo_catalogue(catalogue)
-        server = start_server(catalogue, Path(tmp) / "index", Path(tmp) / "gunicorn.log")
-        browser = None
-        try:
-            server.wait_until_ready(300)
-            browser = Browser(width=width, height=1000, extra_args=["--hide-scrollbars"])
-            driver = browser.driver
-            submit_search(driver, server.url, catalogue / f"{query_id}.jpg")
-            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, "main img"))
-            if len(cards(driver)) != 5:
-                raise SystemExit("expected 5 results on the page")
-            driver.execute_script("window.scrollTo(0, 0);")
-            row = driver.find_element(By.CSS_SELECTOR, ".query-row")
-            bottom = int(row.rect["y"] + row.rect["height"] + 16)
-            png = driver.get_screenshot_as_png()
-        finally:
-            if browser is not None:
-                browser.quit()
-            server.stop()
+def _save(driver, out: Path, bottom_css: str | None = None, margin: int = 16) -> Path:
+    driver.execute_script("window.scrollTo(0, 0);")
+    png = driver.get_screenshot_as_png()
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    image = image.crop((0, 0, min(width, image.width), min(bottom, image.height)))
+    bottom = image.height
+    if bottom_css:
+        element = driver.find_element(By.CSS_SELECTOR, bottom_css)
+        bottom = min(image.height, int(element.rect["y"] + element.rect["height"] + margin))
+    image = image.crop((0, 0, min(WIDTH, image.width), bottom))
     image = image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out, optimize=True)
     return out
 
 
+def _two_products(catalogue: Path, out: Path) -> Path:
+    both = Image.new("RGB", (600, 300), "white")
+    both.paste(Image.open(catalogue / "4.jpg").convert("RGB"), (0, 0))
+    both.paste(Image.open(catalogue / "13.jpg").convert("RGB"), (300, 0))
+    both.save(out)
+    return out
+
+
+def capture(out_dir: Path, query_id: str) -> list[Path]:
+    """Take every README screenshot; returns the files written."""
+    from indexer.demo import generate_demo_catalogue
+
+    problem = browser_problem()
+    if problem:
+        raise SystemExit(f"cannot take the screenshots: {problem}")
+    written = []
+    with tempfile.TemporaryDirectory(prefix="fashion-readme-") as tmp:
+        catalogue = Path(tmp) / "demo-catalogue"
+        generate_demo_catalogue(catalogue)
+        photo = _two_products(catalogue, Path(tmp) / "outfit.png")
+        server = start_server(catalogue, Path(tmp) / "index", Path(tmp) / "gunicorn.log")
+        browser = None
+        try:
+            browser = Browser(width=WIDTH, height=900, extra_args=["--hide-scrollbars"])
+            driver = browser.driver
+            server.wait_until_up(300)
+            driver.get(server.url + "/")
+            if driver.find_elements(By.ID, "building"):
+                written.append(_save(driver, out_dir / "start.png", "#building"))
+            server.wait_until_ready(600)
+
+            open_page(driver, server.url + "/", "#search-form")
+            driver.find_element(By.ID, "image").send_keys(str(photo))
+            box = wait(driver).until(lambda d: d.find_element(By.ID, "crop-box-1"))
+            box.click()
+            actions = ActionChains(driver)
+            for _ in range(10):
+                actions.key_down(Keys.SHIFT).send_keys(Keys.ARROW_LEFT).key_up(Keys.SHIFT)
+            actions.perform()
+            box.send_keys(*([Keys.ARROW_RIGHT] * 10))
+            written.append(_save(driver, out_dir / "crop.png", "#search-button"))
+            driver.find_element(By.ID, "search-button").click()
+            wait_for_results(driver)
+            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
+            written.append(_save(driver, out_dir / "crop-results.png", ".query-row"))
+
+            open_page(driver, server.url + "/", "#search-form")
+            driver.find_element(By.ID, "image").send_keys(str(catalogue / f"{query_id}.jpg"))
+            driver.find_element(By.ID, "search-button").click()
+            wait_for_results(driver)
+            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, "main img"))
+            if len(cards(driver)) != 5:
+                raise SystemExit("expected 5 results on the page")
+            written.append(_save(driver, out_dir / "results.png", ".query-row"))
+
+            open_page(driver, server.url + "/browse?gender=Women", ".browse-grid")
+            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".browse-grid img")[:12])
+            written.append(_save(driver, out_dir / "browse.png", ".browse-grid > li:nth-child(6)"))
+        finally:
+            if browser is not None:
+                browser.quit()
+            server.stop()
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.png")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--query", default="1", help="id of the demo photo to search with")
     args = parser.parse_args(argv)
-    path = capture(args.out, args.query)
-    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+    for path in capture(args.out_dir, args.query):
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
 if __name__ == "__main__":

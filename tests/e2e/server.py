@@ -33,6 +33,7 @@ class Server:
     log_path: Path
     catalogue: Path
     index_dir: Path
+    workers: int = 2
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server log."""
@@ -51,8 +52,21 @@ class Server:
         self._wait(timeout, lambda code: code in (200, 503), "answer HTTP")
 
     def wait_until_ready(self, timeout: float) -> None:
-        """Wait until /healthz answers 200."""
+        """Wait until /healthz answers 200 and every worker logged that it serves an index.
+
+        Workers answer at once and load the model in the background, so one
+        may be ready while another still shows the starting page.
+        """
         self._wait(timeout, lambda code: code == 200, "report healthy on /healthz")
+        deadline = time.monotonic() + timeout
+        while self.log_tail(10**7).count("Serving index") < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker served the index within {timeout:.0f} s:\n{self.log_tail()}")
+            try:  # a worker picks up a newly built index when a request reaches it
+                http_get(self.url + "/healthz", timeout=2)
+            except OSError:
+                pass
+            time.sleep(0.1)
 
     def _wait(self, timeout: float, done, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -81,4 +95,4 @@ def start_server(catalogue: Path, index_dir: Path, log_path: Path, *, workers: i
     extra = {"FASHION_TF_THREADS": "1"} | (extra_env or {})
     env = gunicorn_env(catalogue, index_dir, f"127.0.0.1:{port}", workers=workers, extra_env=extra)
     process = spawn_gunicorn(env, log_path)
-    return Server(process, f"http://127.0.0.1:{port}", log_path, Path(catalogue), Path(index_dir))
+    return Server(process, f"http://127.0.0.1:{port}", log_path, Path(catalogue), Path(index_dir), workers)

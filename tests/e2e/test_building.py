@@ -1,4 +1,8 @@
-"""The building page: live progress while the first index is built, then the search page by itself.
+"""The starting and building page: named steps and live progress, then the search page by itself.
+
+Workers answer at once while the model loads in the background, so the
+first page is the starting page (step "Loading the image model"); the same
+page, polling, then marks the scanning and embedding steps and shows the bar.
 
 A second gunicorn serves a fresh index dir over a catalogue made of the demo
 photos copied into subfolders under distinct names (once by default;
@@ -73,15 +77,33 @@ def test_building_page_shows_progress_then_becomes_the_search_page(browser_ready
         started = time.monotonic()
         driver.get(server.url + "/")
         assert driver.find_elements(By.ID, "building"), (
-            "expected the building page while the first index is built; got: " + driver.title
+            "expected the starting or building page while the first index is built; got: " + driver.title
         )
-        assert "Preparing the catalogue" in driver.title
+        steps = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#build-steps li")]
+        assert steps == [
+            "Loading the image model",
+            "Scanning the catalogue",
+            "Reading the product photos",
+            "Publishing the search index",
+        ], steps
+        current = driver.find_element(By.CSS_SELECTOR, "#build-steps li[aria-current=step]").get_attribute("data-step")
+        if driver.title.startswith("Starting"):
+            assert current == "model"
+            assert "Loading the image model" in driver.find_element(By.ID, "build-text").text
+            save_screenshot(driver, "05-starting")
+        else:  # a very fast machine: the model was loaded before the first request
+            assert "Preparing the catalogue" in driver.title and current != "model"
         driver.execute_script("window.e2eSamePage = true;")  # lost if the page were reloaded
 
         # 1st reading: the bar has started moving (embedding has begun).
         first = wait(driver, BUILD_WAIT_S).until(_progress_beyond(0, count))
         assert "gone" not in first, "the build finished before any progress could be read; use more copies"
         assert f"{int(first['value'])} of {count} photos" in first["text"], first
+        marks = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#build-steps li')).map(function (li) {"
+            "  return li.getAttribute('data-step') + ':' + li.className; });"
+        )
+        assert marks[:3] == ["model:done", "scanning:done", "embedding:current"], marks
         print(f"first reading after {time.monotonic() - started:.1f} s: {first}")
         save_screenshot(driver, "06-building-progress-1")
 

@@ -100,7 +100,7 @@ def test_filter_applies_to_every_result(live_server, driver, demo_image):
     types = [card_facts(driver, card).get("Type") for card in found]
     assert types == [wanted] * TOP_K, types
     pills = [p.text for p in driver.find_elements(By.CSS_SELECTOR, ".active-filters .pill")]
-    assert pills == [wanted]
+    assert pills == [f"Product type: {wanted}"]
     # the form below the results keeps the filter for the next search
     chosen = Select(driver.find_element(By.ID, "filter-articleType")).first_selected_option
     assert chosen.get_attribute("value") == wanted
@@ -124,7 +124,8 @@ def test_more_like_this_gives_a_new_result_set(live_server, driver, demo_image):
     before = _item_links(driver)
     assert len(before) == TOP_K
     card = cards(driver)[1]
-    title = card.find_element(By.CSS_SELECTOR, ".card-title").text
+    assert card.find_element(By.CSS_SELECTOR, ".rank").text == "#2"
+    title = card.find_element(By.CSS_SELECTOR, ".card-name").text
     link = card.find_element(By.CSS_SELECTOR, ".more-link")
     target = link.get_attribute("href")
     assert re.search(r"/items/[^/?#]+$", target), target

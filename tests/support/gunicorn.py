@@ -43,13 +43,13 @@ def gunicorn_env(catalogue: Path, index_dir: Path, bind: str, *, workers: int = 
     return env
 
 
-def spawn_gunicorn(env: dict, log_path: Path) -> subprocess.Popen:
-    """Start gunicorn from the project root with ``env``; output goes to ``log_path``."""
+def spawn_gunicorn(env: dict, log_path: Path, cwd: Path = REPO) -> subprocess.Popen:
+    """Start gunicorn from the project root (or another checkout, ``cwd``) with ``env``; output goes to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -1,0 +1,189 @@
+"""Browsing and narrowing the catalogue: facet counts, /browse, show more, product details,
+unknown fields, and the empty catalogue page."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import html
+import io
+import re
+
+import pytest
+
+from indexer.build import build_index
+from indexer.search import Searcher
+from web import facets
+
+CARD_LINK = re.compile(r'<a class="card-image" href="/items/([^"]+)"')
+
+
+def _styles(catalogue) -> list[dict]:
+    with open(catalogue / "styles.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _upload(client, url, demo_catalogue, item_id, **fields):
+    data = dict(fields, image=(io.BytesIO((demo_catalogue / f"{item_id}.jpg").read_bytes()), f"{item_id}.jpg"))
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+# ---------------------------------------------------------------- facet counts
+
+
+def test_facet_counts_list_only_values_matching_the_other_filters(built_index):
+    searcher = Searcher.load(built_index.index_dir)
+    rows = _styles(built_index.catalogue)
+    chosen = {"gender": "Men", "baseColour": "Red"}
+    counts = facets.facet_counts(searcher, chosen)
+    for name, listed in counts.items():
+        others = {k: v for k, v in chosen.items() if k != name}
+        expected = collections.Counter(r[name] for r in rows if all(r[k] == v for k, v in others.items()) and r[name])
+        assert dict(listed) == dict(expected), name
+        assert [v for v, _ in listed] == sorted(expected)
+    # a type with no red men's item is not offered while both filters are chosen
+    assert all(count > 0 for _, count in counts["articleType"])
+    assert len(counts["articleType"]) < len(facets.facet_values(searcher)["articleType"])
+    assert int(facets.matching_rows(searcher, chosen).sum()) == sum(n for _, n in counts["articleType"])
+
+
+def test_forms_show_counts_and_the_api_gives_them(client, built_index):
+    rows = _styles(built_index.catalogue)
+    women = sum(r["gender"] == "Women" for r in rows)
+    page = client.get("/").get_data(as_text=True)
+    assert f'<option value="Women">Women ({women})</option>' in page
+    body = client.get("/api/facets?gender=Women").get_json()
+    assert body["filters"] == {"gender": "Women"} and body["matched"] == women
+    types = collections.Counter(r["articleType"] for r in rows if r["gender"] == "Women")
+    assert {e["value"]: e["count"] for e in body["facets"]["articleType"]} == dict(types)
+    assert client.get("/api/facets?gender=Nobody").status_code == 400
+
+
+# ---------------------------------------------------------------- unknown fields
+
+
+@pytest.mark.parametrize(
+    "method, url",
+    [
+        ("post", "/api/search"),
+        ("post", "/search"),
+        ("get", "/api/items/1/similar?brand=Nike"),
+        ("get", "/items/1?brand=Nike"),
+        ("get", "/browse?brand=Nike"),
+        ("get", "/api/facets?brand=Nike"),
+    ],
+)
+def test_unknown_fields_are_a_400_that_names_them(client, demo_catalogue, method, url):
+    if method == "post":
+        response = _upload(client, url, demo_catalogue, 1, brand="Nike")
+    else:
+        response = client.get(url)
+    assert response.status_code == 400
+    body = response.get_data(as_text=True)
+    assert "Unknown field" in body and "brand" in body
+
+
+def test_a_long_list_of_choices_says_it_is_cut(client):
+    error = client.get("/api/items/1/similar?articleType=Nosuch").get_json()["error"]
+    assert "Choose one of:" in error["message"]
+    colours = client.get("/api/facets").get_json()["facets"]["baseColour"]
+    if len(colours) > 20:
+        assert "more)" in client.get("/api/items/1/similar?baseColour=Nosuch").get_json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- browse
+
+
+def test_browse_pages_through_the_catalogue_with_filters(client, built_index):
+    # catalogue order: the index's file order
+    rows = sorted(_styles(built_index.catalogue), key=lambda r: Searcher.load(built_index.index_dir).filenames.index(
+        f"{r['id']}.jpg"))
+    first = client.get("/browse").get_data(as_text=True)
+    ids = CARD_LINK.findall(first)
+    assert ids == [r["id"] for r in rows][:24]
+    pages = -(-len(rows) // 24)
+    assert f"page 1 of {pages}" in first and 'id="page-next" href="/browse?page=2"' in first
+    assert 'id="page-prev"' not in first
+    last = client.get(f"/browse?page={pages}").get_data(as_text=True)
+    assert CARD_LINK.findall(last) == [r["id"] for r in rows][24 * (pages - 1) :]
+    assert 'id="page-next"' not in last
+    assert client.get(f"/browse?page={pages + 1}").status_code == 400
+    assert client.get("/browse?page=zero").status_code == 400
+
+    shoes = [r["id"] for r in rows if r["articleType"] == "Casual Shoes"]
+    page = client.get("/browse?articleType=Casual+Shoes").get_data(as_text=True)
+    assert CARD_LINK.findall(page) == shoes[:24]
+    assert f"{len(shoes)} products match these filters" in page
+
+
+# ---------------------------------------------------------------- show more
+
+
+def test_show_more_asks_for_the_next_results(client, demo_catalogue):
+    first = _upload(client, "/search", demo_catalogue, 17).get_data(as_text=True)
+    ids = CARD_LINK.findall(first)
+    form = re.search(r'<form class="show-more".*?</form>', first, re.S).group(0)
+    fields = [(html.unescape(n), html.unescape(v)) for n, v in re.findall(r'name="([^"]+)" value="([^"]*)"', form)]
+    assert ("k", "10") in fields
+    data = {}
+    for name, value in fields:
+        data.setdefault(name, []).append(value)
+    more = client.post("/search/more", data=data).get_data(as_text=True)
+    more_ids = CARD_LINK.findall(more)
+    assert len(more_ids) == 10 and more_ids[:5] == ids
+    assert 'src="data:image/jpeg;base64,' in more  # the query photo is still shown
+
+    data["query"] = ["AAAA"]
+    assert client.post("/search/more", data=data).status_code == 400
+    data["query"], data["colour"] = [fields[0][1]], ["Red"]
+    assert client.post("/search/more", data=data).status_code == 400  # unknown field
+
+
+def test_more_like_this_has_show_more_and_human_labels(client):
+    page = client.get("/items/17").get_data(as_text=True)
+    assert 'id="show-more" href="/items/17?k=10"' in page
+    assert "<dt>Product type</dt>" in page and "<dt>Colour</dt>" in page
+    assert "articleType</dt>" not in page and "baseColour</dt>" not in page
+    assert len(CARD_LINK.findall(client.get("/items/17?k=10").get_data(as_text=True))) == 10
+
+
+# ---------------------------------------------------------------- product details and empty catalogue
+
+
+def test_product_names_prices_and_safe_shop_links(small_settings, embedder, make_web_app):
+    styles = small_settings.catalogue / "styles.csv"
+    lines = styles.read_text().splitlines()
+    out = [lines[0] + ",price,url"]
+    for line in lines[1:]:
+        item_id = line.split(",")[0]
+        url = {"1": "javascript:alert(1)", "2": "ftp://shop.example/2"}.get(item_id, f"https://shop.example/p/{item_id}")
+        out.append(f"{line},€{item_id}9.95,{url}")
+    styles.write_text("\n".join(out) + "\n")
+    build_index(small_settings, embedder)
+    client = make_web_app(small_settings).test_client()
+    page = client.get("/browse").get_data(as_text=True)
+    assert '<p class="card-title"><span class="card-name">Unisex Red Solid Tshirt</span></p>' in page
+    assert '<p class="price">€39.95</p>' in page
+    assert '<a class="shop-link" href="https://shop.example/p/3" rel="noopener" target="_blank">' in page
+    assert "javascript:" not in page and "ftp://" not in page
+    item = client.get("/items/3").get_data(as_text=True)
+    assert 'href="https://shop.example/p/3" rel="noopener"' in item
+
+
+def test_an_empty_catalogue_says_what_to_do(tmp_path, embedder, make_web_app):
+    from indexer.config import Settings
+
+    empty = tmp_path / "shop"
+    empty.mkdir()
+    settings = Settings.from_env(catalogue=str(empty), index_dir=str(tmp_path / "index"))
+    build_index(settings, embedder)
+    client = make_web_app(settings).test_client()
+    page = client.get("/")
+    body = page.get_data(as_text=True)
+    assert "The catalogue is empty" in body and "python -m indexer build" in body and str(empty) in body
+    assert '<input id="image"' not in body
+    assert "The catalogue is empty" in client.get("/browse").get_data(as_text=True)
+    api = client.post(
+        "/api/search", data={"image": (io.BytesIO(b"x"), "a.jpg")}, content_type="multipart/form-data"
+    )
+    assert api.status_code == 503 and "no products yet" in api.get_json()["error"]["message"]
