@@ -47,22 +47,3 @@ if "FASHION_TF_THREADS" not in os.environ:
     os.environ["FASHION_TF_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def on_starting(server):
-    """Convert and cache the model for FASHION_RUNTIME once, before any worker starts.
-
-    In a child process, so the master never imports TensorFlow; workers then
-    load the cached model at once instead of racing to convert it inside
-    their boot timeout (INT8 calibration takes minutes). A failure here is
-    not fatal: each worker still resolves the runtime itself.
-    """
-    import subprocess
-    import sys
-
-    if _settings.runtime == "tensorflow":
-        return
-    done = subprocess.run([sys.executable, "-m", "indexer", "runtime"], capture_output=True, text=True)
-    if done.returncode == 0:
-        server.log.info("Model runtime: %s", done.stdout.strip().splitlines()[-1])
-    else:
-        server.log.warning("Preparing the model runtime failed; workers will try: %s", done.stderr.strip()[-500:])

@@ -36,6 +36,10 @@ def gunicorn_env(catalogue: Path, index_dir: Path, bind: str, *, workers: int = 
         FASHION_WEIGHTS="none",
         FASHION_CATALOGUE=str(catalogue),
         FASHION_INDEX_DIR=str(index_dir),
+        # TensorFlow unless a caller asks for another runtime: converting the
+        # model anew for every server's fresh index dir would cost each start
+        # tens of seconds (tests/test_runtime.py covers the converted path)
+        FASHION_RUNTIME="tensorflow",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
     )
