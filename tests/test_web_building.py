@@ -172,6 +172,8 @@ def test_failed_build_shows_why(small_settings, make_web_app, tmp_path):
     # the path and the exception stay in the server log (the folder's bare name is the site's title)
     for secret in (str(missing), str(missing.parent), "FileNotFoundError", "does not exist", "Traceback"):
         assert secret not in body
+    # no "Back to search": the search page is the page that failed
+    assert "Back to search" not in body and "Check the status" in body
 
     status = client.get("/api/status").get_json()
     assert status["state"] == "error"
