@@ -220,7 +220,7 @@ def measure(items: int, vectors: np.ndarray, sigma: float, dataset: Path, work_r
     searcher = Searcher.load(index_dir)  # the parent's own view, for the exact answers
     rng = np.random.default_rng(SEED)
     sample = np.sort(rng.choice(items, min(queries, items), replace=False))
-    truth = exact_neighbours(searcher, sample, 5)
+    truth = [[hit.row for hit in hits] for hits in exact_neighbours(searcher, sample, 5)]
     item_ids = [searcher.ids[row] for row in sample]
     filters, matching = one_percent_filter(searcher, items / 100)
     searcher.index.annoy.unload()

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from .search import EXACT_BLOCK, Searcher
+from .search import EXACT_BLOCK, Hit, Searcher
 
 
-def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int) -> list[list[int]]:
+def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int) -> list[list[Hit]]:
     """Exact ``k`` nearest rows of each query row, itself left out, ties by row.
 
     One pass over the vectors for all queries (a matrix product per block),
@@ -33,7 +33,7 @@ def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int) -> list[list[
     answers = []
     for query_row, vector, candidates in zip(rows, queries, best_rows):
         candidates = candidates[candidates != query_row]
-        answers.append([hit.row for hit in searcher.rank(vector, candidates, k)])
+        answers.append(searcher.rank(vector, candidates, k))
     return answers
 
 
@@ -73,7 +73,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
         ann = searcher.annoy_neighbours(vector, k + 1)
         annoy_ms.append((time.perf_counter() - started) * 1000)
         annoy_rows.append([r for r in ann if r != row][:k])
-    exact = exact_neighbours(searcher, rows, k)
+    exact = [[hit.row for hit in hits] for hits in exact_neighbours(searcher, rows, k)]
     recalls, annoy_recalls, precisions = [], [], []
     for row, site, ann, truth in zip(rows, site_rows, annoy_rows, exact):
         if not truth:
@@ -108,13 +108,10 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
     }
 
 
-def _neighbours(searcher: Searcher, row: int, k: int) -> tuple[list[str], float]:
-    """File names of the exact leave-one-out top-k of ``row``, as ``evaluate`` ranks them.
-
-    Also returns the smallest distance gap between consecutive neighbours up to
-    rank k + 1: below about 1e-5 the order is a tie that rounding may flip.
+def _names_and_gap(searcher: Searcher, hits: list[Hit], k: int) -> tuple[list[str], float]:
+    """File names of the first ``k`` of ``hits`` (a leave-one-out top-(k+1)), and the smallest
+    distance gap between consecutive hits: below about 1e-5 the order is a tie that rounding may flip.
     """
-    hits = [h for h in searcher.exact(searcher.vector(row), k + 2) if h.row != row][: k + 1]
     distances = [h.distance for h in hits]
     gap = min((b - a for a, b in zip(distances, distances[1:])), default=float("inf"))
     return [searcher.filenames[h.row] for h in hits[:k]], gap
@@ -133,13 +130,18 @@ def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
         return {"common_items": len(common), "top_k_agreement": None}
     mine = {name: row for row, name in enumerate(searcher.filenames)}
     theirs = {name: row for row, name in enumerate(other.filenames)}
+    my_rows = np.array([mine[name] for name in common])
+    their_rows = np.array([theirs[name] for name in common])
+    # one batched exact pass per index, as evaluate judges them
+    my_hits = exact_neighbours(searcher, my_rows, k + 1)
+    their_hits = exact_neighbours(other, their_rows, k + 1)
     overlap, identical, at_ties, max_diff = [], 0, 0, 0.0
-    for name in common:
-        (a, gap), (b, _) = _neighbours(searcher, mine[name], k), _neighbours(other, theirs[name], k)
+    for my_row, their_row, mine_k, theirs_k in zip(my_rows, their_rows, my_hits, their_hits):
+        (a, gap), (b, _) = _names_and_gap(searcher, mine_k, k), _names_and_gap(other, theirs_k, k)
         overlap.append(len(set(a) & set(b)) / k)
         identical += a == b
         at_ties += a != b and gap < TIE_GAP
-        max_diff = max(max_diff, float(np.abs(searcher.vector(mine[name]) - other.vector(theirs[name])).max()))
+        max_diff = max(max_diff, float(np.abs(searcher.vector(my_row) - other.vector(their_row)).max()))
     return {
         "common_items": len(common),
         "k": k,

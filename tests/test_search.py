@@ -285,3 +285,27 @@ def test_rerank_pool_is_larger_than_k(tmp_path):
     assert annoy_misses > 0
     assert site_misses == 0
     searcher.index.annoy.unload()
+
+
+def test_compare_indexes_counts_agreement_against_per_item_exact_search(searcher, built_index):
+    """``compare_indexes`` (one batched exact pass per index) agrees with exact search item by item."""
+    from indexer.evaluate import compare_indexes
+
+    other = Searcher.load(built_index.index_dir)
+    same = compare_indexes(searcher, other, k=5)
+    assert same["common_items"] == len(searcher)
+    assert (same["top_k_agreement"], same["identical_lists"], same["max_abs_diff"]) == (1.0, 1.0, 0.0)
+
+    rng = np.random.default_rng(0)
+    noisy = np.array(other.embeddings) + rng.normal(0, 0.05, other.embeddings.shape).astype(np.float32)
+    other.embeddings = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    overlaps, identical = [], 0
+    for row in range(len(searcher)):
+        mine = [h.row for h in searcher.exact(searcher.vector(row), 7) if h.row != row][:5]
+        theirs = [h.row for h in other.exact(other.vector(row), 7) if h.row != row][:5]
+        overlaps.append(len(set(mine) & set(theirs)) / 5)
+        identical += mine == theirs
+    differs = compare_indexes(searcher, other, k=5)
+    assert differs["top_k_agreement"] == round(float(np.mean(overlaps)), 4) < 1.0
+    assert differs["identical_lists"] == round(identical / len(searcher), 4)
+    assert differs["max_abs_diff"] > 0
