@@ -11,7 +11,7 @@ from indexer.search import FILTER_FIELDS
 
 from . import context, facets
 from .context import requires_index
-from .errors import RETRY_AFTER_S
+from .errors import error_response
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BROWSE_FIELDS, BadQuery, parse_filters, parse_k, parse_page, reject_unknown
 from .searching import card_dicts, decode_vector, encode_vector, item_dict, search_uploads, similar_items
@@ -58,10 +58,15 @@ def home():
     return render_template("index.html", **_form_context(svc))
 
 
-def _results_page(svc, searcher, rows, k, filters, timing=None):
-    next_k = min(k + svc.settings.top_k, svc.settings.max_k)
+def _next_k(settings, k: int) -> int | None:
+    """What "show more" asks for: k plus one page of results, up to the limit (None at the limit)."""
+    more = min(k + settings.top_k, settings.max_k)
+    return more if more > k else None
+
+
+def _results_page(svc, rows, k, filters, timing=None):
     return render_template(
-        "results.html", queries=rows, timing=timing, next_k=next_k if next_k > k else None,
+        "results.html", queries=rows, timing=timing, next_k=_next_k(svc.settings, k),
         **_form_context(svc, selected=filters, k=k),
     )
 
@@ -76,11 +81,9 @@ def search():
     except BadQuery as exc:
         # the form again, with the shopper's choices and the message beside it
         selected = {k: v for k, v in request.form.items() if k in FILTER_FIELDS and v}
-        page = render_template(
-            "index.html", **_form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
-        )
-        # a busy decoder is a 503 like any other: tell the browser when to retry
-        return page, exc.status, {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else {}
+        form = _form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
+        # through error_response, so a 503 (busy decoder) carries Retry-After like any other
+        return error_response(exc.status, exc.message, template="index.html", **form)
     rows = [
         {
             "filename": result.filename,
@@ -91,7 +94,7 @@ def search():
         }
         for result in outcome.results
     ]
-    return _results_page(svc, outcome.searcher, rows, outcome.query.k, outcome.query.filters, outcome.timing_ms)
+    return _results_page(svc, rows, outcome.query.k, outcome.query.filters, outcome.timing_ms)
 
 
 @bp.post("/search/more")
@@ -118,7 +121,7 @@ def search_more():
             "vector": vector_text,
             "results": card_dicts(searcher, searcher.search(vector, k, filters)),
         })
-    return _results_page(svc, searcher, rows, k, filters)
+    return _results_page(svc, rows, k, filters)
 
 
 @bp.get("/items/<item_id>")
@@ -128,10 +131,9 @@ def item(item_id: str):
     svc = context.service()
     outcome = similar_items(svc, item_id, request.args)
     searcher = outcome.searcher
-    next_k = min(outcome.k + svc.settings.top_k, svc.settings.max_k)
     return render_template(
         "item.html", item=item_dict(searcher, outcome.row), results=card_dicts(searcher, outcome.hits),
-        next_k=next_k if next_k > outcome.k else None,
+        next_k=_next_k(svc.settings, outcome.k),
         **_form_context(svc, selected=outcome.filters, k=outcome.k),
     )
 
