@@ -19,6 +19,7 @@ os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager downlo
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -28,6 +29,7 @@ try:
     SELENIUM_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by the browser_ready fixture
     webdriver = ActionChains = By = Keys = EC = Select = WebDriverWait = None
+    NoSuchElementException = StaleElementReferenceException = None
     SELENIUM_ERROR = str(exc)
 
 CHROMIUM = os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium")
@@ -98,7 +100,18 @@ class Browser:
 
 
 def wait(driver, timeout: float = WAIT_S):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2)
+    """A wait that polls through page loads.
+
+    A condition that finds an element and then reads it can race a navigation:
+    the element goes stale between the two calls. That means "not yet", so the
+    wait polls again instead of failing.
+    """
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.2,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
 
 
 def save_screenshot(driver, name: str, full_page: bool = True) -> Path:
