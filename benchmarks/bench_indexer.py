@@ -272,7 +272,7 @@ def run_child(config: dict) -> dict:
     gc.collect()
 
     # 4. Annoy quality on the full build's index
-    searcher = Searcher.load(settings.index_dir, search_k=settings.annoy_search_k)
+    searcher = Searcher.for_settings(settings)
     out["evaluate"] = evaluate(searcher, k=5)
     searcher.index.annoy.unload()
     del searcher

@@ -98,12 +98,7 @@ def cmd_search(args) -> int:
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
     embedder = _embedder(settings)
-    searcher = Searcher.load(
-        settings.index_dir,
-        expect=model_key(embedder.weights_id, embedder.vector_space),
-        search_k=settings.annoy_search_k,
-        candidates=settings.search_candidates,
-    )
+    searcher = Searcher.for_settings(settings, expect=model_key(embedder.weights_id, embedder.vector_space))
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
     results = [
@@ -133,12 +128,8 @@ def cmd_evaluate(args) -> int:
     _require_index(settings)
     # no query is embedded here, so any vector space (fp32 or INT8) can be evaluated
     expect = {key: value for key, value in model_key(_weights_id(settings)).items() if key != "vector_space"}
-    searcher = Searcher.load(
-        settings.index_dir,
-        expect=None if args.any_weights else expect,
-        search_k=settings.annoy_search_k,  # measure what the web app serves
-        candidates=settings.search_candidates,
-    )
+    # measure what the web app serves: the same Annoy effort and candidate pool
+    searcher = Searcher.for_settings(settings, expect=None if args.any_weights else expect)
     columns = sorted(searcher.metadata.fields)
     if args.label not in columns:
         raise UsageError(
@@ -148,7 +139,7 @@ def cmd_evaluate(args) -> int:
         )
     result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
     if args.against:
-        other = Searcher.load(Path(args.against).expanduser().resolve())
+        other = Searcher.for_settings(settings, Path(args.against).expanduser().resolve())
         result["against"] = dict(
             compare_indexes(searcher, other, k=args.k),
             index_dir=str(args.against),

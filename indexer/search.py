@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .artifacts import LoadedIndex, load_index
 from .ids import recorded_ids
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 # Fields offered as filters when styles.csv provides them, in display order.
 FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
@@ -80,6 +84,20 @@ class Searcher:
     ) -> Searcher:
         """Load and verify the current index in ``index_dir``."""
         return cls(load_index(index_dir, expect=expect), search_k=search_k, candidates=candidates)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, index_dir: Path | None = None, *, expect: dict | None = None) -> Searcher:
+        """Load the index in ``index_dir`` (default: the settings' own) as the site serves it.
+
+        Annoy's effort and the candidate pool come from ``settings``, so the
+        CLI, the evaluation and the web app all search the same way.
+        """
+        return cls.load(
+            settings.index_dir if index_dir is None else index_dir,
+            expect=expect,
+            search_k=settings.annoy_search_k,
+            candidates=settings.search_candidates,
+        )
 
     def __len__(self) -> int:
         return len(self.filenames)

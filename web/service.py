@@ -230,12 +230,7 @@ class IndexService:
 
     def _load(self, gen_name: str) -> None:
         try:
-            searcher = Searcher.load(
-                self.settings.index_dir,
-                expect=self.key,
-                search_k=self.settings.annoy_search_k,
-                candidates=self.settings.search_candidates,
-            )
+            searcher = Searcher.for_settings(self.settings, expect=self.key)
         except artifacts.ArtifactError as exc:
             # not retried until `current` changes; a build replaces it
             log.warning("Index %s not usable: %s", gen_name, exc)
