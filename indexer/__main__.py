@@ -30,6 +30,9 @@ def _settings(args) -> Settings:
     settings = Settings.from_env(catalogue=args.catalogue, index_dir=args.index_dir)
     if settings.catalogue.exists() and not settings.catalogue.is_dir():
         raise UsageError(f"{settings.catalogue} is a file, not a folder: give the folder that holds the photos.")
+    from .images import configure_decode_budget
+
+    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots, settings.queue_timeout_s)
     return settings
 
 

@@ -89,6 +89,8 @@ class Settings:
     checkpoint_every: int = 256
     thumb_size: int = 256
     tf_threads: int = 0  # 0: let TensorFlow choose
+    decode_memory_mb: int = 256  # decoded bytes one process holds at once (uploads and builds)
+    decode_slots: int = 2  # images one process decodes at once
     queue_timeout_s: float = 20.0  # longest wait for a model slot before a 503 + Retry-After
     rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
@@ -139,6 +141,8 @@ class Settings:
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),
             tf_threads=_int(env, "FASHION_TF_THREADS", 0, minimum=0),
+            decode_memory_mb=_int(env, "FASHION_DECODE_MEMORY_MB", 256, minimum=16),
+            decode_slots=_int(env, "FASHION_DECODE_SLOTS", 2, minimum=1),
             queue_timeout_s=_float(env, "FASHION_QUEUE_TIMEOUT_S", 20.0, minimum=0.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
             bind=_bind(env),
@@ -157,6 +161,11 @@ class Settings:
     def replace(self, **changes) -> Settings:
         """Return a copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        """Decoded image bytes one process may hold at once."""
+        return self.decode_memory_mb * 1024 * 1024
 
     @property
     def max_upload_bytes(self) -> int:

@@ -22,6 +22,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import Settings
+
 # Bump when anything below changes the pixels fed to the model: the manifest
 # records it, and an index built with another version is rebuilt.
 PREPROCESS_VERSION = "4"
@@ -37,10 +39,11 @@ MAX_PIXELS = 64_000_000
 # Each process (gunicorn worker, indexer) holds at most this many decoded
 # bytes and this many decodes at once; one image that alone needs more is
 # refused from its header, and a decode that cannot get its share in time
-# is told to retry.
-DECODE_BUDGET_BYTES = 256 * 1024 * 1024
-DECODE_SLOTS = 2
-DECODE_WAIT_S = 20.0
+# is told to retry. These are the defaults until ``configure_decode_budget``
+# applies FASHION_DECODE_MEMORY_MB and FASHION_DECODE_SLOTS.
+DECODE_BUDGET_BYTES = Settings.decode_memory_mb * 1024 * 1024
+DECODE_SLOTS = Settings.decode_slots
+DECODE_WAIT_S = Settings.queue_timeout_s
 # Images with a long side of this many pixels or more (after JPEG draft) are
 # reduced strip by strip while they are converted to 8-bit, so conversion
 # never holds a second full-size copy.
@@ -114,6 +117,14 @@ class DecodeBudget:
         self._running = 0
         self._cond = threading.Condition()
 
+    def resize(self, limit_bytes: int, slots: int, wait_s: float) -> None:
+        """Change the limits; decodes already running keep their share."""
+        with self._cond:
+            self.limit_bytes = limit_bytes
+            self.slots = max(1, slots)
+            self.wait_s = wait_s
+            self._cond.notify_all()  # a larger budget may admit a waiting decode
+
     @contextmanager
     def reserve(self, nbytes: int, describe: str = "this image") -> Iterator[None]:
         """Hold ``nbytes`` of the budget and one decode slot for the block.
@@ -147,6 +158,11 @@ class DecodeBudget:
 
 # one budget per process: gunicorn workers and indexer builds each get their own
 DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES, DECODE_SLOTS, DECODE_WAIT_S)
+
+
+def configure_decode_budget(limit_bytes: int, slots: int, wait_s: float = DECODE_WAIT_S) -> None:
+    """Set this process's decode budget (from ``Settings``: the app factory, the CLI, Ray workers)."""
+    DECODE_BUDGET.resize(limit_bytes, slots, wait_s)
 
 
 def _open(source: Source) -> Image.Image:

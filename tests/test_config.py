@@ -16,6 +16,12 @@ def test_defaults():
     assert (settings.top_k, settings.max_k, settings.max_files) == (5, 50, 4)
     assert (settings.bind, settings.workers, settings.threads) == ("127.0.0.1:8000", 2, 4)
     assert (settings.worker_timeout_s, settings.backlog, settings.log_level) == (120, 64, "info")
+    assert (settings.decode_memory_mb, settings.decode_slots) == (256, 2)
+
+
+def test_decode_budget_from_the_environment():
+    settings = Settings.from_env(env={"FASHION_DECODE_MEMORY_MB": "1024", "FASHION_DECODE_SLOTS": "4"})
+    assert (settings.decode_budget_bytes, settings.decode_slots) == (1024 * 1024 * 1024, 4)
 
 
 def test_server_settings_from_the_environment():
@@ -37,6 +43,8 @@ def test_server_settings_from_the_environment():
         ({"FASHION_LOG_LEVEL": "loud"}, "FASHION_LOG_LEVEL"),
         ({"FASHION_QUEUE_TIMEOUT_S": "nan"}, "FASHION_QUEUE_TIMEOUT_S"),
         ({"FASHION_TOP_K": "60"}, "FASHION_TOP_K"),
+        ({"FASHION_DECODE_MEMORY_MB": "8"}, "FASHION_DECODE_MEMORY_MB"),
+        ({"FASHION_DECODE_SLOTS": "0"}, "FASHION_DECODE_SLOTS"),
     ],
 )
 def test_malformed_values_are_refused_with_the_variable_named(env, named):

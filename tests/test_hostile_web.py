@@ -140,3 +140,29 @@ def test_a_photo_that_cannot_get_decode_memory_in_time_gets_503_with_retry_after
     assert response.headers["Retry-After"]
     assert "busy decoding other photos" in response.get_data(as_text=True)
     assert _search(client, photo, url).status_code == 200  # released: served again
+
+
+def _flat_png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
+    return out.getvalue()  # a few KB: the cost is in the decoded pixels, not the upload
+
+
+def test_the_decode_memory_setting_bounds_each_process(built_index, make_web_app):
+    from indexer import images
+
+    photo = _flat_png(3000, 2000)  # about 23 MB decoded
+    try:
+        small = make_web_app(built_index.replace(decode_memory_mb=16)).test_client()
+        response = _search(small, photo)
+        assert response.status_code == 413
+        assert "the limit is 16 MB per photo" in response.get_json()["error"]["message"]
+        assert images.DECODE_BUDGET.limit_bytes == 16 * 1024 * 1024
+        default = make_web_app(built_index).test_client()  # the next app sets the default back
+        assert _search(default, photo).status_code == 200
+        assert images.DECODE_BUDGET.limit_bytes == images.DECODE_BUDGET_BYTES
+    finally:
+        # the budget is per process; leave the default for the other tests
+        images.configure_decode_budget(images.DECODE_BUDGET_BYTES, images.DECODE_SLOTS, images.DECODE_WAIT_S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from indexer.config import PROJECT_ROOT, Settings
+from indexer.images import configure_decode_budget
 
 from . import api, views
 from .errors import register_error_handlers
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     app.url_map.merge_slashes = False
     app.url_map.converters["anypath"] = AnyPathConverter
 
+    # memory is per process: this worker's decodes share one budget
+    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots, settings.queue_timeout_s)
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
     app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)

@@ -53,7 +53,7 @@ import numpy as np
 from .. import checkpoints
 from ..catalogue import CatalogueFile
 from ..config import Settings
-from ..images import INPUT_SIZE, ImageError
+from ..images import DECODE_BUDGET_BYTES, DECODE_SLOTS, INPUT_SIZE, ImageError, configure_decode_budget
 from ..model import WeightsChoice
 from ..plan import BuildPlan, Skipped, decode_and_thumbnail
 from ..progress import ProgressReporter
@@ -78,6 +78,8 @@ class WorkerConfig:
     tf_threads: int
     model_key: dict
     runtime: ResolvedRuntime = TENSORFLOW_RUNTIME
+    decode_budget_bytes: int = DECODE_BUDGET_BYTES
+    decode_slots: int = DECODE_SLOTS
 
 
 # ---------------------------------------------------------------- worker side
@@ -95,6 +97,8 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, n
     Adds ``image`` (uint8, zeros where decoding failed), ``status``,
     ``reason`` and ``message`` columns.
     """
+    # a Ray worker is its own process: apply the build's decode budget here
+    configure_decode_budget(cfg.decode_budget_bytes, cfg.decode_slots)
     count = len(batch["relpath"])
     images = np.zeros((count, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
     status, reason, message = [], [], []
@@ -263,6 +267,8 @@ def embed(
         tf_threads=0,
         model_key=dict(plan.model_key),
         runtime=getattr(model, "resolved", TENSORFLOW_RUNTIME),
+        decode_budget_bytes=settings.decode_budget_bytes,
+        decode_slots=settings.decode_slots,
     )
     if not plan.to_embed:
         return _write_thumbs_here(plan, cfg)
