@@ -12,11 +12,12 @@ protobuf that TensorFlow cannot import.
 
 The project's exact forward function (uint8 -> cast -> ``preprocess_input``
 -> ResNet50 -> GlobalMaxPooling -> L2, seeded weights) is converted to ONNX
-by tf2onnx and to OpenVINO by the product's own ``runtimes.convert``. All
-three run with 2 threads (or ``FASHION_TF_THREADS``). Each round times one
-batch of 32 real photos and the median of five single photos per runtime,
-rotating the order; ratios to TensorFlow are medians over the rounds. The
-max abs difference to TensorFlow's vectors is taken over the 32 photos.
+by tf2onnx and to OpenVINO by the product's own ``runtimes.load_runtime``.
+All three run with ``FASHION_TF_THREADS`` threads (default: every core).
+Each round times one batch of 32 real photos and the median of five single
+photos per runtime, rotating the order; a ratio to TensorFlow is the ratio
+of the two medians over the rounds. The max abs difference to TensorFlow's
+vectors is taken over the 32 photos.
 Ends with one JSON line.
 """
 
@@ -52,6 +53,8 @@ def _onnx_session(embedder, path: Path, threads: int):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     image_input, *captured = session.get_inputs()
+    if len(captured) > 1 or any(item.shape != [1, 1, 1, 3] for item in captured):
+        raise RuntimeError(f"unexpected ONNX inputs beyond the image: {[(i.name, i.shape) for i in captured]}")
     # tf2onnx leaves the constant that preprocess_input captures (the BGR
     # channel means, shape 1x1x1x3) as a graph input; feed it its value
     means = np.array([103.939, 116.779, 123.68], dtype=np.float32).reshape(1, 1, 1, 3)
@@ -64,6 +67,7 @@ def _onnx_session(embedder, path: Path, threads: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert, check and time the three runtimes; print the figures and one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
     parser.add_argument("--rounds", type=int, default=7)

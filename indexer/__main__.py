@@ -32,7 +32,7 @@ def _settings(args) -> Settings:
         raise UsageError(f"{settings.catalogue} is a file, not a folder: give the folder that holds the photos.")
     from .images import configure_decode_budget
 
-    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots, settings.queue_timeout_s)
+    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots)
     return settings
 
 

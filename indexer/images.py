@@ -39,11 +39,11 @@ MAX_PIXELS = 64_000_000
 # Each process (gunicorn worker, indexer) holds at most this many decoded
 # bytes and this many decodes at once; one image that alone needs more is
 # refused from its header, and a decode that cannot get its share in time
-# is told to retry. These are the defaults until ``configure_decode_budget``
-# applies FASHION_DECODE_MEMORY_MB and FASHION_DECODE_SLOTS.
+# is told to retry. The first two come from Settings (FASHION_DECODE_MEMORY_MB,
+# FASHION_DECODE_SLOTS), applied to each process by ``configure_decode_budget``.
 DECODE_BUDGET_BYTES = Settings.decode_memory_mb * 1024 * 1024
 DECODE_SLOTS = Settings.decode_slots
-DECODE_WAIT_S = Settings.queue_timeout_s
+DECODE_WAIT_S = 20.0
 # Images with a long side of this many pixels or more (after JPEG draft) are
 # reduced strip by strip while they are converted to 8-bit, so conversion
 # never holds a second full-size copy.
@@ -160,9 +160,13 @@ class DecodeBudget:
 DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES, DECODE_SLOTS, DECODE_WAIT_S)
 
 
-def configure_decode_budget(limit_bytes: int, slots: int, wait_s: float = DECODE_WAIT_S) -> None:
-    """Set this process's decode budget (from ``Settings``: the app factory, the CLI, Ray workers)."""
-    DECODE_BUDGET.resize(limit_bytes, slots, wait_s)
+def configure_decode_budget(limit_bytes: int, slots: int) -> None:
+    """Set this process's decode budget (from ``Settings``: the app factory, the CLI, Ray workers).
+
+    The wait for a share stays ``DECODE_WAIT_S``: builds share the budget,
+    and a shorter wait would skip catalogue photos as "busy".
+    """
+    DECODE_BUDGET.resize(limit_bytes, slots, DECODE_WAIT_S)
 
 
 def _open(source: Source) -> Image.Image:

@@ -18,6 +18,9 @@ os.environ.setdefault("FASHION_TF_THREADS", "2")
 # converts once per session; everything else (CLI and server subprocesses too) uses TensorFlow.
 os.environ.setdefault("FASHION_RUNTIME", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the decode budget's defaults are what the image tests expect
+for _name in ("FASHION_DECODE_MEMORY_MB", "FASHION_DECODE_SLOTS"):
+    os.environ.pop(_name, None)
 
 from indexer.config import Settings  # noqa: E402
 from indexer.demo import generate_demo_catalogue  # noqa: E402
@@ -145,3 +148,13 @@ def demo_app(built_index, make_web_app):
 def app(demo_app):
     """The app pytest-flask builds its ``client`` fixture from."""
     return demo_app
+
+
+@pytest.fixture(autouse=True)
+def _restore_decode_budget():
+    """Every app sets the process-wide decode budget from its settings; put it back after each test."""
+    from indexer.images import DECODE_BUDGET
+
+    saved = (DECODE_BUDGET.limit_bytes, DECODE_BUDGET.slots, DECODE_BUDGET.wait_s)
+    yield
+    DECODE_BUDGET.resize(*saved)

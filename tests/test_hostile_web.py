@@ -154,15 +154,11 @@ def test_the_decode_memory_setting_bounds_each_process(built_index, make_web_app
     from indexer import images
 
     photo = _flat_png(3000, 2000)  # about 23 MB decoded
-    try:
-        small = make_web_app(built_index.replace(decode_memory_mb=16)).test_client()
-        response = _search(small, photo)
-        assert response.status_code == 413
-        assert "the limit is 16 MB per photo" in response.get_json()["error"]["message"]
-        assert images.DECODE_BUDGET.limit_bytes == 16 * 1024 * 1024
-        default = make_web_app(built_index).test_client()  # the next app sets the default back
-        assert _search(default, photo).status_code == 200
-        assert images.DECODE_BUDGET.limit_bytes == images.DECODE_BUDGET_BYTES
-    finally:
-        # the budget is per process; leave the default for the other tests
-        images.configure_decode_budget(images.DECODE_BUDGET_BYTES, images.DECODE_SLOTS, images.DECODE_WAIT_S)
+    small = make_web_app(built_index.replace(decode_memory_mb=16)).test_client()
+    response = _search(small, photo)
+    assert response.status_code == 413
+    assert "the limit is 16 MB per photo" in response.get_json()["error"]["message"]
+    assert images.DECODE_BUDGET.limit_bytes == 16 * 1024 * 1024
+    default = make_web_app(built_index).test_client()  # the next app sets the default back
+    assert _search(default, photo).status_code == 200
+    assert images.DECODE_BUDGET.limit_bytes == images.DECODE_BUDGET_BYTES

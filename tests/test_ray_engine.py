@@ -150,3 +150,40 @@ def test_shard_names_depend_only_on_their_rows():
     assert shard_name(rows) == shard_name([list(r) for r in rows])
     assert shard_name(rows) != shard_name(rows[:1])
     assert shard_name(rows) != shard_name([["a.jpg", 10, 1], ["b.jpg", 20, 3]])
+
+
+def test_decode_workers_apply_the_builds_decode_budget(tmp_path, demo_catalogue):
+    """A Ray decode worker is its own process: the build's FASHION_DECODE_MEMORY_MB must reach it."""
+    from PIL import Image
+
+    from indexer import images
+    from indexer.engines.ray_data import STATUS_OK, STATUS_SKIPPED, WorkerConfig, decode_batch
+    from indexer.model import resolve_weights
+
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    Image.new("RGB", (3000, 2000), (30, 90, 200)).save(catalogue / "big.png")  # about 23 MB decoded
+    shutil.copy(demo_catalogue / "42.jpg", catalogue / "small.jpg")
+    files = ["big.png", "small.jpg"]
+    stats = [(catalogue / name).stat() for name in files]
+    cfg = WorkerConfig(
+        root=str(catalogue),
+        index_dir=str(tmp_path / "index"),
+        thumb_size=64,
+        choice=resolve_weights("none"),
+        seed=1234,
+        tf_threads=0,
+        model_key={},
+        decode_budget_bytes=16 * 1024 * 1024,
+        decode_slots=1,
+    )
+    batch = {
+        "relpath": np.array(files),
+        "size": np.array([s.st_size for s in stats]),
+        "mtime_ns": np.array([s.st_mtime_ns for s in stats]),
+        "needs_vector": np.array([True, True]),
+    }
+    out = decode_batch(batch, cfg)
+    assert list(out["status"]) == [STATUS_SKIPPED, STATUS_OK]
+    assert out["reason"][0] == "too_large" and "the limit is 16 MB" in out["message"][0]
+    assert (images.DECODE_BUDGET.limit_bytes, images.DECODE_BUDGET.slots) == (16 * 1024 * 1024, 1)

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     app.url_map.converters["anypath"] = AnyPathConverter
 
     # memory is per process: this worker's decodes share one budget
-    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots, settings.queue_timeout_s)
+    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots)
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
     app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)
