@@ -105,6 +105,11 @@ def make_jpeg(
     return _encode(make_image(size, color), "JPEG", **save_kwargs)
 
 
+def make_png(size: tuple[int, int] = (96, 96), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """Return the bytes of an RGB PNG of a coloured shape on white (small even when large: flat colours)."""
+    return _encode(make_image(size, color), "PNG")
+
+
 def _noise(size: tuple[int, int], seed: int = 1234) -> Image.Image:
     """Deterministic RGB noise (incompressible, so truncation hits scan data)."""
     width, height = size

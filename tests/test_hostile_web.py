@@ -142,18 +142,11 @@ def test_a_photo_that_cannot_get_decode_memory_in_time_gets_503_with_retry_after
     assert _search(client, photo, url).status_code == 200  # released: served again
 
 
-def _flat_png(width: int, height: int) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
-    return out.getvalue()  # a few KB: the cost is in the decoded pixels, not the upload
-
-
 def test_the_decode_memory_setting_bounds_each_process(built_index, make_web_app):
     from indexer import images
+    from tests.corpus import make_png
 
-    photo = _flat_png(3000, 2000)  # about 23 MB decoded
+    photo = make_png((3000, 2000))  # a few KB uploaded, about 23 MB decoded
     small = make_web_app(built_index.replace(decode_memory_mb=16)).test_client()
     response = _search(small, photo)
     assert response.status_code == 413

@@ -20,7 +20,7 @@ from indexer.build import build_index
 from indexer.catalogue import scan
 from indexer.plan import plan_build
 from indexer.progress import ProgressReporter
-from tests.corpus import build_corpus
+from tests.corpus import build_corpus, make_png
 
 pytestmark = [
     pytest.mark.ray,
@@ -154,15 +154,13 @@ def test_shard_names_depend_only_on_their_rows():
 
 def test_decode_workers_apply_the_builds_decode_budget(tmp_path, demo_catalogue):
     """A Ray decode worker is its own process: the build's FASHION_DECODE_MEMORY_MB must reach it."""
-    from PIL import Image
-
     from indexer import images
     from indexer.engines.ray_data import STATUS_OK, STATUS_SKIPPED, WorkerConfig, decode_batch
     from indexer.model import resolve_weights
 
     catalogue = tmp_path / "catalogue"
     catalogue.mkdir()
-    Image.new("RGB", (3000, 2000), (30, 90, 200)).save(catalogue / "big.png")  # about 23 MB decoded
+    (catalogue / "big.png").write_bytes(make_png((3000, 2000)))  # about 23 MB decoded
     shutil.copy(demo_catalogue / "42.jpg", catalogue / "small.jpg")
     files = ["big.png", "small.jpg"]
     stats = [(catalogue / name).stat() for name in files]

@@ -148,11 +148,15 @@ def submit_search(driver, base_url: str, image: Path, filters: dict[str, str] | 
     wait_for_results(driver)
 
 
+def page_complete(driver) -> bool:
+    """True once the current page is fully parsed and loaded."""
+    return driver.execute_script("return document.readyState") == "complete"
+
+
 def wait_for_results(driver) -> None:
     """Wait for a results page (a results list or the 'no match' note)."""
     wait(driver).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "ol.results, p.empty, [role=alert]")
-        and d.execute_script("return document.readyState") == "complete"
+        lambda d: d.find_elements(By.CSS_SELECTOR, "ol.results, p.empty, [role=alert]") and page_complete(d)
     )
 
 

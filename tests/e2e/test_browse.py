@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-from .browser import By, Select, open_page, save_screenshot, submit_search, wait
+from .browser import By, Select, open_page, page_complete, save_screenshot, submit_search, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +42,7 @@ def test_show_more_gives_the_next_results(live_server, driver, demo_image):
     driver.find_element(By.ID, "show-more").click()
     # the old page already has results: wait for the new one, fully parsed
     wait(driver).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "ol.results .rank")) == 10
-        and d.execute_script("return document.readyState") == "complete"
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "ol.results .rank")) == 10 and page_complete(d)
     )
     more = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "ol.results .card-image")]
     assert more[:5] == first
@@ -56,10 +55,7 @@ def test_browse_pages_and_filters(live_server, driver):
     rows = _styles(live_server.catalogue)
     open_page(driver, live_server.url + "/", "#search-form")
     driver.find_element(By.LINK_TEXT, "Browse").click()
-    wait(driver).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, ".browse-grid")
-        and d.execute_script("return document.readyState") == "complete"
-    )
+    wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".browse-grid") and page_complete(d))
     assert len(driver.find_elements(By.CSS_SELECTOR, ".browse-grid > li.card")) == 24
     pages = -(-len(rows) // 24)
     assert f"page 1 of {pages}" in driver.find_element(By.CSS_SELECTOR, ".browse-count").text

@@ -90,10 +90,9 @@ def test_building_page_shows_progress_then_becomes_the_search_page(browser_ready
         ], steps
         # One script reads the step and its text together: the page polls the
         # status at once, so the step may move on between two separate reads.
-        current, text = driver.execute_script(
-            "return [document.querySelector('#build-steps li[aria-current=step]').getAttribute('data-step'),"
-            " document.getElementById('build-text').textContent];"
-        )
+        reading = driver.execute_script(_READ_PROGRESS)
+        current = next(mark.split(":")[0] for mark in reading["marks"] if mark.endswith(":current"))
+        text = reading["text"]
         # the title is the answering worker's state; a poll may reach the other worker
         assert driver.title.startswith(("Starting", "Preparing the catalogue")), driver.title
         if current == "model":
