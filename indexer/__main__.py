@@ -78,7 +78,7 @@ def cmd_build(args, full: bool = False) -> int:
         # the actors load the model; the driver only needs to know which weights
         from .model import resolve_weights
 
-        model = resolve_weights(settings.weights, settings.random_seed)
+        model = resolve_weights(settings.weights, settings.random_seed, settings.model)
     else:
         model = _embedder(settings)
     # a short wait lets a web worker's status probe of the lock pass
@@ -92,7 +92,7 @@ def cmd_build(args, full: bool = False) -> int:
 def cmd_search(args) -> int:
     """Embed one image and print its nearest catalogue items as JSON."""
     from .images import load_for_model
-    from .plan import model_key
+    from .plan import key_for
     from .search import Searcher
 
     settings = _settings(args)
@@ -101,7 +101,7 @@ def cmd_search(args) -> int:
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
     embedder = _embedder(settings)
-    searcher = Searcher.for_settings(settings, expect=model_key(embedder.weights_id, embedder.vector_space))
+    searcher = Searcher.for_settings(settings, expect=key_for(embedder))
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
     results = [
@@ -121,7 +121,7 @@ def _print_json(args, payload) -> None:
 def cmd_evaluate(args) -> int:
     """Leave-one-out precision@k by a label, and Annoy recall@k vs exact search."""
     from .evaluate import compare_indexes, evaluate
-    from .plan import model_key
+    from .plan import key_for
     from .search import Searcher
 
     settings = _settings(args)
@@ -130,7 +130,7 @@ def cmd_evaluate(args) -> int:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
     _require_index(settings)
     # no query is embedded here, so any vector space (fp32 or INT8) can be evaluated
-    expect = {key: value for key, value in model_key(_weights_id(settings)).items() if key != "vector_space"}
+    expect = {key: value for key, value in key_for(_weights_choice(settings)).items() if key != "vector_space"}
     # measure what the web app serves: the same Annoy effort and candidate pool
     searcher = Searcher.for_settings(settings, expect=None if args.any_weights else expect)
     columns = sorted(searcher.metadata.fields)
@@ -152,12 +152,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _weights_id(settings: Settings) -> str:
+def _weights_choice(settings: Settings):
     from .model import resolve_weights
 
     if settings.weights.strip().lower() in ("auto", "imagenet"):
-        _quiet_tensorflow()  # looking for ImageNet weights loads Keras
-    return resolve_weights(settings.weights, settings.random_seed).weights_id
+        _quiet_tensorflow()  # looking for ResNet50's ImageNet weights loads Keras
+    return resolve_weights(settings.weights, settings.random_seed, settings.model)
 
 
 def cmd_runtime(args) -> int:
@@ -170,6 +170,7 @@ def cmd_runtime(args) -> int:
         "requested": settings.runtime,
         "runtime": embedder.runtime,
         "vector_space": embedder.vector_space,
+        "model": embedder.choice.model,
         "weights_id": embedder.weights_id,
         "model_dir": getattr(getattr(embedder, "resolved", None), "model_dir", None),
     }))

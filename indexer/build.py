@@ -28,8 +28,8 @@ from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
-from .model import EMBEDDING_DIM
-from .plan import BuildPlan, Skipped, model_key, plan_build, thumb_name
+from .models import get_spec
+from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name
 from .progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class _PlanMetadata(Sequence):
 
 
 def publish_plan(
-    plan: BuildPlan, settings: Settings, skipped: list[Skipped], runtime: str = "tensorflow"
+    plan: BuildPlan, settings: Settings, skipped: list[Skipped], dim: int, runtime: str = "tensorflow"
 ) -> tuple[int, int]:
     """Merge reused vectors and new shards in catalogue order and publish.
 
@@ -215,7 +215,7 @@ def publish_plan(
     )
     artifacts.publish(
         settings.index_dir,
-        embeddings=_PlanVectors(sources, EMBEDDING_DIM),
+        embeddings=_PlanVectors(sources, dim),
         filenames=relpaths,
         metadata=_PlanMetadata(relpaths, item_ids, plan.styles),
         manifest=manifest,
@@ -271,9 +271,7 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
-        # a bare WeightsChoice (Ray actors load their own model) means TensorFlow, fp32
-        vector_space = getattr(model, "vector_space", "fp32")
-        plan = plan_build(settings, model.weights_id, full=full, vector_space=vector_space)
+        plan = plan_build(settings, key_for(model), full=full)
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
@@ -281,7 +279,8 @@ def build_index(
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
-        indexed, total = publish_plan(plan, settings, skipped, runtime=getattr(model, "runtime", "tensorflow"))
+        dim = get_spec(getattr(model, "choice", model).model).dim
+        indexed, total = publish_plan(plan, settings, skipped, dim, runtime=getattr(model, "runtime", "tensorflow"))
         report = BuildReport(
             total=total,
             indexed=indexed,
@@ -318,8 +317,8 @@ def public_failure(exc: BaseException) -> str:
     return "The index could not be built; the server log has the details."
 
 
-def check_freshness(settings: Settings, weights_id: str, vector_space: str = "fp32") -> str:
-    """``missing``, ``incompatible``, ``stale`` or ``fresh`` for the current index.
+def check_freshness(settings: Settings, key: dict) -> str:
+    """``missing``, ``incompatible``, ``stale`` or ``fresh`` for the current index (``key``: ``plan.model_key``).
 
     ``incompatible`` means the stored vectors cannot be compared with new
     queries (other weights or preprocessing, or damaged files); ``stale``
@@ -332,7 +331,7 @@ def check_freshness(settings: Settings, weights_id: str, vector_space: str = "fp
         manifest = artifacts.read_manifest(gen)
     except artifacts.ArtifactError:
         return "incompatible"
-    if any(manifest.get(k) != v for k, v in model_key(weights_id, vector_space).items()):
+    if any(manifest.get(k) != v for k, v in key.items()):
         return "incompatible"
     try:
         files = scan(settings.catalogue)

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .models import DEFAULT_MODEL, MODEL_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
@@ -22,13 +24,6 @@ RUNTIMES = ("auto", "tensorflow", "openvino", "openvino-int8")
 
 class ConfigError(ValueError):
     """A configuration value is malformed."""
-
-
-def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = (env.get(name) or "").strip().lower() or default
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
-    return value
 
 
 def _number(env: dict, name: str, default, minimum, parse, kind: str):
@@ -76,6 +71,7 @@ class Settings:
     catalogue: Path
     index_dir: Path
     is_demo: bool = False
+    model: str = DEFAULT_MODEL  # see indexer/models
     weights: str = "auto"
     runtime: str = "auto"
     top_k: int = 5
@@ -128,6 +124,7 @@ class Settings:
             catalogue=Path(catalogue).expanduser().resolve(),
             index_dir=Path(index_dir).expanduser().resolve(),
             is_demo=is_demo,
+            model=_choice(env, "FASHION_MODEL", DEFAULT_MODEL, MODEL_NAMES),
             weights=env.get("FASHION_WEIGHTS", "auto").strip() or "auto",
             runtime=_choice(env, "FASHION_RUNTIME", "auto", RUNTIMES),
             top_k=_int(env, "FASHION_TOP_K", 5, minimum=1),

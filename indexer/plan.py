@@ -20,7 +20,6 @@ from . import artifacts, checkpoints
 from .catalogue import CatalogueFile, read_styles, scan
 from .config import Settings
 from .images import PREPROCESS_VERSION, ImageError, prepare
-from .model import MODEL_ID
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +48,27 @@ class BuildPlan:
     rejected: list[Skipped] = field(default_factory=list)  # found by the scan, never decoded
 
 
-def model_key(weights_id: str, vector_space: str = "fp32") -> dict:
+def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dict:
     """The manifest fields that make stored vectors comparable with new ones.
 
+    ``model_id`` is the model's (``ModelSpec.model_id``), so switching models rebuilds once.
     ``vector_space`` is ``fp32`` for TensorFlow and every fp32 runtime (their
     vectors are interchangeable) and ``int8-<calibration id>`` for an INT8 model.
     """
     return {
-        "model": MODEL_ID,
+        "model": model_id,
         "weights_id": weights_id,
         "preprocess_version": PREPROCESS_VERSION,
         "vector_space": vector_space,
     }
+
+
+def key_for(model) -> dict:
+    """The model key of a loaded embedder, or of a bare ``WeightsChoice`` (the Ray engine: TensorFlow, fp32)."""
+    from .models import get_spec
+
+    choice = getattr(model, "choice", model)
+    return model_key(get_spec(choice.model).model_id, choice.weights_id, getattr(model, "vector_space", "fp32"))
 
 
 def thumb_name(item: CatalogueFile) -> str:
@@ -95,12 +103,11 @@ def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list,
     return previous, len(items)
 
 
-def plan_build(settings: Settings, weights_id: str, *, full: bool = False, vector_space: str = "fp32") -> BuildPlan:
-    """Scan the catalogue and decide what to reuse and what to embed."""
+def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPlan:
+    """Scan the catalogue and decide what to reuse and what to embed (``key``: see ``model_key``)."""
     root = settings.catalogue
     rejected: list[tuple[str, str, str]] = []
     files = scan(root, rejected)
-    key = model_key(weights_id, vector_space)
     work = checkpoints.work_dir(settings.index_dir)
     checkpoints.remove_temporaries(work)
     if full:

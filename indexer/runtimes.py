@@ -2,11 +2,11 @@
 
 Keras (``model.Embedder``) stays the definition of the model. OpenVINO runs
 a conversion of its exact compiled forward function (uint8 input, the
-preprocessing, ResNet50, global max pooling and the L2 step), about 1.5x
-faster on a CPU and without TensorFlow in memory.
+model's preprocessing, the backbone, its pooling and the L2 step), faster
+on a CPU and without TensorFlow in memory.
 
 A converted model is cached in ``<index dir>/models/<variant>-<key>/``, keyed
-by the weights id, the preprocessing version, the model id and the OpenVINO
+by the model id, the weights id, the preprocessing version and the OpenVINO
 version, so later starts load it without building the Keras model (web
 workers then never import TensorFlow). Every conversion is checked against
 TensorFlow on a few fixed images, and so is every load from the cache; a
@@ -40,7 +40,8 @@ from filelock import FileLock
 
 from .config import RUNTIMES
 from .images import INPUT_SIZE, PREPROCESS_VERSION
-from .model import EMBEDDING_DIM, MODEL_ID, WeightsChoice
+from .model import WeightsChoice
+from .models import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def cache_root(index_dir: Path) -> Path:
 
 def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -> Path:
     """The cache folder of one converted model: weights, preprocessing, model and runtime version."""
-    key = json.dumps([MODEL_ID, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant])
+    model_id = get_spec(choice.model).model_id
+    key = json.dumps([model_id, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant])
     return Path(root) / f"{variant}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -173,7 +175,9 @@ class OpenVinoEmbedder:
 
         self.choice = choice
         self.weights_id = choice.weights_id
-        self.dim = EMBEDDING_DIM
+        self.spec = get_spec(choice.model)
+        self.model_id = self.spec.model_id
+        self.dim = self.spec.dim
         self.resolved = resolved
         self.runtime = resolved.name
         self.vector_space = resolved.vector_space
@@ -199,7 +203,7 @@ class OpenVinoEmbedder:
                 self._warm = True
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Embed ``(n, 224, 224, 3)`` uint8 images to ``(n, 2048)`` float32 unit vectors."""
+        """Embed ``(n, size, size, 3)`` uint8 images to ``(n, dim)`` float32 unit vectors."""
         if batch.ndim == 3:
             batch = batch[None]
         request = self._request()
@@ -207,17 +211,20 @@ class OpenVinoEmbedder:
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def embed_one(self, image: np.ndarray) -> np.ndarray:
-        """Embed one ``(224, 224, 3)`` uint8 image to a ``(2048,)`` unit vector."""
+        """Embed one ``(size, size, 3)`` uint8 image to a ``(dim,)`` unit vector."""
         return self.embed(image[None])[0]
 
 
 # ---------------------------------------------------------------- conversion and the cache
 
 
+POOLING_OPS = ("ReduceMax", "ReduceMean")  # global max (ResNet50) or average (EfficientNet-Lite) pooling
+
+
 def _head_op_names(model) -> list[str]:
-    """Names of the ops after the global max pooling: the L2 step, kept in float for INT8."""
+    """Names of the ops from the global pooling on: the L2 step, kept in float for INT8."""
     ops = list(model.get_ordered_ops())
-    last_pool = max(i for i, op in enumerate(ops) if op.get_type_name() == "ReduceMax")
+    last_pool = max(i for i, op in enumerate(ops) if op.get_type_name() in POOLING_OPS)
     return [op.get_friendly_name() for op in ops[last_pool:] if op.get_type_name() not in ("Constant", "Result")]
 
 
@@ -306,7 +313,7 @@ def _create_entry(entry: Path, variant: str, version: str, reference, catalogue,
     compiled = ov.Core().compile_model(model, "CPU", compile_config(0))
     result = compare(np.asarray(compiled(images)[0], dtype=np.float32), reference_vectors, int8)
     meta = {
-        "model": MODEL_ID,
+        "model": reference.model_id,
         "weights_id": reference.weights_id,
         "preprocess_version": PREPROCESS_VERSION,
         "runtime": "openvino",
@@ -434,13 +441,15 @@ def load_for_settings(settings):
     from .model import load_embedder, resolve_weights
 
     with _loaded_lock:
-        key = (settings.weights, settings.random_seed, settings.runtime, str(settings.index_dir))
+        key = (settings.model, settings.weights, settings.random_seed, settings.runtime, str(settings.index_dir))
         if key not in _loaded:
             if settings.runtime == TENSORFLOW:
-                _loaded[key] = load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+                _loaded[key] = load_embedder(
+                    settings.weights, settings.random_seed, settings.tf_threads, settings.model
+                )
             else:
                 _loaded[key] = load_runtime(
-                    resolve_weights(settings.weights, settings.random_seed),
+                    resolve_weights(settings.weights, settings.random_seed, settings.model),
                     settings.runtime,
                     cache_dir=cache_root(settings.index_dir),
                     seed=settings.random_seed,

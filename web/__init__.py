@@ -73,7 +73,6 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
             "catalogue_is_demo": service.settings.is_demo,
             "catalogue_count": len(service.searcher) if service.searcher else 0,
             "random_weights": service.random_weights,
-            "weights_fallback": service.weights_fallback,
         }
 
     return app

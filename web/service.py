@@ -24,7 +24,7 @@ from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
 from indexer.model import Embedder
-from indexer.plan import model_key
+from indexer.plan import key_for
 from indexer.runtimes import load_for_settings
 from indexer.search import Searcher
 
@@ -97,7 +97,7 @@ class IndexService:
             # the details (paths, exception text) go to the log, not to the public page
             self.error = "The site could not start; the server log has the details."
             return
-        self.key = model_key(embedder.weights_id, embedder.vector_space)
+        self.key = key_for(embedder)
         self.embedder = embedder
         self.startup_step = "index"
         try:
@@ -109,15 +109,8 @@ class IndexService:
 
     @property
     def random_weights(self) -> bool:
-        """True when results come from random weights (tests, or ``auto`` fallback)."""
-        if self.embedder is None:  # still loading: only an explicit "none" is known yet
-            return self.settings.weights.strip().lower() == "none"
-        return self.embedder.choice.keras_arg is None
-
-    @property
-    def weights_fallback(self) -> bool:
-        """True when ``auto`` could not get ImageNet weights and fell back."""
-        return self.embedder is not None and self.embedder.choice.fallback
+        """True when results come from random weights (``FASHION_WEIGHTS=none``, for tests)."""
+        return self.settings.weights.strip().lower() == "none"
 
     @property
     def state(self) -> str:
@@ -159,6 +152,7 @@ class IndexService:
             "items": len(self.searcher) if self.searcher else 0,
             "catalogue": self.settings.catalogue.name,
             "demo": self.settings.is_demo,
+            "model": self.settings.model,
             "weights": self.embedder.weights_id if self.embedder else None,
             "runtime": self.embedder.runtime if self.embedder else None,
         }
@@ -210,7 +204,7 @@ class IndexService:
                 self._last_rescan = None
             if self.autobuild and self.error is None and self._rescan_due(now, force) and not self.building_now():
                 self._last_rescan = now
-                freshness = check_freshness(self.settings, self.embedder.weights_id, self.embedder.vector_space)
+                freshness = check_freshness(self.settings, self.key)
                 if freshness != "fresh" or self.searcher is None:
                     log.info("Index is %s; starting a background build", freshness)
                     self.start_build()
