@@ -48,6 +48,7 @@ import numpy as np
 
 from benchmarks.common import DEFAULT_DATASET, load_average, peak_rss_mb, reset_peak_rss, rss_mb
 from benchmarks.server import FilePart, gunicorn_server, post_search, request
+from indexer.models import DEFAULT_MODEL, get_spec
 
 log = logging.getLogger("bench_scale")
 
@@ -56,6 +57,7 @@ BASELINE_ITEMS = 3000
 SHARD_ROWS = 4096
 SEED = 20240611
 WEIGHTS_ID = "random-seed1234"  # what FASHION_WEIGHTS=none records; the server must accept the index
+SPEC = get_spec(DEFAULT_MODEL)  # the server's model: its id and vector size
 
 
 # ---------------------------------------------------------------- source vectors
@@ -109,7 +111,7 @@ def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float)
     from indexer import checkpoints
     from indexer.plan import model_key
 
-    key = model_key(WEIGHTS_ID)
+    key = model_key(SPEC.model_id, WEIGHTS_ID)
     work = checkpoints.work_dir(index_dir)
     sources: list[int] = []
     for start in range(0, items, SHARD_ROWS):
@@ -139,13 +141,13 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path) -> dict:
     files = [CatalogueFile(relpath(i), 1000, 0) for i in range(len(sources))]
     styles = {Path(relpath(i)).stem: source_rows[s] for i, s in enumerate(sources)}
     catalogue = index_dir.parent / "no-such-catalogue"
-    plan = BuildPlan(catalogue, files, styles, model_key(WEIGHTS_ID), {}, files, 0)
+    plan = BuildPlan(catalogue, files, styles, model_key(SPEC.model_id, WEIGHTS_ID), {}, files, 0)
     settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(index_dir))
     del sources
     reset_peak_rss()
     before = rss_mb()
     started = time.perf_counter()
-    publish_plan(plan, settings, [])
+    publish_plan(plan, settings, [], SPEC.dim)
     elapsed = time.perf_counter() - started
     return {"publish_s": round(elapsed, 2), "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
 

@@ -367,6 +367,7 @@ def index_is_fresh(catalogue: Path, index_dir: Path) -> bool:
     from indexer.build import check_freshness
     from indexer.config import Settings
     from indexer.model import resolve_weights
+    from indexer.plan import key_for
 
     settings = Settings.from_env(env={}, catalogue=str(catalogue), index_dir=str(index_dir))
-    return check_freshness(settings, resolve_weights("none", settings.random_seed).weights_id) == "fresh"
+    return check_freshness(settings, key_for(resolve_weights("none", settings.random_seed, settings.model))) == "fresh"

@@ -18,9 +18,11 @@ from indexer import artifacts
 from indexer.artifacts import ArtifactError, load_index, safe_unpickle
 from indexer.build import build_index
 from indexer.config import Settings
-from indexer.model import EMBEDDING_DIM, MODEL_ID
-from indexer.plan import model_key, thumb_path
+from indexer.models import DEFAULT_MODEL, get_spec
+from indexer.plan import key_for, thumb_path
 from indexer.search import Searcher
+
+EMBEDDING_DIM = get_spec(DEFAULT_MODEL).dim
 
 # ---------------------------------------------------------------- a complete index
 
@@ -83,9 +85,9 @@ def test_manifest_records_model_and_checksums(built_index, embedder):
     index_dir = built_index.index_dir
     manifest = json.loads((index_dir / "manifest.json").read_text())
     assert manifest["format_version"] == artifacts.FORMAT_VERSION
-    assert manifest["model"] == MODEL_ID
+    assert manifest["model"] == get_spec(DEFAULT_MODEL).model_id
     assert manifest["weights_id"] == embedder.weights_id == "random-seed1234"
-    assert manifest["preprocess_version"] == model_key(embedder.weights_id)["preprocess_version"]
+    assert manifest["preprocess_version"] == key_for(embedder)["preprocess_version"]
     assert manifest["dim"] == EMBEDDING_DIM
     assert manifest["count"] == 144
     assert manifest["metric"] == "euclidean"

@@ -20,7 +20,7 @@ from indexer.artifacts import load_index
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness
 from indexer.config import PROJECT_ROOT, Settings
 from indexer.images import load_for_model
-from indexer.plan import model_key
+from indexer.plan import key_for
 from indexer.search import Searcher
 from tests.corpus import build_corpus
 
@@ -176,7 +176,7 @@ def test_bad_files_are_skipped_with_reasons(tiny_settings, counting_embedder, de
     assert report.to_dict()["skipped_by_reason"]["too_small"] == 1
 
     # nothing changed: the bad files are tried again but nothing is embedded
-    assert check_freshness(tiny_settings, counting_embedder.weights_id) == "fresh"
+    assert check_freshness(tiny_settings, key_for(counting_embedder)) == "fresh"
     counting_embedder.images = 0
     again = build_index(tiny_settings, counting_embedder)
     assert (again.indexed, again.reused, len(again.skipped)) == (0, 9, 5)
@@ -184,46 +184,46 @@ def test_bad_files_are_skipped_with_reasons(tiny_settings, counting_embedder, de
 
     # a skipped file that is fixed makes the index stale, and is indexed next time
     shutil.copy2(demo_catalogue / "12.jpg", catalogue / "notes.jpg")
-    assert check_freshness(tiny_settings, counting_embedder.weights_id) == "stale"
+    assert check_freshness(tiny_settings, key_for(counting_embedder)) == "stale"
     fixed = build_index(tiny_settings, counting_embedder)
     assert (fixed.indexed, fixed.reused, len(fixed.skipped)) == (1, 9, 4)
     assert counting_embedder.images == 1
-    assert check_freshness(tiny_settings, counting_embedder.weights_id) == "fresh"
+    assert check_freshness(tiny_settings, key_for(counting_embedder)) == "fresh"
 
 
 # ---------------------------------------------------------------- freshness
 
 
 def test_freshness_follows_the_catalogue(tiny_settings, counting_embedder):
-    weights_id = counting_embedder.weights_id
-    assert check_freshness(tiny_settings, weights_id) == "missing"
+    key = key_for(counting_embedder)
+    assert check_freshness(tiny_settings, key) == "missing"
     build_index(tiny_settings, counting_embedder)
-    assert check_freshness(tiny_settings, weights_id) == "fresh"
-    assert check_freshness(tiny_settings, "imagenet") == "incompatible"
+    assert check_freshness(tiny_settings, key) == "fresh"
+    assert check_freshness(tiny_settings, dict(key, weights_id="imagenet")) == "incompatible"
 
     touched = tiny_settings.catalogue / "3.jpg"
     stat = touched.stat()
     os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-    assert check_freshness(tiny_settings, weights_id) == "stale"
+    assert check_freshness(tiny_settings, key) == "stale"
     counting_embedder.images = 0
     report = build_index(tiny_settings, counting_embedder)
     assert (report.indexed, report.reused) == (1, 7) and counting_embedder.images == 1
-    assert check_freshness(tiny_settings, weights_id) == "fresh"
+    assert check_freshness(tiny_settings, key) == "fresh"
 
     # new metadata: stale, and the next build picks it up without embedding
     styles = tiny_settings.catalogue / "styles.csv"
     styles.write_text(styles.read_text().replace(",Casual,", ",Formal,"))
-    assert check_freshness(tiny_settings, weights_id) == "stale"
+    assert check_freshness(tiny_settings, key) == "stale"
     counting_embedder.images = 0
     build_index(tiny_settings, counting_embedder)
     assert counting_embedder.images == 0
     loaded = load_index(tiny_settings.index_dir)
     assert {m["usage"] for m in loaded.metadata} == {"Formal"}
     loaded.annoy.unload()
-    assert check_freshness(tiny_settings, weights_id) == "fresh"
+    assert check_freshness(tiny_settings, key) == "fresh"
 
     (tiny_settings.catalogue / "8.jpg").unlink()
-    assert check_freshness(tiny_settings, weights_id) == "stale"
+    assert check_freshness(tiny_settings, key) == "stale"
 
 
 def _claim_other_weights(settings: Settings, monkeypatch) -> None:
@@ -249,13 +249,13 @@ def _edit_manifest(index_dir: Path, **changes) -> None:
 def test_incompatible_index_is_fully_reembedded(change, tiny_settings, counting_embedder, monkeypatch):
     build_index(tiny_settings, counting_embedder)
     change(tiny_settings, monkeypatch)
-    assert check_freshness(tiny_settings, counting_embedder.weights_id) == "incompatible"
+    assert check_freshness(tiny_settings, key_for(counting_embedder)) == "incompatible"
     counting_embedder.images = 0
     report = build_index(tiny_settings, counting_embedder)
     assert (report.indexed, report.reused, report.total) == (8, 0, 8)
     assert counting_embedder.images == 8
-    assert check_freshness(tiny_settings, counting_embedder.weights_id) == "fresh"
-    manifest = load_index(tiny_settings.index_dir, expect=model_key(counting_embedder.weights_id)).manifest
+    assert check_freshness(tiny_settings, key_for(counting_embedder)) == "fresh"
+    manifest = load_index(tiny_settings.index_dir, expect=key_for(counting_embedder)).manifest
     assert manifest["preprocess_version"] == plan_module.PREPROCESS_VERSION
 
 
@@ -265,7 +265,7 @@ def test_incompatible_index_is_fully_reembedded(change, tiny_settings, counting_
 def test_shards_of_an_interrupted_build_are_reused(tiny_settings, counting_embedder):
     """Rows already in work/ are not embedded again; a damaged shard is ignored."""
     catalogue, index_dir = tiny_settings.catalogue, tiny_settings.index_dir
-    key = model_key(counting_embedder.weights_id)
+    key = key_for(counting_embedder)
     work = checkpoints.work_dir(index_dir)
     names = ["1.jpg", "2.jpg", "3.jpg"]
     arrays = np.stack([load_for_model(catalogue / n) for n in names])
@@ -291,7 +291,7 @@ def test_shards_of_an_interrupted_build_are_reused(tiny_settings, counting_embed
 def test_a_file_changed_after_an_interrupted_build_is_not_lost(tiny_settings, embedder, demo_catalogue):
     """A stale shard row for a file rewritten since must not shadow its fresh vector."""
     catalogue, index_dir = tiny_settings.catalogue, tiny_settings.index_dir
-    key = model_key(embedder.weights_id)
+    key = key_for(embedder)
     target = catalogue / "1.jpg"
     old_vector = embedder.embed(load_for_model(target)[None])
     stat = target.stat()
@@ -356,7 +356,7 @@ def test_resume_after_a_killed_build(tmp_path, demo_catalogue, embedder, countin
     loaded = load_index(index_dir)
     assert loaded.manifest["count"] == 8
     loaded.annoy.unload()
-    shards = checkpoints.read_shards(work, model_key=model_key(embedder.weights_id))
+    shards = checkpoints.read_shards(work, model_key=key_for(embedder))
     in_shards = len(shards)
     assert in_shards == _shard_rows(work) and in_shards >= 8
 

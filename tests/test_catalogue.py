@@ -13,7 +13,7 @@ import pytest
 from indexer.build import build_index, check_freshness
 from indexer.catalogue import MAX_LINE_CHARS, CatalogueFile, load_styles, read_styles
 from indexer.ids import assign_ids, legacy_ids, recorded_ids
-from indexer.plan import thumb_name
+from indexer.plan import key_for, thumb_name
 from indexer.search import Searcher
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
@@ -211,7 +211,7 @@ def test_non_utf8_and_newline_file_names(tiny_settings, embedder, demo_catalogue
     searcher = Searcher.load(tiny_settings.index_dir)
     assert {"new\nline.jpg", "sp ace #?%.jpg"} <= set(searcher.filenames)
     json.dumps(searcher.manifest)  # the manifest stays plain JSON
-    assert check_freshness(tiny_settings, embedder.weights_id) == "fresh"
+    assert check_freshness(tiny_settings, key_for(embedder)) == "fresh"
     again = build_index(tiny_settings, embedder)
     assert (again.indexed, again.total) == (0, 10)
 

@@ -14,7 +14,8 @@ from indexer import artifacts
 from indexer.artifacts import load_index
 from indexer.build import build_index
 from indexer.config import PROJECT_ROOT
-from indexer.model import IMAGENET_NOTOP_FILE, WeightsError, resolve_weights
+from indexer.model import WeightsError, resolve_weights
+from indexer.models.resnet50 import IMAGENET_NOTOP_FILE
 
 
 def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
@@ -126,50 +127,53 @@ def empty_keras_home(tmp_path, monkeypatch):
     return home
 
 
-def test_imagenet_unavailable_names_file_folder_and_variable(empty_keras_home):
-    # no internet here: the real download fails
+@pytest.mark.parametrize("spec", ["auto", "imagenet"])
+def test_resnet50_imagenet_unavailable_is_an_error_that_says_what_to_do(empty_keras_home, spec):
+    # no internet here: the real download fails, and nothing falls back to random weights
     with pytest.raises(WeightsError) as info:
-        resolve_weights("imagenet")
+        resolve_weights(spec, model="resnet50")
     message = str(info.value)
     assert IMAGENET_NOTOP_FILE in message
     assert str(empty_keras_home / "models") in message
     assert "FASHION_WEIGHTS" in message
+    assert "FASHION_MODEL=efficientnet-lite0" in message
     assert not (empty_keras_home / "models" / IMAGENET_NOTOP_FILE).exists()
 
 
-def test_auto_falls_back_to_random_weights(empty_keras_home, caplog):
-    choice = resolve_weights("auto", seed=1234)
-    assert choice.fallback is True
-    assert choice.keras_arg is None
-    assert choice.weights_id == "random-seed1234"
-    assert "RANDOM" in caplog.text
+def test_default_model_has_real_weights_without_network(empty_keras_home):
+    choice = resolve_weights("auto")
+    assert (choice.model, choice.weights_id) == ("efficientnet-lite0", "imagenet")
+    assert not choice.random and choice.source.endswith(".pth")
 
 
 def test_none_means_seeded_random_weights():
-    assert resolve_weights("none", seed=7).weights_id == "random-seed7"
-    assert resolve_weights("none").fallback is False
+    choice = resolve_weights("none", seed=7)
+    assert choice.weights_id == "random-seed7" and choice.random
 
 
-def test_missing_weights_file_is_an_error(tmp_path):
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet50"])
+def test_missing_weights_file_is_an_error(tmp_path, model):
     missing = tmp_path / "nope.h5"
     with pytest.raises(WeightsError) as info:
-        resolve_weights(str(missing))
+        resolve_weights(str(missing), model=model)
     assert str(missing) in str(info.value)
 
 
 def test_weights_file_id_follows_its_content(tmp_path):
     path = tmp_path / "w.h5"
     path.write_bytes(b"one")
-    first = resolve_weights(str(path))
-    assert first.keras_arg == str(path) and first.weights_id.startswith("file-")
+    first = resolve_weights(str(path), model="resnet50")
+    assert first.source == str(path) and first.weights_id.startswith("file-")
     path.write_bytes(b"two")
-    assert resolve_weights(str(path)).weights_id != first.weights_id
+    assert resolve_weights(str(path), model="resnet50").weights_id != first.weights_id
 
 
-def test_cli_imagenet_unavailable_exits_with_the_message(small_settings, tmp_path):
+def test_cli_resnet50_imagenet_unavailable_exits_with_the_message(small_settings, tmp_path):
     keras_home = tmp_path / "keras-home"
     keras_home.mkdir()
-    result = run_cli("build", *_where(small_settings), FASHION_WEIGHTS="imagenet", KERAS_HOME=str(keras_home))
+    result = run_cli(
+        "build", *_where(small_settings), FASHION_MODEL="resnet50", FASHION_WEIGHTS="auto", KERAS_HOME=str(keras_home)
+    )
     assert result.returncode != 0
     assert IMAGENET_NOTOP_FILE in result.stderr
     assert str(keras_home / "models") in result.stderr

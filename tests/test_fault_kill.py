@@ -37,7 +37,7 @@ from pathlib import Path
 from indexer import artifacts, checkpoints
 from indexer.catalogue import scan
 from indexer.model import resolve_weights
-from indexer.plan import model_key
+from indexer.plan import key_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20240611
@@ -73,7 +73,7 @@ class Harness:
         self.runs = 0
         self.timeline: list[str] = []
         self.ever_completed = False
-        self.key = model_key(resolve_weights("none", 1234).weights_id)
+        self.key = key_for(resolve_weights("none", 1234))
         self.spare = list(range(41, 145))
 
     # ------------------------------------------------------------ catalogue

@@ -18,7 +18,7 @@ from indexer import checkpoints
 from indexer.artifacts import load_index
 from indexer.build import build_index
 from indexer.catalogue import scan
-from indexer.plan import plan_build
+from indexer.plan import key_for, plan_build
 from indexer.progress import ProgressReporter
 from tests.corpus import build_corpus, make_png
 
@@ -104,7 +104,7 @@ def test_incremental_add_embeds_only_the_new_images(small_settings, embedder, de
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
     # the engine itself receives only the three new files
-    again = plan_build(small_settings, embedder.weights_id)
+    again = plan_build(small_settings, key_for(embedder))
     assert again.to_embed == [] and len(again.reuse) == 27
 
 
@@ -132,14 +132,14 @@ def test_killed_worker_is_retried_and_corrupt_images_are_skipped(small_settings,
 
 def test_an_interrupted_run_resumes_from_its_shards(small_settings, embedder, shared_ray):
     settings = small_settings.replace(batch_size=8)
-    plan = plan_build(settings, embedder.weights_id)
+    plan = plan_build(settings, key_for(embedder))
     reporter = ProgressReporter(settings.index_dir)
     assert embed_ray(plan, settings, embedder.choice, reporter) == []  # embedded, never published
     shards = _shards(settings.index_dir)
     assert len(shards) == 3, "one shard per batch of 8"
     shards[0].unlink()  # as if the run had stopped before that batch finished
 
-    resumed = plan_build(settings, embedder.weights_id)
+    resumed = plan_build(settings, key_for(embedder))
     assert len(resumed.to_embed) == 8 and len(resumed.reuse) == 16
     report = build_index(settings, embedder, engine="ray")
     assert (report.indexed, report.reused, report.total) == (8, 16, 24)

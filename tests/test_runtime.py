@@ -24,7 +24,7 @@ from indexer.build import build_index, check_freshness
 from indexer.config import ConfigError, Settings
 from indexer.images import load_for_model
 from indexer.model import resolve_weights
-from indexer.plan import model_key
+from indexer.plan import key_for, model_key
 
 PROJECT = Path(__file__).resolve().parent.parent
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -211,18 +211,18 @@ def test_manifest_records_runtime_and_vector_spaces_stay_apart(tmp_path, tiny_se
     manifest = load_index(fp32_settings.index_dir).manifest
     assert (manifest["runtime"], manifest["vector_space"]) == ("openvino", "fp32")
     # fp32 runtimes are interchangeable: TensorFlow queries the OpenVINO-built index
-    assert check_freshness(fp32_settings, embedder.weights_id, embedder.vector_space) == "fresh"
-    assert check_freshness(fp32_settings, ov_int8.weights_id, ov_int8.vector_space) == "incompatible"
+    assert check_freshness(fp32_settings, key_for(embedder)) == "fresh"
+    assert check_freshness(fp32_settings, key_for(ov_int8)) == "incompatible"
     with pytest.raises(ArtifactError, match="vector_space"):
-        load_index(fp32_settings.index_dir, expect=model_key(ov_int8.weights_id, ov_int8.vector_space))
+        load_index(fp32_settings.index_dir, expect=key_for(ov_int8))
 
     int8_settings = fp32_settings.replace(index_dir=tmp_path / "int8-index")
     build_index(int8_settings, ov_int8)
     manifest = load_index(int8_settings.index_dir).manifest
     assert (manifest["runtime"], manifest["vector_space"]) == ("openvino-int8", ov_int8.vector_space)
-    assert check_freshness(int8_settings, embedder.weights_id, embedder.vector_space) == "incompatible"
+    assert check_freshness(int8_settings, key_for(embedder)) == "incompatible"
     with pytest.raises(ArtifactError, match="vector_space"):
-        load_index(int8_settings.index_dir, expect=model_key(embedder.weights_id, "fp32"))
+        load_index(int8_settings.index_dir, expect=model_key(embedder.model_id, embedder.weights_id, "fp32"))
 
 
 @needs_openvino

@@ -12,14 +12,14 @@ from PIL import Image
 
 from indexer import artifacts
 from indexer.images import load_for_model
-from indexer.plan import model_key
+from indexer.plan import key_for
 from indexer.search import FILTER_FIELDS, Searcher, UnknownItem
 from tests.corpus import EXIF_ORIENTATION
 
 
 @pytest.fixture(scope="module")
 def searcher(built_index, embedder):
-    found = Searcher.load(built_index.index_dir, expect=model_key(embedder.weights_id))
+    found = Searcher.load(built_index.index_dir, expect=key_for(embedder))
     yield found
     found.index.annoy.unload()
 

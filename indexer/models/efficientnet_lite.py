@@ -84,12 +84,19 @@ def build_backbone(keras, inputs, *, with_classifier: bool = False):
     ``_blocks.3._expand_conv``) so that ``load_state`` can map them.
     """
     layers = keras.layers
+    # EfficientNet's own initialisation: with Keras' default one, seeded random
+    # weights (FASHION_WEIGHTS=none) shrink the features to about 1e-11
+    init = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
 
     def conv_bn(x, filters, kernel, stride, conv_name, bn_name, activate=True, depthwise=False):
         if depthwise:
-            x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=conv_name)(x)
+            x = layers.DepthwiseConv2D(
+                kernel, stride, padding="same", use_bias=False, depthwise_initializer=init, name=conv_name
+            )(x)
         else:
-            x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=conv_name)(x)
+            x = layers.Conv2D(
+                filters, kernel, stride, padding="same", use_bias=False, kernel_initializer=init, name=conv_name
+            )(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, name=bn_name)(x)
         return layers.ReLU(6.0, name=f"{bn_name}_relu6")(x) if activate else x
 

