@@ -7,7 +7,7 @@ result of every query it reports the raw cosine similarity, the old
 display ("99.4% similar"), the calibrated 0-100 score and the label the
 page shows, and how often the rank-1 label is better than the rank-50 one.
 
-    python -m benchmarks.bench_match [--dataset DIR] [--index-dir DIR] [--queries 100] [--weights none]
+    python -m benchmarks.bench_match [--dataset DIR] [--index-dir DIR] [--queries 100] [--model M] [--weights auto]
 
 Ends with one JSON line.
 """
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--index-dir", type=Path, default=REPO_ROOT / "benchmarks" / "out" / "match-index")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--weights", default=os.environ.get("FASHION_WEIGHTS", "none"))
+    parser.add_argument("--model", default=os.environ.get("FASHION_MODEL", "efficientnet-lite0"))
+    parser.add_argument("--weights", default=os.environ.get("FASHION_WEIGHTS", "auto"))
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from indexer.model import load_embedder
     from indexer.search import Searcher
 
-    settings = Settings.from_env(catalogue=str(args.dataset), index_dir=str(args.index_dir), weights=args.weights)
-    embedder = load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+    settings = Settings.from_env(
+        catalogue=str(args.dataset), index_dir=str(args.index_dir), weights=args.weights, model=args.model
+    )
+    embedder = load_embedder(settings.weights, settings.random_seed, settings.tf_threads, settings.model)
     started = time.monotonic()
     report = build_index(settings, embedder)  # incremental: reuses a fresh index
     log.info("Index: %s (%.0f s)", report.summary(), time.monotonic() - started)
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": str(args.dataset),
         "items": len(searcher),
         "queries": len(rows),
+        "model": settings.model,
         "weights": embedder.weights_id,
         "scale": scale,
         "load": round(load_average(), 2),

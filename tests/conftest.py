@@ -43,6 +43,28 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
+def pretrained_embedder():
+    """EfficientNet-Lite0 with its real ImageNet weights (shipped in a pip package: no download).
+
+    For tests that check what a shopper sees; as deterministic as random weights.
+    """
+    from indexer.model import load_embedder
+
+    return load_embedder("auto", 1234, int(os.environ["FASHION_TF_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def pretrained_index(tmp_path_factory, demo_catalogue, pretrained_embedder) -> Settings:
+    """Settings of an index over the demo catalogue built with ``pretrained_embedder``. Read-only."""
+    from indexer.build import build_index
+
+    index_dir = tmp_path_factory.mktemp("pretrained-index")
+    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir), weights="auto")
+    build_index(settings, pretrained_embedder)
+    return settings
+
+
+@pytest.fixture(scope="session")
 def built_index(tmp_path_factory, demo_catalogue, embedder) -> Settings:
     """Settings of a complete index over the demo catalogue, built once. Read-only."""
     from indexer.build import build_index

@@ -182,21 +182,31 @@ def test_cli_resnet50_imagenet_unavailable_exits_with_the_message(small_settings
     assert artifacts.current_generation(small_settings.index_dir) is None
 
 
-def test_search_stdout_is_only_json_even_when_keras_tries_a_download(built_index, tmp_path):
-    # FASHION_WEIGHTS=auto with an empty Keras cache: Keras prints "Downloading data from ..."
-    # (which fails here, no internet) and the CLI falls back to random weights
-    keras_home = tmp_path / "keras-home"
-    keras_home.mkdir()
+def test_search_stdout_is_only_json_with_real_weights(pretrained_index):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "indexer", "search", str(built_index.catalogue / "5.jpg"), *_where(built_index)],
-        cwd=PROJECT_ROOT, env=dict(env, FASHION_WEIGHTS="auto", KERAS_HOME=str(keras_home)),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "indexer", "search", str(pretrained_index.catalogue / "5.jpg"),
+         *_where(pretrained_index)],
+        cwd=PROJECT_ROOT, env=dict(env, FASHION_WEIGHTS="auto"), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["results"][0]["id"] == "5"
-    assert "Downloading data from" in result.stderr  # moved to stderr, not dropped
     assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr  # TF start-up noise
+
+
+def test_keras_download_line_never_reaches_stdout(built_index, tmp_path):
+    # ResNet50 with an empty Keras cache: Keras prints "Downloading data from ..." on stdout,
+    # the download fails (no internet here) and the command stops with what to do
+    keras_home = tmp_path / "keras-home"
+    keras_home.mkdir()
+    result = run_cli(
+        "search", str(built_index.catalogue / "5.jpg"), *_where(built_index),
+        FASHION_MODEL="resnet50", FASHION_WEIGHTS="auto", KERAS_HOME=str(keras_home),
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Downloading data from" in result.stderr  # moved to stderr, not dropped
+    assert "FASHION_MODEL=efficientnet-lite0" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from pathlib import Path
 from indexer import artifacts, checkpoints
 from indexer.catalogue import scan
 from indexer.model import resolve_weights
+from indexer.models import DEFAULT_MODEL, get_spec
 from indexer.plan import key_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,7 @@ class Harness:
             items = [relpath for relpath, _size, _mtime in loaded.manifest["items"]]
             assert items in listings, f"{len(items)} items match neither the previous nor the new catalogue"
             assert loaded.filenames == items
-            assert loaded.embeddings.shape == (len(items), 2048)
+            assert loaded.embeddings.shape == (len(items), get_spec(DEFAULT_MODEL).dim)
             assert loaded.annoy.get_n_items() == len(items)
             for name in (*artifacts.ARTIFACT_FILES, artifacts.MANIFEST):
                 link = self.index_dir / name

@@ -102,7 +102,7 @@ def test_converted_model_passes_the_tensorflow_check(fixture, request, embedder,
 def test_fp32_embedder_keeps_the_interface(ov_fp32, embedder, demo_catalogue):
     image = _demo_batch(demo_catalogue, 1)[0]
     vector = ov_fp32.embed_one(image)
-    assert vector.shape == (2048,) and vector.dtype == np.float32
+    assert vector.shape == (embedder.dim,) and vector.dtype == np.float32
     assert ov_fp32.weights_id == embedder.weights_id and ov_fp32.choice == embedder.choice
     assert (ov_fp32.runtime, ov_fp32.vector_space) == ("openvino", "fp32")
     ov_fp32.warm_up()
