@@ -101,6 +101,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
         "annoy_recall_at_k": round(float(np.mean(annoy_recalls)), 4) if annoy_recalls else None,
         "annoy_query_ms_p50": _ms(annoy_ms, 50),
         "annoy_query_ms_p95": _ms(annoy_ms, 95),
+        "model": searcher.manifest.get("model"),
         "weights_id": searcher.manifest.get("weights_id"),
         "vector_space": searcher.manifest.get("vector_space"),
         "runtime": searcher.manifest.get("runtime"),

@@ -158,6 +158,12 @@ def make_web_app(embedder):
 
 
 @pytest.fixture(scope="session")
+def pretrained_app(pretrained_index, pretrained_embedder):
+    """A ready app over ``pretrained_index``: a fresh install's defaults, real ImageNet features."""
+    return _make_app(pretrained_index, pretrained_embedder)
+
+
+@pytest.fixture(scope="session")
 def demo_app(built_index, make_web_app):
     """One ready app over the session demo index (no autobuild), shared by the web tests.
 

@@ -1,0 +1,45 @@
+"""A fresh install's defaults: real ImageNet features from the shipped EfficientNet-Lite0, no banner."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from indexer.evaluate import evaluate
+from indexer.search import Searcher
+
+
+def test_status_names_the_model_and_its_weights(pretrained_app):
+    status = pretrained_app.test_client().get("/api/status").get_json()
+    assert status["state"] == "ready"
+    assert (status["model"], status["weights"]) == ("efficientnet-lite0", "imagenet")
+
+
+def test_no_random_weights_banner(pretrained_app, client):
+    page = pretrained_app.test_client().get("/").get_data(as_text=True)
+    assert "random weights" not in page
+    assert "random weights" in client.get("/").get_data(as_text=True)  # control: the FASHION_WEIGHTS=none app
+
+
+def test_a_shopper_gets_products_of_the_same_type(pretrained_app, pretrained_index):
+    catalogue = pretrained_index.catalogue
+    with open(catalogue / "styles.csv", newline="") as handle:
+        types = {row["id"]: row["articleType"] for row in csv.DictReader(handle)}
+    client = pretrained_app.test_client()
+    same = total = 0
+    for item_id in ("3", "40", "77", "101", "130"):
+        photo = (catalogue / f"{item_id}.jpg").read_bytes()
+        answer = client.post("/api/search", data={"image": (io.BytesIO(photo), "query.jpg"), "k": "6"})
+        results = answer.get_json()["queries"][0]["results"]
+        assert results[0]["id"] == item_id  # the photo itself first
+        same += sum(types[r["id"]] == types[item_id] for r in results[1:])
+        total += len(results) - 1
+    assert same / total >= 0.9
+
+
+def test_precision_on_the_demo_catalogue_is_far_above_random_weights(pretrained_index, built_index):
+    pretrained = evaluate(Searcher.for_settings(pretrained_index), label="articleType", k=5)
+    random = evaluate(Searcher.for_settings(built_index), label="articleType", k=5)
+    assert pretrained["model"] == "efficientnet-lite0-gap-l2" and pretrained["weights_id"] == "imagenet"
+    assert pretrained["precision_at_k"] >= 0.9  # random weights: about 0.35
+    assert pretrained["precision_at_k"] > random["precision_at_k"] + 0.3
