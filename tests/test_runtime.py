@@ -114,6 +114,24 @@ def test_int8_keeps_unit_norms(ov_int8, demo_catalogue):
     assert ov_int8.vector_space.startswith("int8-")
 
 
+def test_int8_is_checked_on_catalogue_photos_too(ov_int8):
+    entry = Path(ov_int8.resolved.model_dir)
+    checked = np.load(entry / runtimes.CHECK_BATCH)
+    assert len(checked) == len(runtimes.check_images()) + runtimes.INT8_CHECK_PHOTOS
+    assert np.array_equal(checked[: len(runtimes.check_images())], runtimes.check_images())
+    meta = json.loads((entry / runtimes.META).read_text())
+    assert meta["check"]["passed"] and meta["check"]["median_cosine"] >= runtimes.INT8_MIN_MEDIAN_COSINE
+
+
+def test_int8_check_refuses_vectors_that_point_elsewhere():
+    rng = np.random.default_rng(3)
+    reference = rng.random((20, 64)).astype(np.float32)  # non-negative, like pooled ReLU features
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert runtimes.compare(reference, reference, int8=True).passed
+    shuffled = reference[rng.permutation(20)]  # unit vectors of the wrong images
+    assert not runtimes.compare(shuffled, reference, int8=True).passed
+
+
 def test_int8_calibration_sample_is_deterministic(demo_catalogue):
     first, first_id = runtimes.calibration_sample(demo_catalogue, 5)
     second, second_id = runtimes.calibration_sample(demo_catalogue, 5)
