@@ -191,13 +191,11 @@ def _reference_loop(embedder, files: list[Path]) -> float:
     import keras
     import numpy as np
 
-    base = next(layer for layer in embedder.model.layers if isinstance(layer, keras.Model))
-    model = keras.Sequential([keras.Input((224, 224, 3)), base, keras.layers.GlobalMaxPooling2D()])
+    model = embedder.model  # the same network: float 0-255 RGB in (preprocessing inside), pooled features out
 
     def one(path):
         x = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
-        x = keras.applications.resnet50.preprocess_input(np.expand_dims(x, 0))
-        feature = model.predict(x, verbose=0).flatten()
+        feature = model.predict(np.expand_dims(x, 0), verbose=0).flatten()
         return feature / np.linalg.norm(feature)
 
     one(files[0])  # builds the predict function; not timed
@@ -224,7 +222,7 @@ def run_child(config: dict) -> dict:
         "annoy_search_k": settings.annoy_search_k,
     }
 
-    embedder = load_embedder(settings.weights, settings.random_seed, settings.tf_threads)
+    embedder = load_embedder(settings.weights, settings.random_seed, settings.tf_threads, settings.model)
     out["weights_id"] = embedder.weights_id
     out["startup_s"] = time.perf_counter() - process_started  # imports + model construction
 

@@ -224,13 +224,13 @@ class Server:
         return sum(1 for line in text.splitlines() if needle in line)
 
     def startup_phases(self) -> dict:
-        """Seconds from spawn to each worker's "Loading ResNet50" and "Serving index" log lines.
+        """Seconds from spawn to each worker's "Loading <model> embedder" and "Serving index" log lines.
 
         The first mark comes after Python, gunicorn, Flask and TensorFlow are
         imported; the second after the model is built, warmed up and the index
         loaded.
         """
-        marks = {"model_loading_s": "indexer.model: Loading ResNet50", "index_served_s": "web.service: Serving index"}
+        marks = {"model_loading_s": "indexer.model: Loading ", "index_served_s": "web.service: Serving index"}
         found: dict[str, list[float]] = {key: [] for key in marks}
         try:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
