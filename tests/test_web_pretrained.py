@@ -43,3 +43,19 @@ def test_precision_on_the_demo_catalogue_is_far_above_random_weights(pretrained_
     assert pretrained["model"] == "efficientnet-lite0-gap-l2" and pretrained["weights_id"] == "imagenet"
     assert pretrained["precision_at_k"] >= 0.9  # random weights: about 0.35
     assert pretrained["precision_at_k"] > random["precision_at_k"] + 0.3
+
+
+def test_match_labels_tell_the_best_match_from_the_fiftieth(pretrained_index):
+    from indexer.calibration import LABELS, match_label, match_score
+
+    searcher = Searcher.for_settings(pretrained_index)
+    scale = searcher.manifest["match_scale"]
+    order = {label: rank for rank, (_, label) in enumerate(LABELS)}  # 0 is the best label
+    better = 0
+    rows = range(0, len(searcher), 3)
+    for row in rows:
+        hits = searcher.search(searcher.vector(row), 50, exclude=row)
+        first, fiftieth = (match_label(match_score(h.similarity, scale), h.distance) for h in (hits[0], hits[49]))
+        assert match_score(hits[0].similarity, scale) >= match_score(hits[49].similarity, scale)
+        better += order[first] < order[fiftieth]
+    assert better / len(rows) >= 0.8

@@ -3,7 +3,8 @@
     python -m tests.e2e.readme_screenshot [--out-dir docs] [--query 1]
 
 Generates the demo catalogue into a temporary folder, serves it with a real
-gunicorn on a fresh index dir (random weights, so nothing is downloaded) and
+gunicorn on a fresh index dir (the default model's real weights, which come
+with the install) and
 drives headless Chromium at 1280 px through a first visit: the starting
 page, the upload form, marking one product in a photo of two, the results,
 and browsing. Each capture is cropped to what matters and saved as a
@@ -71,7 +72,9 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
         catalogue = Path(tmp) / "demo-catalogue"
         generate_demo_catalogue(catalogue)
         photo = _two_products(catalogue, Path(tmp) / "outfit.png")
-        server = start_server(catalogue, Path(tmp) / "index", Path(tmp) / "gunicorn.log")
+        server = start_server(
+            catalogue, Path(tmp) / "index", Path(tmp) / "gunicorn.log", extra_env={"FASHION_WEIGHTS": "auto"}
+        )
         browser = None
         try:
             browser = Browser(width=WIDTH, height=900, extra_args=["--hide-scrollbars"])
