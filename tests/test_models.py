@@ -23,6 +23,7 @@ from indexer.models.torch_weights import (
 )
 from indexer.plan import key_for
 from indexer.runtimes import check_images
+from tests.torch_legacy import legacy_file, op_global, op_str
 
 LITE0_PARAMETERS = 4_694_024  # the state dict's values without the num_batches_tracked counters
 
@@ -105,6 +106,81 @@ def test_reader_refuses_a_file_with_the_wrong_hash(packaged_file, tmp_path):
 def test_reader_refuses_damaged_files(packaged_file, damage):
     with pytest.raises(WeightsFileError):
         read_state_dict(damage(packaged_file.read_bytes()))
+
+
+def test_hand_written_legacy_file_reads_back():
+    tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(7, dtype=np.int64)}
+    read = read_state_dict(legacy_file(tensors))
+    assert list(read) == ["a", "n"]
+    np.testing.assert_array_equal(read["a"], tensors["a"])
+    assert read["n"].shape == () and int(read["n"]) == 7
+    # a permuted (channels-last) layout, as in the packaged file, is read as the same tensor
+    swapped = legacy_file({"a": tensors["a"].T.copy()}, overrides={"a": {"size": (2, 3), "stride": (1, 2)}})
+    np.testing.assert_array_equal(read_state_dict(swapped)["a"], tensors["a"])
+
+
+ONE_FLOAT = {"w": np.ones(1, dtype=np.float32)}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # a zero stride would copy one float into a 256 MB tensor
+        pytest.param({"size": (1 << 26,), "stride": (0,)}, id="zero-stride"),
+        pytest.param({"size": (4096, 4096), "stride": (1, 1)}, id="overlapping-strides"),
+        pytest.param({"size": (2,)}, id="larger-than-its-storage"),
+        pytest.param({"offset": 1}, id="offset-past-the-end"),
+        pytest.param({"offset": -1}, id="negative-offset"),
+        pytest.param({"size": (-1,)}, id="negative-size"),
+        pytest.param({"numel": 2}, id="storage-count-disagrees"),
+    ],
+)
+def test_reader_refuses_tensors_outside_or_overlapping_their_storage(overrides):
+    with pytest.raises(WeightsFileError):
+        read_state_dict(legacy_file(ONE_FLOAT, overrides={"w": overrides}))
+
+
+def test_reader_refuses_a_memo_index_that_would_allocate_gigabytes():
+    long_binput = b"r" + (1 << 30).to_bytes(4, "little")  # memo slot 2**30: the C unpickler would size its memo
+    with pytest.raises(WeightsFileError, match="memo"):
+        read_state_dict(legacy_file(ONE_FLOAT, extra_opcodes=b"N" + long_binput + b"0"))
+
+
+@pytest.mark.parametrize(
+    "opcodes",
+    [
+        pytest.param(b"(" + op_global("os", "system") + op_str("true") + b"o0", id="OBJ"),
+        pytest.param(b"(" + op_str("true") + b"ios\nsystem\n0", id="INST"),
+        pytest.param(op_global("collections", "OrderedDict") + b")\x81" + b"0", id="NEWOBJ"),
+        pytest.param(b"\x82\x01" + b"0", id="EXT1"),
+    ],
+)
+def test_reader_refuses_opcodes_a_state_dict_never_uses(opcodes):
+    with pytest.raises(WeightsFileError, match="opcode"):
+        read_state_dict(legacy_file(ONE_FLOAT, extra_opcodes=opcodes))
+
+
+def test_reader_stand_ins_cannot_be_changed_by_build():
+    # BUILD with slot state on the rebuild function would setattr on it; the stand-ins refuse
+    state = b"(N}" + op_str("pwned") + b"J\x01\x00\x00\x00st"
+    build = op_global("torch._utils", "_rebuild_tensor_v2") + state + b"b0"
+    with pytest.raises(WeightsFileError):
+        read_state_dict(legacy_file(ONE_FLOAT, extra_opcodes=build))
+    from indexer.models import torch_weights
+
+    assert not hasattr(torch_weights._RestrictedUnpickler._rebuild_tensor, "pwned")
+
+
+@pytest.mark.parametrize(
+    "pid",
+    [
+        pytest.param(b"(" * 50000 + b"t" * 50000, id="deeply-nested"),
+        pytest.param(op_str("not a tuple"), id="a-string"),
+    ],
+)
+def test_reader_refuses_malformed_persistent_ids(pid):
+    with pytest.raises(WeightsFileError):
+        read_state_dict(legacy_file(ONE_FLOAT, extra_opcodes=pid + b"Q0"))
 
 
 # ---------------------------------------------------------------- the Keras model
@@ -194,7 +270,7 @@ def test_unknown_model_is_a_settings_error_naming_the_choices():
     assert Settings.from_env(env={"FASHION_MODEL": " ResNet50 "}).model == "resnet50"
 
 
-def test_a_lite0_weights_file_that_does_not_fit_is_refused(tmp_path):
+def test_a_lite0_weights_file_that_is_not_a_torch_file_is_refused(tmp_path):
     import keras
 
     wrong = tmp_path / "weights.pth"
@@ -202,6 +278,39 @@ def test_a_lite0_weights_file_that_does_not_fit_is_refused(tmp_path):
     choice = resolve_weights(str(wrong))
     with pytest.raises(WeightsError, match="Could not load EfficientNet-Lite0 weights"):
         lite.build_features(keras, choice.source)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        pytest.param(lambda s: s.update({"_conv_stem.bias": np.zeros(32, np.float32)}), "does not use", id="extra"),
+        pytest.param(lambda s: s.pop("_blocks.3._bn1.running_var"), "has no", id="missing"),
+        pytest.param(lambda s: s.update({"_conv_head.weight": np.zeros((1280, 160, 1, 1), np.float32)}),
+                     "expects shapes", id="wrong-shape"),
+    ],
+)
+def test_a_user_state_dict_must_fit_the_architecture_exactly(state, tmp_path, change, words):
+    import keras
+
+    user = dict(state)
+    change(user)
+    path = tmp_path / "fine-tuned.pth"
+    path.write_bytes(legacy_file(user))
+    choice = resolve_weights(str(path))
+    assert choice.weights_id.startswith("file-")
+    with pytest.raises(WeightsError, match=words):
+        lite.build_features(keras, choice.source)
+
+
+def test_a_user_copy_of_the_state_dict_loads_unpinned(state, tmp_path, lite0):
+    import keras
+
+    path = tmp_path / "copy.pth"
+    path.write_bytes(legacy_file(state))  # same tensors, other bytes: not the pinned file
+    model = lite.build_features(keras, resolve_weights(str(path)).source)
+    images = check_images()
+    expected = lite0.model(images.astype(np.float32)).numpy()
+    np.testing.assert_allclose(model(images.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_switching_models_makes_the_index_incompatible(tiny_settings, embedder):

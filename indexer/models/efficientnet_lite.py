@@ -128,19 +128,23 @@ def _torch_name(layer_name: str) -> str:
     return f"_{layer_name}"
 
 
-def keras_weights_for(layer, state: dict) -> list[np.ndarray] | None:
-    """The state dict's arrays for one Keras layer, in Keras' layout; ``None`` for layers without weights."""
-    kind = type(layer).__name__
-    name = _torch_name(layer.name)
-    if kind == "Conv2D":
-        return [state[f"{name}.weight"].transpose(2, 3, 1, 0)]  # OIHW -> HWIO
-    if kind == "DepthwiseConv2D":
-        return [state[f"{name}.weight"].transpose(2, 3, 0, 1)]  # (C,1,k,k) -> (k,k,C,1)
-    if kind == "BatchNormalization":
-        return [state[f"{name}.{part}"] for part in ("weight", "bias", "running_mean", "running_var")]
-    if kind == "Dense":
-        return [state[f"{name}.weight"].T, state[f"{name}.bias"]]
-    return None
+# per Keras layer type: the state-dict tensors it takes, and how each becomes Keras' layout
+_LAYOUTS = {
+    "Conv2D": (("weight", lambda w: w.transpose(2, 3, 1, 0)),),  # OIHW -> HWIO
+    "DepthwiseConv2D": (("weight", lambda w: w.transpose(2, 3, 0, 1)),),  # (C,1,k,k) -> (k,k,C,1)
+    "BatchNormalization": tuple((part, None) for part in ("weight", "bias", "running_mean", "running_var")),
+    "Dense": (("weight", lambda w: w.T), ("bias", None)),
+}
+
+
+def keras_weights_for(layer, state: dict) -> tuple[list[np.ndarray], list[str]] | None:
+    """The state dict's arrays for one Keras layer in Keras' layout, and their names; ``None`` without weights."""
+    layout = _LAYOUTS.get(type(layer).__name__)
+    if layout is None:
+        return None
+    names = [f"{_torch_name(layer.name)}.{part}" for part, _ in layout]
+    arrays = [state[name] if change is None else change(state[name]) for name, (_, change) in zip(names, layout)]
+    return arrays, names
 
 
 def load_state(model, state: dict) -> int:
@@ -153,19 +157,21 @@ def load_state(model, state: dict) -> int:
     copied = 0
     for layer in model.layers:
         try:
-            arrays = keras_weights_for(layer, state)
+            found = keras_weights_for(layer, state)
         except KeyError as exc:
             raise WeightsFileError(f"the weights file has no {exc.args[0]} for layer {layer.name}") from None
-        if arrays is None:
+        except ValueError:  # a transpose of an array with the wrong number of dimensions
+            raise WeightsFileError(f"the weights file's tensors for layer {layer.name} have the wrong shape") from None
+        if found is None:
             continue
+        arrays, names = found
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [a.shape for a in arrays] != expected:
             found = [a.shape for a in arrays]
             raise WeightsFileError(f"layer {layer.name} expects shapes {expected}, the file has {found}")
         layer.set_weights([a.astype(np.float32) for a in arrays])
         copied += sum(a.size for a in arrays)
-        prefix = _torch_name(layer.name)
-        used.update(k for k in state if k.startswith(prefix + ".") and k.count(".") == prefix.count(".") + 1)
+        used.update(names)
     unused = [k for k in state if k not in used and not k.endswith("num_batches_tracked")]
     if unused:
         raise WeightsFileError(f"the weights file has {len(unused)} tensors the model does not use, e.g. {unused[0]}")

@@ -11,14 +11,20 @@ location, numel, view)``.
 A pickle can call any importable function, so the unpickler here resolves
 only the few names such a file needs (``collections.OrderedDict``, the
 tensor rebuild function and the storage types) to local stand-ins, and
-refuses every other global. Nothing from the file is ever executed.
+refuses every other global. Before a pickle is unpickled its opcodes are
+listed: only those a state dict uses are allowed, and memo indexes must be
+small, so a tiny file cannot make the unpickler allocate gigabytes. Tensors
+must be contiguous views inside their storage. Whatever goes wrong is a
+``WeightsFileError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import pickle
+import pickletools
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +48,20 @@ STORAGE_DTYPES = {
 }
 
 
+# every opcode a legacy state dict's pickles use (protocol 2); anything else is refused
+ALLOWED_OPCODES = frozenset({
+    "PROTO", "STOP", "MARK", "GLOBAL", "REDUCE", "BUILD", "BINPERSID", "NONE", "NEWTRUE", "NEWFALSE",
+    "BININT", "BININT1", "BININT2", "LONG1", "BINUNICODE", "SHORT_BINUNICODE", "EMPTY_TUPLE", "TUPLE",
+    "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_LIST", "APPEND", "APPENDS", "EMPTY_DICT", "SETITEM", "SETITEMS",
+    "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET", "MEMOIZE",
+})
+
+
 class WeightsFileError(ValueError):
     """The file is not a legacy torch state dict this reader accepts."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageType:
     name: str
 
@@ -55,14 +70,14 @@ class _StorageType:
         return np.dtype(STORAGE_DTYPES[self.name])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageRef:
     key: str
     type: _StorageType
     numel: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TensorRef:
     """A tensor as the pickle describes it; filled in once the storages are read."""
 
@@ -72,52 +87,82 @@ class _TensorRef:
     stride: tuple
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    """Stand-in for ``torch._utils._rebuild_tensor_v2``: records the call, runs nothing."""
-    if not isinstance(storage, _StorageRef):
-        raise WeightsFileError("a tensor refers to something that is not a storage")
-    return _TensorRef(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
+def _ints(values, what: str) -> tuple[int, ...]:
+    if not isinstance(values, tuple) or not all(type(v) is int for v in values):
+        raise WeightsFileError(f"a tensor's {what} is not a tuple of integers")
+    return values
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that knows only the names a legacy state dict uses."""
 
+    def _rebuild_tensor(self, storage, offset, size, stride, *_ignored):
+        """Stand-in for ``torch._utils._rebuild_tensor_v2``: records the call, runs nothing.
+
+        A bound method, created per load: a pickle's BUILD cannot change it.
+        """
+        if not isinstance(storage, _StorageRef) or type(offset) is not int:
+            raise WeightsFileError("a tensor refers to something that is not a storage")
+        return _TensorRef(storage, offset, _ints(size, "size"), _ints(stride, "stride"))
+
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
             return OrderedDict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
+            return self._rebuild_tensor
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name)
         raise WeightsFileError(f"the weights file asks for {module}.{name}, which a state dict never needs")
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise WeightsFileError(f"unexpected persistent id in the weights file: {pid!r:.80}")
+            raise WeightsFileError(f"unexpected persistent id in the weights file (a {type(pid).__name__})")
         _, storage_type, key, _location, numel = pid[:5]
-        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or not isinstance(numel, int):
+        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or type(numel) is not int:
             raise WeightsFileError("malformed storage reference in the weights file")
         if len(pid) > 5 and pid[5] is not None:
             raise WeightsFileError("storage views are not supported")
         return _StorageRef(key, storage_type, numel)
 
 
+def _check_opcodes(stream: io.BytesIO) -> None:
+    """List the next pickle's opcodes without running it: refuse unknown ones and large memo indexes."""
+    start = stream.tell()
+    count = 0
+    for opcode, argument, _position in pickletools.genops(stream):
+        count += 1
+        if opcode.name not in ALLOWED_OPCODES:
+            raise WeightsFileError(f"the weights file uses the pickle opcode {opcode.name}; a state dict never does")
+        # the C unpickler sizes its memo by the largest index: a tiny file could ask for gigabytes
+        if opcode.name in ("BINPUT", "LONG_BINPUT") and argument > count:
+            raise WeightsFileError("the weights file's pickle memo is malformed")
+    stream.seek(start)
+
+
 def _load_one(stream: io.BytesIO):
-    try:
-        return _RestrictedUnpickler(stream).load()
-    except WeightsFileError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise WeightsFileError(f"the weights file is damaged or not a legacy torch file ({exc})") from None
+    _check_opcodes(stream)
+    return _RestrictedUnpickler(stream).load()
 
 
 def read_state_dict(data: bytes) -> OrderedDict[str, np.ndarray]:
     """Parse the bytes of a legacy torch file into ``{name: float32/int64 array}``, in file order.
 
     Raises ``WeightsFileError`` for anything that is not exactly such a file:
-    a forbidden global, a wrong magic number, a truncated storage, a tensor
-    outside its storage, or bytes left over at the end.
+    a forbidden global or opcode, a wrong magic number, a truncated storage, a
+    tensor that is not a contiguous view inside its storage, or bytes left
+    over at the end.
     """
+    try:
+        return _read_state_dict(data)
+    except WeightsFileError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, RecursionError, MemoryError) as exc:
+        problem = type(exc).__name__
+        raise WeightsFileError(f"the weights file is damaged or not a legacy torch file ({problem})") from None
+
+
+def _read_state_dict(data: bytes) -> OrderedDict[str, np.ndarray]:
     stream = io.BytesIO(data)
     if _load_one(stream) != LEGACY_MAGIC:
         raise WeightsFileError("not a legacy torch file (wrong magic number)")
@@ -162,18 +207,29 @@ def read_state_dict(data: bytes) -> OrderedDict[str, np.ndarray]:
 
 
 def _materialise(ref: _TensorRef, storage: np.ndarray, name: str) -> np.ndarray:
-    """Copy a tensor out of its storage, checking that every element lies inside it."""
-    if len(ref.size) != len(ref.stride) or any(s < 0 for s in ref.size + ref.stride) or ref.offset < 0:
+    """Copy a tensor out of its storage, where it must fill a run of elements exactly once.
+
+    Its dimensions may be stored in any order (weights converted from
+    TensorFlow are often channels-last), but sorted by stride they must be
+    dense: no element read twice (a zero stride would turn a one-float
+    storage into gigabytes) and none outside the run.
+    """
+    if len(ref.size) != len(ref.stride) or any(n < 0 for n in ref.size) or ref.offset < 0:
         raise WeightsFileError(f"tensor {name!r} has a malformed shape")
-    if all(ref.size):
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
-        if last >= storage.size:
-            raise WeightsFileError(f"tensor {name!r} reaches outside its storage")
+    count = math.prod(ref.size)
+    if ref.offset + count > storage.size:
+        raise WeightsFileError(f"tensor {name!r} reaches outside its storage")
+    step = 1
+    for stride, n in sorted((s, n) for n, s in zip(ref.size, ref.stride) if n > 1):
+        if stride != step:
+            raise WeightsFileError(f"tensor {name!r} is not a dense view of its storage")
+        step *= n
+    run = storage[ref.offset : ref.offset + count]
     item = storage.itemsize
-    array = np.lib.stride_tricks.as_strided(
-        storage[ref.offset :], shape=ref.size, strides=tuple(s * item for s in ref.stride), writeable=False
+    view = np.lib.stride_tricks.as_strided(
+        run, shape=ref.size, strides=tuple(s * item for s in ref.stride), writeable=False
     )
-    return np.array(array, dtype=storage.dtype.newbyteorder("="), copy=True)
+    return view.astype(storage.dtype.newbyteorder("="), copy=True)
 
 
 def sha256_bytes(data: bytes) -> str:
