@@ -3,7 +3,7 @@
 Layout of the index dir::
 
     current -> gen-<id>          symlink, switched atomically by os.replace
-    gen-<id>/embeddings.pkl      float32 N x 2048, L2-normalised
+    gen-<id>/embeddings.pkl      float32 N x D (the model's dimension), L2-normalised
     gen-<id>/filenames.pkl       N paths relative to the catalogue
     gen-<id>/embeddings.npy      the same vectors as a plain .npy, memory-mapped by workers
     gen-<id>/metadata.json       N dicts from styles.csv (may be empty)

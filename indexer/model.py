@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -79,9 +80,13 @@ class Embedder:
         self.weights_id = choice.weights_id
         self.dim = self.spec.dim
         size = self.spec.input_size
-        if choice.source is None:
+        source = choice.source
+        if source is None:
             keras.utils.set_random_seed(seed)  # same random weights in every process
-        self.model = self.spec.family_module().build_features(keras, choice.source)
+        elif choice.weights_id == "imagenet" and not Path(source).is_file():
+            # a Ray worker on another machine: the package or Keras cache lives elsewhere there
+            source = resolve_weights("auto", seed, choice.model).source
+        self.model = self.spec.family_module().build_features(keras, source)
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
         def forward(batch):

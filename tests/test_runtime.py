@@ -126,11 +126,15 @@ def test_int8_is_checked_on_catalogue_photos_too(ov_int8):
 
 def test_int8_check_refuses_vectors_that_point_elsewhere():
     rng = np.random.default_rng(3)
-    reference = rng.random((20, 64)).astype(np.float32)  # non-negative, like pooled ReLU features
+    reference = rng.random((20, 64)).astype(np.float32) ** 4  # non-negative and peaked, like pooled ReLU6 features
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     assert runtimes.compare(reference, reference, int8=True).passed
     shuffled = reference[rng.permutation(20)]  # unit vectors of the wrong images
     assert not runtimes.compare(shuffled, reference, int8=True).passed
+    partly = reference.copy()
+    partly[:3] = reference[[10, 11, 12]]  # three images of twenty answered with others' vectors
+    result = runtimes.compare(partly, reference, int8=True)
+    assert result.median_cosine == 1.0 and not result.passed
 
 
 def test_int8_calibration_sample_is_deterministic(demo_catalogue):

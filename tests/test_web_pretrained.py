@@ -59,3 +59,11 @@ def test_match_labels_tell_the_best_match_from_the_fiftieth(pretrained_index):
         assert match_score(hits[0].similarity, scale) >= match_score(hits[49].similarity, scale)
         better += order[first] < order[fiftieth]
     assert better / len(rows) >= 0.8
+
+
+def test_banner_and_status_follow_the_loaded_model_not_the_settings(pretrained_index, make_web_app):
+    # settings say FASHION_WEIGHTS=auto, but this app was handed the random-weights embedder
+    app = make_web_app(pretrained_index.replace(weights="auto"))
+    status = app.test_client().get("/api/status").get_json()
+    assert (status["model"], status["weights"]) == ("efficientnet-lite0", "random-seed1234")
+    assert "random weights" in app.test_client().get("/").get_data(as_text=True)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 READY, BUILDING, ERROR, STARTING = "ready", "building", "error", "starting"
 STARTUP_MESSAGES = {
     "catalogue": "Drawing the demo catalogue.",
-    "model": "Loading the image model (TensorFlow and ResNet50).",
+    "model": "Loading the image model.",
     "index": "Opening the index.",
 }
 # The steps the starting and building page lists, in order, and the build
@@ -110,7 +110,9 @@ class IndexService:
     @property
     def random_weights(self) -> bool:
         """True when results come from random weights (``FASHION_WEIGHTS=none``, for tests)."""
-        return self.settings.weights.strip().lower() == "none"
+        if self.embedder is None:  # still loading: the setting says what is coming
+            return self.settings.weights.strip().lower() == "none"
+        return self.embedder.choice.random
 
     @property
     def state(self) -> str:
@@ -152,7 +154,7 @@ class IndexService:
             "items": len(self.searcher) if self.searcher else 0,
             "catalogue": self.settings.catalogue.name,
             "demo": self.settings.is_demo,
-            "model": self.settings.model,
+            "model": self.embedder.choice.model if self.embedder else self.settings.model,
             "weights": self.embedder.weights_id if self.embedder else None,
             "runtime": self.embedder.runtime if self.embedder else None,
         }
