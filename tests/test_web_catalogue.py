@@ -180,7 +180,8 @@ def test_an_empty_catalogue_says_what_to_do(tmp_path, embedder, make_web_app):
     client = make_web_app(settings).test_client()
     page = client.get("/")
     body = page.get_data(as_text=True)
-    assert "The catalogue is empty" in body and "python -m indexer build" in body and str(empty) in body
+    assert "The catalogue is empty" in body and "python -m indexer build" in body and "<code>shop</code>" in body
+    assert str(empty) not in body and str(tmp_path) not in body  # no server path on a public page
     assert '<input id="image"' not in body
     assert "The catalogue is empty" in client.get("/browse").get_data(as_text=True)
     api = client.post(

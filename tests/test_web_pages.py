@@ -314,3 +314,27 @@ def test_html_errors_outside_api(client, method, path, status):
     assert "Back to search" in page
     if status == 405:
         assert response.headers.get("Allow")
+
+
+# Digits that str.isdigit() or int() accept but a plain number field must not: superscripts and
+# circled digits (isdigit yes, int no), other scripts' digits, signs, underscores, spaces inside.
+NOT_PLAIN_NUMBERS = ["²", "①", "¹", "٥", "५", "+5", "5_0", "0x5", "5 5", "1e1", "9" * 12]
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN_NUMBERS)
+def test_number_fields_take_only_ascii_digits(client, value):
+    from urllib.parse import quote
+
+    encoded = quote(value)
+    for url in (f"/browse?page={encoded}", f"/items/30?k={encoded}", f"/api/items/30/similar?k={encoded}"):
+        response = client.get(url)
+        assert response.status_code == 400, url
+    assert client.get("/browse?page=2").status_code == 200
+    assert client.get("/items/30?k=7").status_code == 200
+
+
+def test_strict_numbers_are_exactly_ascii_digits():
+    from web.queries import whole_number
+
+    assert [whole_number(v) for v in ("0", "7", "007", "123456789")] == [0, 7, 7, 123456789]
+    assert all(whole_number(v) is None for v in NOT_PLAIN_NUMBERS + ["", "-1", "1.5"])

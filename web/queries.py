@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -79,14 +80,26 @@ def display_name(upload: FileStorage, position: int) -> str:
     return name[:120] or f"photo {position}"
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as an integer when it is 1 to 9 ASCII digits, else ``None``.
+
+    Stricter than ``int()``, which also takes signs, underscores and other
+    scripts' digits, and than ``str.isdigit()``, which takes superscripts
+    and circled digits that ``int()`` then refuses.
+    """
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
 def parse_k(raw: str | None, default: int, maximum: int) -> int:
     """Validate the number of results."""
     if raw is None or str(raw).strip() == "":
         return default
-    try:
-        k = int(str(raw).strip())
-    except ValueError:
-        raise BadQuery(f"The number of results must be a whole number from 1 to {maximum}.", field="k") from None
+    k = whole_number(str(raw).strip())
+    if k is None:
+        raise BadQuery(f"The number of results must be a whole number from 1 to {maximum}.", field="k")
     if not 1 <= k <= maximum:
         raise BadQuery(f"The number of results must be from 1 to {maximum}; got {k}.", field="k")
     return k
@@ -160,9 +173,10 @@ def reject_unknown(names, allowed: frozenset[str]) -> None:
 def parse_page(raw: str | None) -> int:
     """A browse page number (from 1)."""
     text = (raw or "1").strip()
-    if not text.isdigit() or int(text) < 1:
+    page = whole_number(text)
+    if page is None or page < 1:
         raise BadQuery(f"The page must be a whole number from 1; got {text[:20]!r}.", field="page")
-    return int(text)
+    return page
 
 
 def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | None = None) -> list[QueryImage]:

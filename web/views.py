@@ -45,7 +45,8 @@ def _form_context(svc, **extra) -> dict:
 
 def _empty_catalogue_page():
     svc = context.service()
-    return render_template("empty.html", catalogue_path=str(svc.settings.catalogue)), 200
+    # the folder's name only: a server path is nobody's business on a public page
+    return render_template("empty.html", catalogue_name=svc.settings.catalogue.name), 200
 
 
 @bp.get("/")
