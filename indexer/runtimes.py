@@ -416,7 +416,7 @@ def load_runtime(
     # one process converts; the others (gunicorn workers) wait and load its result
     with FileLock(str(entry) + ".lock"):
         for attempt in (1, 2):
-            meta = _read_meta(entry)
+            meta = _read_meta(entry, choice, variant)
             if meta is None or attempt == 2:
                 reference = reference or _tensorflow_reference(choice, seed, threads)
                 meta = _create_entry(entry, variant, version, reference, catalogue, calibration_images)
@@ -432,12 +432,40 @@ def load_runtime(
     return reference or _tensorflow_reference(choice, seed, threads)
 
 
-def _read_meta(entry: Path) -> dict | None:
+_CHECK_NUMBERS = ("max_abs_diff", "min_cosine", "max_norm_error")
+
+
+def _read_meta(entry: Path, choice: WeightsChoice, variant: str) -> dict | None:
+    """The entry's meta when every field is there, of its type, and made for these weights; else ``None``.
+
+    ``None`` means "convert again": a damaged or foreign entry is never fatal.
+    """
     try:
-        meta = json.loads((entry / META).read_text())
-    except (OSError, ValueError):
+        text = (entry / META).read_text()
+    except OSError:
+        return None  # not converted yet
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        log.warning("Cached OpenVINO model in %s has a damaged or foreign meta.json; converting again", entry)
         return None
-    return meta if isinstance(meta, dict) and isinstance(meta.get("check"), dict) else None
+    check = meta.get("check")
+    expected = {"model": get_spec(choice.model).model_id, "weights_id": choice.weights_id, "variant": variant}
+    well_formed = (
+        isinstance(check, dict)
+        and set(check) <= {*_CHECK_NUMBERS, "passed", "median_cosine"}
+        and isinstance(check.get("passed"), bool)
+        and all(isinstance(check.get(name), int | float) for name in _CHECK_NUMBERS)
+        and isinstance(check.get("median_cosine", 0.0), int | float)
+        and isinstance(meta.get("vector_space"), str)
+        and all(meta.get(key) == value for key, value in expected.items())
+    )
+    if not well_formed:
+        log.warning("Cached OpenVINO model in %s has a damaged or foreign meta.json; converting again", entry)
+        return None
+    return meta
 
 
 def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 1234, threads: int = 0):

@@ -192,6 +192,33 @@ def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path
 
 
 @needs_openvino
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda meta: {"check": {}}, id="empty-check"),
+        pytest.param(lambda meta: dict(meta, check=dict(meta["check"], passed="yes")), id="passed-not-a-bool"),
+        pytest.param(lambda meta: dict(meta, check=dict(meta["check"], surprise=1)), id="unknown-check-field"),
+        pytest.param(lambda meta: dict(meta, weights_id="file-0123456789abcdef"), id="other-weights"),
+        pytest.param(lambda meta: dict(meta, model="resnet50-notop-gmp-l2"), id="other-model"),
+        pytest.param(lambda meta: [meta], id="not-an-object"),
+    ],
+)
+def test_a_damaged_or_foreign_meta_is_converted_again_never_fatal(
+    ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, caplog, damage
+):
+    cache = _copy_cache(ov_index_dir, tmp_path)
+    entry = runtimes.cache_entry(cache, weights_choice, "fp32", runtimes.openvino_version())
+    meta_path = entry / runtimes.META
+    meta_path.write_text(json.dumps(damage(json.loads(meta_path.read_text()))))
+    with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
+        again = runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
+    assert "damaged or foreign meta.json" in caplog.text
+    assert isinstance(again, runtimes.OpenVinoEmbedder)
+    restored = json.loads(meta_path.read_text())
+    assert restored["check"]["passed"] is True and restored["weights_id"] == weights_choice.weights_id
+
+
+@needs_openvino
 def test_failed_check_falls_back_to_tensorflow_and_is_remembered(
     ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, monkeypatch, caplog
 ):
