@@ -155,3 +155,19 @@ def test_the_decode_memory_setting_bounds_each_process(built_index, make_web_app
     default = make_web_app(built_index).test_client()  # the next app sets the default back
     assert _search(default, photo).status_code == 200
     assert images.DECODE_BUDGET.limit_bytes == images.DECODE_BUDGET_BYTES
+
+
+@pytest.mark.parametrize("route", ["/search", "/api/search"])
+def test_a_large_urlencoded_body_is_refused_before_it_is_parsed(client, route):
+    # 3.3 million empty fields used to cost seconds of CPU and hundreds of MB per request
+    flood = b"k=&" * 3_300_000
+    response = client.post(route, data=flood, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413
+    assert "not a photo upload may be at most 64 KB" in response.get_data(as_text=True)
+
+
+def test_small_non_multipart_bodies_still_get_their_usual_answer(client):
+    response = client.post("/api/search", data="k=5", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400  # no photo: the ordinary error, not a 413
+    json_body = client.post("/api/search", data=b"{" + b" " * 70_000 + b"}", content_type="application/json")
+    assert json_body.status_code == 413

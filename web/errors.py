@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from indexer.search import UnknownItem
 
-from .queries import BadQuery
+from .queries import SMALL_BODY_BYTES, BadQuery
 from .searching import Busy
 from .service import ERROR, NotReady
 
@@ -56,6 +56,11 @@ def too_large_message() -> str:
     body_mb = current_app.extensions["fashion.service"].settings.max_upload_mb
     parts, field_kb = config["MAX_FORM_PARTS"], config["MAX_FORM_MEMORY_SIZE"] // 1024
     length = request.content_length
+    if request.mimetype != "multipart/form-data":
+        return (
+            f"A request body that is not a photo upload may be at most {SMALL_BODY_BYTES // 1024} KB; "
+            "photos are sent as multipart/form-data."
+        )
     if length is not None and length > config["MAX_CONTENT_LENGTH"]:
         return f"The upload is larger than the {body_mb} MB limit. Please send a smaller photo."
     if length is not None:

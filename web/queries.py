@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from flask import Request
+from flask import Request, current_app, has_app_context
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from indexer.images import Crop, ImageError, load_for_model
@@ -32,6 +32,9 @@ _STATUS_FOR_REASON = {
 }
 
 
+SMALL_BODY_BYTES = 64 * 1024  # any body that is not a multipart upload: forms, JSON, anything else
+
+
 class InMemoryRequest(Request):
     """A request whose uploaded files stay in memory.
 
@@ -42,6 +45,19 @@ class InMemoryRequest(Request):
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
+
+    @property
+    def max_content_length(self) -> int | None:
+        """The upload limit for multipart bodies; ``SMALL_BODY_BYTES`` for every other body.
+
+        Werkzeug's urlencoded parser ignores the form part and field limits:
+        10 MB of ``k=&k=...`` cost seconds of CPU and hundreds of MB. Only a
+        multipart upload carries photos, so anything else may be small.
+        """
+        limit = current_app.config.get("MAX_CONTENT_LENGTH") if has_app_context() else None
+        if self.mimetype == "multipart/form-data":
+            return limit
+        return SMALL_BODY_BYTES if limit is None else min(limit, SMALL_BODY_BYTES)
 
 
 class BadQuery(ValueError):
