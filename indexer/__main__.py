@@ -46,6 +46,17 @@ def _require_index(settings: Settings) -> None:
         )
 
 
+def _require_same_catalogue(settings: Settings) -> None:
+    from .artifacts import current_generation, read_manifest
+
+    built_for = read_manifest(current_generation(settings.index_dir)).get("catalogue")
+    if built_for != str(settings.catalogue):
+        raise UsageError(
+            f"The index in {settings.index_dir} belongs to the catalogue {built_for}, not {settings.catalogue}. "
+            f"Search that one with --catalogue {built_for}, or index this one first: python -m indexer build."
+        )
+
+
 def _check_k(k: int, settings: Settings) -> None:
     if not 1 <= k <= settings.max_k:
         raise UsageError(f"--k must be from 1 to {settings.max_k} (FASHION_MAX_K); got {k}.")
@@ -100,8 +111,9 @@ def cmd_search(args) -> int:
     if not args.image.is_file():
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
+    _require_same_catalogue(settings)
     embedder = _embedder(settings)
-    searcher = Searcher.for_settings(settings, expect=key_for(embedder))
+    searcher = Searcher.for_settings(settings, expect=dict(key_for(embedder), catalogue=str(settings.catalogue)))
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
     results = [

@@ -234,3 +234,15 @@ def test_cli_says_what_to_do_about_paths(built_index, tmp_path):
     no_index = run_cli("search", str(built_index.catalogue / "5.jpg"), "--catalogue", str(built_index.catalogue),
                        "--index-dir", str(tmp_path / "empty"))
     assert no_index.returncode == 2 and "run `python -m indexer build`" in no_index.stderr
+
+
+def test_search_refuses_an_index_of_another_catalogue(built_index, tmp_path):
+    other = tmp_path / "other-shop"
+    other.mkdir()
+    result = run_cli(
+        "search", str(built_index.catalogue / "5.jpg"),
+        "--catalogue", str(other), "--index-dir", str(built_index.index_dir),
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"belongs to the catalogue {built_index.catalogue}, not {other}" in result.stderr
+    assert "Traceback" not in result.stderr

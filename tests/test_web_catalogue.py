@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import re
+import shutil
 
 import pytest
 
@@ -188,3 +189,19 @@ def test_an_empty_catalogue_says_what_to_do(tmp_path, embedder, make_web_app):
         "/api/search", data={"image": (io.BytesIO(b"x"), "a.jpg")}, content_type="multipart/form-data"
     )
     assert api.status_code == 503 and "no products yet" in api.get_json()["error"]["message"]
+
+
+def test_an_index_of_another_catalogue_is_never_served(tiny_settings, embedder, make_web_app, tmp_path):
+    build_index(tiny_settings, embedder)  # the demo's products, say
+    other = tmp_path / "real-shop"
+    shutil.copytree(tiny_settings.catalogue, other)  # same file names: the old index would even "work"
+    app = make_web_app(tiny_settings.replace(catalogue=other.resolve()))
+    client = app.test_client()
+    status = client.get("/api/status").get_json()
+    assert status["state"] != "ready" and status["items"] == 0
+    assert client.get("/healthz").status_code == 503
+    assert client.get("/catalogue/3.jpg").status_code != 200
+    page = client.get("/").get_data(as_text=True)
+    assert '<input id="image"' not in page  # the building page, not a search over someone else's products
+    same = make_web_app(tiny_settings).test_client()  # control: the catalogue it was built from is served
+    assert same.get("/api/status").get_json()["state"] == "ready"

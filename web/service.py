@@ -97,7 +97,9 @@ class IndexService:
             # the details (paths, exception text) go to the log, not to the public page
             self.error = "The site could not start; the server log has the details."
             return
-        self.key = key_for(embedder)
+        # an index of another catalogue (the demo's, after FASHION_CATALOGUE changed) is never
+        # served: it counts as missing, so shoppers see the building page, not someone else's products
+        self.key = dict(key_for(embedder), catalogue=str(self.settings.catalogue))
         self.embedder = embedder
         self.startup_step = "index"
         try:
