@@ -5,7 +5,7 @@ the service loads the model in its start-up thread. The test holds the demo
 catalogue's generation lock (as another worker drawing the catalogue would),
 which keeps start-up deterministically at its first step: every page says
 what it is doing, the API and ``/healthz`` answer 503 with ``Retry-After``.
-Once the lock is released the same app finishes starting and serves.
+Once the lock is released the same app draws the catalogue, indexes it and serves.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ def test_pages_and_api_answer_while_the_model_loads(tmp_path, built_index, demo_
     from web import create_app
 
     demo = tmp_path / "demo-catalogue"
-    settings = dataclasses.replace(built_index, catalogue=demo, is_demo=True)
+    # its own index dir: an index belongs to one catalogue, and this demo catalogue is new
+    settings = dataclasses.replace(built_index, catalogue=demo, is_demo=True, index_dir=tmp_path / "index")
     lock = FileLock(str(tmp_path / ".demo-catalogue.lock"))
     lock.acquire()
     try:
-        app = create_app(settings, autobuild=False, TESTING=True)  # returns without waiting for the model
+        app = create_app(settings, autobuild=True, TESTING=True)  # returns without waiting for the model
         client = app.test_client()
 
         page = client.get("/")
