@@ -320,8 +320,23 @@ def publish(
     if len(shape) != 2 or shape[0] != len(filenames) or len(metadata) != len(filenames):
         raise ValueError("embeddings, filenames and metadata must have the same length")
     shape = (int(shape[0]), int(shape[1]))
-    gen = index_dir / f"gen-{time.time_ns()}-{os.getpid()}"
+    published_ns = time.time_ns()
+    gen = index_dir / f"gen-{published_ns}-{os.getpid()}"
     gen.mkdir()
+    try:
+        _write_generation(gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns)
+    except BaseException:
+        # a full disk or a crash must not leave a half-written generation for the next build to keep
+        shutil.rmtree(gen, ignore_errors=True)
+        raise
+    _switch_current(index_dir, gen)
+    _ensure_top_level_links(index_dir)
+    remove_old_generations(index_dir)
+    return gen
+
+
+def _write_generation(gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns):
+    """Write every file of one generation, the manifest last."""
     checksums = {}
     checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, embeddings, shape)
     checksums["embeddings.pkl"] = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
@@ -342,14 +357,11 @@ def publish(
         metric=METRIC,
         trees=trees,
         checksums=checksums,
+        published_ns=published_ns,
     )
     _record_verified(gen, checksums)  # hashed while writing: workers need not hash again
     atomic_write_json(gen / MANIFEST, manifest)  # last: marks the set complete
     fsync_dir(gen)
-    _switch_current(index_dir, gen)
-    _ensure_top_level_links(index_dir)
-    remove_old_generations(index_dir)
-    return gen
 
 
 def _switch_current(index_dir: Path, gen: Path) -> None:
@@ -383,19 +395,35 @@ def current_generation(index_dir: Path) -> Path | None:
     return gen if gen.is_dir() else None
 
 
+def _published_ns(gen: Path) -> int | None:
+    """When a complete generation was published (its manifest says; older ones by their name), else ``None``."""
+    try:
+        manifest = json.loads((gen / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None  # no manifest: never completed
+    stamp = manifest.get("published_ns") if isinstance(manifest, dict) else None
+    if isinstance(stamp, int):
+        return stamp
+    parts = gen.name.split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isascii() and parts[1].isdigit() else 0
+
+
 def remove_old_generations(index_dir: Path, keep: int = 1) -> None:
-    """Delete generations other than ``current`` and the ``keep`` newest before it.
+    """Delete generations other than ``current`` and the ``keep`` newest complete ones before it.
 
     Keeping the previous one lets web workers that still memory-map it finish
-    their requests; on Linux an open mapping survives deletion anyway.
+    their requests; on Linux an open mapping survives deletion anyway. Order
+    comes from the manifests, not from folder times, and a folder without a
+    manifest (a publish that died) is never kept in the previous one's place.
+    Only a build holding the build lock publishes, so no other publish is
+    half-way through here.
     """
     current = current_generation(index_dir)
-    gens = sorted(
-        (p for p in Path(index_dir).glob("gen-*") if p.is_dir() and p != current),
-        key=lambda p: p.stat().st_mtime_ns,
-        reverse=True,
-    )
-    for old in gens[keep:]:
+    others = [p for p in Path(index_dir).glob("gen-*") if p.is_dir() and p != current]
+    stamped = [(_published_ns(p), p) for p in others]
+    complete = sorted((item for item in stamped if item[0] is not None), key=lambda item: item[0], reverse=True)
+    doomed = [p for stamp, p in stamped if stamp is None] + [p for _, p in complete[keep:]]
+    for old in doomed:
         shutil.rmtree(old, ignore_errors=True)
 
 

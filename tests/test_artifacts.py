@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +298,34 @@ def test_publish_switches_generations_and_keeps_one_previous(tmp_path):
     loaded = load_index(tmp_path)
     assert loaded.manifest["count"] == 6 and loaded.filenames[-1] == "5.jpg"
     loaded.annoy.unload()
+
+
+def test_a_failed_publish_leaves_nothing_and_poisons_nothing(tmp_path):
+    first = _publish(tmp_path, 3, seed=1)
+    second = _publish(tmp_path, 4, seed=2)
+
+    def disk_full(_vectors):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        artifacts.publish(
+            tmp_path, embeddings=np.ones((5, 8), np.float32), filenames=[f"{i}.jpg" for i in range(5)],
+            metadata=[{} for _ in range(5)], manifest={}, trees=1, derive=disk_full,
+        )
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == sorted([first.name, second.name])
+    assert artifacts.current_generation(tmp_path) == second
+
+    # a crash that could not clean up (SIGKILL) leaves a folder without a manifest, touched last
+    crashed = tmp_path / f"gen-{time.time_ns()}-999999"
+    crashed.mkdir()
+    (crashed / "embeddings.npy").write_bytes(b"half")
+    os.utime(first, ns=(time.time_ns() + 10**12, time.time_ns() + 10**12))  # folder times must not matter
+    third = _publish(tmp_path, 6, seed=3)
+    # the previous real generation (which workers may still serve) stays; the wreck and the oldest go
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == sorted([second.name, third.name])
+    assert load_index(tmp_path).manifest["published_ns"] > json.loads((second / "manifest.json").read_text())[
+        "published_ns"
+    ]
 
 
 def test_publish_refuses_misaligned_inputs(tmp_path):
