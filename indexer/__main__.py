@@ -113,7 +113,7 @@ def cmd_search(args) -> int:
     _require_index(settings)
     _require_same_catalogue(settings)
     embedder = _embedder(settings)
-    searcher = Searcher.for_settings(settings, expect=dict(key_for(embedder), catalogue=str(settings.catalogue)))
+    searcher = Searcher.for_settings(settings, expect=key_for(embedder))
     vector = embedder.embed_one(load_for_model(args.image))
     hits = searcher.search(vector, args.k)
     results = [

