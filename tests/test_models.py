@@ -15,15 +15,13 @@ from indexer.model import WeightsError, resolve_weights
 from indexer.models import DEFAULT_MODEL, MODELS, get_spec
 from indexer.models import efficientnet_lite as lite
 from indexer.models.torch_weights import (
-    LEGACY_MAGIC,
-    LEGACY_PROTOCOL,
     WeightsFileError,
     load_state_dict,
     read_state_dict,
 )
 from indexer.plan import key_for
 from indexer.runtimes import check_images
-from tests.torch_legacy import legacy_file, op_global, op_str
+from tests.torch_legacy import legacy_file, legacy_header, op_global, op_str
 
 LITE0_PARAMETERS = 4_694_024  # the state dict's values without the num_batches_tracked counters
 
@@ -51,11 +49,6 @@ def test_reader_reads_the_packaged_state_dict(state):
     assert np.isfinite(state["_fc.weight"]).all()
 
 
-def _legacy_file(state_pickle: bytes) -> bytes:
-    header = [LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}]
-    return b"".join(pickle.dumps(part, protocol=2) for part in header) + state_pickle
-
-
 class _MakesAFolder:
     """A pickle that, when loaded by a plain unpickler, creates a folder."""
 
@@ -68,7 +61,7 @@ class _MakesAFolder:
 
 def test_reader_refuses_a_pickle_that_calls_anything_else(tmp_path):
     sentinel = tmp_path / "created-by-the-pickle"
-    data = _legacy_file(pickle.dumps(_MakesAFolder(sentinel), protocol=2))
+    data = legacy_header() + pickle.dumps(_MakesAFolder(sentinel), protocol=2)
     with pytest.raises(WeightsFileError, match="mkdir"):
         read_state_dict(data)
     assert not sentinel.exists()

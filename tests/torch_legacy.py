@@ -47,6 +47,12 @@ def tensor_pickle(key: str, array: np.ndarray, *, size=None, stride=None, offset
             + op_tuple(size) + op_tuple(stride) + b"\x89" + op_global("collections", "OrderedDict") + b")R" + b"tR")
 
 
+def legacy_header() -> bytes:
+    """The three pickles before the state dict: magic number, protocol version, system facts."""
+    header = [LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}]
+    return b"".join(pickle.dumps(part, protocol=2) for part in header)
+
+
 def legacy_file(tensors: dict, *, overrides: dict | None = None, extra_opcodes: bytes = b"") -> bytes:
     """A legacy torch file holding ``tensors`` (name -> float32/int64 array); ``overrides[name]`` tweaks one."""
     overrides = overrides or {}
@@ -55,8 +61,7 @@ def legacy_file(tensors: dict, *, overrides: dict | None = None, extra_opcodes: 
     for key, (name, array) in zip(keys, tensors.items()):
         body += op_str(name) + tensor_pickle(key, np.require(array, requirements="C"), **overrides.get(name, {}))
     body += b"u" + extra_opcodes + b"."
-    header = [LEGACY_MAGIC, LEGACY_PROTOCOL, {"protocol_version": LEGACY_PROTOCOL, "little_endian": True}]
-    out = b"".join(pickle.dumps(part, protocol=2) for part in header) + body + pickle.dumps(keys, protocol=2)
+    out = legacy_header() + body + pickle.dumps(keys, protocol=2)
     for array in tensors.values():
         data = np.require(array, requirements="C")
         out += struct.pack("<q", data.size) + data.astype(data.dtype.newbyteorder("<")).tobytes()
