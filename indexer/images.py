@@ -264,28 +264,43 @@ def _wide_top(img: Image.Image) -> float:
     return max(float(img.getextrema()[1]), 1.0)
 
 
+def _tiles(width: int, height: int, bytes_per_pixel: int, factor: int) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes covering the image, each about ``_STRIP_BYTES`` and aligned to ``factor``.
+
+    Both sides of a box are multiples of ``factor`` (except at the right and
+    bottom edges), so reducing box by box gives exactly the pixels of one
+    whole-image ``reduce``. Tiling across as well as down is what bounds a
+    very wide image: a 2,000,000 x 32 strip of full rows would be the whole image.
+    """
+    band = min(height, factor)  # the fewest rows a box can have
+    cols = min(width, max(1, _STRIP_BYTES // (band * bytes_per_pixel * factor)) * factor)
+    rows = min(height, max(1, _STRIP_BYTES // (cols * bytes_per_pixel * factor)) * factor)
+    for top in range(0, height, rows):
+        for left in range(0, width, cols):
+            yield left, top, min(width, left + cols), min(height, top + rows)
+
+
 def _reduce_early(img: Image.Image) -> Image.Image:
-    """Big or high-bit-depth images: 8-bit and box-reduced, one strip at a time.
+    """Big or high-bit-depth images: 8-bit and box-reduced, one tile at a time.
 
     Converting a full-size 16-bit or float image in one go costs several
-    float64 copies of it (1.7 GB for 64 megapixels); strips keep the extra
-    memory at a few megabytes, and the result is at most 2047 px long.
+    float64 copies of it (1.7 GB for 64 megapixels); tiles keep the extra
+    memory at a few megabytes whatever the shape, and the result is at most
+    2047 px long.
     """
     width, height = img.size
     factor = max(1, max(width, height) // _REDUCED_SIDE) if max(width, height) >= EARLY_REDUCE_SIDE else 1
     if factor == 1 and img.mode not in _WIDE_MODES:
         return img
-    top = _wide_top(img) if img.mode in _WIDE_MODES else 1.0
-    rows = max(1, _STRIP_BYTES // max(1, width * pixel_bytes(img.mode) * factor)) * factor
-    parts = []
-    for y in range(0, height, rows):
-        strip = _to_8bit(img.crop((0, y, width, min(height, y + rows))), top)
-        parts.append(strip.reduce(factor) if factor > 1 else strip)
-    out = Image.new(parts[0].mode, (parts[0].width, sum(p.height for p in parts)))
-    y = 0
-    for part in parts:
-        out.paste(part, (0, y))
-        y += part.height
+    top_value = _wide_top(img) if img.mode in _WIDE_MODES else 1.0
+    out = None
+    for box in _tiles(width, height, pixel_bytes(img.mode), factor):
+        tile = _to_8bit(img.crop(box), top_value)
+        if factor > 1:
+            tile = tile.reduce(factor)
+        if out is None:
+            out = Image.new(tile.mode, (-(-width // factor), -(-height // factor)))
+        out.paste(tile, (box[0] // factor, box[1] // factor))
     return out
 
 

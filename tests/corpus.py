@@ -39,6 +39,8 @@ __all__ = [
 #: Width and height claimed by the decompression-bomb PNG.
 BOMB_SIDE = 20_000
 #: Side of the memory-hungry cases: just under the 64-megapixel cap.
+# a 64-megapixel strip shorter than the early reduction's factor (1953)
+STRIP_LENGTH, STRIP_SIDE = 2_000_000, 32
 HUGE_SIDE = 7_999
 #: EXIF tag id of "Orientation".
 EXIF_ORIENTATION = 0x0112
@@ -245,6 +247,22 @@ def _huge(mode: str, fmt: str, **save_kwargs: Any) -> bytes:
     return _encode(image, fmt, **save_kwargs)
 
 
+def _long_strip(mode: str, fmt: str, wide: bool, **save_kwargs: Any) -> bytes:
+    """A ``STRIP_LENGTH`` x ``STRIP_SIDE`` strip (or its transpose): 64 megapixels in a few KB.
+
+    Shorter than the early reduction's factor, such a strip once became one
+    full-size tile, converted whole: 16-bit grew a worker by 730 MB, float by 2 GB.
+    """
+    length, side = STRIP_LENGTH, STRIP_SIDE
+    array = np.zeros((side, length), dtype={"I;16": np.uint16, "F": np.float32, "P": np.uint8}[mode])
+    array[:, length // 3 : 2 * length // 3] = {"I;16": 40000, "F": 0.75, "P": 2}[mode]
+    image = Image.fromarray(array if wide else np.ascontiguousarray(array.T))
+    if mode == "P":
+        image = image.convert("P")
+        image.putpalette([20, 20, 20, 0, 0, 0, 200, 40, 40] + [0] * (3 * 253))
+    return _encode(image, fmt, **save_kwargs)
+
+
 def _zip_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -304,6 +322,38 @@ def _build() -> tuple[Upload, ...]:
             "image/tiff",
             "ok",
             f"{HUGE_SIDE}x{HUGE_SIDE} 32-bit float TIFF (~380 KB): 256 MB decoded, just inside the budget",
+        ),
+        Upload(
+            "png_16bit_wide",
+            "gray16-wide.png",
+            _long_strip("I;16", "PNG", wide=True),
+            "image/png",
+            "ok",
+            f"{STRIP_LENGTH}x{STRIP_SIDE} 16-bit grey PNG: 128 MB decoded, once 730 MB converted in one strip",
+        ),
+        Upload(
+            "png_16bit_tall",
+            "gray16-tall.png",
+            _long_strip("I;16", "PNG", wide=False),
+            "image/png",
+            "ok",
+            f"{STRIP_SIDE}x{STRIP_LENGTH} 16-bit grey PNG: the same pixels standing up",
+        ),
+        Upload(
+            "tiff_float_wide",
+            "float-wide.tif",
+            _long_strip("F", "TIFF", wide=True, compression="tiff_deflate"),
+            "image/tiff",
+            "ok",
+            f"{STRIP_LENGTH}x{STRIP_SIDE} float TIFF: 256 MB decoded, once 2 GB converted in one strip",
+        ),
+        Upload(
+            "png_palette_wide",
+            "palette-wide.png",
+            _long_strip("P", "PNG", wide=True),
+            "image/png",
+            "ok",
+            f"{STRIP_LENGTH}x{STRIP_SIDE} palette PNG (~7 KB): 64 MB decoded, once 370 MB converted to RGB",
         ),
         Upload(
             "palette_png_transparency",
