@@ -88,6 +88,7 @@ class Settings:
     decode_memory_mb: int = 256  # decoded bytes one process holds at once (uploads and builds)
     decode_slots: int = 2  # images one process decodes at once
     queue_timeout_s: float = 20.0  # longest wait for a model slot before a 503 + Retry-After
+    request_deadline_s: float = 30.0  # a search's whole time limit, all photos included; below nginx's 60 s
     rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
     # gunicorn (read by gunicorn.conf.py)
@@ -141,6 +142,7 @@ class Settings:
             decode_memory_mb=_int(env, "FASHION_DECODE_MEMORY_MB", 256, minimum=16),
             decode_slots=_int(env, "FASHION_DECODE_SLOTS", 2, minimum=1),
             queue_timeout_s=_float(env, "FASHION_QUEUE_TIMEOUT_S", 20.0, minimum=0.0),
+            request_deadline_s=_float(env, "FASHION_REQUEST_DEADLINE_S", 30.0, minimum=1.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
             bind=_bind(env),
             workers=_int(env, "FASHION_WORKERS", 2, minimum=1),

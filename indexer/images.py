@@ -126,12 +126,13 @@ class DecodeBudget:
             self._cond.notify_all()  # a larger budget may admit a waiting decode
 
     @contextmanager
-    def reserve(self, nbytes: int, describe: str = "this image") -> Iterator[None]:
+    def reserve(self, nbytes: int, describe: str = "this image", wait_s: float | None = None) -> Iterator[None]:
         """Hold ``nbytes`` of the budget and one decode slot for the block.
 
         Raises ``ImageError("too_large")`` when ``nbytes`` alone exceeds the
         budget, and ``ImageError("busy")`` when the share is not free within
-        ``wait_s``.
+        the budget's wait, or within ``wait_s`` when that is shorter (what is
+        left of a request's deadline).
         """
         if nbytes > self.limit_bytes:
             raise ImageError(
@@ -141,7 +142,8 @@ class DecodeBudget:
             )
         with self._cond:
             free = self._cond.wait_for(
-                lambda: self._running < self.slots and self._used + nbytes <= self.limit_bytes, timeout=self.wait_s
+                lambda: self._running < self.slots and self._used + nbytes <= self.limit_bytes,
+                timeout=self.wait_s if wait_s is None else max(0.0, min(self.wait_s, wait_s)),
             )
             if not free:
                 raise ImageError("busy", "The server is busy decoding other photos; please try again in a moment.")
@@ -189,7 +191,7 @@ def _open(source: Source) -> Image.Image:
 
 @contextmanager
 def open_validated(
-    source: Source, draft_size: int | None = INPUT_SIZE, budget: DecodeBudget | None = None
+    source: Source, draft_size: int | None = INPUT_SIZE, budget: DecodeBudget | None = None, wait_s: float | None = None
 ) -> Iterator[Image.Image]:
     """Open an image, check its header, decode it and yield it upright.
 
@@ -197,8 +199,9 @@ def open_validated(
     only its header. ``draft_size`` lets large JPEGs decode at a reduced
     scale (Pillow's ``draft``), which is several times faster. The decoded
     bytes are held against ``budget`` (default: the process's) until the
-    block ends; images with a long side of ``EARLY_REDUCE_SIDE`` or more, and
-    16-bit or float ones, come out already reduced and in 8 bits.
+    block ends, waiting for that share at most ``wait_s`` when given; images
+    with a long side of ``EARLY_REDUCE_SIDE`` or more, and 16-bit or float
+    ones, come out already reduced and in 8 bits.
     """
     img = _open(source)
     width, height = img.size
@@ -223,7 +226,7 @@ def open_validated(
         log.debug("Decoding failed: %s", exc)
         raise ImageError("unreadable", "The image data is damaged or truncated.") from None
     describe = f"this {width}x{height} {img.format} image ({img.mode})"
-    with (budget or DECODE_BUDGET).reserve(decode_cost(img), describe):
+    with (budget or DECODE_BUDGET).reserve(decode_cost(img), describe, wait_s):
         try:
             img.load()
             img = _upright(img)
@@ -396,16 +399,18 @@ def _decode_failure(exc: Exception) -> ImageError:
     return ImageError("unreadable", "The image could not be decoded.")
 
 
-def load_for_model(source: Source, size: int = INPUT_SIZE, crop: Crop | None = None) -> np.ndarray:
+def load_for_model(
+    source: Source, size: int = INPUT_SIZE, crop: Crop | None = None, wait_s: float | None = None
+) -> np.ndarray:
     """Load any supported image as a ``(size, size, 3)`` uint8 RGB array.
 
     ``crop`` keeps only that part of the upright (EXIF-rotated) photo before
     the shared normalisation, so a shopper can point at one garment in a
-    street photo. Raises ``ImageError`` for anything that is not a usable
-    image.
+    street photo. ``wait_s`` caps the wait for a decode share. Raises
+    ``ImageError`` for anything that is not a usable image.
     """
     try:
-        with open_validated(source, draft_size=_crop_draft_size(size, crop)) as img:
+        with open_validated(source, draft_size=_crop_draft_size(size, crop), wait_s=wait_s) as img:
             if crop is not None:
                 img = img.crop(crop_box(img.size, crop))
             return np.asarray(normalise(img, size), dtype=np.uint8)

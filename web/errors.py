@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from indexer.search import UnknownItem
 
+from .deadline import Busy
 from .queries import SMALL_BODY_BYTES, BadQuery
-from .searching import Busy
 from .service import ERROR, NotReady
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,8 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from indexer.images import Crop, ImageError, load_for_model
 from indexer.search import FILTER_FIELDS
 
+from .deadline import Deadline
+
 # HTTP status per ImageError reason
 _STATUS_FOR_REASON = {
     "empty": 400,
@@ -195,8 +197,14 @@ def parse_page(raw: str | None) -> int:
     return page
 
 
-def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | None = None) -> list[QueryImage]:
-    """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry."""
+def read_images(
+    files: MultiDict, max_files: int, crops: list[Crop | None] | None = None, deadline: Deadline | None = None
+) -> list[QueryImage]:
+    """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry.
+
+    With a ``deadline``, each photo is started only while time is left and
+    waits for its decode share at most that long; past it, ``Busy``.
+    """
     crops = crops or []
     uploads = [f for f in files.getlist("image") if f is not None]
     if not uploads:
@@ -215,9 +223,11 @@ def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | Non
     for position, (upload, crop) in enumerate(zip(uploads, crops), start=1):
         name = display_name(upload, position)
         started = time.perf_counter()
+        if deadline is not None:
+            deadline.check()
         data = upload.read()
         try:
-            array = load_for_model(data, crop=crop)
+            array = load_for_model(data, crop=crop, wait_s=deadline.remaining() if deadline is not None else None)
         except ImageError as exc:
             status = _STATUS_FOR_REASON.get(exc.reason, 422)
             raise BadQuery(f"{name}: {exc.message}", status=status, field="image") from None
@@ -225,10 +235,19 @@ def read_images(files: MultiDict, max_files: int, crops: list[Crop | None] | Non
     return images
 
 
-def parse_query(form: MultiDict, files: MultiDict, *, facets, default_k: int, max_k: int, max_files: int) -> Query:
+def parse_query(
+    form: MultiDict,
+    files: MultiDict,
+    *,
+    facets,
+    default_k: int,
+    max_k: int,
+    max_files: int,
+    deadline: Deadline | None = None,
+) -> Query:
     """Validate a whole search request (form fields first: they are cheap)."""
     reject_unknown([*form.keys(), *files.keys()], SEARCH_FIELDS)
     k = parse_k(form.get("k"), default_k, max_k)
     filters = parse_filters(form, facets)
     crops = parse_crops(form)
-    return Query(read_images(files, max_files, crops), k, filters)
+    return Query(read_images(files, max_files, crops, deadline), k, filters)

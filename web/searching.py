@@ -14,12 +14,9 @@ from flask import url_for
 from indexer.calibration import match_label, match_score
 from indexer.search import Hit, Searcher
 
+from .deadline import Busy, Deadline
 from .queries import SIMILAR_FIELDS, BadQuery, Query, parse_filters, parse_k, parse_query, reject_unknown
 from .workers import pool_wait_s
-
-
-class Busy(RuntimeError):
-    """Every model slot stayed busy for the whole wait; answer 503."""
 
 
 class ModelGate:
@@ -35,15 +32,18 @@ class ModelGate:
         self.timeout_s = timeout_s
 
     @contextmanager
-    def slot(self, already_waited_s: float = 0.0):
+    def slot(self, already_waited_s: float = 0.0, max_wait_s: float | None = None):
         """Hold one slot for the duration of the block.
 
         ``already_waited_s`` is time the request spent queued before it
         reached the app (in gunicorn's thread pool); it counts against the
         timeout, and a request whose budget is spent only gets a slot that
-        is free right now.
+        is free right now. ``max_wait_s`` (what is left of the request's
+        deadline) caps the wait further.
         """
         budget = self.timeout_s - max(0.0, already_waited_s)
+        if max_wait_s is not None:
+            budget = min(budget, max_wait_s)
         acquired = self._semaphore.acquire(timeout=budget) if budget > 0 else self._semaphore.acquire(blocking=False)
         if not acquired:
             raise Busy("The server is busy; please try again in a moment.")
@@ -151,15 +151,21 @@ def decode_vector(text: str, dim: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def run_query(service, gate: ModelGate, query: Query, searcher: Searcher) -> tuple[list[QueryResult], dict]:
+def run_query(
+    service, gate: ModelGate, query: Query, searcher: Searcher, deadline: Deadline | None = None
+) -> tuple[list[QueryResult], dict]:
     """Embed every query image in one batch and search each in ``searcher``.
 
     Returns one result per image, in upload order, and the server-side
-    timings in milliseconds.
+    timings in milliseconds. The wait for the model counts against
+    ``deadline``; a request already past it stops before the forward pass.
     """
     timing = {"decode": round(sum(img.decode_ms for img in query.images), 3)}
     started = time.perf_counter()
-    with gate.slot(already_waited_s=pool_wait_s()):
+    if deadline is not None:
+        deadline.check()
+    max_wait_s = deadline.remaining() if deadline is not None else None
+    with gate.slot(already_waited_s=pool_wait_s(), max_wait_s=max_wait_s):
         waited = time.perf_counter()
         vectors = service.embedder.embed(np.stack([img.array for img in query.images]))
         embedded = time.perf_counter()
@@ -178,8 +184,9 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
 
     The answer names the searcher it used: a new index generation may be
     loaded while the request runs, and rows must be described by the
-    searcher that found them. Raises ``NotReady`` without an index and
-    ``BadQuery`` for invalid input.
+    searcher that found them. Raises ``NotReady`` without an index,
+    ``BadQuery`` for invalid input and ``Busy`` when the request's deadline
+    (``FASHION_REQUEST_DEADLINE_S``) passes first.
     """
     searcher = service.require_searcher()
     cfg = service.settings
@@ -189,10 +196,17 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
             "the site indexes them on its next check, or run `python -m indexer build`.",
             status=503,
         )
+    deadline = Deadline(cfg.request_deadline_s, already_waited_s=pool_wait_s())
     query = parse_query(
-        form, files, facets=searcher.facets(), default_k=cfg.top_k, max_k=cfg.max_k, max_files=cfg.max_files
+        form,
+        files,
+        facets=searcher.facets(),
+        default_k=cfg.top_k,
+        max_k=cfg.max_k,
+        max_files=cfg.max_files,
+        deadline=deadline,
     )
-    results, timing = run_query(service, gate, query, searcher)
+    results, timing = run_query(service, gate, query, searcher, deadline)
     return UploadSearch(searcher, query, results, timing)
 
 
