@@ -64,6 +64,13 @@ def _bind(env: dict) -> str:
     return f"{env.get('HOST', '127.0.0.1').strip() or '127.0.0.1'}:{port}"
 
 
+def _secret(env: dict) -> str:
+    value = env.get("FASHION_SECRET_KEY", "").strip()
+    if value and len(value) < 32:
+        raise ConfigError("FASHION_SECRET_KEY must be at least 32 characters (for example: openssl rand -hex 32)")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration for one process."""
@@ -91,6 +98,8 @@ class Settings:
     request_deadline_s: float = 30.0  # a search's whole time limit, all photos included; below nginx's 60 s
     rescan_s: int = 300  # web app: how often to look for catalogue changes (0: never)
     random_seed: int = 1234
+    # signs what pages carry back (show more); empty: a per-installation file in index_dir
+    secret_key: str = dataclasses.field(default="", repr=False)
     # gunicorn (read by gunicorn.conf.py)
     bind: str = "127.0.0.1:8000"
     workers: int = 2
@@ -144,6 +153,7 @@ class Settings:
             queue_timeout_s=_float(env, "FASHION_QUEUE_TIMEOUT_S", 20.0, minimum=0.0),
             request_deadline_s=_float(env, "FASHION_REQUEST_DEADLINE_S", 30.0, minimum=1.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
+            secret_key=_secret(env),
             bind=_bind(env),
             workers=_int(env, "FASHION_WORKERS", 2, minimum=1),
             threads=_int(env, "FASHION_THREADS", 4, minimum=1),

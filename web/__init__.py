@@ -13,11 +13,13 @@ from indexer.config import PROJECT_ROOT, Settings
 from indexer.images import configure_decode_budget
 
 from . import api, views
+from .carried import CarriedVectors
 from .errors import register_error_handlers
 from .facets import FIELD_LABELS, FILTER_LABELS
 from .files import AnyPathConverter
 from .queries import InMemoryRequest
 from .searching import ModelGate
+from .secret import load_secret
 from .security import add_cache_policy, add_security_headers, shop_link
 from .service import IndexService
 
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
     app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)
+    app.extensions["fashion.carried"] = CarriedVectors(load_secret(settings.secret_key, settings.index_dir))
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

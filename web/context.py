@@ -19,6 +19,11 @@ def gate():
     return current_app.extensions["fashion.gate"]
 
 
+def carried():
+    """The app's ``CarriedVectors`` (signs and checks the vectors "show more" sends back)."""
+    return current_app.extensions["fashion.carried"]
+
+
 def settings():
     """The app's ``Settings``."""
     return current_app.extensions["fashion.service"].settings

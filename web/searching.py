@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from contextlib import contextmanager
@@ -121,34 +120,6 @@ class SimilarSearch:
     hits: list[Hit]
     k: int
     filters: dict[str, str]
-
-
-# ---------------------------------------------------------------- "show more" for upload searches
-# The results page carries each photo's vector (float16, base64: 5.5 KB)
-# back to the server, so "show more" needs neither the photo nor any state
-# kept between requests.
-
-_VECTOR_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
-
-
-def encode_vector(vector: np.ndarray) -> str:
-    """A query vector as compact text for a hidden form field."""
-    return base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
-
-
-def decode_vector(text: str, dim: int) -> np.ndarray:
-    """The unit vector from ``encode_vector``; ``BadQuery`` for anything else."""
-    text = (text or "").strip()
-    try:
-        if not text or not set(text) <= _VECTOR_CHARS:
-            raise ValueError
-        raw = base64.b64decode(text, validate=True)
-        vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        if vector.shape != (dim,) or not np.isfinite(vector).all() or not np.linalg.norm(vector):
-            raise ValueError
-    except ValueError:
-        raise BadQuery("The search to continue is not understood; please search again.", field="query") from None
-    return vector / np.linalg.norm(vector)
 
 
 def run_query(

@@ -14,7 +14,7 @@ from .context import requires_index
 from .errors import error_response
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BROWSE_FIELDS, BadQuery, parse_filters, parse_k, parse_page, reject_unknown
-from .searching import card_dicts, decode_vector, encode_vector, item_dict, search_uploads, similar_items
+from .searching import card_dicts, item_dict, search_uploads, similar_items
 
 bp = Blueprint("pages", __name__)
 
@@ -90,7 +90,7 @@ def search():
             "filename": result.filename,
             "cropped": result.crop is not None,
             "preview": preview_data_url(result.array),
-            "vector": encode_vector(result.vector),
+            "vector": context.carried().dumps(result.vector, outcome.searcher.manifest),
             "results": card_dicts(outcome.searcher, result.hits),
         }
         for result in outcome.results
@@ -114,7 +114,7 @@ def search_more():
         raise BadQuery("The search to continue is not understood; please search again.", field="query")
     rows = []
     for vector_text, name, preview in zip(vectors, names, previews):
-        vector = decode_vector(vector_text, searcher.embeddings.shape[1])
+        vector = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
         rows.append({
             "filename": name[:120],
             "cropped": False,
