@@ -6,11 +6,15 @@ model's preprocessing, the backbone, its pooling and the L2 step), faster
 on a CPU and without TensorFlow in memory.
 
 A converted model is cached in ``<index dir>/models/<variant>-<key>/``, keyed
-by the model id, the weights id, the preprocessing version and the OpenVINO
-version, so later starts load it without building the Keras model (web
-workers then never import TensorFlow). Every conversion is checked against
-TensorFlow on a few fixed images, and so is every load from the cache; a
-model that fails falls back to TensorFlow with a warning.
+by the model id, the weights id and the SHA-256 of the weights file, the
+preprocessing version and the OpenVINO version, so later starts load it
+without building the Keras model (web workers then never import
+TensorFlow). Every conversion is checked against TensorFlow on a few fixed
+images, and so is every load from the cache; a model that fails falls back
+to TensorFlow with a warning. The entry's ``meta.json`` names the weights it
+was made from and the SHA-256 of each of its files: an entry whose files
+were swapped for another conversion (which would pass the load check
+against its own stored vectors) is refused and converted again.
 
 ``FASHION_RUNTIME``:
 
@@ -24,6 +28,7 @@ model that fails falls back to TensorFlow with a warning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -38,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from .artifacts import sha256_file
 from .config import RUNTIMES
 from .images import INPUT_SIZE, PREPROCESS_VERSION
 from .model import WeightsChoice
@@ -54,7 +60,7 @@ INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
 # near 0.85) while retrieval keeps its precision (BENCHMARKS.md); a broken model is far below
 INT8_MIN_MEDIAN_COSINE = 0.95
 INT8_MIN_COSINE = 0.75  # and no image far off: vectors of the wrong image sit near 0.6 for these features
-CHECK_VERSION = 2  # part of the cache key: entries judged by an older check are converted and judged again
+CHECK_VERSION = 3  # part of the cache key: entries judged by an older check are converted and judged again
 INT8_CHECK_PHOTOS = 16  # catalogue photos (from the calibration sample) checked beside the fixed images
 CALIBRATION_IMAGES = 300
 META = "meta.json"
@@ -107,9 +113,37 @@ def cache_root(index_dir: Path) -> Path:
     return Path(index_dir) / CACHE_DIR
 
 
+def weights_digest(choice: WeightsChoice) -> str:
+    """SHA-256 of the weights file ``choice`` builds its model from (its weights id for random weights).
+
+    The weights id alone says ``imagenet`` whatever file Keras has cached;
+    the digest follows the bytes.
+    """
+    if choice.source is None:
+        return choice.weights_id
+    path = Path(choice.source)
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    # keyed by the file's identity, so a replaced file is hashed again
+    return sha256_file(Path(path))
+
+
 def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -> Path:
     """The cache folder of one converted model: weights, preprocessing, model and runtime version."""
-    parts = [choice.spec.model_id, choice.weights_id, PREPROCESS_VERSION, "openvino", version, variant, CHECK_VERSION]
+    parts = [
+        choice.spec.model_id,
+        choice.weights_id,
+        weights_digest(choice),
+        PREPROCESS_VERSION,
+        "openvino",
+        version,
+        variant,
+        CHECK_VERSION,
+    ]
     key = json.dumps(parts)
     return Path(root) / f"{variant}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
@@ -287,8 +321,13 @@ def convert(reference, *, calibration: list[np.ndarray] | None = None):
     return model
 
 
-def _write_entry(entry: Path, model, meta: dict, reference_vectors: np.ndarray, images: np.ndarray | None) -> None:
-    """Save model, meta, reference vectors (and INT8's check images) into ``entry`` atomically (one folder rename)."""
+def _write_entry(
+    entry: Path, model, meta: dict, reference_vectors: np.ndarray, images: np.ndarray | None
+) -> dict[str, str]:
+    """Save model, meta, reference vectors (and INT8's check images) into ``entry`` atomically (one folder rename).
+
+    Returns the SHA-256 of each file, as ``meta.json`` records them.
+    """
     import openvino as ov
 
     for stale in entry.parent.glob(f".{entry.name}.*.tmp"):  # left by a killed process; we hold the lock
@@ -301,11 +340,13 @@ def _write_entry(entry: Path, model, meta: dict, reference_vectors: np.ndarray, 
         np.save(tmp / REFERENCE, reference_vectors)
         if images is not None:
             np.save(tmp / CHECK_BATCH, images)
-        (tmp / META).write_text(json.dumps(meta, indent=2))
+        files = {path.name: sha256_file(path) for path in sorted(tmp.iterdir())}
+        (tmp / META).write_text(json.dumps(dict(meta, files=files), indent=2))
         shutil.rmtree(entry, ignore_errors=True)
         os.rename(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return files
 
 
 def _create_entry(entry: Path, variant: str, version: str, reference, catalogue, calibration_images: int) -> dict:
@@ -332,6 +373,7 @@ def _create_entry(entry: Path, variant: str, version: str, reference, catalogue,
     meta = {
         "model": reference.model_id,
         "weights_id": reference.weights_id,
+        "weights_sha256": weights_digest(reference.choice),
         "preprocess_version": PREPROCESS_VERSION,
         "runtime": "openvino",
         "runtime_version": version,
@@ -341,14 +383,29 @@ def _create_entry(entry: Path, variant: str, version: str, reference, catalogue,
         "check": dict(vars(result)),
     }
     # a failed check is cached too (without the model), so later starts do not convert again
-    _write_entry(entry, model if result.passed else None, meta, reference_vectors, images if int8 else None)
+    meta["files"] = _write_entry(
+        entry, model if result.passed else None, meta, reference_vectors, images if int8 else None
+    )
     return meta
 
 
 def _load_checked(entry: Path, meta: dict, choice: WeightsChoice, name: str, threads: int) -> OpenVinoEmbedder | None:
-    """Load a cached model and re-run the check against the stored TensorFlow vectors."""
+    """Load a cached model and re-run the check against the stored TensorFlow vectors.
+
+    The files must first be the ones ``meta.json`` lists, byte for byte:
+    the check only compares the model with the vectors stored beside it, so
+    a model and vectors both swapped for another conversion would pass it.
+    """
     resolved = ResolvedRuntime(name, meta["vector_space"], str(entry))
     try:
+        changed = sorted(file for file, digest in meta["files"].items() if sha256_file(entry / file) != digest)
+        if changed:
+            log.warning(
+                "Cached OpenVINO model in %s does not match its meta.json (%s changed); converting again",
+                entry,
+                ", ".join(changed),
+            )
+            return None
         embedder = OpenVinoEmbedder(choice, resolved, threads)
         reference_vectors = np.load(entry / REFERENCE)
         stored = entry / CHECK_BATCH
@@ -448,7 +505,14 @@ def _read_meta(entry: Path, choice: WeightsChoice, variant: str) -> dict | None:
     except ValueError:
         meta = None
     check = meta.get("check") if isinstance(meta, dict) else None
-    expected = {"model": choice.spec.model_id, "weights_id": choice.weights_id, "variant": variant}
+    expected = {
+        "model": choice.spec.model_id,
+        "weights_id": choice.weights_id,
+        "weights_sha256": weights_digest(choice),
+        "variant": variant,
+    }
+    files = meta.get("files") if isinstance(meta, dict) else None
+    needed = {MODEL_XML, MODEL_XML.replace(".xml", ".bin"), REFERENCE} if check and check.get("passed") else set()
     well_formed = (
         isinstance(check, dict)
         and set(check) <= {*_CHECK_NUMBERS, "passed", "median_cosine"}
@@ -457,11 +521,19 @@ def _read_meta(entry: Path, choice: WeightsChoice, variant: str) -> dict | None:
         and isinstance(check.get("median_cosine", 0.0), int | float)
         and isinstance(meta.get("vector_space"), str)
         and all(meta.get(key) == value for key, value in expected.items())
+        and isinstance(files, dict)
+        and needed <= set(files)
+        and all(_plain_name(name) and isinstance(digest, str) for name, digest in files.items())
     )
     if not well_formed:
         log.warning("Cached OpenVINO model in %s has a damaged or foreign meta.json; converting again", entry)
         return None
     return meta
+
+
+def _plain_name(name) -> bool:
+    # a file directly inside the entry: meta.json must not send the hash check elsewhere
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 1234, threads: int = 0):

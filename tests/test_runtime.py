@@ -23,7 +23,7 @@ from indexer.artifacts import ArtifactError, load_index
 from indexer.build import build_index, check_freshness
 from indexer.config import ConfigError, Settings
 from indexer.images import load_for_model
-from indexer.model import resolve_weights
+from indexer.model import WeightsChoice, resolve_weights
 from indexer.plan import key_for, model_key
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path
     weights.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
         again = runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
-    assert "fails its check" in caplog.text or "unusable" in caplog.text
+    assert "does not match its meta.json" in caplog.text  # caught by its hash before it is even opened
     assert isinstance(again, runtimes.OpenVinoEmbedder)
     batch = runtimes.check_images()
     assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5
@@ -201,6 +201,10 @@ def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path
         pytest.param(lambda meta: dict(meta, weights_id="file-0123456789abcdef"), id="other-weights"),
         pytest.param(lambda meta: dict(meta, model="resnet50-notop-gmp-l2"), id="other-model"),
         pytest.param(lambda meta: [meta], id="not-an-object"),
+        pytest.param(lambda meta: dict(meta, weights_sha256="0" * 64), id="other-weights-file"),
+        pytest.param(lambda meta: {k: v for k, v in meta.items() if k != "files"}, id="no-file-hashes"),
+        pytest.param(lambda meta: dict(meta, files={"model.xml": "0" * 64}), id="model-files-unlisted"),
+        pytest.param(lambda meta: dict(meta, files=dict(meta["files"], **{"../meta.json": "0"})), id="path-in-files"),
     ],
 )
 def test_a_damaged_or_foreign_meta_is_converted_again_never_fatal(
@@ -216,6 +220,63 @@ def test_a_damaged_or_foreign_meta_is_converted_again_never_fatal(
     assert isinstance(again, runtimes.OpenVinoEmbedder)
     restored = json.loads(meta_path.read_text())
     assert restored["check"]["passed"] is True and restored["weights_id"] == weights_choice.weights_id
+
+
+@pytest.fixture(scope="session")
+def other_weights_entry(tmp_path_factory):
+    """A cache entry converted from other weights (random, seed 99): what a swapped entry would hold."""
+    if not HAS_OPENVINO:
+        pytest.skip("OpenVINO is not installed")
+    from indexer.model import Embedder
+
+    choice = resolve_weights("none", 99)
+    cache = runtimes.cache_root(tmp_path_factory.mktemp("ov-other"))
+    runtimes.load_runtime(choice, "openvino", cache_dir=cache, threads=2, reference=Embedder(choice, 99))
+    return runtimes.cache_entry(cache, choice, "fp32", runtimes.openvino_version())
+
+
+@needs_openvino
+def test_entry_swapped_for_a_conversion_of_other_weights_is_converted_again(
+    ov_fp32, ov_index_dir, other_weights_entry, tmp_path, weights_choice, embedder, caplog
+):
+    """Model and stored vectors both swapped pass the load check against each other; the file hashes do not."""
+    cache = _copy_cache(ov_index_dir, tmp_path)
+    entry = runtimes.cache_entry(cache, weights_choice, "fp32", runtimes.openvino_version())
+    for name in ("model.xml", "model.bin", runtimes.REFERENCE):
+        shutil.copy(other_weights_entry / name, entry / name)
+    with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
+        again = runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
+    assert "does not match its meta.json" in caplog.text
+    batch = runtimes.check_images()
+    assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5  # this model's vectors, not the other's
+
+
+@needs_openvino
+def test_whole_entry_of_other_weights_under_this_key_is_converted_again(
+    ov_fp32, ov_index_dir, other_weights_entry, tmp_path, weights_choice, embedder, caplog
+):
+    cache = _copy_cache(ov_index_dir, tmp_path)
+    entry = runtimes.cache_entry(cache, weights_choice, "fp32", runtimes.openvino_version())
+    shutil.rmtree(entry)
+    shutil.copytree(other_weights_entry, entry)
+    with caplog.at_level(logging.WARNING, logger="indexer.runtimes"):
+        again = runtimes.load_runtime(weights_choice, "openvino", cache_dir=cache, threads=2, reference=embedder)
+    assert "damaged or foreign meta.json" in caplog.text
+    batch = runtimes.check_images()
+    assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5
+
+
+def test_cache_key_follows_the_weights_file_not_just_its_id(tmp_path):
+    """``imagenet`` names whatever file Keras cached; a different file must not reuse the conversion."""
+    first, second = tmp_path / "a.h5", tmp_path / "b.h5"
+    first.write_bytes(b"weights 1")
+    second.write_bytes(b"weights two")
+    def entry_for(path):
+        return runtimes.cache_entry(tmp_path, WeightsChoice(str(path), "imagenet", "resnet50"), "fp32", "2026.4.1")
+
+    assert entry_for(first) != entry_for(second)
+    first.write_bytes(b"weights two")  # the same path, replaced in place
+    assert entry_for(first) == entry_for(second)
 
 
 @needs_openvino
