@@ -1,19 +1,35 @@
-"""Hostile clients against the shipped deployment: memory-hungry uploads and slowloris.
+"""Hostile clients against the shipped deployment: memory-hungry uploads, floods and slow clients.
 
 One run starts the production shape: gunicorn from ``gunicorn.conf.py`` (2
 workers x 4 threads, unix socket) behind Debian nginx running
-``deploy/nginx.conf`` (``tests/support/proxy.py``), over an index of a
-catalogue (default: a 300-image subset of the shared fashion-dev set).
+``deploy/nginx.conf`` inside ``deploy/nginx-main.conf``
+(``tests/support/proxy.py``), over an index of a catalogue (default: a
+300-image subset of the shared fashion-dev set). Normal clients connect from
+their own loopback addresses (127.0.x.y), so nginx's per-address limits see
+them as the different people they stand for.
 
 Target 1 - memory: for each worst-case image under the limits (64
-megapixels: 16-bit grey PNG, float TIFF, RGBA PNG; and a WebP that needs
-1 GB inside libwebp), four uploads are sent at once. Figures: the growth of
-the workers' combined RSS (peak, sampled every 20 ms, over the RSS before
-the burst) and each upload's status and answer time.
+megapixels: 16-bit grey PNG, float TIFF, RGBA PNG, a WebP that needs 1 GB
+inside libwebp, and 2,000,000 x 32 strips: 16-bit wide and tall, float,
+palette), four uploads are sent at once. Figures: the growth of the workers'
+combined RSS (peak, sampled every 20 ms, over the RSS before the burst) and
+each upload's status and answer time.
 
-Target 2 - slow clients: ``/healthz`` latency and search time through nginx,
-first without, then with 50 slowloris connections open (each sends one more
-header line every 2 s and is reopened if closed), same run, same server.
+Target 2 - urlencoded flood: 10 MB of ``k=&k=...`` (3.3 million fields) to
+``/search`` and ``/api/search``, four at once: status, answer time, worker
+RSS growth.
+
+Target 3 - connection flood: 1,600 slow-header connections from one address
+(127.0.0.1); another address's ``/healthz``, 200 times: p99 and errors.
+
+Target 4 - four-photo requests: four requests at once, each with four
+near-cap photos: every answer (results or 503) must come before nginx's
+``proxy_read_timeout`` (60 s), and within the app's request deadline plus
+one step.
+
+Also: ``/healthz`` latency and search time through nginx, first without,
+then with 50 slowloris connections open (each sends one more header line
+every 2 s and is reopened if closed), same run, same server.
 
     python -m benchmarks.bench_hostile [--catalogue DIR] [--images 300]
 
@@ -38,11 +54,27 @@ from pathlib import Path
 from benchmarks.common import DEFAULT_DATASET, dataset_images, load_average, make_catalogue
 from benchmarks.server import build_index_cli, child_pids, worker_rss_mb
 from tests.corpus import build_corpus
-from tests.support.proxy import Deployment, Slowloris, deployment
+from tests.support.proxy import OTHER_CLIENT, Deployment, Slowloris, deployment
 
 log = logging.getLogger("bench_hostile")
 
-WORST_CASES = ("png_16bit_huge", "tiff_float_huge", "webp_huge")
+WORST_CASES = (
+    "png_16bit_huge",
+    "tiff_float_huge",
+    "webp_huge",
+    "png_16bit_wide",
+    "png_16bit_tall",
+    "tiff_float_wide",
+    "png_palette_wide",
+)
+PROXY_READ_TIMEOUT_S = 60.0  # deploy/nginx.conf
+_client_numbers = iter(range(1, 1_000_000))
+
+
+def next_client() -> str:
+    """A fresh loopback source address (127.0.x.y), one normal client of the many nginx tells apart."""
+    number = next(_client_numbers)
+    return f"127.0.{1 + number // 250 % 250}.{1 + number % 250}"
 
 
 def _rgba_png_huge() -> bytes:
@@ -68,10 +100,12 @@ def _multipart(data: bytes, name: str) -> tuple[bytes, dict]:
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _search(site: Deployment, data: bytes, name: str) -> tuple[int, float]:
+def _search(site: Deployment, data: bytes, name: str, source: str | None = None) -> tuple[int, float]:
     body, headers = _multipart(data, name)
     started = time.perf_counter()
-    status, _, _ = site.request("POST", "/api/search", body=body, headers=headers, timeout=120)
+    status, _, _ = site.request(
+        "POST", "/api/search", body=body, headers=headers, timeout=120, source=source or next_client()
+    )
     return status, time.perf_counter() - started
 
 
@@ -86,38 +120,138 @@ def memory_burst(site: Deployment, master: int, data: bytes, name: str, uploads:
     comparison on a machine that is not idle.
     """
     alone_status, alone_s = _search(site, data, f"alone-{name}")
-    workers = _workers(master)
-    before = sum(worker_rss_mb(pid) for pid in workers)
-    peak = before
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, sum(worker_rss_mb(pid) for pid in workers))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    with ThreadPoolExecutor(uploads) as pool:
+    with RssPeak(master) as rss, ThreadPoolExecutor(uploads) as pool:
         answers = list(pool.map(lambda i: _search(site, data, f"{i}-{name}"), range(uploads)))
-    done.set()
-    sampler.join()
-    after = sum(worker_rss_mb(pid) for pid in workers)
+    after = sum(worker_rss_mb(pid) for pid in rss.workers)
     return {
         "upload_kb": round(len(data) / 1024, 1),
         "alone": [alone_status, round(alone_s, 2)],
         "statuses": [status for status, _ in answers],
         "answer_s": [round(seconds, 2) for _, seconds in answers],
-        "rss_before_mb": round(before, 1),
-        "rss_growth_peak_mb": round(peak - before, 1),
-        "rss_growth_after_mb": round(after - before, 1),
+        "rss_before_mb": round(rss.before, 1),
+        "rss_growth_peak_mb": rss.growth_mb,
+        "rss_growth_after_mb": round(after - rss.before, 1),
+    }
+
+
+class RssPeak:
+    """The peak of the workers' combined RSS while the block runs, sampled every 20 ms."""
+
+    def __init__(self, master: int):
+        self.workers = _workers(master)
+        self.before = self.peak = sum(worker_rss_mb(pid) for pid in self.workers)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, sum(worker_rss_mb(pid) for pid in self.workers))
+            time.sleep(0.02)
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak growth over the RSS before the block."""
+        return round(self.peak - self.before, 1)
+
+
+def urlencoded_flood(site: Deployment, master: int, requests: int = 4) -> dict:
+    """``requests`` concurrent 10 MB ``k=&k=...`` bodies to each search route."""
+    body = b"k=&" * 3_300_000
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    figures = {"body_mb": round(len(body) / 1e6, 1)}
+    for path in ("/search", "/api/search"):
+
+        def post(_, path=path):
+            started = time.perf_counter()
+            status, _, _ = site.request("POST", path, body=body, headers=headers, timeout=60, source=next_client())
+            return status, time.perf_counter() - started
+
+        with RssPeak(master) as rss, ThreadPoolExecutor(requests) as pool:
+            answers = list(pool.map(post, range(requests)))
+        figures[path] = {
+            "statuses": [status for status, _ in answers],
+            "answer_s": [round(seconds, 3) for _, seconds in answers],
+            "rss_growth_peak_mb": rss.growth_mb,
+        }
+    return figures
+
+
+def connection_flood(site: Deployment, connections: int, checks: int = 200) -> dict:
+    """``connections`` slow-header connections from 127.0.0.1; another address's ``/healthz``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections * 2 + 512
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    times, errors = [], []
+    with Slowloris(site.port, count=connections, interval=2.0) as attack:
+        time.sleep(1.0)
+        open_at_start = attack.open_connections()
+        for _ in range(checks):
+            started = time.perf_counter()
+            try:
+                status, _, _ = site.request("GET", "/healthz", timeout=10, source=OTHER_CLIENT)
+            except OSError as exc:
+                status = type(exc).__name__
+            times.append(time.perf_counter() - started)
+            if status != 200:
+                errors.append(status)
+        open_at_end = attack.open_connections()
+    times.sort()
+    return {
+        "connections": connections,
+        "open_at_start": open_at_start,
+        "open_at_end": open_at_end,
+        "healthz_checks": checks,
+        "errors": errors[:10],
+        "error_count": len(errors),
+        "healthz_ms_p50": round(times[len(times) // 2] * 1000, 1),
+        "healthz_ms_p99": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 1),
+        "healthz_ms_max": round(times[-1] * 1000, 1),
+    }
+
+
+def four_photo_requests(site: Deployment, photos: list[bytes], requests: int = 4) -> dict:
+    """``requests`` concurrent searches, each carrying all of ``photos``."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for index, data in enumerate(photos):
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p{index}.png\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    def post(_):
+        started = time.perf_counter()
+        status, head, _ = site.request("POST", "/api/search", body=body, headers=headers, timeout=120,
+                                       source=next_client())
+        return status, time.perf_counter() - started, head.get("retry-after")
+
+    with ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(post, range(requests)))
+    return {
+        "photos_per_request": len(photos),
+        "body_mb": round(len(body) / 1e6, 2),
+        "statuses": [status for status, _, _ in answers],
+        "answer_s": [round(seconds, 2) for _, seconds, _ in answers],
+        "retry_after": [retry for _, _, retry in answers],
     }
 
 
 def _timed_healthz(site: Deployment) -> float:
     started = time.perf_counter()
-    status, _, _ = site.request("GET", "/healthz", timeout=60)
+    status, _, _ = site.request("GET", "/healthz", timeout=60, source=next_client())
     if status != 200:
         raise RuntimeError(f"/healthz answered {status}")
     return time.perf_counter() - started
@@ -146,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=300, help="images of fashion-dev to index (default 300)")
     parser.add_argument("--rounds", type=int, default=15, help="health checks and searches per phase")
     parser.add_argument("--slow", type=int, default=50, help="slowloris connections")
+    parser.add_argument("--flood", type=int, default=1600, help="connections of the connection flood")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -173,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["memory"][name] = figures
                 log.info("%-16s %s", name, figures)
 
+            results["urlencoded"] = urlencoded_flood(site, master)
+            log.info("urlencoded flood: %s", results["urlencoded"])
+            near_cap = [corpus[name].data for name in ("png_16bit_huge", "tiff_float_huge", "png_16bit_wide")]
+            results["four_photos"] = four_photo_requests(site, near_cap + [corpus["png_16bit_tall"].data])
+            log.info("four-photo requests: %s", results["four_photos"])
+            results["connection_flood"] = connection_flood(site, args.flood)
+            log.info("connection flood: %s", results["connection_flood"])
+
             quiet = latency_round(site, photo, args.rounds)
             log.info("without attack: %s", quiet)
             with Slowloris(site.port, count=args.slow, interval=2.0) as attack:
@@ -196,8 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     worst_answer = max(max(r["answer_s"]) for r in results["memory"].values())
     print(f"target 1: worst combined worker RSS growth {worst_growth:.0f} MB (<= 1024), "
           f"slowest answer {worst_answer:.2f} s (<= 5)")
+    flood = results["urlencoded"]
+    routes = [flood[path] for path in ("/search", "/api/search")]
+    print(f"target 2: urlencoded {flood['body_mb']} MB: statuses {sorted({s for r in routes for s in r['statuses']})} "
+          f"(413), slowest {max(max(r['answer_s']) for r in routes):.3f} s (<= 0.1), "
+          f"RSS growth {max(r['rss_growth_peak_mb'] for r in routes):.0f} MB (< 50)")
+    c = results["connection_flood"]
+    print(f"target 3: {c['connections']} connections from one address: other address's healthz "
+          f"p99 {c['healthz_ms_p99']:.0f} ms (< 1000), errors {c['error_count']} (0)")
+    f = results["four_photos"]
+    print(f"target 4: four-photo requests answered {f['statuses']} in at most {max(f['answer_s']):.1f} s "
+          f"(< {PROXY_READ_TIMEOUT_S:.0f}, nginx's proxy_read_timeout)")
     s = results["slowloris"]
-    print(f"target 2: healthz max {s['with']['healthz_ms_max']:.0f} ms under attack (<= 1000), "
+    print(f"slowloris: healthz max {s['with']['healthz_ms_max']:.0f} ms under attack (<= 1000), "
           f"search p50 ratio {s['search_ratio_p50']:.2f} (<= 2)")
     print(json.dumps(results))
     return 0

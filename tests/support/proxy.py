@@ -5,8 +5,11 @@ gunicorn is started by the one launcher, ``tests/support/gunicorn.py``.
 Used by the deployment test and by ``benchmarks/bench_hostile.py``. The
 shipped site config is rendered into a temporary folder with only two
 changes, both checked: nginx listens on a free loopback port instead of
-port 80, and the upstream socket lives in the temporary folder. A minimal
-main config around it keeps nginx's pid, logs and buffers there too.
+port 80, and the upstream socket lives in the temporary folder. Clients may
+connect from any 127.x.y.z source address, so a test can be several clients
+to nginx's per-address limits. The shipped
+main config around it (``deploy/nginx-main.conf``) is rendered the same way,
+with nginx's pid, logs and buffers moved there too.
 """
 
 from __future__ import annotations
@@ -30,25 +33,23 @@ SITE_CONF = REPO / "deploy" / "nginx.conf"
 SHIPPED_LISTEN = "listen 80 default_server;"
 SHIPPED_SOCKET = "unix:/run/fashion-search/gunicorn.sock"
 
-_MAIN_CONF = """
-# test harness around the shipped site config; as root, nginx would switch
-# its workers to "nobody", who cannot reach a socket in a private tmp folder
-user root;
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/site.conf;
-}}
-"""
+MAIN_CONF = REPO / "deploy" / "nginx-main.conf"
+# what the harness changes in the shipped main config, each checked to be there once
+_MAIN_CHANGES = (
+    # as root, nginx would switch its workers to www-data, who cannot reach a socket in a private tmp folder
+    ("user www-data;", "user root;\ndaemon off;"),
+    ("pid /run/nginx.pid;", "pid {tmp}/nginx.pid;"),
+    ("error_log /var/log/nginx/error.log;", "error_log {tmp}/error.log warn;"),
+    (
+        "access_log /var/log/nginx/access.log;",
+        "access_log off;\n    client_body_temp_path {tmp}/client_body;\n    proxy_temp_path {tmp}/proxy;\n"
+        "    fastcgi_temp_path {tmp}/fastcgi;\n    uwsgi_temp_path {tmp}/uwsgi;\n    scgi_temp_path {tmp}/scgi;",
+    ),
+    ("include /etc/nginx/conf.d/*.conf;", "include {tmp}/site.conf;"),
+)
+# Linux routes all of 127.0.0.0/8 to the loopback: a test connects from this
+# source address to be a client other than the attacker (127.0.0.1)
+OTHER_CLIENT = "127.0.0.2"
 
 
 def nginx_binary() -> str | None:
@@ -66,6 +67,16 @@ def render_site(port: int, socket_path: Path) -> str:
     return text.replace(SHIPPED_SOCKET, f"unix:{socket_path}")
 
 
+def render_main(folder: Path) -> str:
+    """``deploy/nginx-main.conf`` with pid, logs and buffers in ``folder`` and the site config from there."""
+    text = MAIN_CONF.read_text()
+    for shipped, replacement in _MAIN_CHANGES:
+        if text.count(shipped) != 1:
+            raise ValueError(f"deploy/nginx-main.conf no longer contains {shipped!r} exactly once")
+        text = text.replace(shipped, replacement.format(tmp=folder))
+    return text
+
+
 @dataclass
 class Deployment:
     """nginx on ``port`` in front of gunicorn on ``socket_path``."""
@@ -76,9 +87,9 @@ class Deployment:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 60.0) -> tuple[int, dict, bytes]:
-        """One request through nginx: status, headers (lower-case names) and body."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+                timeout: float = 60.0, source: str = "127.0.0.1") -> tuple[int, dict, bytes]:
+        """One request through nginx, from loopback address ``source``: status, headers (lower-case) and body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout, source_address=(source, 0))
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -128,7 +139,7 @@ def _start_nginx(result: Deployment) -> None:
     if binary is None:
         raise RuntimeError("nginx is not installed (scripts/install.sh installs it)")
     (result.folder / "site.conf").write_text(render_site(result.port, result.socket_path))
-    (result.folder / "nginx.conf").write_text(_MAIN_CONF.format(tmp=result.folder))
+    (result.folder / "nginx.conf").write_text(render_main(result.folder))
     with open(result.folder / "nginx.out", "ab") as log:
         result.processes.append(
             subprocess.Popen(
@@ -189,8 +200,9 @@ class Slowloris:
     ``count`` stay open for as long as the attack runs.
     """
 
-    def __init__(self, port: int, count: int = 50, interval: float = 2.0, path: str = "/", *, slow_body: bool = False):
-        self.port, self.count, self.interval, self.path = port, count, interval, path
+    def __init__(self, port: int, count: int = 50, interval: float = 2.0, path: str = "/", *, slow_body: bool = False,
+                 source: str = "127.0.0.1"):
+        self.port, self.count, self.interval, self.path, self.source = port, count, interval, path, source
         # slow_body: complete headers of an upload, then its body a few bytes at a time
         self.slow_body = slow_body
         self.reopened = 0
@@ -199,7 +211,7 @@ class Slowloris:
         self._thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
 
     def _open(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=(self.source, 0))
         if self.slow_body:
             sock.sendall(
                 b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
@@ -244,6 +256,21 @@ class Slowloris:
                 with contextlib.suppress(OSError):
                     sock.setblocking(True)
         return alive
+
+    def answered(self, status: int) -> int:
+        """How many attack connections the server has answered with ``status`` (peeked, not consumed)."""
+        prefix = f"HTTP/1.1 {status} ".encode()
+        count = 0
+        for sock in self._socks:
+            try:
+                sock.setblocking(False)
+                count += sock.recv(len(prefix), socket.MSG_PEEK) == prefix
+            except OSError:  # nothing to read yet, or closed
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.setblocking(True)
+        return count
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
