@@ -171,3 +171,35 @@ def test_small_non_multipart_bodies_still_get_their_usual_answer(client):
     assert response.status_code == 400  # no photo: the ordinary error, not a 413
     json_body = client.post("/api/search", data=b"{" + b" " * 70_000 + b"}", content_type="application/json")
     assert json_body.status_code == 413
+
+
+_EVERY_KIND_OF_ANSWER = [
+    ("GET", "/", None),
+    ("GET", "/browse?page=2", None),
+    ("GET", "/browse?page=%C2%B2", None),
+    ("GET", "/items/17", None),
+    ("GET", "/items/no-such-item", None),
+    ("GET", "/api/items/17/similar", None),
+    ("GET", "/api/items/no-such-item/similar", None),
+    ("GET", "/api/facets", None),
+    ("GET", "/api/status", None),
+    ("GET", "/healthz", None),
+    ("GET", "/catalogue/17.jpg", None),
+    ("GET", "/catalogue/../../etc/passwd", None),
+    ("GET", "/thumbs/no-such-thumb.jpg", None),
+    ("GET", "/no-such-page", None),
+    ("GET", "/search", None),
+    ("POST", "/search", {"image": (io.BytesIO(b"not an image"), "x.jpg")}),
+    ("POST", "/api/search", {"image": (io.BytesIO(b"not an image"), "x.jpg")}),
+    ("POST", "/api/search", {"image": (io.BytesIO(b""), "")}),
+    ("POST", "/search/more", {"query": "AAAA", "filename": "x", "preview": ""}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data"), _EVERY_KIND_OF_ANSWER, ids=lambda v: str(v)[:40])
+def test_no_answer_names_a_server_path(client, built_index, method, path, data):
+    """Pages, JSON and headers, for successes and every kind of error: no folder of the server is named."""
+    response = client.open(path, method=method, data=data, content_type="multipart/form-data" if data else None)
+    text = response.get_data().decode("utf-8", "replace") + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+    for folder in (built_index.catalogue, built_index.index_dir, built_index.catalogue.parent):
+        assert str(folder) not in text, (response.status_code, folder)
