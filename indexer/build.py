@@ -28,7 +28,7 @@ from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
-from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name
+from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name, thumb_path
 from .progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class BuildReport:
     removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
+    up_to_date: bool = False  # nothing new, changed or removed: the current generation was kept
 
     @property
     def images_per_s(self) -> float:
@@ -64,10 +65,16 @@ class BuildReport:
     def summary(self) -> str:
         """One human-readable line."""
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped_by_reason().items())) or "none"
+        if self.up_to_date:
+            return (
+                f"Index is up to date: {self.total} items, skipped {len(self.skipped)} ({reasons}); "
+                f"nothing new, changed or removed (checked in {self.elapsed_s:.1f}s)"
+            )
+        rate = f" ({self.images_per_s:.1f} images/s)" if self.indexed else ""
         return (
             f"{self.total} items in index: indexed {self.indexed}, reused {self.reused}, "
             f"removed {self.removed}, skipped {len(self.skipped)} ({reasons}) "
-            f"in {self.elapsed_s:.1f}s ({self.images_per_s:.1f} images/s)"
+            f"in {self.elapsed_s:.1f}s{rate}"
         )
 
     def to_dict(self) -> dict:
@@ -81,6 +88,7 @@ class BuildReport:
             "skipped_by_reason": self.skipped_by_reason(),
             "elapsed_s": round(self.elapsed_s, 3),
             "images_per_s": round(self.images_per_s, 2),
+            "up_to_date": self.up_to_date,
         }
 
 
@@ -270,6 +278,18 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
+        kept = None if full else _unchanged_index(settings, key_for(model))
+        if kept is not None:
+            report = BuildReport(
+                total=len(kept["items"]),
+                reused=len(kept["items"]),
+                skipped=[Skipped(s["relpath"], s["reason"], s["message"]) for s in kept.get("skipped", [])],
+                elapsed_s=time.time() - started,
+                up_to_date=True,
+            )
+            reporter.finish("ready", report.summary(), 0, 0)
+            log.info("%s", report.summary())
+            return report
         plan = plan_build(settings, key_for(model), full=full)
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
@@ -314,6 +334,28 @@ def public_failure(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "The index could not be built: the server ran out of memory."
     return "The index could not be built; the server log has the details."
+
+
+def _unchanged_index(settings: Settings, key: dict) -> dict | None:
+    """The current manifest when a build would publish the same index again, else ``None``.
+
+    Same vectors (``key``), same catalogue folder, files and labels, a
+    generation whose files still match their checksums and every thumbnail
+    in place: then rebuilding would only copy it.
+    """
+    if check_freshness(settings, key) != "fresh":
+        return None
+    try:
+        loaded = artifacts.load_index(settings.index_dir, expect=key)
+    except artifacts.ArtifactError:
+        return None  # damaged: the build repairs it
+    loaded.annoy.unload()
+    manifest = loaded.manifest
+    if manifest.get("catalogue") != str(settings.catalogue):
+        return None
+    if not all(thumb_path(settings.index_dir, name).is_file() for name in manifest.get("thumbs", [])):
+        return None  # lost thumbnails are made again without embedding anything
+    return manifest
 
 
 def check_freshness(settings: Settings, key: dict) -> str:

@@ -100,6 +100,29 @@ def test_incremental_add_change_remove(small_settings, counting_embedder, demo_c
     assert _thumb_files(index_dir) == set(manifest["thumbs"])
 
 
+def test_a_build_with_nothing_to_do_keeps_the_current_generation(tiny_settings, counting_embedder):
+    index_dir = tiny_settings.index_dir
+    first = build_index(tiny_settings, counting_embedder)
+    assert not first.up_to_date
+    generation = artifacts.current_generation(index_dir)
+    folders = sorted(index_dir.glob("gen-*"))
+    counting_embedder.images = 0
+    again = build_index(tiny_settings, counting_embedder)
+    assert again.up_to_date and _counts(again) == (0, 8, 0, 8) and counting_embedder.images == 0
+    assert artifacts.current_generation(index_dir) == generation
+    assert sorted(index_dir.glob("gen-*")) == folders  # nothing published, nothing deleted
+    assert "up to date" in again.summary() and "images/s" not in again.summary()
+    assert again.to_dict()["up_to_date"] is True
+    status = artifacts.read_status(index_dir)
+    assert status["state"] == "ready" and "up to date" in status["message"]
+    # a damaged generation is not "up to date": the build repairs it
+    (generation / "filenames.pkl").write_bytes(b"damaged")
+    repaired = build_index(tiny_settings, counting_embedder)
+    assert not repaired.up_to_date and artifacts.current_generation(index_dir) != generation
+    # --full always publishes
+    assert not build_index(tiny_settings, counting_embedder, full=True).up_to_date
+
+
 def test_full_rebuild_embeds_everything_again(tiny_settings, counting_embedder):
     build_index(tiny_settings, counting_embedder)
     before = _vectors(tiny_settings.index_dir)
