@@ -6,10 +6,16 @@ workers x TF threads does not exceed the cores.
 """
 
 import os
+import sys
 
-from indexer.config import Settings
+from indexer.config import ConfigError, Settings
 
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except ConfigError as exc:
+    # one line naming the variable, not gunicorn's traceback of this file
+    sys.stderr.write(f"fashion-search: {exc}\n")
+    sys.exit(2)
 
 bind = _settings.bind
 workers = _settings.workers

@@ -33,9 +33,9 @@ def _number(env: dict, name: str, default, minimum, parse, kind: str):
     try:
         value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
-    if not value >= minimum:  # also refuses NaN
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+        value = None
+    if value is None or not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name} must be {kind} of at least {minimum} (default {default}), got {raw!r}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,24 @@ def test_gunicorn_reads_the_same_settings():
     env["FASHION_WORKERS"] = "many"
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "FASHION_WORKERS must be a whole number" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("FASHION_TOP_K", "abc", "FASHION_TOP_K must be a whole number of at least 1 (default 5), got 'abc'"),
+        ("FASHION_RUNTIME", "gpu", "FASHION_RUNTIME must be one of auto, tensorflow, openvino, openvino-int8"),
+        ("FASHION_REQUEST_DEADLINE_S", "nan", "FASHION_REQUEST_DEADLINE_S must be a number of at least 1.0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_for_gunicorn_and_the_cli(variable, value, expected):
+    """gunicorn printed an 18-line traceback of gunicorn.conf.py around the message."""
+    env = {"PATH": os.environ["PATH"], variable: value}
+    for command in (
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+        [sys.executable, "-m", "indexer", "build"],
+    ):
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], done.stderr
