@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = REPO_ROOT.parent / "shared" / "datasets" / "fashion-dev"
-SUMMARY = re.compile(r"indexed (\d+), reused (\d+).* in ([\d.]+)s \(([\d.]+) images/s\)")
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -82,11 +80,16 @@ def run_engine(engine: str, catalogue: Path, index_dir: Path, log_path: Path) ->
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{engine} build failed (exit {done.returncode}); see {log_path}")
-    match = SUMMARY.search(done.stdout)
-    if match is None:
-        raise SystemExit(f"{engine} build printed no summary: {done.stdout!r}")
-    indexed, _, build_s, rate = match.groups()
-    return {"wall_s": round(wall, 2), "build_s": float(build_s), "indexed": int(indexed), "images_per_s": float(rate)}
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        raise SystemExit(f"{engine} build printed no JSON report: {done.stdout!r}") from None
+    return {
+        "wall_s": round(wall, 2),
+        "build_s": report["elapsed_s"],
+        "indexed": report["indexed"],
+        "images_per_s": report["images_per_s"],
+    }
 
 
 def compare(local_dir: Path, ray_dir: Path) -> dict:

@@ -1,9 +1,11 @@
 """Command line for the indexer: ``python -m indexer --help``.
 
-``search`` and ``evaluate`` print JSON on stdout and nothing else: while a
+Every command prints one JSON document on stdout and nothing else: while a
 command runs, anything else that writes to stdout (Keras' "Downloading data
 from ..." line) is sent to stderr with the logs, so the output can be piped
-into ``python -m json.tool`` or ``jq``.
+into ``python -m json.tool`` or ``jq``. Arguments, paths and labels are
+checked before any model loads: a mistake costs well under a second, exit
+code 2 and a message that says what to do, and creates nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ def _settings(args) -> Settings:
 
     configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots)
     return settings
+
+
+def _require_catalogue(settings: Settings) -> None:
+    if not settings.is_demo and not settings.catalogue.is_dir():
+        raise UsageError(
+            f"The catalogue folder {settings.catalogue} does not exist. Point --catalogue (or FASHION_CATALOGUE) "
+            "at the folder that holds the product photos, or set neither to use the demo catalogue."
+        )
 
 
 def _require_index(settings: Settings) -> None:
@@ -82,6 +92,7 @@ def cmd_build(args, full: bool = False) -> int:
     from .build import build_index
 
     settings = _settings(args)
+    _require_catalogue(settings)
     _ensure_catalogue(settings)
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
@@ -94,9 +105,9 @@ def cmd_build(args, full: bool = False) -> int:
         model = _embedder(settings)
     # a short wait lets a web worker's status probe of the lock pass
     report = build_index(settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2)
-    print(report.summary())
     for item in report.skipped:
-        print(f"  skipped {item.relpath}: {item.reason}: {item.message}")
+        log.warning("skipped %s: %s: %s", item.relpath, item.reason, item.message)
+    _print_json(args, dict(report.to_dict(), summary=report.summary()))
     return 0
 
 
@@ -141,6 +152,9 @@ def cmd_evaluate(args) -> int:
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
     _require_index(settings)
+    against = Path(args.against).expanduser().resolve() if args.against else None
+    if against is not None:
+        _require_index(settings.replace(index_dir=against))
     # no query is embedded here, so any vector space (fp32 or INT8) can be evaluated
     expect = {key: value for key, value in key_for(_weights_choice(settings)).items() if key != "vector_space"}
     # measure what the web app serves: the same Annoy effort and candidate pool
@@ -153,8 +167,8 @@ def cmd_evaluate(args) -> int:
             + "."
         )
     result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
-    if args.against:
-        other = Searcher.for_settings(settings, Path(args.against).expanduser().resolve())
+    if against is not None:
+        other = Searcher.for_settings(settings, against)
         result["against"] = dict(
             compare_indexes(searcher, other, k=args.k),
             index_dir=str(args.against),
@@ -167,7 +181,7 @@ def cmd_evaluate(args) -> int:
 def _weights_choice(settings: Settings):
     from .model import resolve_weights
 
-    if settings.weights.strip().lower() in ("auto", "imagenet"):
+    if settings.model == "resnet50" and settings.weights.strip().lower() in ("auto", "imagenet"):
         _quiet_tensorflow()  # looking for ResNet50's ImageNet weights loads Keras
     return resolve_weights(settings.weights, settings.random_seed, settings.model)
 
@@ -175,17 +189,18 @@ def _weights_choice(settings: Settings):
 def cmd_runtime(args) -> int:
     """Prepare ``FASHION_RUNTIME`` (convert, check and cache the model if needed) and print what runs it."""
     settings = _settings(args)
-    if settings.runtime == "openvino-int8":
-        _ensure_catalogue(settings)  # calibration reads catalogue photos
+    if settings.runtime == "openvino-int8":  # calibration reads catalogue photos
+        _require_catalogue(settings)
+        _ensure_catalogue(settings)
     embedder = _embedder(settings)
-    print(json.dumps({
+    _print_json(args, {
         "requested": settings.runtime,
         "runtime": embedder.runtime,
         "vector_space": embedder.vector_space,
         "model": embedder.choice.model,
         "weights_id": embedder.weights_id,
         "model_dir": getattr(getattr(embedder, "resolved", None), "model_dir", None),
-    }))
+    })
     return 0
 
 
@@ -195,7 +210,8 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out) if args.out else INSTANCE_DIR / "demo-catalogue"
     count = generate_demo_catalogue(out)
-    print(f"{count} demo images in {out.resolve()}")
+    log.info("%d demo images in %s", count, out.resolve())
+    _print_json(args, {"images": count, "folder": str(out.resolve())})
     return 0
 
 
@@ -294,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         # only the JSON answer goes to the real stdout (args.stdout)
-        with contextlib.redirect_stdout(sys.stderr if args.command in ("search", "evaluate") else sys.stdout):
+        with contextlib.redirect_stdout(sys.stderr):
             return handlers[args.command](args)
     except (
         UsageError, WeightsError, ConfigError, RuntimeUnavailable, BuildInProgress, ArtifactError, ImageError
@@ -302,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     except FileNotFoundError as exc:
-        log.error("%s does not exist: check the path (--catalogue, --index-dir or the image).", exc.filename or exc)
+        missing = exc.filename if exc.filename else exc
+        log.error("%s: not found. Check the path (--catalogue, --index-dir or the image).", missing)
         return 2
     except KeyboardInterrupt:
         log.error("Interrupted; finished work is checkpointed and the next build resumes from it.")

@@ -95,7 +95,7 @@ def test_demo_writes_a_catalogue(tmp_path):
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "144 demo images" in result.stdout
+    assert json.loads(result.stdout) == {"images": 144, "folder": str(out.resolve())}
     assert len(list(out.glob("*.jpg"))) == 144
     header = (out / "styles.csv").read_text().splitlines()[0]
     assert header.startswith("id,gender,masterCategory,subCategory,articleType,baseColour")
@@ -108,7 +108,9 @@ def test_rebuild_reembeds_everything(tiny_settings, embedder):
 
     result = run_cli("rebuild", *_where(tiny_settings))
     assert result.returncode == 0, result.stderr
-    assert "8 items in index: indexed 8, reused 0, removed 0" in result.stdout
+    report = json.loads(result.stdout)
+    assert (report["total"], report["indexed"], report["reused"], report["removed"]) == (8, 8, 0, 0)
+    assert report["summary"].startswith("8 items in index: indexed 8, reused 0, removed 0")
     after = load_index(tiny_settings.index_dir)
     after.annoy.unload()
     assert after.gen_dir != before.gen_dir
@@ -246,3 +248,45 @@ def test_search_refuses_an_index_of_another_catalogue(built_index, tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert f"belongs to the catalogue {built_index.catalogue}, not {other}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["build", "--catalogue", "MISSING"], "The catalogue folder MISSING does not exist"),
+        (["rebuild", "--catalogue", "MISSING"], "The catalogue folder MISSING does not exist"),
+        (["evaluate", "--against", "MISSING"], "There is no index yet in MISSING"),
+        (["evaluate", "--label", "colour"], "No item has a 'colour' label"),
+        (["search", "MISSING"], "MISSING is not a file"),
+    ],
+)
+def test_bad_arguments_fail_before_any_model_loads_and_create_nothing(built_index, tmp_path, args, words):
+    missing = tmp_path / "no-such-folder"
+    args = [str(missing) if a == "MISSING" else a for a in args]
+    index_dir = tmp_path / "index" if args[0] in ("build", "rebuild") else built_index.index_dir
+    catalogue = [] if "--catalogue" in args else ["--catalogue", str(built_index.catalogue)]
+    result = run_cli(*args, *catalogue, "--index-dir", str(index_dir))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words.replace("MISSING", str(missing)) in lines[0], result.stderr
+    assert result.stdout == ""
+    assert not missing.exists() and not (tmp_path / "index").exists()  # nothing was created
+
+
+def test_every_command_prints_only_json_on_stdout(tiny_settings, tmp_path):
+    """``python -m indexer <command> | python -m json.tool`` works for every command."""
+    where = _where(tiny_settings)
+    image = str(next(tiny_settings.catalogue.glob("*.jpg")))
+    commands = [
+        ("demo", "--out", str(tmp_path / "demo")),
+        ("build", *where),
+        ("build", *where),  # nothing to do: "up to date", still JSON
+        ("search", image, *where),
+        ("evaluate", "--label", "articleType", *where),
+        ("runtime", *where),
+    ]
+    for command in commands:
+        result = run_cli(*command)
+        assert result.returncode == 0, (command, result.stderr)
+        json.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert json.loads(run_cli("build", *where).stdout)["up_to_date"] is True
