@@ -4,8 +4,15 @@
 # and nginx for the deployment test (deploy/nginx.conf in front of gunicorn).
 #   bash scripts/install.sh            everything
 #   bash scripts/install.sh --runtime  only what serving the site needs
+#   bash scripts/install.sh --deploy [PREFIX] [--system]
+#                                      production on Debian: its own virtual
+#                                      environment, systemd unit and nginx (scripts/deploy.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--deploy" ]; then
+  shift
+  exec bash scripts/deploy.sh "$@"
+fi
 PIP="python -m pip install --quiet --disable-pip-version-check"
 
 if [ "${1:-}" = "--runtime" ]; then

@@ -129,7 +129,8 @@ def _stop_nginx(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-def _socket_path() -> Path:
+def socket_path_for_tests() -> Path:
+    """A fresh unix socket path short enough for the 107-byte limit."""
     # unix socket paths are limited to 107 bytes; pytest's tmp paths can be long
     return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"fashion-{os.getpid()}-{free_port()}.sock"
 
@@ -150,10 +151,10 @@ def _start_nginx(result: Deployment) -> None:
 
 
 @contextlib.contextmanager
-def nginx_only(folder: Path) -> Iterator[Deployment]:
-    """nginx with the shipped config and no gunicorn behind it (the upstream socket does not exist)."""
+def nginx_only(folder: Path, socket_path: Path | None = None) -> Iterator[Deployment]:
+    """nginx with the shipped config in front of ``socket_path`` (default: a socket that does not exist)."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = Deployment(free_port(), _socket_path(), folder)
+    result = Deployment(free_port(), socket_path or socket_path_for_tests(), folder)
     _start_nginx(result)
     try:
         _wait_for(lambda: result.request("GET", "/healthz", timeout=5)[0] > 0, 30, "nginx did not start", result)
@@ -171,7 +172,7 @@ def deployment(folder: Path, catalogue: Path, index_dir: Path, *, workers: int =
     Yields once ``/healthz`` answers 200 through nginx.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    result = Deployment(free_port(), _socket_path(), folder)
+    result = Deployment(free_port(), socket_path_for_tests(), folder)
     env = gunicorn_env(catalogue, index_dir, f"unix:{result.socket_path}", workers=workers, extra_env=extra_env)
     gunicorn = spawn_gunicorn(env, folder / "gunicorn.log")
     result.processes.append(gunicorn)

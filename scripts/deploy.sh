@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Production install on Debian 12 or 13 (called as `bash scripts/install.sh --deploy PREFIX [--system]`).
+#
+# Into PREFIX (default /opt/fashion-search):
+#   app/                     a copy of the code (replaced on every run: that is an upgrade)
+#   venv/                    its own virtual environment: Debian's python3 refuses
+#                            system-wide pip installs ("externally-managed-environment")
+#   fashion-search.env       the settings (EnvironmentFile); kept if it exists
+#   fashion-search.service   the systemd unit, its paths pointing into PREFIX
+#   nginx/                   fashion-search.conf (the site) and nginx.conf (the main config)
+# With --system (as root) it also creates the `fashion` user and the catalogue
+# folder, installs the unit and the nginx configs, checks them (nginx -t,
+# systemd-analyze verify) and starts or restarts the site.
+set -euo pipefail
+
+usage() { echo "usage: bash scripts/install.sh --deploy [PREFIX] [--system]" >&2; exit 2; }
+
+PREFIX=/opt/fashion-search
+SYSTEM=0
+for arg in "$@"; do
+  case "$arg" in
+    --system) SYSTEM=1 ;;
+    -*) usage ;;
+    *) PREFIX="$arg" ;;
+  esac
+done
+case "$PREFIX" in /*) ;; *) PREFIX="$(pwd)/$PREFIX" ;; esac
+SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+SHIPPED_PREFIX=/opt/fashion-search
+
+say() { echo "deploy: $*" >&2; }
+
+if [ "$SYSTEM" = 1 ] && [ "$(id -u)" != 0 ]; then
+  say "--system installs into /etc and starts services: run it as root (sudo)"; exit 2
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  say "$PYTHON 3.10 or newer is needed (Debian: apt-get install python3)"; exit 2
+fi
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    say "$PYTHON cannot make virtual environments: apt-get install python3-venv"; exit 2
+  fi
+fi
+
+say "code -> $PREFIX/app"
+mkdir -p "$PREFIX"
+rm -rf "$PREFIX/app.new"
+mkdir "$PREFIX/app.new"
+tar -C "$SOURCE" --exclude=__pycache__ -cf - \
+  app.py gunicorn.conf.py requirements.txt README.md indexer web templates static deploy \
+  | tar -C "$PREFIX/app.new" -xf -
+rm -rf "$PREFIX/app.old"
+if [ -d "$PREFIX/app" ]; then mv "$PREFIX/app" "$PREFIX/app.old"; fi
+mv "$PREFIX/app.new" "$PREFIX/app"
+rm -rf "$PREFIX/app.old"
+
+say "packages -> $PREFIX/venv"
+if [ ! -x "$PREFIX/venv/bin/python" ]; then
+  "$PYTHON" -m venv "$PREFIX/venv"
+fi
+"$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PREFIX/app/requirements.txt"
+
+if [ ! -f "$PREFIX/fashion-search.env" ]; then
+  install -m 0640 "$SOURCE/deploy/fashion-search.env" "$PREFIX/fashion-search.env"
+  say "settings -> $PREFIX/fashion-search.env (edit FASHION_CATALOGUE there)"
+fi
+# the shipped unit names the default prefix; point every path at this one
+sed "s#$SHIPPED_PREFIX/#$PREFIX/#g" "$SOURCE/deploy/fashion-search.service" > "$PREFIX/fashion-search.service"
+mkdir -p "$PREFIX/nginx"
+cp "$SOURCE/deploy/nginx.conf" "$PREFIX/nginx/fashion-search.conf"
+cp "$SOURCE/deploy/nginx-main.conf" "$PREFIX/nginx/nginx.conf"
+
+if [ "$SYSTEM" = 0 ]; then
+  say "done. As root, to run it: bash $SOURCE/scripts/install.sh --deploy $PREFIX --system"
+  exit 0
+fi
+
+id fashion >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin fashion
+chgrp fashion "$PREFIX/fashion-search.env"
+mkdir -p /srv/fashion-search/catalogue
+if ! command -v nginx >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+if [ -f /etc/nginx/nginx.conf ] && [ ! -f /etc/nginx/nginx.conf.before-fashion-search ]; then
+  cp /etc/nginx/nginx.conf /etc/nginx/nginx.conf.before-fashion-search
+fi
+install -m 0644 "$PREFIX/nginx/nginx.conf" /etc/nginx/nginx.conf
+install -m 0644 "$PREFIX/nginx/fashion-search.conf" /etc/nginx/conf.d/fashion-search.conf
+nginx -t
+install -m 0644 "$PREFIX/fashion-search.service" /etc/systemd/system/fashion-search.service
+systemd-analyze verify /etc/systemd/system/fashion-search.service
+systemctl daemon-reload
+systemctl enable fashion-search >/dev/null
+systemctl restart fashion-search
+systemctl reload-or-restart nginx
+say "running: curl -s http://localhost/healthz"
