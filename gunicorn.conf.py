@@ -6,7 +6,10 @@ workers x TF threads does not exceed the cores.
 """
 
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from indexer.config import ConfigError, Settings
 
@@ -47,6 +50,21 @@ loglevel = _settings.log_level
 # The control socket has one default path per user, so two servers on one
 # host (tests, benchmarks, blue/green) would fight over it; nothing uses it.
 control_socket_disable = True
+
+# /metrics adds up every worker's counters from files in this folder
+# (prometheus_client's multiprocess mode; web/metrics.py). It must be set
+# before a worker imports prometheus_client, and start empty: files of an
+# earlier run would be counted again.
+if _settings.metrics:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        for _stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            _stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir = tempfile.mkdtemp(prefix="fashion-metrics-")
+
+        def on_exit(server):
+            """Remove the metrics folder this server made."""
+            shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 # Workers read FASHION_TF_THREADS through Settings: split the cores between them.
 if "FASHION_TF_THREADS" not in os.environ:

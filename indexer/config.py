@@ -100,6 +100,8 @@ class Settings:
     random_seed: int = 1234
     # signs what pages carry back (show more); empty: a per-installation file in index_dir
     secret_key: str = dataclasses.field(default="", repr=False)
+    metrics: bool = True  # /metrics and the counting behind it
+    metrics_token: str = dataclasses.field(default="", repr=False)  # required as a Bearer token when set
     # gunicorn (read by gunicorn.conf.py)
     bind: str = "127.0.0.1:8000"
     workers: int = 2
@@ -154,6 +156,8 @@ class Settings:
             request_deadline_s=_float(env, "FASHION_REQUEST_DEADLINE_S", 30.0, minimum=1.0),
             rescan_s=_int(env, "FASHION_RESCAN_SECONDS", 300, minimum=0),
             secret_key=_secret(env),
+            metrics=_choice(env, "FASHION_METRICS", "on", ("on", "off")) == "on",
+            metrics_token=env.get("FASHION_METRICS_TOKEN", "").strip(),
             bind=_bind(env),
             workers=_int(env, "FASHION_WORKERS", 2, minimum=1),
             threads=_int(env, "FASHION_THREADS", 4, minimum=1),

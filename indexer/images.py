@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +114,7 @@ class DecodeBudget:
         self.limit_bytes = limit_bytes
         self.slots = max(1, slots)
         self.wait_s = wait_s
+        self.on_wait = None  # called with the seconds each reservation waited (the web app's metrics)
         self._used = 0
         self._running = 0
         self._cond = threading.Condition()
@@ -140,6 +142,7 @@ class DecodeBudget:
                 f"Decoding {describe} would need about {_mb(nbytes)} MB of memory; "
                 f"the limit is {_mb(self.limit_bytes)} MB per photo. Please send a smaller photo.",
             )
+        started = time.monotonic()
         with self._cond:
             free = self._cond.wait_for(
                 lambda: self._running < self.slots and self._used + nbytes <= self.limit_bytes,
@@ -149,6 +152,8 @@ class DecodeBudget:
                 raise ImageError("busy", "The server is busy decoding other photos; please try again in a moment.")
             self._used += nbytes
             self._running += 1
+        if self.on_wait is not None:
+            self.on_wait(time.monotonic() - started)
         try:
             yield
         finally:
@@ -162,13 +167,15 @@ class DecodeBudget:
 DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES, DECODE_SLOTS, DECODE_WAIT_S)
 
 
-def configure_decode_budget(limit_bytes: int, slots: int) -> None:
+def configure_decode_budget(limit_bytes: int, slots: int, on_wait=None) -> None:
     """Set this process's decode budget (from ``Settings``: the app factory, the CLI, Ray workers).
 
     The wait for a share stays ``DECODE_WAIT_S``: builds share the budget,
-    and a shorter wait would skip catalogue photos as "busy".
+    and a shorter wait would skip catalogue photos as "busy". ``on_wait``
+    is told how long each reservation waited.
     """
     DECODE_BUDGET.resize(limit_bytes, slots, DECODE_WAIT_S)
+    DECODE_BUDGET.on_wait = on_wait
 
 
 def _open(source: Source) -> Image.Image:

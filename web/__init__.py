@@ -56,7 +56,9 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
     app.url_map.converters["anypath"] = AnyPathConverter
 
     # memory is per process: this worker's decodes share one budget
-    configure_decode_budget(settings.decode_budget_bytes, settings.decode_slots)
+    configure_decode_budget(
+        settings.decode_budget_bytes, settings.decode_slots, on_wait=_decode_wait_observer(settings)
+    )
     service = IndexService(settings, embedder=embedder, autobuild=autobuild)
     app.extensions["fashion.service"] = service
     app.extensions["fashion.gate"] = ModelGate(slots=1, timeout_s=settings.queue_timeout_s)
@@ -64,6 +66,10 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    if settings.metrics:
+        from . import metrics
+
+        metrics.init_app(app, service)
     app.after_request(add_security_headers)
     app.after_request(add_cache_policy)
     register_error_handlers(app)
@@ -80,3 +86,10 @@ def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bo
 
     return app
 
+
+def _decode_wait_observer(settings: Settings):
+    if not settings.metrics:
+        return None
+    from .metrics import observe_decode_wait
+
+    return observe_decode_wait

@@ -17,6 +17,14 @@ import time
 class Busy(RuntimeError):
     """The server could not serve the request in time; answered 503 with ``Retry-After``."""
 
+    reason = "model_queue"  # for the metrics: every model slot stayed taken
+
+
+class DeadlinePassed(Busy):
+    """The request's deadline passed before its work was done."""
+
+    reason = "deadline"
+
 
 class Deadline:
     """The moment by which one request must have its answer."""
@@ -30,9 +38,9 @@ class Deadline:
         return max(0.0, self._expires - time.monotonic())
 
     def check(self) -> None:
-        """Raise ``Busy`` once the deadline has passed: the work for this request stops here."""
+        """Raise ``DeadlinePassed`` once the deadline has passed: the work for this request stops here."""
         if self.remaining() <= 0.0:
-            raise Busy(
+            raise DeadlinePassed(
                 f"The search could not be finished within {self.seconds:g} s because the server is busy; "
                 "please try again in a moment."
             )

@@ -81,15 +81,30 @@ def not_ready_response(exc: NotReady):
     return error_response(503, message, template="building.html", status=status)
 
 
+def _count_unavailable(reason: str) -> None:
+    if "fashion.metrics" in current_app.extensions:
+        from .metrics import count_unavailable
+
+        count_unavailable(reason)
+
+
+def count_bad_query(exc: BadQuery) -> None:
+    """Count a refused query in the metrics when it is a 503 (no decode memory in time, or no products yet)."""
+    if exc.status == 503:
+        _count_unavailable("decode_busy" if exc.field == "image" else "empty_catalogue")
+
+
 def register_error_handlers(app: Flask) -> None:
     """Route every failure through ``error_response``."""
 
     @app.errorhandler(NotReady)
     def not_ready(exc: NotReady):
+        _count_unavailable("not_ready")
         return not_ready_response(exc)
 
     @app.errorhandler(BadQuery)
     def bad_query(exc: BadQuery):
+        count_bad_query(exc)
         return error_response(exc.status, exc.message, field=exc.field)
 
     @app.errorhandler(UnknownItem)
@@ -98,6 +113,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Busy)
     def busy(exc: Busy):
+        _count_unavailable(exc.reason)
         return error_response(503, str(exc))
 
     @app.errorhandler(RequestEntityTooLarge)

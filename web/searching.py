@@ -178,6 +178,10 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
         deadline=deadline,
     )
     results, timing = run_query(service, gate, query, searcher, deadline)
+    if cfg.metrics:
+        from .metrics import observe_search
+
+        observe_search(timing)
     return UploadSearch(searcher, query, results, timing)
 
 

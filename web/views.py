@@ -11,7 +11,7 @@ from indexer.search import FILTER_FIELDS
 
 from . import context, facets
 from .context import requires_index
-from .errors import error_response
+from .errors import count_bad_query, error_response
 from .files import send_catalogue_file, send_thumbnail
 from .queries import BROWSE_FIELDS, BadQuery, parse_filters, parse_k, parse_page, reject_unknown
 from .searching import card_dicts, item_dict, search_uploads, similar_items
@@ -80,6 +80,7 @@ def search():
     try:
         outcome = search_uploads(svc, context.gate(), request.form, request.files)
     except BadQuery as exc:
+        count_bad_query(exc)
         # the form again, with the shopper's choices and the message beside it
         selected = {k: v for k, v in request.form.items() if k in FILTER_FIELDS and v}
         form = _form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
