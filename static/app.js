@@ -39,7 +39,22 @@
           var img = document.createElement("img");
           img.alt = "Preview of " + file.name;
           img.src = URL.createObjectURL(file);
-          img.onload = function () { URL.revokeObjectURL(img.src); };
+          img.onload = function () {
+            URL.revokeObjectURL(img.src);
+            if (li.className === "croppable") fitToWidth(img, li);
+          };
+          // a file the browser cannot draw (TIFF, or not a photo at all): a note, not a broken image
+          img.onerror = function () {
+            URL.revokeObjectURL(img.src);
+            li.className = "no-preview";
+            li.textContent = "";
+            var note = document.createElement("span");
+            note.className = "preview-note";
+            note.textContent = "No preview for " + file.name + ": this browser cannot show it. " +
+              "The search will say whether it can be used.";
+            li.appendChild(note);
+            field.value = "";
+          };
           if (cropFields) {
             li.className = "croppable";
             li.appendChild(cropEditor(img, field, file.name, index));
@@ -115,6 +130,15 @@
   // server's crop field takes, so the size the preview is shown at never matters.
   var STEP = 0.05;  // keyboard: one arrow press moves or resizes by 5% of the photo
   var MIN = 0.05;   // the smallest box, as a fraction of each side
+
+  // Show the photo as large as its list item allows (and at most 60% of the
+  // window's height), so a small photo is not drawn on at thumbnail size.
+  function fitToWidth(img, li) {
+    var width = li.clientWidth, height = window.innerHeight * 0.6;
+    if (!img.naturalWidth || !img.naturalHeight || !width) return;
+    var scale = Math.min(width / img.naturalWidth, height / img.naturalHeight);
+    img.style.width = Math.round(img.naturalWidth * scale) + "px";  // height follows; max-width caps it on resize
+  }
 
   function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
   function round4(value) { return Math.round(value * 10000) / 10000; }

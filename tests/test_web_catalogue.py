@@ -205,3 +205,25 @@ def test_an_index_of_another_catalogue_is_never_served(tiny_settings, embedder, 
     assert '<input id="image"' not in page  # the building page, not a search over someone else's products
     same = make_web_app(tiny_settings).test_client()  # control: the catalogue it was built from is served
     assert same.get("/api/status").get_json()["state"] == "ready"
+
+
+def test_cards_without_product_names_are_told_apart_by_file_name(small_settings, embedder, make_web_app):
+    """Without productDisplayName every card read "Handbags" or "Casual Shoes"."""
+    styles = small_settings.catalogue / "styles.csv"
+    rows = list(csv.reader(styles.read_text().splitlines()))
+    drop = rows[0].index("productDisplayName")
+    styles.write_text("\n".join(",".join(cell for i, cell in enumerate(row) if i != drop) for row in rows) + "\n")
+    build_index(small_settings, embedder)
+    page = make_web_app(small_settings).test_client().get("/browse").get_data(as_text=True)
+    names = re.findall(r'<span class="card-name">([^<]*)</span>', page)
+    assert names and len(set(names)) == len(names)  # every card's title is its own
+    assert all(name.isdigit() for name in names)  # the file names of the demo catalogue: 1.jpg, 2.jpg, ...
+    subtitles = re.findall(r'<p class="card-subtitle">([^<]*)</p>', page)
+    assert len(subtitles) == len(names)  # the product type below each
+
+
+def test_a_filter_without_matches_says_so_once(client, demo_catalogue):
+    response = _upload(client, "/search", demo_catalogue, 17, gender="Men", articleType="Dresses", k="5")
+    page = response.get_data(as_text=True)
+    matches = page.count("No product matches these filters") + page.count("Only 0 products")
+    assert response.status_code == 200 and matches == 1

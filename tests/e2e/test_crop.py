@@ -33,7 +33,10 @@ def _choose(driver, url, photo):
     driver.find_element(By.ID, "image").send_keys(str(photo))
     box = wait(driver).until(lambda d: d.find_element(By.ID, "crop-box-1"))
     img = driver.find_element(By.CSS_SELECTOR, ".crop-area img")
-    wait(driver).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    # loaded and sized to the form (app.js sets its width once it has loaded)
+    wait(driver).until(lambda d: d.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth && arguments[0].style.width", img))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", img)
     return box, img
 
 
@@ -61,7 +64,7 @@ def test_crop_by_mouse_finds_the_marked_product(live_server, driver, two_product
     # press near the top-left corner of the right half, drag past the bottom-right corner (clamped)
     ActionChains(driver).move_to_element_with_offset(img, 1, -height // 2 + 1).click_and_hold().move_by_offset(
         width // 4, height // 4
-    ).move_by_offset(width, height).release().perform()
+    ).move_by_offset(width // 4 + 5, height * 3 // 4 + 5).release().perform()
     x, y, w, h = (float(v) for v in _crop_value(driver).split(","))
     assert 0.49 <= x <= 0.52 and y <= 0.02
     assert x + w == pytest.approx(1, abs=1e-3) and y + h == pytest.approx(1, abs=1e-3)
@@ -117,3 +120,25 @@ def test_a_text_file_is_flagged_before_the_upload(live_server, driver, tmp_path)
     assert "notes.txt is not a photo" in message
     driver.find_element(By.ID, "search-button").click()  # the browser refuses to submit
     assert driver.find_elements(By.ID, "search-form") and not driver.find_elements(By.CSS_SELECTOR, "ol.results")
+
+
+def test_the_crop_tool_uses_the_width_of_the_form(live_server, driver, two_products):
+    """It was 220 x 120 px on a 1280 px screen, too small to draw on precisely."""
+    _, img = _choose(driver, live_server.url, two_products)
+    form = driver.find_element(By.ID, "search-form")
+    wait(driver).until(lambda d: img.size["width"] >= form.size["width"] / 2)
+    assert img.size["height"] == pytest.approx(img.size["width"] / 2, abs=2)  # the photo keeps its 2:1 shape
+    save_screenshot(driver, "06-crop-wide")
+
+
+def test_a_file_the_browser_cannot_draw_gets_a_note_not_a_broken_image(live_server, driver, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    open_page(driver, live_server.url + "/", "#search-form")
+    driver.find_element(By.ID, "image").send_keys(str(broken))
+    note = wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, ".previews .preview-note"))
+    assert "No preview for broken.jpg" in note.text
+    assert not driver.find_elements(By.CSS_SELECTOR, ".previews img")
+    driver.find_element(By.ID, "search-button").click()  # the server says what is wrong with it
+    wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".alert"))
+    assert "broken.jpg" in driver.find_element(By.CSS_SELECTOR, ".alert").text

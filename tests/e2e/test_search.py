@@ -81,6 +81,15 @@ def test_upload_shows_five_results_whose_images_load(live_server, driver, demo_i
     assert wait_images_loaded(driver, [preview])[0] > 0
     # the photo is in the catalogue, so it finds itself first
     assert _item_links(driver)[0].endswith(f"/items/{demo_image.stem}")
+    # every card's fact labels start at the same x, and each value sits on its label's line
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.card .facts dt')).map(function (dt) {"
+        "  var card = dt.closest('.card').getBoundingClientRect(), label = dt.getBoundingClientRect(),"
+        "      value = dt.nextElementSibling.getBoundingClientRect();"
+        "  return [Math.round(label.left - card.left), Math.round(label.top - value.top)]; });"
+    )
+    assert rows and {left for left, _ in rows} == {rows[0][0]}, rows
+    assert all(abs(offset) <= 2 for _, offset in rows), rows
     driver.execute_script("window.scrollTo(0, 0);")
     save_screenshot(driver, "02-results")
 
