@@ -55,16 +55,24 @@ control_socket_disable = True
 # (prometheus_client's multiprocess mode; web/metrics.py). It must be set
 # before a worker imports prometheus_client, and start empty: files of an
 # earlier run would be counted again.
-if _settings.metrics:
+# gunicorn reads this file again on HUP (a reload): the folder is set up once.
+if _settings.metrics and not os.environ.get("FASHION_METRICS_DIR_READY"):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        for _stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        _metrics_dir.mkdir(parents=True, exist_ok=True)
+        for _stale in _metrics_dir.glob("*.db"):
             _stale.unlink()
     else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir = tempfile.mkdtemp(prefix="fashion-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fashion-metrics-")
+        os.environ["FASHION_METRICS_DIR_OWNED"] = "1"
+    os.environ["FASHION_METRICS_DIR_READY"] = "1"
 
-        def on_exit(server):
-            """Remove the metrics folder this server made."""
-            shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+def on_exit(server):
+    """Remove the metrics folder this server made (not one the operator chose)."""
+    if os.environ.get("FASHION_METRICS_DIR_OWNED") and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
 
 # Workers read FASHION_TF_THREADS through Settings: split the cores between them.
 if "FASHION_TF_THREADS" not in os.environ:

@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = exc.filename if exc.filename else exc
         log.error("%s: not found. Check the path (--catalogue, --index-dir or the image).", missing)
         return 2
+    except OSError as exc:  # a permission, a full disk, a file where a folder should be
+        log.error("%s", exc)
+        return 2
     except KeyboardInterrupt:
         log.error("Interrupted; finished work is checkpointed and the next build resumes from it.")
         return 130

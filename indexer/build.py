@@ -28,6 +28,7 @@ from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .config import Settings
 from .engines import get_engine
+from .images import ImageError, load_for_model
 from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name, thumb_path
 from .progress import ProgressReporter
 
@@ -351,11 +352,21 @@ def _unchanged_index(settings: Settings, key: dict) -> dict | None:
         return None  # damaged: the build repairs it
     loaded.annoy.unload()
     manifest = loaded.manifest
-    if manifest.get("catalogue") != str(settings.catalogue):
+    if manifest.get("catalogue") != str(settings.catalogue) or manifest.get("trees") != settings.annoy_trees:
         return None
     if not all(thumb_path(settings.index_dir, name).is_file() for name in manifest.get("thumbs", [])):
         return None  # lost thumbnails are made again without embedding anything
+    if any(_decodes_now(settings.catalogue / skipped["relpath"]) for skipped in manifest.get("skipped", [])):
+        return None  # a file skipped before reads now (a permission fixed, a busy decoder): index it
     return manifest
+
+
+def _decodes_now(path: Path) -> bool:
+    try:
+        load_for_model(path)
+    except (ImageError, OSError):
+        return False
+    return True
 
 
 def check_freshness(settings: Settings, key: dict) -> str:

@@ -152,9 +152,9 @@ class DecodeBudget:
                 raise ImageError("busy", "The server is busy decoding other photos; please try again in a moment.")
             self._used += nbytes
             self._running += 1
-        if self.on_wait is not None:
-            self.on_wait(time.monotonic() - started)
         try:
+            if self.on_wait is not None:
+                self.on_wait(time.monotonic() - started)
             yield
         finally:
             with self._cond:

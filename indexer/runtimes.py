@@ -512,7 +512,11 @@ def _read_meta(entry: Path, choice: WeightsChoice, variant: str) -> dict | None:
         "variant": variant,
     }
     files = meta.get("files") if isinstance(meta, dict) else None
-    needed = {MODEL_XML, MODEL_XML.replace(".xml", ".bin"), REFERENCE} if check and check.get("passed") else set()
+    needed = set()  # the files a passed entry must list, so that each is hashed before use
+    if isinstance(check, dict) and check.get("passed") is True:
+        needed = {MODEL_XML, MODEL_XML.replace(".xml", ".bin"), REFERENCE}
+        if variant == "int8":
+            needed.add(CHECK_BATCH)
     well_formed = (
         isinstance(check, dict)
         and set(check) <= {*_CHECK_NUMBERS, "passed", "median_cosine"}

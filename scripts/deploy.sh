@@ -25,6 +25,8 @@ for arg in "$@"; do
   esac
 done
 case "$PREFIX" in /*) ;; *) PREFIX="$(pwd)/$PREFIX" ;; esac
+# the prefix goes into the unit's ExecStart and a sed expression: plain path characters only
+case "$PREFIX" in *[!A-Za-z0-9._/-]*) echo "deploy: PREFIX may hold only letters, digits and . _ / -" >&2; exit 2 ;; esac
 SOURCE="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 SHIPPED_PREFIX=/opt/fashion-search
@@ -34,6 +36,9 @@ say() { echo "deploy: $*" >&2; }
 if [ "$SYSTEM" = 1 ] && [ "$(id -u)" != 0 ]; then
   say "--system installs into /etc and starts services: run it as root (sudo)"; exit 2
 fi
+case "$PREFIX" in /home/*|/root/*|/run/user/*)
+  if [ "$SYSTEM" = 1 ]; then say "the unit's ProtectHome hides $PREFIX from the service: choose a prefix such as /opt/fashion-search"; exit 2; fi ;;
+esac
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   say "$PYTHON 3.10 or newer is needed (Debian: apt-get install python3)"; exit 2
 fi
@@ -45,8 +50,15 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   fi
 fi
 
-say "code -> $PREFIX/app"
 mkdir -p "$PREFIX"
+# packages first: a worker restarted while the code is swapped must find what the new code imports
+say "packages -> $PREFIX/venv"
+if [ ! -x "$PREFIX/venv/bin/python" ]; then
+  "$PYTHON" -m venv "$PREFIX/venv"
+fi
+"$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$SOURCE/requirements.txt"
+
+say "code -> $PREFIX/app"
 rm -rf "$PREFIX/app.new"
 mkdir "$PREFIX/app.new"
 tar -C "$SOURCE" --exclude=__pycache__ -cf - \
@@ -56,12 +68,6 @@ rm -rf "$PREFIX/app.old"
 if [ -d "$PREFIX/app" ]; then mv "$PREFIX/app" "$PREFIX/app.old"; fi
 mv "$PREFIX/app.new" "$PREFIX/app"
 rm -rf "$PREFIX/app.old"
-
-say "packages -> $PREFIX/venv"
-if [ ! -x "$PREFIX/venv/bin/python" ]; then
-  "$PYTHON" -m venv "$PREFIX/venv"
-fi
-"$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PREFIX/app/requirements.txt"
 
 if [ ! -f "$PREFIX/fashion-search.env" ]; then
   install -m 0640 "$SOURCE/deploy/fashion-search.env" "$PREFIX/fashion-search.env"
@@ -87,9 +93,14 @@ fi
 if [ -f /etc/nginx/nginx.conf ] && [ ! -f /etc/nginx/nginx.conf.before-fashion-search ]; then
   cp /etc/nginx/nginx.conf /etc/nginx/nginx.conf.before-fashion-search
 fi
-install -m 0644 "$PREFIX/nginx/nginx.conf" /etc/nginx/nginx.conf
 install -m 0644 "$PREFIX/nginx/fashion-search.conf" /etc/nginx/conf.d/fashion-search.conf
-nginx -t
+# checked before it replaces the main config: a failure leaves nginx as it was
+install -m 0644 "$PREFIX/nginx/nginx.conf" /etc/nginx/nginx.conf.fashion-search-new
+if ! nginx -t -c /etc/nginx/nginx.conf.fashion-search-new; then
+  rm -f /etc/nginx/nginx.conf.fashion-search-new
+  say "nginx rejected the new configuration; /etc/nginx/nginx.conf is unchanged"; exit 1
+fi
+mv /etc/nginx/nginx.conf.fashion-search-new /etc/nginx/nginx.conf
 install -m 0644 "$PREFIX/fashion-search.service" /etc/systemd/system/fashion-search.service
 systemd-analyze verify /etc/systemd/system/fashion-search.service
 systemctl daemon-reload

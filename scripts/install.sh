@@ -8,11 +8,12 @@
 #                                      production on Debian: its own virtual
 #                                      environment, systemd unit and nginx (scripts/deploy.sh)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--deploy" ]; then
   shift
-  exec bash scripts/deploy.sh "$@"
+  # from the caller's folder, so that a relative PREFIX means what it says
+  exec bash "$(dirname "$0")/deploy.sh" "$@"
 fi
+cd "$(dirname "$0")/.."
 PIP="python -m pip install --quiet --disable-pip-version-check"
 
 if [ "${1:-}" = "--runtime" ]; then

@@ -121,6 +121,22 @@ def test_a_build_with_nothing_to_do_keeps_the_current_generation(tiny_settings, 
     assert not repaired.up_to_date and artifacts.current_generation(index_dir) != generation
     # --full always publishes
     assert not build_index(tiny_settings, counting_embedder, full=True).up_to_date
+    # so does a change of the Annoy settings
+    assert not build_index(tiny_settings.replace(annoy_trees=7), counting_embedder).up_to_date
+
+
+def test_a_skipped_file_that_reads_now_is_not_up_to_date(tiny_settings, counting_embedder, demo_catalogue):
+    """A file skipped for a passing reason (a permission since fixed) changes only its ctime: retry it."""
+    good = (demo_catalogue / "12.jpg").read_bytes()
+    broken = tiny_settings.catalogue / "later.jpg"
+    broken.write_bytes(b"\xff\xd8" + b"\0" * (len(good) + 10))
+    first = build_index(tiny_settings, counting_embedder)
+    assert [s.relpath for s in first.skipped] == ["later.jpg"]
+    stat = broken.stat()
+    broken.write_bytes(good + b"\0" * (stat.st_size - len(good)))  # same size, same mtime: same fingerprint
+    os.utime(broken, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = build_index(tiny_settings, counting_embedder)
+    assert not again.up_to_date and "later.jpg" not in [s.relpath for s in again.skipped]
 
 
 def test_full_rebuild_embeds_everything_again(tiny_settings, counting_embedder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 
 import pytest
@@ -63,6 +64,17 @@ def test_requests_searches_and_the_index_are_counted(client, demo_app, demo_cata
     assert ("fashion_build_progress_ratio", ()) in after
 
 
+def test_a_made_up_method_does_not_make_a_new_series(client):
+    before = _scrape(client)
+    for method in ("FOOBAR", "PURGE", "XYZZY"):
+        assert client.open("/healthz", method=method).status_code == 405
+    after = _scrape(client)
+    assert not [key for key in after if ("method", "FOOBAR") in key[1] or ("method", "PURGE") in key[1]]
+    other = {"route": "unmatched", "method": "other", "status": "405"}  # a 405 matches no rule
+    counted = "fashion_http_requests_total"
+    assert _value(after, counted, **other) - _value(before, counted, **other) == 3
+
+
 def test_503s_are_counted_by_reason(built_index, make_web_app, demo_catalogue):
     app = make_web_app(built_index.replace(queue_timeout_s=0.1))
     client = app.test_client()
@@ -99,6 +111,11 @@ def test_every_gunicorn_worker_is_counted_and_nginx_keeps_it_local(built_index, 
     extra = {"FASHION_RESCAN_SECONDS": "0", "PROMETHEUS_MULTIPROC_DIR": str(files)}
     index = built_index.index_dir
     with deployment(tmp_path / "site", built_index.catalogue, index, workers=2, extra_env=extra) as site:
+        # one worker may answer while the other still loads its model: wait for both
+        deadline = time.monotonic() + 120
+        while [site.request("GET", "/healthz")[0] for _ in range(10)] != [200] * 10:
+            assert time.monotonic() < deadline, "both workers never became ready"
+            time.sleep(0.5)
         for number in range(searches):
             boundary = uuid.uuid4().hex
             body = (

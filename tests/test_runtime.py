@@ -201,6 +201,8 @@ def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path
         pytest.param(lambda meta: dict(meta, weights_id="file-0123456789abcdef"), id="other-weights"),
         pytest.param(lambda meta: dict(meta, model="resnet50-notop-gmp-l2"), id="other-model"),
         pytest.param(lambda meta: [meta], id="not-an-object"),
+        pytest.param(lambda meta: dict(meta, check="passed"), id="check-not-an-object"),
+        pytest.param(lambda meta: dict(meta, check=[1]), id="check-a-list"),
         pytest.param(lambda meta: dict(meta, weights_sha256="0" * 64), id="other-weights-file"),
         pytest.param(lambda meta: {k: v for k, v in meta.items() if k != "files"}, id="no-file-hashes"),
         pytest.param(lambda meta: dict(meta, files={"model.xml": "0" * 64}), id="model-files-unlisted"),
@@ -376,7 +378,7 @@ def test_runtime_command_reports_the_cached_model(ov_fp32, ov_index_dir, tmp_pat
         [sys.executable, "-m", "indexer", "runtime"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    reported = json.loads(done.stdout.strip().splitlines()[-1])
+    reported = json.loads(done.stdout)  # the whole of stdout is the JSON report
     assert (reported["requested"], reported["runtime"], reported["vector_space"]) == ("auto", "openvino", "fp32")
     assert Path(reported["model_dir"]).parent == runtimes.cache_root(index_dir)
 

@@ -53,6 +53,7 @@ UNAVAILABLE = Counter(
     "fashion_unavailable", "503 answers, by reason: model_queue, deadline, decode_busy, not_ready", ["reason"]
 )
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 # the stage names of ``run_query``'s timings (milliseconds) as exported
 _STAGES = {"decode": "decode", "queue": "queue", "embed": "model", "search": "neighbours"}
 
@@ -80,7 +81,9 @@ def _start_timer() -> None:
 
 def _count_request(response):
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    # any token is a valid method to nginx and gunicorn; an unbounded label would grow without end
+    method = request.method if request.method in _METHODS else "other"
+    REQUESTS.labels(route, method, str(response.status_code)).inc()
     started = g.get("metrics_started")
     if started is not None:
         REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -56,7 +56,13 @@ def load_secret(configured: str, index_dir: Path) -> bytes:
     if configured:
         return configured.encode("utf-8")
     path = Path(index_dir) / SECRET_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _create(path)
-    return _read(path)
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _create(path)
+        return _read(path)
+    except OSError as exc:
+        raise SecretError(
+            f"Cannot make or read the signing secret {path} ({exc.strerror or exc}). "
+            "Make the index folder writable by the site, or set FASHION_SECRET_KEY."
+        ) from None
