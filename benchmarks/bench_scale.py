@@ -64,9 +64,9 @@ SPEC = get_spec(DEFAULT_MODEL)  # the server's model: its id and vector size
 
 
 def source_index(dataset: Path) -> Path:
-    """The fashion-dev index in the cache, built with FASHION_WEIGHTS=none on first use."""
+    """The fashion-dev index in the cache, built with FASHION_WEIGHTS=none on first use (or without colours)."""
     index_dir = CACHE / "index"
-    if not (index_dir / "manifest.json").exists():
+    if not (index_dir / "manifest.json").exists() or not (index_dir / "colours.npy").exists():
         log.info("Embedding %s once into %s (several minutes)", dataset, index_dir)
         env = dict(os.environ, FASHION_WEIGHTS="none")
         cmd = [sys.executable, "-m", "indexer", "build", "--catalogue", str(dataset), "--index-dir", str(index_dir)]
@@ -74,14 +74,15 @@ def source_index(dataset: Path) -> Path:
     return index_dir
 
 
-def load_source(dataset: Path) -> np.ndarray:
-    """The real fashion-dev vectors."""
+def load_source(dataset: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The real fashion-dev vectors and colour descriptors."""
     from indexer.artifacts import load_index
 
     loaded = load_index(source_index(dataset))
     vectors = np.array(loaded.embeddings, dtype=np.float32)
+    colours = np.array(loaded.colours, dtype=np.float32)
     loaded.annoy.unload()
-    return vectors
+    return vectors, colours
 
 
 def noise_scale(vectors: np.ndarray) -> float:
@@ -106,8 +107,8 @@ def relpath(item: int) -> str:
     return f"synthetic/{item:07d}.jpg"
 
 
-def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float) -> list[int]:
-    """Write the synthetic vectors as build shards; returns each item's source row."""
+def write_shards(index_dir: Path, vectors: np.ndarray, colours: np.ndarray, items: int, sigma: float) -> list[int]:
+    """Write the synthetic vectors as build shards (with their source's colours); returns each item's source row."""
     from indexer import checkpoints
     from indexer.plan import model_key
 
@@ -118,7 +119,9 @@ def write_shards(index_dir: Path, vectors: np.ndarray, items: int, sigma: float)
         stop = min(items, start + SHARD_ROWS)
         rows, src = synthetic_rows(vectors, start, stop, sigma)
         fingerprints = [[relpath(i), 1000, 0] for i in range(start, stop)]
-        checkpoints.write_shard(work, rows, fingerprints, model_key=key, name=f"shard-{start:09d}")
+        checkpoints.write_shard(
+            work, rows, fingerprints, colours=colours[src], model_key=key, name=f"shard-{start:09d}"
+        )
         sources.extend(int(s) for s in src)
     return sources
 
@@ -193,13 +196,15 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def measure(items: int, vectors: np.ndarray, sigma: float, dataset: Path, work_root: Path, queries: int) -> dict:
+def measure(
+    items: int, vectors: np.ndarray, colours: np.ndarray, sigma: float, dataset: Path, work_root: Path, queries: int
+) -> dict:
     """Build, publish, serve and measure one synthetic catalogue of ``items``."""
     from indexer.evaluate import exact_neighbours
     from indexer.search import Searcher
 
     index_dir = work_root / f"index-{items}"
-    sources = write_shards(index_dir, vectors, items, sigma)
+    sources = write_shards(index_dir, vectors, colours, items, sigma)
     sources_path = work_root / f"sources-{items}.json"
     sources_path.write_text(json.dumps(sources))
     del sources
@@ -284,12 +289,12 @@ def main(argv=None) -> int:
         print(json.dumps(publish_child(args.publish_child, args.sources, args.dataset)))
         return 0
 
-    vectors = load_source(args.dataset)
+    vectors, colours = load_source(args.dataset)
     sigma = noise_scale(vectors)
     work_root = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.work))
     try:
-        baseline = measure(args.baseline, vectors, sigma, args.dataset, work_root, args.queries)
-        result = measure(args.items, vectors, sigma, args.dataset, work_root, args.queries)
+        baseline = measure(args.baseline, vectors, colours, sigma, args.dataset, work_root, args.queries)
+        result = measure(args.items, vectors, colours, sigma, args.dataset, work_root, args.queries)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     result.update(

@@ -151,6 +151,8 @@ def cmd_evaluate(args) -> int:
     _check_k(args.k, settings)
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
+    if not 0 <= args.colour_weight <= 1:
+        raise UsageError(f"--colour-weight must be from 0 (shape alone) to 1 (colour alone); got {args.colour_weight}.")
     _require_index(settings)
     against = Path(args.against).expanduser().resolve() if args.against else None
     if against is not None:
@@ -166,7 +168,7 @@ def cmd_evaluate(args) -> int:
             + (", ".join(columns) if columns else "none (add a styles.csv to the catalogue folder)")
             + "."
         )
-    result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample)
+    result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample, colour_weight=args.colour_weight)
     if against is not None:
         other = Searcher.for_settings(settings, against)
         result["against"] = dict(
@@ -247,6 +249,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="articleType", help="styles.csv column to judge by (default articleType)")
     p.add_argument("--k", type=int, default=5, help="neighbours per query (default 5)")
     p.add_argument("--sample", type=int, default=0, help="evaluate on this many random items (default: all)")
+    p.add_argument(
+        "--colour-weight",
+        type=float,
+        default=0.0,
+        help="share of colour in the score, 0 to 1 (default 0: shape alone; the site uses FASHION_COLOUR_WEIGHT)",
+    )
     p.add_argument("--any-weights", action="store_true", help="accept an index built with other weights")
     p.add_argument(
         "--against",

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CURRENT = "current"
 VECTORS_FILE = "embeddings.npy"
+COLOURS_FILE = "colours.npy"  # one colour descriptor per item (indexer/colour.py), memory-mapped like the vectors
 LEGACY_FILES = ("embeddings.pkl", "filenames.pkl", "metadata.json", "index.ann")
 ARTIFACT_FILES = LEGACY_FILES + (VECTORS_FILE, CODES_FILE, VALUES_FILE)
 MANIFEST = "manifest.json"
@@ -303,12 +304,14 @@ def publish(
     manifest: dict,
     trees: int,
     derive=None,
+    colours=None,
 ) -> Path:
     """Write a complete generation and switch ``current`` to it.
 
     ``embeddings`` is an N x dim float array or anything with ``shape`` that
     slices by row ranges (rows are read a chunk at a time, so a lazy source
-    keeps publishing in bounded memory); ``metadata`` is a sequence of N
+    keeps publishing in bounded memory); ``colours``, if given, is the same
+    kind of source for the N colour descriptors; ``metadata`` is a sequence of N
     dicts. ``manifest`` holds the descriptive fields; checksums, count and
     the format version are added here. ``derive(vectors)``, if given, gets
     the written vectors memory-mapped and returns more manifest fields
@@ -320,11 +323,13 @@ def publish(
     if len(shape) != 2 or shape[0] != len(filenames) or len(metadata) != len(filenames):
         raise ValueError("embeddings, filenames and metadata must have the same length")
     shape = (int(shape[0]), int(shape[1]))
+    if colours is not None and (len(colours.shape) != 2 or colours.shape[0] != shape[0]):
+        raise ValueError("colours must have one row per embedding")
     published_ns = time.time_ns()
     gen = index_dir / f"gen-{published_ns}-{os.getpid()}"
     gen.mkdir()
     try:
-        _write_generation(gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns)
+        _write_generation(gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours)
     except BaseException:
         # a full disk or a crash must not leave a half-written generation for the next build to keep
         shutil.rmtree(gen, ignore_errors=True)
@@ -335,10 +340,14 @@ def publish(
     return gen
 
 
-def _write_generation(gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns):
+def _write_generation(
+    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours
+):
     """Write every file of one generation, the manifest last."""
     checksums = {}
     checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, embeddings, shape)
+    if colours is not None:
+        checksums[COLOURS_FILE] = _write_vectors_npy(gen / COLOURS_FILE, colours, (shape[0], int(colours.shape[1])))
     checksums["embeddings.pkl"] = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
     checksums["filenames.pkl"] = atomic_write_pickle(gen / "filenames.pkl", list(filenames))
     checksums["metadata.json"] = _write_json_rows(gen / "metadata.json", metadata)
@@ -373,7 +382,7 @@ def _switch_current(index_dir: Path, gen: Path) -> None:
 
 
 def _ensure_top_level_links(index_dir: Path) -> None:
-    for name in ARTIFACT_FILES + (MANIFEST,):
+    for name in ARTIFACT_FILES + (COLOURS_FILE, MANIFEST):
         link = index_dir / name
         target = f"{CURRENT}/{name}"
         if link.is_symlink() and os.readlink(link) == target:
@@ -469,6 +478,7 @@ class LoadedIndex:
     filenames: list[str]
     metadata: Metadata
     annoy: object = field(repr=False)
+    colours: np.ndarray | None = None  # N x colour.DIM; None for a generation written before colours existed
 
 
 def read_manifest(gen_dir: Path) -> dict:
@@ -483,6 +493,7 @@ def read_manifest(gen_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------- verify once
+
 
 # A file's identity as the kernel reports it. ctime changes on any write,
 # truncate, rename or utime, and cannot be set back by a user, so a file
@@ -585,8 +596,11 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
     count, dim = manifest.get("count"), manifest.get("dim")
     legacy = VECTORS_FILE not in checksums
     names = LEGACY_FILES if legacy else ARTIFACT_FILES
+    if COLOURS_FILE in checksums:
+        names += (COLOURS_FILE,)
     read = frozenset(LEGACY_FILES if legacy else ("filenames.pkl", VALUES_FILE))
     blobs = _verify(gen, names, checksums, read)
+    colours = None
     try:
         filenames = safe_unpickle(blobs["filenames.pkl"])
         if legacy:
@@ -596,6 +610,7 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         else:
             embeddings = _load_npy(gen / VECTORS_FILE, count)
             metadata = Metadata.load(_load_npy(gen / CODES_FILE, count), blobs[VALUES_FILE])
+        colours = _load_npy(gen / COLOURS_FILE, count) if COLOURS_FILE in checksums else None
     except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     if (
@@ -606,6 +621,7 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         or not isinstance(filenames, list)
         or len(filenames) != count
         or len(metadata) != count
+        or (colours is not None and (colours.dtype != np.float32 or colours.ndim != 2 or len(colours) != count))
     ):
         raise ArtifactError(f"artifacts in {gen.name} disagree in shape or length")
     annoy = AnnoyIndex(dim, METRIC)
@@ -613,7 +629,7 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         annoy.load(str(gen / "index.ann"))  # memory-mapped: shared between workers
         if annoy.get_n_items() != count:
             raise ArtifactError(f"index.ann in {gen.name} holds {annoy.get_n_items()} items, expected {count}")
-    return LoadedIndex(gen, manifest, embeddings, list(filenames), metadata, annoy)
+    return LoadedIndex(gen, manifest, embeddings, list(filenames), metadata, annoy, colours)
 
 
 # ---------------------------------------------------------------- status

@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from . import artifacts, calibration, checkpoints, ids
 from .catalogue import CatalogueFile, scan, styles_fingerprint
+from .colour import DIM as COLOUR_DIM
 from .config import Settings
 from .engines import get_engine
 from .images import ImageError, load_for_model
@@ -121,32 +122,37 @@ def _keep_reused_vectors(plan: BuildPlan, skipped: list[Skipped]) -> list[Skippe
 
 
 class _PlanVectors:
-    """The vectors of a publish in catalogue order, read a block of rows at a time.
+    """One array of a publish (vectors or colour descriptors) in catalogue order, read a block of rows at a time.
 
-    Each row is either a reused vector (a view into the previous
-    generation's memory-mapped file) or a row of a shard in ``work/``; a
-    block is gathered when ``artifacts.publish`` asks for it, so publishing
-    never holds every vector at once.
+    Each row is either reused (a view into the previous generation's
+    memory-mapped file) or a row of a shard in ``work/``; a block is
+    gathered when ``artifacts.publish`` asks for it, so publishing never
+    holds every row at once. ``part`` picks the array: 0 for the vectors,
+    1 for the colour descriptors.
     """
 
-    def __init__(self, sources: list, dim: int):
-        self._sources = sources  # per row: a vector, or (shard .npy path, row)
+    def __init__(self, sources: list, dim: int, part: int = 0):
+        self._sources = sources  # per row: (vector, colour) reused, or (shard .npy path, row)
+        self._part = part
         self.shape = (len(sources), dim)
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def _shard_file(self, npy: Path) -> Path:
+        return npy if self._part == 0 else checkpoints.colours_path(npy)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         picked = self._sources[rows]
         out = np.empty((len(picked), self.shape[1]), np.float32)
         by_shard: dict[Path, list[tuple[int, int]]] = {}
         for i, source in enumerate(picked):
-            if isinstance(source, tuple):
+            if isinstance(source[0], Path):
                 by_shard.setdefault(source[0], []).append((i, source[1]))
             else:
-                out[i] = source
+                out[i] = source[self._part]
         for path, pairs in by_shard.items():
-            shard = np.load(path, mmap_mode="r", allow_pickle=False)
+            shard = np.load(self._shard_file(path), mmap_mode="r", allow_pickle=False)
             targets, shard_rows = zip(*pairs)
             out[list(targets)] = shard[list(shard_rows)]
             del shard  # unmapped now: a publish does not keep every shard mapped
@@ -176,7 +182,7 @@ class _PlanMetadata(Sequence):
 def publish_plan(
     plan: BuildPlan, settings: Settings, skipped: list[Skipped], dim: int, runtime: str = "tensorflow"
 ) -> tuple[int, int]:
-    """Merge reused vectors and new shards in catalogue order and publish.
+    """Merge reused vectors and colours and new shards in catalogue order and publish.
 
     Shards are located, not loaded: rows are read a block at a time while
     the artifacts are written, so memory stays bounded by the block, not by
@@ -224,6 +230,7 @@ def publish_plan(
     artifacts.publish(
         settings.index_dir,
         embeddings=_PlanVectors(sources, dim),
+        colours=_PlanVectors(sources, COLOUR_DIM, part=1),
         filenames=relpaths,
         metadata=_PlanMetadata(relpaths, item_ids, plan.styles),
         manifest=manifest,

@@ -88,6 +88,8 @@ class Settings:
     annoy_trees: int = 50
     annoy_search_k: int = -1
     search_candidates: int = 200  # Annoy candidates re-ranked exactly per search
+    colour_weight: float = 0.2  # default share of colour in a search's score (0: shape alone, 1: colour alone)
+    locate: bool = True  # find the product in an uploaded photo and embed that region
     batch_size: int = 32
     checkpoint_every: int = 256
     thumb_size: int = 256
@@ -146,6 +148,8 @@ class Settings:
             annoy_trees=_int(env, "FASHION_ANNOY_TREES", 50, minimum=1),
             annoy_search_k=_int(env, "FASHION_ANNOY_SEARCH_K", -1, minimum=-1),
             search_candidates=_int(env, "FASHION_SEARCH_CANDIDATES", 200, minimum=1),
+            colour_weight=_float(env, "FASHION_COLOUR_WEIGHT", 0.2, minimum=0.0),
+            locate=_choice(env, "FASHION_LOCATE", "on", ("on", "off")) == "on",
             batch_size=_int(env, "FASHION_BATCH_SIZE", 32, minimum=1),
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),
@@ -169,6 +173,8 @@ class Settings:
         values.update(overrides)
         if values["top_k"] > values["max_k"]:
             raise ConfigError("FASHION_TOP_K must not exceed FASHION_MAX_K")
+        if values["colour_weight"] > 1:
+            raise ConfigError(f"FASHION_COLOUR_WEIGHT must be from 0 to 1 (default 0.2), got {values['colour_weight']}")
         return cls(**values)
 
     def replace(self, **changes) -> Settings:

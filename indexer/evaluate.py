@@ -6,24 +6,30 @@ import time
 
 import numpy as np
 
-from .search import EXACT_BLOCK, Hit, Searcher
+from .search import EXACT_BLOCK, ColourQuery, Hit, Searcher
 
 
-def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int) -> list[list[Hit]]:
-    """Exact ``k`` nearest rows of each query row, itself left out, ties by row.
+def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int, colour_weight: float = 0.0) -> list[list[Hit]]:
+    """Exact ``k`` best rows of each query row, itself left out, ties by row.
 
     One pass over the vectors for all queries (a matrix product per block),
     so it stays affordable on a memory-mapped catalogue of gigabytes; the
-    winners are ranked by ``Searcher.rank``, as the site ranks them.
+    winners are ranked by ``Searcher.rank``, as the site ranks them. With a
+    ``colour_weight``, by the joined shape and colour score.
     """
     embeddings = searcher.embeddings
     queries = np.array(embeddings[rows], dtype=np.float32)
+    joined = colour_weight > 0 and searcher.colours is not None
+    query_colours = np.array(searcher.colours[rows], dtype=np.float32) if joined else None
     keep = min(len(searcher), k + 17)  # a margin: 2 - 2 a.b cancels near 0
     best_rows = np.empty((len(rows), 0), np.int64)
     best_scores = np.empty((len(rows), 0), np.float32)
     for start in range(0, len(searcher), EXACT_BLOCK):
         block = np.asarray(embeddings[start : start + EXACT_BLOCK])
         scores = -(queries @ block.T)
+        if joined:
+            colours = np.asarray(searcher.colours[start : start + EXACT_BLOCK])
+            scores = (1.0 - colour_weight) * scores - colour_weight * (query_colours @ colours.T)
         best_rows = np.hstack([best_rows, np.broadcast_to(np.arange(start, start + len(block)), scores.shape)])
         best_scores = np.hstack([best_scores, scores])
         if best_rows.shape[1] > keep:
@@ -31,9 +37,10 @@ def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int) -> list[list[
             best_rows = np.take_along_axis(best_rows, top, axis=1)
             best_scores = np.take_along_axis(best_scores, top, axis=1)
     answers = []
-    for query_row, vector, candidates in zip(rows, queries, best_rows):
+    for i, (query_row, vector, candidates) in enumerate(zip(rows, queries, best_rows)):
         candidates = candidates[candidates != query_row]
-        answers.append(searcher.rank(vector, candidates, k))
+        colour = ColourQuery(query_colours[i], colour_weight) if joined else None
+        answers.append(searcher.rank(vector, candidates, k, colour))
     return answers
 
 
@@ -43,7 +50,14 @@ def _ms(values: list[float], q: float) -> float | None:
 TIE_GAP = 1e-5  # neighbour distances closer than this are a tie for fp32 rounding
 
 
-def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample: int = 0, seed: int = 0) -> dict:
+def evaluate(
+    searcher: Searcher,
+    label: str = "articleType",
+    k: int = 5,
+    sample: int = 0,
+    seed: int = 0,
+    colour_weight: float = 0.0,
+) -> dict:
     """Evaluate ``searcher`` against its own catalogue.
 
     Each item (or a random ``sample`` of them) is used as a query with itself
@@ -51,6 +65,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
     like this: Annoy candidates re-ranked exactly) with exact search;
     ``annoy_recall_at_k`` is Annoy asked for ``k`` alone, for comparison.
     Precision@k counts exact neighbours sharing the query's ``label``.
+    ``colour_weight`` weighs colour in both, as a search with that weight does.
     """
     n = len(searcher)
     rows = np.arange(n)
@@ -63,7 +78,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
     site_ms, site_rows = [], []
     for row in rows:
         started = time.perf_counter()
-        _, hits = searcher.similar(searcher.ids[row], k)
+        _, hits = searcher.similar(searcher.ids[row], k, colour_weight=colour_weight)
         site_ms.append((time.perf_counter() - started) * 1000)
         site_rows.append([h.row for h in hits])
     annoy_ms, annoy_rows = [], []
@@ -73,7 +88,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
         ann = searcher.annoy_neighbours(vector, k + 1)
         annoy_ms.append((time.perf_counter() - started) * 1000)
         annoy_rows.append([r for r in ann if r != row][:k])
-    exact = [[hit.row for hit in hits] for hits in exact_neighbours(searcher, rows, k)]
+    exact = [[hit.row for hit in hits] for hits in exact_neighbours(searcher, rows, k, colour_weight)]
     recalls, annoy_recalls, precisions = [], [], []
     for row, site, ann, truth in zip(rows, site_rows, annoy_rows, exact):
         if not truth:
@@ -91,6 +106,7 @@ def evaluate(searcher: Searcher, label: str = "articleType", k: int = 5, sample:
         "queries": int(len(rows)),
         "k": k,
         "label": label,
+        "colour_weight": colour_weight if searcher.colours is not None else None,
         "labelled_queries": len(precisions),
         "precision_at_k": round(float(np.mean(precisions)), 4) if precisions else None,
         "chance_precision": round(chance, 4),

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import artifacts, checkpoints
 from .catalogue import CatalogueFile, read_styles, scan
+from .colour import COLOUR_VERSION
 from .config import Settings
 from .images import PREPROCESS_VERSION, ImageError, prepare
 
@@ -41,7 +42,7 @@ class BuildPlan:
     files: list[CatalogueFile]
     styles: dict
     model_key: dict
-    reuse: dict[str, np.ndarray]
+    reuse: dict[str, tuple[np.ndarray, np.ndarray]]  # relpath -> (vector, colour descriptor)
     to_embed: list[CatalogueFile]
     removed: int
     missing_thumbs: list[CatalogueFile] = field(default_factory=list)
@@ -49,7 +50,7 @@ class BuildPlan:
 
 
 def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dict:
-    """The manifest fields that make stored vectors comparable with new ones.
+    """The manifest fields that make stored vectors (and colour descriptors) comparable with new ones.
 
     ``model_id`` is the model's (``ModelSpec.model_id``), so switching models rebuilds once.
     ``vector_space`` is ``fp32`` for TensorFlow and every fp32 runtime (their
@@ -60,6 +61,7 @@ def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dic
         "weights_id": weights_id,
         "preprocess_version": PREPROCESS_VERSION,
         "vector_space": vector_space,
+        "colour_version": COLOUR_VERSION,
     }
 
 
@@ -87,17 +89,23 @@ def thumb_path(index_dir: Path, name: str) -> Path:
 # ---------------------------------------------------------------- planning
 
 
-def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, np.ndarray]], int]:
-    """Vectors of the current generation, if it is intact and compatible."""
+def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, np.ndarray, np.ndarray]], int]:
+    """Vectors and colour descriptors of the current generation, if it is intact and compatible."""
     try:
         loaded = artifacts.load_index(index_dir, expect=key)
     except artifacts.ArtifactError as exc:
         if artifacts.current_generation(index_dir) is not None:
             log.warning("Not reusing the existing index: %s", exc)
         return {}, 0
-    items = loaded.manifest.get("items") or []
-    previous = {relpath: ([size, mtime], loaded.embeddings[row]) for row, (relpath, size, mtime) in enumerate(items)}
     loaded.annoy.unload()
+    items = loaded.manifest.get("items") or []
+    if loaded.colours is None:
+        return {}, 0
+    # views into the memory-mapped files: nothing is copied
+    previous = {
+        relpath: ([size, mtime], loaded.embeddings[row], loaded.colours[row])
+        for row, (relpath, size, mtime) in enumerate(items)
+    }
     return previous, len(items)
 
 
@@ -116,13 +124,13 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
         # shards of an interrupted build are newer than the current generation
         current_fingerprints = {item.relpath: item.fingerprint for item in files}
         previous.update(checkpoints.read_shards(work, model_key=key, fingerprints=current_fingerprints))
-    reuse: dict[str, np.ndarray] = {}
+    reuse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     to_embed: list[CatalogueFile] = []
     missing_thumbs: list[CatalogueFile] = []
     for item in files:
         stored = previous.get(item.relpath)
         if stored is not None and list(stored[0]) == item.fingerprint:
-            reuse[item.relpath] = stored[1]
+            reuse[item.relpath] = (stored[1], stored[2])
             if not thumb_path(settings.index_dir, thumb_name(item)).is_file():
                 missing_thumbs.append(item)
         else:
@@ -137,7 +145,8 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
 def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
     """Decode one file and write its thumbnail; returns the model array or an ``ImageError``.
 
-    Shared by every engine, so files are decoded, thumbnailed and skipped alike.
+    Shared by every engine, so files are decoded, thumbnailed and skipped
+    alike; each engine takes the colour descriptor from the same array.
     """
     try:
         array, thumb = prepare(root / item.relpath, thumb_size)

@@ -1,4 +1,10 @@
-"""Searcher: nearest catalogue items for a vector: Annoy candidates re-ranked exactly, exact filters."""
+"""Searcher: nearest catalogue items for a vector: Annoy candidates re-ranked exactly, exact filters.
+
+A search may weigh colour as well as shape: the score of an item is then
+``(1 - w) x shape similarity + w x colour similarity`` (cosines of the
+embeddings and of the colour descriptors, ``indexer.colour``). Annoy's
+candidates come from shape alone; the joined score re-ranks them exactly.
+"""
 
 from __future__ import annotations
 
@@ -26,15 +32,29 @@ class UnknownItem(KeyError):
 
 @dataclass(frozen=True)
 class Hit:
-    """One neighbour: row in the index and euclidean distance between unit vectors."""
+    """One neighbour: row in the index and euclidean distance between unit vectors.
+
+    When the search weighed colour, ``colour_similarity`` is the cosine of
+    the colour descriptors and ``score`` the joined score it was ranked by.
+    """
 
     row: int
     distance: float
+    colour_similarity: float | None = None
+    score: float | None = None
 
     @property
     def similarity(self) -> float:
-        """Cosine similarity, recovered from the distance of unit vectors."""
+        """Shape (embedding) cosine similarity, recovered from the distance of unit vectors."""
         return 1.0 - self.distance * self.distance / 2.0
+
+
+@dataclass(frozen=True)
+class ColourQuery:
+    """The colour part of a search: the query's colour descriptor and its weight ``w`` (0 to 1)."""
+
+    descriptor: np.ndarray
+    weight: float
 
 
 class Searcher:
@@ -47,6 +67,8 @@ class Searcher:
     ``trees x k`` nodes whatever the catalogue size, so asking it for only
     ``k`` results loses recall as the catalogue grows; a pool of
     ``candidates`` (and Annoy's ``search_k`` of ``trees x pool``) holds it.
+    A search that weighs colour by ``w`` takes a pool ``1 / (1 - w)`` times
+    larger, since its best items may lie further away in shape.
     """
 
     def __init__(self, index: LoadedIndex, search_k: int = -1, candidates: int = 200):
@@ -63,6 +85,7 @@ class Searcher:
         self.index = index
         self.manifest = manifest
         self.embeddings = index.embeddings
+        self.colours = index.colours  # None for an index written before colour descriptors
         self.filenames = index.filenames
         self.metadata = index.metadata
         self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
@@ -120,6 +143,16 @@ class Searcher:
         """Stored unit vector of a row (no re-embedding)."""
         return np.array(self.embeddings[row])
 
+    def colour(self, row: int) -> np.ndarray | None:
+        """Stored colour descriptor of a row (None for an index without them)."""
+        return None if self.colours is None else np.array(self.colours[row])
+
+    def _joined(self, colour: ColourQuery | None) -> ColourQuery | None:
+        """``colour`` when it changes the ranking: a weight above 0 and an index with colour descriptors."""
+        if colour is None or colour.weight <= 0 or self.colours is None:
+            return None
+        return ColourQuery(np.asarray(colour.descriptor, dtype=np.float32), float(min(1.0, colour.weight)))
+
     def facets(self) -> dict[str, list[str]]:
         """Distinct values of each filter field present in the metadata (cached)."""
         if self._facets is None:
@@ -134,9 +167,14 @@ class Searcher:
     # ------------------------------------------------------------ search
 
     def search(
-        self, vector: np.ndarray, k: int, filters: dict[str, str] | None = None, exclude: int | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        filters: dict[str, str] | None = None,
+        exclude: int | None = None,
+        colour: ColourQuery | None = None,
     ) -> list[Hit]:
-        """The ``k`` nearest items to ``vector`` that match every filter exactly.
+        """The ``k`` best items for ``vector`` (and ``colour``, if weighed) that match every filter exactly.
 
         Selective filters are answered by exact search over the matching
         rows; otherwise Annoy's candidates (more of them the more a filter
@@ -157,32 +195,49 @@ class Searcher:
         if wanted == 0:
             return []
         if allowed < n - (exclude is not None) and allowed <= self.exact_limit:
-            return self.exact(vector, wanted, mask)
+            return self.exact(vector, wanted, mask, colour)
         pool = math.ceil(max(self.candidates, 2 * wanted) * n / allowed) + (exclude is not None)
+        joined = self._joined(colour)
+        if joined is not None:
+            # the pool is chosen by shape: the more colour weighs, the deeper the
+            # best joined scores can lie in it, so take more (colour alone: all)
+            pool = n if joined.weight >= 1 else math.ceil(pool / (1.0 - joined.weight))
         if pool > n // 2:
-            return self.exact(vector, wanted, mask)
+            return self.exact(vector, wanted, mask, colour)
         rows = np.asarray(
             self._annoy.get_nns_by_vector(vector.tolist(), pool, search_k=self._search_k), dtype=np.int64
         )
         if mask is not None:
             rows = rows[mask[rows]]
         if len(rows) < wanted:
-            return self.exact(vector, wanted, mask)
-        return self.rank(vector, rows, wanted)
+            return self.exact(vector, wanted, mask, colour)
+        return self.rank(vector, rows, wanted, colour)
 
-    def rank(self, vector: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
-        """The ``k`` of ``rows`` nearest to ``vector`` by exact distance, ties by row."""
+    def rank(self, vector: np.ndarray, rows: np.ndarray, k: int, colour: ColourQuery | None = None) -> list[Hit]:
+        """The ``k`` best of ``rows`` for ``vector``, ties by row.
+
+        Best means nearest by exact distance, or with ``colour`` weighed, the
+        highest joined score ``(1 - w) x shape + w x colour`` similarity.
+        """
         rows = np.sort(rows)  # ascending rows read the memory-mapped vectors in file order
         distances = np.linalg.norm(self.embeddings[rows] - vector, axis=1)
-        order = np.lexsort((rows, distances))[:k]
-        return [Hit(int(rows[i]), float(distances[i])) for i in order]
+        colour = self._joined(colour)
+        if colour is None:
+            order = np.lexsort((rows, distances))[:k]
+            return [Hit(int(rows[i]), float(distances[i])) for i in order]
+        colour_sims = self.colours[rows] @ colour.descriptor
+        scores = (1.0 - colour.weight) * (1.0 - distances * distances / 2.0) + colour.weight * colour_sims
+        order = np.lexsort((rows, -scores))[:k]
+        return [Hit(int(rows[i]), float(distances[i]), float(colour_sims[i]), float(scores[i])) for i in order]
 
     def annoy_neighbours(self, vector: np.ndarray, n: int) -> list[int]:
         """Rows of Annoy's ``n`` nearest items alone (no filters, no fallback), for measuring recall."""
         return self._annoy.get_nns_by_vector(vector.tolist(), n, search_k=self._search_k)
 
-    def exact(self, vector: np.ndarray, k: int, mask: np.ndarray | None = None) -> list[Hit]:
-        """Brute-force nearest neighbours with numpy, over the rows in ``mask``.
+    def exact(
+        self, vector: np.ndarray, k: int, mask: np.ndarray | None = None, colour: ColourQuery | None = None
+    ) -> list[Hit]:
+        """Brute-force best items with numpy (by shape, or the joined score with ``colour``), over ``mask``'s rows.
 
         Works through the rows in blocks, so its memory stays small when the
         vectors are a memory-mapped file of gigabytes.
@@ -195,22 +250,30 @@ class Searcher:
         # |a-b|^2 = 2 - 2 a.b for unit vectors: cheap, but it cancels badly near
         # 0, so each block keeps a margin of candidates that _rank recomputes
         keep = min(len(rows), k + 16)
+        joined = self._joined(colour)
         best_rows, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
         for start in range(0, len(rows), EXACT_BLOCK):
             block = rows[start : start + EXACT_BLOCK]
             vectors = self.embeddings[start : start + EXACT_BLOCK] if mask is None else self.embeddings[block]
             scores = -(vectors @ vector)
+            if joined is not None:
+                colours = self.colours[start : start + EXACT_BLOCK] if mask is None else self.colours[block]
+                scores = (1.0 - joined.weight) * scores - joined.weight * (colours @ joined.descriptor)
             best_rows = np.concatenate([best_rows, block])
             best_scores = np.concatenate([best_scores, scores])
             if len(best_rows) > keep:
                 top = np.argpartition(best_scores, keep - 1)[:keep]
                 best_rows, best_scores = best_rows[top], best_scores[top]
-        return self.rank(vector, best_rows, k)
+        return self.rank(vector, best_rows, k, colour)
 
-    def similar(self, item_id: str, k: int, filters: dict[str, str] | None = None) -> tuple[int, list[Hit]]:
-        """Neighbours of a catalogue item from its stored vector, itself excluded."""
+    def similar(
+        self, item_id: str, k: int, filters: dict[str, str] | None = None, colour_weight: float = 0.0
+    ) -> tuple[int, list[Hit]]:
+        """Neighbours of a catalogue item from its stored vector (and colour), itself excluded."""
         row = self.row_of(item_id)
-        return row, self.search(self.vector(row), k, filters, exclude=row)
+        stored = self.colour(row)
+        colour = ColourQuery(stored, colour_weight) if stored is not None and colour_weight > 0 else None
+        return row, self.search(self.vector(row), k, filters, exclude=row, colour=colour)
 
     def describe(self, row: int) -> dict:
         """Plain facts about a row: id, filename, metadata and thumbnail name."""

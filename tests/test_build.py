@@ -18,6 +18,7 @@ from indexer import artifacts, checkpoints
 from indexer import plan as plan_module
 from indexer.artifacts import load_index
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness
+from indexer.colour import colour_descriptors
 from indexer.config import PROJECT_ROOT, Settings
 from indexer.images import load_for_model
 from indexer.plan import key_for
@@ -309,13 +310,15 @@ def test_shards_of_an_interrupted_build_are_reused(tiny_settings, counting_embed
     names = ["1.jpg", "2.jpg", "3.jpg"]
     arrays = np.stack([load_for_model(catalogue / n) for n in names])
     vectors = counting_embedder.embed(arrays)
+    colours = colour_descriptors(arrays)
     items = [[n, (catalogue / n).stat().st_size, (catalogue / n).stat().st_mtime_ns] for n in names]
-    checkpoints.write_shard(work, vectors[:2], items[:2], model_key=key)
-    damaged = checkpoints.write_shard(work, vectors[2:], items[2:], model_key=key)
+    checkpoints.write_shard(work, vectors[:2], items[:2], colours=colours[:2], model_key=key)
+    damaged = checkpoints.write_shard(work, vectors[2:], items[2:], colours=colours[2:], model_key=key)
     damaged.with_suffix(".npy").write_bytes(b"\x93NUMPY garbage")
     (work / ".half-written.npy.1234.tmp").write_bytes(b"partial")
-    # a shard made with other weights is not reused either
-    checkpoints.write_shard(work, vectors[2:], items[2:], model_key=dict(key, weights_id="imagenet"))
+    # a shard made with other weights is not reused either, nor one with a different colour version
+    for other in (dict(key, weights_id="imagenet"), dict(key, colour_version="0")):
+        checkpoints.write_shard(work, vectors[2:], items[2:], colours=colours[2:], model_key=other)
 
     counting_embedder.images = 0
     report = build_index(tiny_settings, counting_embedder)
@@ -325,6 +328,10 @@ def test_shards_of_an_interrupted_build_are_reused(tiny_settings, counting_embed
     after = _vectors(index_dir)
     np.testing.assert_allclose(after["1.jpg"], vectors[0], atol=1e-5)
     np.testing.assert_allclose(after["3.jpg"], vectors[2], atol=1e-5)
+    loaded = load_index(index_dir)
+    row = loaded.filenames.index("1.jpg")
+    np.testing.assert_allclose(loaded.colours[row], colours[0], atol=1e-6)  # the shard's colour, published
+    loaded.annoy.unload()
 
 
 def test_a_file_changed_after_an_interrupted_build_is_not_lost(tiny_settings, embedder, demo_catalogue):
@@ -332,12 +339,13 @@ def test_a_file_changed_after_an_interrupted_build_is_not_lost(tiny_settings, em
     catalogue, index_dir = tiny_settings.catalogue, tiny_settings.index_dir
     key = key_for(embedder)
     target = catalogue / "1.jpg"
-    old_vector = embedder.embed(load_for_model(target)[None])
+    old_array = load_for_model(target)[None]
+    old_vector = embedder.embed(old_array)
     stat = target.stat()
     # "shard-zzz" sorts after every shard the next build writes
     checkpoints.write_shard(
         checkpoints.work_dir(index_dir), old_vector, [["1.jpg", stat.st_size, stat.st_mtime_ns]],
-        model_key=key, name="shard-zzz",
+        colours=colour_descriptors(old_array), model_key=key, name="shard-zzz",
     )
     target.write_bytes((demo_catalogue / "20.jpg").read_bytes())
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3_000_000_000))

@@ -83,6 +83,15 @@ def test_evaluate_prints_json(built_index):
     by_colour = json.loads(run_cli("evaluate", "--label", "baseColour", "--sample", "20", *_where(built_index)).stdout)
     assert by_colour["label"] == "baseColour" and by_colour["queries"] == 20
 
+    # weighing colour finds more items of the query's colour, and the site's answers still match exact search
+    shape = json.loads(run_cli("evaluate", "--label", "baseColour", *_where(built_index)).stdout)
+    joined = json.loads(
+        run_cli("evaluate", "--label", "baseColour", "--colour-weight", "0.5", *_where(built_index)).stdout
+    )
+    assert shape["colour_weight"] == 0 and joined["colour_weight"] == 0.5
+    assert joined["precision_at_k"] > shape["precision_at_k"] + 0.05
+    assert joined["recall_at_k"] >= 0.95
+
 
 def test_evaluate_without_an_index_fails_cleanly(tmp_path):
     result = run_cli("evaluate", "--catalogue", str(tmp_path), "--index-dir", str(tmp_path / "none"))
@@ -217,6 +226,7 @@ def test_keras_download_line_never_reaches_stdout(built_index, tmp_path):
         (["search", "IMAGE", "--k", "0"], "--k must be from 1 to 50"),
         (["search", "IMAGE", "--k", "51"], "--k must be from 1 to 50"),
         (["evaluate", "--k", "0"], "--k must be from 1 to 50"),
+        (["evaluate", "--colour-weight", "1.5"], "--colour-weight must be from 0 (shape alone) to 1"),
         (["evaluate", "--label", "nosuch"], "No item has a 'nosuch' label. Labels in this catalogue's styles.csv: "),
         (["search", "nosuch.jpg"], "is not a file"),
     ],

@@ -13,7 +13,7 @@ from PIL import Image
 from indexer import artifacts
 from indexer.images import load_for_model
 from indexer.plan import key_for
-from indexer.search import FILTER_FIELDS, Searcher, UnknownItem
+from indexer.search import FILTER_FIELDS, ColourQuery, Searcher, UnknownItem
 from tests.corpus import EXIF_ORIENTATION
 
 
@@ -319,3 +319,68 @@ def test_compare_indexes_counts_agreement_against_per_item_exact_search(searcher
     assert differs["top_k_agreement"] == round(float(np.mean(overlaps)), 4) < 1.0
     assert differs["identical_lists"] == round(identical / len(searcher), 4)
     assert differs["max_abs_diff"] > 0
+
+
+# ---------------------------------------------------------------- shape and colour
+
+
+def _searcher_with_colours(tmp_path: Path, n: int = 3000, dim: int = 24) -> Searcher:
+    """``n`` clustered unit vectors with random unit colour descriptors; real Annoy, real files."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(12, dim))
+    vectors = (centres[rng.integers(0, 12, n)] + 0.4 * rng.normal(size=(n, dim))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    colours = np.sqrt(rng.dirichlet(np.full(77, 0.2), n)).astype(np.float32)  # unit, non-negative, like the real ones
+    artifacts.publish(
+        tmp_path,
+        embeddings=vectors,
+        colours=colours,
+        filenames=[f"{i}.jpg" for i in range(n)],
+        metadata=[{"gender": "Men" if i % 5 else "Women"} for i in range(n)],
+        manifest={"model": "joined"},
+        trees=10,
+    )
+    return Searcher.load(tmp_path)
+
+
+@pytest.mark.parametrize("weight", [0.2, 0.7, 1.0])
+def test_joined_score_is_the_formula_and_ranks_the_results(tmp_path, weight):
+    """Score = (1 - w) x shape cosine + w x colour cosine, for every hit, in descending order."""
+    searcher = _searcher_with_colours(tmp_path)
+    n = len(searcher)
+    embeddings, colours = np.asarray(searcher.embeddings), np.asarray(searcher.colours)
+    for row in range(0, n, 301):
+        query, query_colour = embeddings[row], colours[(row + 1) % n]
+        expected = (1 - weight) * (embeddings @ query) + weight * (colours @ query_colour)
+        hits = searcher.exact(query, 8, colour=ColourQuery(query_colour, weight))
+        assert [h.row for h in hits] == list(np.argsort(-expected, kind="stable")[:8])
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.row], abs=1e-5)
+            assert hit.colour_similarity == pytest.approx(float(colours[hit.row] @ query_colour), abs=1e-5)
+            assert hit.similarity == pytest.approx(float(embeddings[hit.row] @ query), abs=1e-5)
+        # the site's path (Annoy candidates on shape, re-ranked by the joined score), filtered or not
+        for filters in ({}, {"gender": "Women"}):
+            mask = searcher.metadata.mask(filters) if filters else None
+            site = searcher.search(query, 5, filters, colour=ColourQuery(query_colour, weight))
+            assert [h.score for h in site] == sorted((h.score for h in site), reverse=True)
+            if weight <= 0.2:  # the default: the shape pool holds the best joined scores
+                best = searcher.exact(query, 5, mask, colour=ColourQuery(query_colour, weight))
+                assert [h.row for h in site] == [h.row for h in best]
+    searcher.index.annoy.unload()
+
+
+def test_colour_weight_zero_or_no_colours_ranks_by_shape_alone(tmp_path):
+    searcher = _searcher_with_colours(tmp_path / "with")
+    query = searcher.vector(3)
+    shape = searcher.search(query, 5)
+    assert searcher.search(query, 5, colour=ColourQuery(searcher.colour(9), 0.0)) == shape
+    assert all(h.score is None and h.colour_similarity is None for h in shape)
+    row, similar = searcher.similar(searcher.ids[3], 5, colour_weight=0.5)
+    assert row not in [h.row for h in similar] and all(h.score is not None for h in similar)
+    searcher.index.annoy.unload()
+
+    plain, _ = _synthetic_searcher(tmp_path / "without")  # an index written without colour descriptors
+    assert plain.colours is None
+    vector = plain.vector(0)
+    assert plain.search(vector, 5, colour=ColourQuery(np.ones(77, np.float32), 0.5)) == plain.search(vector, 5)
+    plain.index.annoy.unload()

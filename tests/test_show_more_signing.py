@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+from indexer.colour import DIM as COLOUR_DIM
 from indexer.config import ConfigError, Settings
 from web.carried import CarriedVectors
 from web.queries import BadQuery
@@ -47,15 +48,16 @@ def test_show_more_refuses_a_vector_the_server_did_not_sign(client, demo_app, de
     token = data["query"][0]
     value, signature = token.rsplit(".", 1)
     dim = demo_app.extensions["fashion.service"].searcher.embeddings.shape[1]
+    length = dim + COLOUR_DIM  # a vector and its colour descriptor
     if forgery == "float32":  # the same byte size as a real vector, read as float16 it has the right length
-        forged = _unsigned(np.random.default_rng(0).random(dim // 2).astype("<f4"))
+        forged = _unsigned(np.random.default_rng(0).random(length // 2).astype("<f4"))
     elif forgery == "unsigned_float16":  # a well-formed vector of the right length, no signature
-        forged = _unsigned(np.random.default_rng(1).random(dim).astype("<f2"))
+        forged = _unsigned(np.random.default_rng(1).random(length).astype("<f2"))
     elif forgery == "edited":  # one value changed, old signature kept
         forged = f"{'B' if value[0] != 'B' else 'C'}{value[1:]}.{signature}"
     elif forgery == "other_secret":  # signed properly, by another installation
         manifest = demo_app.extensions["fashion.service"].searcher.manifest
-        forged = CarriedVectors(b"x" * 64).dumps(np.ones(dim, np.float32), manifest)
+        forged = CarriedVectors(b"x" * 64).dumps(np.ones(dim, np.float32), np.ones(COLOUR_DIM, np.float32), manifest)
     else:
         forged = signature
     data["query"] = [forged]
@@ -67,9 +69,11 @@ def test_show_more_refuses_a_vector_the_server_did_not_sign(client, demo_app, de
 def test_a_token_is_bound_to_the_vector_space_it_came_from():
     carried = CarriedVectors(b"s" * 64)
     vector = np.random.default_rng(2).standard_normal(16).astype(np.float32)
-    token = carried.dumps(vector, SPACE)
-    again = carried.loads(token, SPACE, 16)
+    colour = np.random.default_rng(3).random(COLOUR_DIM).astype(np.float32)
+    token = carried.dumps(vector, colour, SPACE)
+    again, colour_again = carried.loads(token, SPACE, 16)
     assert np.allclose(again, vector / np.linalg.norm(vector), atol=1e-3)
+    assert np.allclose(colour_again, colour / np.linalg.norm(colour), atol=1e-3)
     for field in SPACE:  # after a model or weights switch, old pages must search again
         with pytest.raises(BadQuery):
             carried.loads(token, SPACE | {field: "other"}, 16)

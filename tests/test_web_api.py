@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 RESULT_KEYS = {"id", "filename", "distance", "similarity", "image_url", "thumb_url", "metadata"}
+JOINED_KEYS = {"colour_similarity", "score"}  # when the search weighed colour
 ITEM_KEYS = {"id", "filename", "image_url", "thumb_url", "metadata"}
 
 
@@ -48,7 +49,7 @@ def assert_error(response, status: int, *, contains: str | None = None) -> dict:
 
 
 def assert_result_shape(result: dict) -> None:
-    assert set(result) == RESULT_KEYS
+    assert set(result) in (RESULT_KEYS, RESULT_KEYS | JOINED_KEYS)
     assert isinstance(result["id"], str) and result["id"]
     assert isinstance(result["distance"], float | int) and result["distance"] >= 0
     assert 0.0 <= result["similarity"] <= 1.0
@@ -68,9 +69,10 @@ def test_api_search_shape_and_self_match(client, demo_catalogue, meta_by_id):
     assert {"queries", "timing_ms"} <= set(body)
     assert len(body["queries"]) == 1
     query = body["queries"][0]
-    assert set(query) == {"filename", "crop", "results"}
+    assert set(query) == {"filename", "crop", "box", "located", "results"}
     assert query["crop"] is None
     assert query["filename"] == "23.jpg"
+    assert body["colour_weight"] == 0.2 and body["locate"] is True  # the site's defaults
     results = query["results"]
     assert len(results) == 5
     for result in results:
@@ -80,14 +82,39 @@ def test_api_search_shape_and_self_match(client, demo_catalogue, meta_by_id):
     assert first["distance"] == pytest.approx(0.0, abs=1e-3)
     assert first["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert first["metadata"]["productDisplayName"] == meta_by_id["23"]["productDisplayName"]
-    distances = [r["distance"] for r in results]
-    assert distances == sorted(distances)
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
     for r in results:
         assert r["similarity"] == pytest.approx(1 - r["distance"] ** 2 / 2, abs=1e-4)
+        assert r["score"] == pytest.approx(0.8 * r["similarity"] + 0.2 * r["colour_similarity"], abs=1e-4)
     timing = body["timing_ms"]
     for key in ("decode", "embed", "search", "total"):
         assert timing[key] >= 0
     assert timing["total"] >= timing["embed"]
+
+
+def test_api_search_by_shape_alone_orders_by_distance(client, demo_catalogue):
+    response = post_photos(client, [photo(demo_catalogue, 23)], colour_weight="0")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["colour_weight"] == 0
+    results = body["queries"][0]["results"]
+    distances = [r["distance"] for r in results]
+    assert distances == sorted(distances)
+    assert not any("score" in r or "colour_similarity" in r for r in results)
+
+
+@pytest.mark.parametrize("weight", ["-0.1", "1.5", "abc", "nan", "inf", "0x1", "1e-1", "²", "0.5.5"])
+def test_api_search_invalid_colour_weight(client, demo_catalogue, weight):
+    response = post_photos(client, [photo(demo_catalogue, 5)], colour_weight=weight)
+    error = assert_error(response, 400, contains="colour_weight must be a number from 0")
+    assert error.get("field") == "colour_weight"
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "tru"])
+def test_api_search_invalid_locate(client, demo_catalogue, value):
+    error = assert_error(post_photos(client, [photo(demo_catalogue, 5)], locate=value), 400, contains="locate")
+    assert error.get("field") == "locate"
 
 
 def test_api_search_several_photos_in_upload_order(client, demo_catalogue):
@@ -149,7 +176,7 @@ def test_api_similar_shape_and_excludes_item(client, demo_app, meta_by_id):
     response = client.get("/api/items/50/similar")
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"item", "results"}
+    assert set(body) == {"item", "colour_weight", "results"}
     assert set(body["item"]) == ITEM_KEYS
     assert body["item"]["id"] == "50"
     assert body["item"]["metadata"]["articleType"] == meta_by_id["50"]["articleType"]
@@ -158,13 +185,19 @@ def test_api_similar_shape_and_excludes_item(client, demo_app, meta_by_id):
     for result in results:
         assert_result_shape(result)
     assert "50" not in {r["id"] for r in results}
-    # from the stored vector: the exact nearest neighbours of row 50, itself excluded
+    # from the stored vector and colour: the best joined scores for row 50, itself excluded
     searcher = demo_app.extensions["fashion.service"].searcher
     row = searcher.row_of("50")
-    distances = np.linalg.norm(searcher.embeddings - searcher.embeddings[row], axis=1)
-    distances[row] = np.inf
-    nearest = [searcher.ids[i] for i in np.argsort(distances, kind="stable")[:5]]
-    assert [r["id"] for r in results] == nearest
+    for weight in (0.0, 0.2, 0.7):
+        scores = (1 - weight) * (searcher.embeddings @ searcher.embeddings[row])
+        scores += weight * (searcher.colours @ searcher.colours[row])
+        scores[row] = -np.inf
+        best = [searcher.ids[i] for i in np.argsort(-scores, kind="stable")[:5]]
+        answer = client.get(f"/api/items/50/similar?colour_weight={weight}").get_json()
+        assert answer["colour_weight"] == weight
+        assert [r["id"] for r in answer["results"]] == best, weight
+    default = client.get("/api/items/50/similar?colour_weight=0.2").get_json()["results"]
+    assert [r["id"] for r in results] == [r["id"] for r in default]
 
 
 def test_api_similar_every_filter_value_is_exact(client, demo_app, meta_by_id):
@@ -194,7 +227,7 @@ def test_api_similar_unknown_item_is_404_json(client, item_id):
     assert_error(client.get(f"/api/items/{item_id}/similar"), 404, contains="no product with that id")
 
 
-@pytest.mark.parametrize("query", ["k=x", "k=-3", "k=51", "gender=Nobody"])
+@pytest.mark.parametrize("query", ["k=x", "k=-3", "k=51", "gender=Nobody", "colour_weight=2", "locate=false"])
 def test_api_similar_bad_parameters(client, query):
     assert_error(client.get(f"/api/items/61/similar?{query}"), 400)
 

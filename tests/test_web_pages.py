@@ -21,6 +21,7 @@ import re
 import numpy as np
 import pytest
 
+from indexer.colour import colour_descriptor
 from indexer.images import load_for_model
 from indexer.search import FILTER_FIELDS
 
@@ -189,14 +190,17 @@ def test_rare_filter_uses_exact_search_over_the_subset(client, demo_app, embedde
     k = 5
     assert mask.sum() >= k and mask.sum() / len(mask) < 0.1, "premise: a rare combination with at least k items"
     data, name = photo(demo_catalogue, 100)
-    vector = embedder.embed_one(load_for_model(data))
+    array = load_for_model(data)
+    vector, colour = embedder.embed_one(array), colour_descriptor(array)
     rows_ = np.flatnonzero(mask)
-    distances = np.linalg.norm(searcher.embeddings[rows_] - vector, axis=1)
-    expected = [searcher.ids[r] for r in rows_[np.argsort(distances, kind="stable")][:k]]
-    response = post_photos(client, "/api/search", [(data, name)], k=str(k), **filters)
-    results = response.get_json()["queries"][0]["results"]
-    assert [r["id"] for r in results] == expected
-    assert [r["distance"] for r in results] == pytest.approx(sorted(distances)[:k], abs=1e-4)
+    for weight in (0.0, 0.2):  # shape alone, and the site's default share of colour
+        scores = (1 - weight) * (searcher.embeddings[rows_] @ vector) + weight * (searcher.colours[rows_] @ colour)
+        order = np.argsort(-scores, kind="stable")[:k]
+        response = post_photos(client, "/api/search", [(data, name)], k=str(k), colour_weight=str(weight), **filters)
+        results = response.get_json()["queries"][0]["results"]
+        assert [r["id"] for r in results] == [searcher.ids[r] for r in rows_[order]]
+        distances = np.linalg.norm(searcher.embeddings[rows_[order]] - vector, axis=1)
+        assert [r["distance"] for r in results] == pytest.approx(list(distances), abs=1e-4)
 
 
 def test_filters_with_k_larger_than_matches_shows_all_matches(client, demo_catalogue, meta_by_id):

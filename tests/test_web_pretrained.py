@@ -21,20 +21,29 @@ def test_no_random_weights_banner(pretrained_app, client):
     assert "random weights" in client.get("/").get_data(as_text=True)  # control: the FASHION_WEIGHTS=none app
 
 
-def test_a_shopper_gets_products_of_the_same_type(pretrained_app, pretrained_index):
-    catalogue = pretrained_index.catalogue
+def _same_label_shares(client, catalogue, colour_weight: str) -> tuple[float, float]:
+    """Shares of results (the photo itself left out) with the query's articleType and baseColour."""
     with open(catalogue / "styles.csv", newline="") as handle:
-        types = {row["id"]: row["articleType"] for row in csv.DictReader(handle)}
-    client = pretrained_app.test_client()
-    same = total = 0
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    same_type = same_colour = total = 0
     for item_id in ("3", "40", "77", "101", "130"):
         photo = (catalogue / f"{item_id}.jpg").read_bytes()
-        answer = client.post("/api/search", data={"image": (io.BytesIO(photo), "query.jpg"), "k": "6"})
-        results = answer.get_json()["queries"][0]["results"]
+        form = {"image": (io.BytesIO(photo), "query.jpg"), "k": "6", "colour_weight": colour_weight}
+        results = client.post("/api/search", data=form).get_json()["queries"][0]["results"]
         assert results[0]["id"] == item_id  # the photo itself first
-        same += sum(types[r["id"]] == types[item_id] for r in results[1:])
+        same_type += sum(rows[r["id"]]["articleType"] == rows[item_id]["articleType"] for r in results[1:])
+        same_colour += sum(rows[r["id"]]["baseColour"] == rows[item_id]["baseColour"] for r in results[1:])
         total += len(results) - 1
-    assert same / total >= 0.9
+    return same_type / total, same_colour / total
+
+
+def test_a_shopper_gets_products_of_the_same_type(pretrained_app, pretrained_index):
+    client = pretrained_app.test_client()
+    shape_type, shape_colour = _same_label_shares(client, pretrained_index.catalogue, "0")
+    assert shape_type >= 0.9
+    # the default share of colour trades a little of the type for more of the colour
+    joined_type, joined_colour = _same_label_shares(client, pretrained_index.catalogue, "")
+    assert joined_type >= 0.8 and joined_colour > shape_colour
 
 
 def test_precision_on_the_demo_catalogue_is_far_above_random_weights(pretrained_index, built_index):

@@ -21,19 +21,37 @@ bp = Blueprint("api", __name__)
 @bp.post("/api/search")
 @requires_index
 def api_search():
-    """Search with one or more ``image`` fields; one result list per photo."""
+    """Search with one or more ``image`` fields; one result list per photo.
+
+    Each photo's ``box`` is the region that was embedded, as fractions
+    ``[x, y, w, h]`` of the photo: its ``crop``, the product found in it,
+    or the whole photo.
+    """
     started = time.perf_counter()
     outcome = search_uploads(context.service(), context.gate(), request.form, request.files)
     queries = [
         {
             "filename": r.filename,
             "crop": list(r.crop) if r.crop else None,
+            "box": [round(v, 4) for v in r.box],
+            "located": r.located,
             "results": [result_dict(outcome.searcher, h) for h in r.hits],
         }
         for r in outcome.results
     ]
+    query = outcome.query
     timing = dict(outcome.timing_ms, total=round((time.perf_counter() - started) * 1000, 3))
-    return jsonify({"queries": queries, "k": outcome.query.k, "filters": outcome.query.filters, "timing_ms": timing})
+    colour_weight = query.colour_weight if outcome.searcher.colours is not None else 0.0
+    return jsonify(
+        {
+            "queries": queries,
+            "k": query.k,
+            "filters": query.filters,
+            "colour_weight": colour_weight,
+            "locate": query.locate,
+            "timing_ms": timing,
+        }
+    )
 
 
 @bp.get("/api/items/<item_id>/similar")
@@ -43,7 +61,11 @@ def api_similar(item_id: str):
     outcome = similar_items(context.service(), item_id, request.args)
     searcher = outcome.searcher
     return jsonify(
-        {"item": item_dict(searcher, outcome.row), "results": [result_dict(searcher, h) for h in outcome.hits]}
+        {
+            "item": item_dict(searcher, outcome.row),
+            "colour_weight": outcome.colour_weight if searcher.colours is not None else 0.0,
+            "results": [result_dict(searcher, h) for h in outcome.hits],
+        }
     )
 
 

@@ -1,8 +1,8 @@
 """The query vector a results page carries back for "show more": compact and signed.
 
-The page holds each photo's vector (float16, base64: about 3.4 KB for
-Lite0), so "show more" needs neither the photo nor any state kept between
-requests. The text is signed with the site's secret and the index's vector
+The page holds each photo's vector and colour descriptor (float16, base64:
+about 3.6 KB for Lite0), so "show more" needs neither the photo nor any
+state kept between requests. The text is signed with the site's secret and the index's vector
 space, so the server only accepts a vector it handed out itself, for the
 model that is answering: a forged or edited vector, or one from before a
 model switch, is refused with "please search again".
@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 from itsdangerous import BadSignature, Signer
+
+from indexer.colour import DIM as COLOUR_DIM
 
 from .queries import BadQuery
 
@@ -33,18 +35,22 @@ class CarriedVectors:
         space = json.dumps({name: manifest.get(name) for name in _SPACE_FIELDS}, sort_keys=True)
         return Signer(self._secret, salt=f"show-more {space}")
 
-    def dumps(self, vector: np.ndarray, manifest: dict) -> str:
-        """``vector`` as signed text for a hidden form field."""
-        text = base64.b64encode(np.asarray(vector, dtype="<f2").tobytes()).decode("ascii")
+    def dumps(self, vector: np.ndarray, colour: np.ndarray, manifest: dict) -> str:
+        """``vector`` and its ``colour`` descriptor as signed text for a hidden form field."""
+        values = np.concatenate([np.ravel(vector), np.ravel(colour)]).astype("<f2")
+        text = base64.b64encode(values.tobytes()).decode("ascii")
         return self._signer(manifest).sign(text).decode("ascii")
 
-    def loads(self, token: str, manifest: dict, dim: int) -> np.ndarray:
-        """The unit vector behind a token from ``dumps``; ``BadQuery`` for anything else."""
+    def loads(self, token: str, manifest: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The unit vector and colour descriptor behind a token from ``dumps``; ``BadQuery`` for anything else."""
         try:
             text = self._signer(manifest).unsign((token or "").strip().encode("ascii"))
-            vector = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f2").astype(np.float32)
+            values = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f2").astype(np.float32)
         except (BadSignature, UnicodeEncodeError, ValueError):
             raise BadQuery(_NOT_UNDERSTOOD, field="query") from None
-        if vector.shape != (dim,) or not np.isfinite(vector).all() or not np.linalg.norm(vector):
+        if values.shape != (dim + COLOUR_DIM,) or not np.isfinite(values).all():
             raise BadQuery(_NOT_UNDERSTOOD, field="query")
-        return vector / np.linalg.norm(vector)
+        vector, colour = values[:dim], values[dim:]
+        if not np.linalg.norm(vector) or not np.linalg.norm(colour):
+            raise BadQuery(_NOT_UNDERSTOOD, field="query")
+        return vector / np.linalg.norm(vector), colour / np.linalg.norm(colour)

@@ -55,7 +55,7 @@ UNAVAILABLE = Counter(
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 # the stage names of ``run_query``'s timings (milliseconds) as exported
-_STAGES = {"decode": "decode", "queue": "queue", "embed": "model", "search": "neighbours"}
+_STAGES = {"decode": "decode", "queue": "queue", "embed": "model", "colour": "colour", "search": "neighbours"}
 
 
 def observe_search(timing_ms: dict) -> None:

@@ -89,6 +89,8 @@ class Query:
     images: list[QueryImage] = field(default_factory=list)
     k: int = 5
     filters: dict[str, str] = field(default_factory=dict)
+    colour_weight: float = 0.0  # share of colour in the score (0: shape alone)
+    locate: bool = True  # find the product in each photo without a crop
 
 
 def display_name(upload: FileStorage, position: int) -> str:
@@ -141,6 +143,36 @@ def parse_filters(form: MultiDict, facets: dict[str, list[str]]) -> dict[str, st
     return filters
 
 
+_DECIMAL = re.compile(r"(0|1)(\.[0-9]{0,6})?|\.[0-9]{1,6}")
+
+
+def parse_colour_weight(raw: str | None, default: float) -> float:
+    """How much colour counts against shape: a decimal from 0 (shape alone) to 1 (colour alone)."""
+    text = (raw or "").strip()
+    if not text:
+        return default
+    value = float(text) if _DECIMAL.fullmatch(text) else None
+    if value is None or not 0 <= value <= 1:
+        raise BadQuery(
+            f"colour_weight must be a number from 0 (shape alone) to 1 (colour alone), e.g. 0.2; got {text[:20]!r}.",
+            field="colour_weight",
+        )
+    return value
+
+
+_YES, _NO = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
+
+
+def parse_locate(raw: str | None, default: bool = True) -> bool:
+    """Whether to find the product in each photo: true or false (also 1/0, on/off, yes/no)."""
+    text = (raw or "").strip().lower()
+    if not text:
+        return default
+    if text in _YES or text in _NO:
+        return text in _YES
+    raise BadQuery(f"locate must be true or false; got {text[:20]!r}.", field="locate")
+
+
 _CROP_HELP = "Give it as four fractions x,y,w,h of the photo, e.g. 0.25,0,0.5,1, or leave it empty for the whole photo."
 
 
@@ -172,8 +204,8 @@ def parse_crops(form: MultiDict) -> list[Crop | None]:
     return [parse_crop(raw, position) for position, raw in enumerate(form.getlist("crop"), start=1)]
 
 
-SEARCH_FIELDS = frozenset({"image", "crop", "k", *FILTER_FIELDS})
-SIMILAR_FIELDS = frozenset({"k", *FILTER_FIELDS})
+SEARCH_FIELDS = frozenset({"image", "crop", "k", "colour_weight", "locate", *FILTER_FIELDS})
+SIMILAR_FIELDS = frozenset({"k", "colour_weight", *FILTER_FIELDS})
 BROWSE_FIELDS = frozenset({"page", *FILTER_FIELDS})
 
 
@@ -243,11 +275,15 @@ def parse_query(
     default_k: int,
     max_k: int,
     max_files: int,
+    default_colour_weight: float = 0.0,
+    default_locate: bool = True,
     deadline: Deadline | None = None,
 ) -> Query:
     """Validate a whole search request (form fields first: they are cheap)."""
     reject_unknown([*form.keys(), *files.keys()], SEARCH_FIELDS)
     k = parse_k(form.get("k"), default_k, max_k)
     filters = parse_filters(form, facets)
+    colour_weight = parse_colour_weight(form.get("colour_weight"), default_colour_weight)
+    locate = parse_locate(form.get("locate"), default_locate)
     crops = parse_crops(form)
-    return Query(read_images(files, max_files, crops, deadline), k, filters)
+    return Query(read_images(files, max_files, crops, deadline), k, filters, colour_weight, locate)

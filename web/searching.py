@@ -11,10 +11,20 @@ import numpy as np
 from flask import url_for
 
 from indexer.calibration import match_label, match_score
-from indexer.search import Hit, Searcher
+from indexer.colour import colour_descriptor
+from indexer.search import ColourQuery, Hit, Searcher
 
 from .deadline import Busy, Deadline
-from .queries import SIMILAR_FIELDS, BadQuery, Query, parse_filters, parse_k, parse_query, reject_unknown
+from .queries import (
+    SIMILAR_FIELDS,
+    BadQuery,
+    Query,
+    parse_colour_weight,
+    parse_filters,
+    parse_k,
+    parse_query,
+    reject_unknown,
+)
 from .workers import pool_wait_s
 
 
@@ -52,28 +62,50 @@ class ModelGate:
             self._semaphore.release()
 
 
+def _unit(value: float) -> float:
+    return round(max(0.0, min(1.0, value)), 6)
+
+
 def result_dict(searcher: Searcher, hit: Hit) -> dict:
-    """One result as the API documents it."""
+    """One result as the API documents it.
+
+    ``distance`` and ``similarity`` compare shapes (the embeddings); a
+    search that weighed colour adds ``colour_similarity`` and the joined
+    ``score`` it was ranked by.
+    """
     row = searcher.describe(hit.row)
-    return {
+    result = {
         "id": row["id"],
         "filename": row["filename"],
         "distance": round(hit.distance, 6),
-        "similarity": round(max(0.0, min(1.0, hit.similarity)), 6),
+        "similarity": _unit(hit.similarity),
         "image_url": url_for("pages.catalogue_image", relpath=row["filename"]),
         "thumb_url": url_for("pages.thumbnail", name=row["thumb"]) if row["thumb"] else None,
         "metadata": row["metadata"],
     }
+    if hit.score is not None:
+        result.update(colour_similarity=_unit(hit.colour_similarity), score=round(hit.score, 6))
+    return result
 
 
-def card_dicts(searcher: Searcher, hits: list[Hit], first_rank: int = 1) -> list[dict]:
-    """Results for a page: the API's fields plus the rank and the calibrated match score and label."""
+def card_dicts(
+    searcher: Searcher, hits: list[Hit], first_rank: int = 1, colour_weight: float | None = None
+) -> list[dict]:
+    """Results for a page: the API's fields plus the rank, the calibrated match score and label,
+    and the more-like-this link (carrying ``colour_weight`` when the search chose one).
+    """
     scale = searcher.manifest.get("match_scale")
+    extra = {} if colour_weight is None else {"colour_weight": f"{colour_weight:g}"}
     cards = []
     for rank, hit in enumerate(hits, start=first_rank):
         card = result_dict(searcher, hit)
         score = match_score(hit.similarity, scale)
-        card.update(rank=rank, match_score=score, match_label=match_label(score, hit.distance))
+        card.update(
+            rank=rank,
+            match_score=score,
+            match_label=match_label(score, hit.distance),
+            more_url=url_for("pages.item", item_id=card["id"], **extra),
+        )
         cards.append(card)
     return cards
 
@@ -99,6 +131,13 @@ class QueryResult:
     hits: list[Hit]
     crop: tuple[float, float, float, float] | None = None
     vector: np.ndarray | None = None  # the photo's embedding, for "show more"
+    colour: np.ndarray | None = None  # the colour descriptor of the region embedded, likewise
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # the region embedded, fractions of the photo
+    located: bool = False  # the box was found automatically
+
+    def __post_init__(self):
+        if self.crop is not None and not self.located:
+            self.box = tuple(self.crop)
 
 
 @dataclass
@@ -113,13 +152,14 @@ class UploadSearch:
 
 @dataclass
 class SimilarSearch:
-    """More like this: the item's row, its neighbours and the validated ``k`` and filters."""
+    """More like this: the item's row, its neighbours and the validated ``k``, filters and colour weight."""
 
     searcher: Searcher
     row: int
     hits: list[Hit]
     k: int
     filters: dict[str, str]
+    colour_weight: float = 0.0
 
 
 def run_query(
@@ -142,11 +182,22 @@ def run_query(
         embedded = time.perf_counter()
     timing["queue"] = round((waited - started) * 1000, 3)
     timing["embed"] = round((embedded - waited) * 1000, 3)
+    # the colour of the region that was embedded, never of a background the crop left out
+    colours = [colour_descriptor(image.array) for image in query.images]
+    timing["colour"] = round((time.perf_counter() - embedded) * 1000, 3)
+    searched = time.perf_counter()
     results = [
-        QueryResult(image.filename, image.array, searcher.search(vector, query.k, query.filters), image.crop, vector)
-        for image, vector in zip(query.images, vectors)
+        QueryResult(
+            image.filename,
+            image.array,
+            searcher.search(vector, query.k, query.filters, colour=ColourQuery(colour, query.colour_weight)),
+            image.crop,
+            vector,
+            colour,
+        )
+        for image, vector, colour in zip(query.images, vectors, colours)
     ]
-    timing["search"] = round((time.perf_counter() - embedded) * 1000, 3)
+    timing["search"] = round((time.perf_counter() - searched) * 1000, 3)
     return results, timing
 
 
@@ -175,6 +226,8 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
         default_k=cfg.top_k,
         max_k=cfg.max_k,
         max_files=cfg.max_files,
+        default_colour_weight=cfg.colour_weight,
+        default_locate=cfg.locate,
         deadline=deadline,
     )
     results, timing = run_query(service, gate, query, searcher, deadline)
@@ -196,5 +249,6 @@ def similar_items(service, item_id: str, args) -> SimilarSearch:
     reject_unknown(args.keys(), SIMILAR_FIELDS)
     k = parse_k(args.get("k"), cfg.top_k, cfg.max_k)
     filters = parse_filters(args, searcher.facets())
-    row, hits = searcher.similar(item_id, k, filters)
-    return SimilarSearch(searcher, row, hits, k, filters)
+    colour_weight = parse_colour_weight(args.get("colour_weight"), cfg.colour_weight)
+    row, hits = searcher.similar(item_id, k, filters, colour_weight=colour_weight)
+    return SimilarSearch(searcher, row, hits, k, filters, colour_weight)

@@ -7,19 +7,27 @@ import re
 from flask import Blueprint, render_template, request
 
 from indexer.images import preview_data_url
-from indexer.search import FILTER_FIELDS
+from indexer.search import FILTER_FIELDS, ColourQuery
 
 from . import context, facets
 from .context import requires_index
 from .errors import count_bad_query, error_response
 from .files import send_catalogue_file, send_thumbnail
-from .queries import BROWSE_FIELDS, BadQuery, parse_filters, parse_k, parse_page, reject_unknown
+from .queries import (
+    BROWSE_FIELDS,
+    BadQuery,
+    parse_colour_weight,
+    parse_filters,
+    parse_k,
+    parse_page,
+    reject_unknown,
+)
 from .searching import card_dicts, item_dict, search_uploads, similar_items
 
 bp = Blueprint("pages", __name__)
 
 BROWSE_PAGE_SIZE = 24
-MORE_FIELDS = frozenset({"query", "filename", "preview", "k", *FILTER_FIELDS})
+MORE_FIELDS = frozenset({"query", "filename", "preview", "k", "colour_weight", *FILTER_FIELDS})
 _PREVIEW = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/=]{1,200000}$")
 
 
@@ -37,10 +45,23 @@ def _form_context(svc, **extra) -> dict:
         "max_upload_mb": cfg.max_upload_mb,
         "selected": {},
         "k": cfg.top_k,
+        "colour_steps": colour_steps(cfg.colour_weight),
+        "colour_weight": cfg.colour_weight,
         "error": None,
     }
     values.update(extra)
     return values
+
+
+# The search form's "Match" choices: colour weights a shopper can pick, and what each means.
+COLOUR_STEPS = ((0.0, "Shape"), (0.2, "Shape, then colour"), (0.4, "Shape and colour"), (0.7, "Colour first"))
+
+
+def colour_steps(default: float) -> list[tuple[str, str]]:
+    """``(value, label)`` of each "Match" choice; the site's default is always one of them."""
+    steps = dict(COLOUR_STEPS)
+    steps.setdefault(default, "Default")
+    return [(f"{weight:g}", label) for weight, label in sorted(steps.items())]
 
 
 def _empty_catalogue_page():
@@ -65,10 +86,10 @@ def _next_k(settings, k: int) -> int | None:
     return more if more > k else None
 
 
-def _results_page(svc, rows, k, filters, timing=None):
+def _results_page(svc, rows, k, filters, colour_weight, timing=None):
     return render_template(
         "results.html", queries=rows, timing=timing, next_k=_next_k(svc.settings, k),
-        **_form_context(svc, selected=filters, k=k),
+        **_form_context(svc, selected=filters, k=k, colour_weight=colour_weight),
     )
 
 
@@ -84,19 +105,35 @@ def search():
         # the form again, with the shopper's choices and the message beside it
         selected = {k: v for k, v in request.form.items() if k in FILTER_FIELDS and v}
         form = _form_context(svc, error=exc.message, selected=selected, k=request.form.get("k", ""))
+        form["colour_weight"] = _chosen_weight(request.form.get("colour_weight"), svc.settings.colour_weight)
         # through error_response, so a 503 (busy decoder) carries Retry-After like any other
         return error_response(exc.status, exc.message, template="index.html", **form)
+    links_weight = _in_links(svc, outcome.query.colour_weight)
     rows = [
         {
             "filename": result.filename,
             "cropped": result.crop is not None,
             "preview": preview_data_url(result.array),
-            "vector": context.carried().dumps(result.vector, outcome.searcher.manifest),
-            "results": card_dicts(outcome.searcher, result.hits),
+            "vector": context.carried().dumps(result.vector, result.colour, outcome.searcher.manifest),
+            "results": card_dicts(outcome.searcher, result.hits, colour_weight=links_weight),
         }
         for result in outcome.results
     ]
-    return _results_page(svc, rows, outcome.query.k, outcome.query.filters, outcome.timing_ms)
+    query = outcome.query
+    return _results_page(svc, rows, query.k, query.filters, query.colour_weight, outcome.timing_ms)
+
+
+def _in_links(svc, colour_weight: float) -> float | None:
+    """The colour weight more-like-this links carry: none when it is the site's default (shorter links)."""
+    return None if colour_weight == svc.settings.colour_weight else colour_weight
+
+
+def _chosen_weight(raw: str | None, default: float) -> float:
+    """The colour weight to show again on a form that was refused (the default when it was the bad field)."""
+    try:
+        return parse_colour_weight(raw, default)
+    except BadQuery:
+        return default
 
 
 @bp.post("/search/more")
@@ -109,21 +146,23 @@ def search_more():
     reject_unknown(form.keys(), MORE_FIELDS)
     k = parse_k(form.get("k"), svc.settings.top_k, svc.settings.max_k)
     filters = parse_filters(form, searcher.facets())
+    colour_weight = parse_colour_weight(form.get("colour_weight"), svc.settings.colour_weight)
     vectors = form.getlist("query")
     names, previews = form.getlist("filename"), form.getlist("preview")
     if not vectors or len(vectors) > svc.settings.max_files or not (len(vectors) == len(names) == len(previews)):
         raise BadQuery("The search to continue is not understood; please search again.", field="query")
     rows = []
     for vector_text, name, preview in zip(vectors, names, previews):
-        vector = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
+        vector, colour = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
+        hits = searcher.search(vector, k, filters, colour=ColourQuery(colour, colour_weight))
         rows.append({
             "filename": name[:120],
             "cropped": False,
             "preview": preview if _PREVIEW.match(preview) else None,
             "vector": vector_text,
-            "results": card_dicts(searcher, searcher.search(vector, k, filters)),
+            "results": card_dicts(searcher, hits, colour_weight=_in_links(svc, colour_weight)),
         })
-    return _results_page(svc, rows, k, filters)
+    return _results_page(svc, rows, k, filters, colour_weight)
 
 
 @bp.get("/items/<item_id>")
@@ -134,9 +173,10 @@ def item(item_id: str):
     outcome = similar_items(svc, item_id, request.args)
     searcher = outcome.searcher
     return render_template(
-        "item.html", item=item_dict(searcher, outcome.row), results=card_dicts(searcher, outcome.hits),
-        next_k=_next_k(svc.settings, outcome.k),
-        **_form_context(svc, selected=outcome.filters, k=outcome.k),
+        "item.html", item=item_dict(searcher, outcome.row),
+        results=card_dicts(searcher, outcome.hits, colour_weight=_in_links(svc, outcome.colour_weight)),
+        next_k=_next_k(svc.settings, outcome.k), link_weight=_in_links(svc, outcome.colour_weight),
+        **_form_context(svc, selected=outcome.filters, k=outcome.k, colour_weight=outcome.colour_weight),
     )
 
 

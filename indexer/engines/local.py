@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import checkpoints
 from ..catalogue import CatalogueFile
+from ..colour import colour_descriptor
 from ..config import Settings
 from ..images import ImageError
 from ..model import Embedder, WeightsChoice, configure_threads
@@ -27,7 +28,11 @@ _DONE = object()
 
 
 def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Queue, thumb_size: int, stop):
-    """Decode images and write thumbnails until the job queue is drained."""
+    """Decode images, write thumbnails and describe colours until the job queue is drained.
+
+    The colour descriptor is computed here, beside the decode, so it runs
+    in parallel with the forward pass instead of before it.
+    """
     try:
         while not stop.is_set():
             try:
@@ -39,8 +44,9 @@ def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Qu
             except Exception:  # noqa: BLE001 - one file must not stall the build
                 log.exception("Unexpected error decoding %s", item.relpath)
                 result = ImageError("unreadable", "The image could not be decoded.")
-            if not needs_vector and not isinstance(result, ImageError):
-                result = None  # thumbnail only: the vector is reused
+            if not isinstance(result, ImageError):
+                # thumbnail only (None): the vector and colour are reused
+                result = (result, colour_descriptor(result)) if needs_vector else None
             while not stop.is_set():
                 try:
                     out.put((item, needs_vector, result), timeout=0.2)
@@ -101,8 +107,10 @@ def embed(
     skipped: list[Skipped] = []
     batch_items: list[CatalogueFile] = []
     batch_arrays: list[np.ndarray] = []
+    batch_colours: list[np.ndarray] = []
     shard_items: list[list] = []
     shard_vectors: list[np.ndarray] = []
+    shard_colours: list[np.ndarray] = []
     total = len(plan.to_embed)
     done = 0
     finished_threads = 0
@@ -111,14 +119,23 @@ def embed(
         vectors = embedder.embed(np.stack(batch_arrays))
         shard_items.extend([i.relpath, i.size, i.mtime_ns] for i in batch_items)
         shard_vectors.append(vectors)
+        shard_colours.append(np.stack(batch_colours))
         batch_items.clear()
         batch_arrays.clear()
+        batch_colours.clear()
 
     def flush_shard():
         if shard_items:
-            checkpoints.write_shard(work, np.concatenate(shard_vectors), list(shard_items), model_key=plan.model_key)
+            checkpoints.write_shard(
+                work,
+                np.concatenate(shard_vectors),
+                list(shard_items),
+                colours=np.concatenate(shard_colours),
+                model_key=plan.model_key,
+            )
             shard_items.clear()
             shard_vectors.clear()
+            shard_colours.clear()
 
     reporter.update("embedding", 0, total, force=True)
     try:
@@ -133,7 +150,8 @@ def embed(
                     done += needs_vector  # thumbnail-only jobs are not in ``total``
                 elif result is not None:
                     batch_items.append(item)
-                    batch_arrays.append(result)
+                    batch_arrays.append(result[0])
+                    batch_colours.append(result[1])
             if len(batch_arrays) >= settings.batch_size or (finished_threads == len(threads) and batch_arrays):
                 done += len(batch_arrays)
                 run_batch()

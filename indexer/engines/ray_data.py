@@ -52,6 +52,8 @@ import numpy as np
 
 from .. import checkpoints
 from ..catalogue import CatalogueFile
+from ..colour import DIM as COLOUR_DIM
+from ..colour import colour_descriptor
 from ..config import Settings
 from ..images import DECODE_BUDGET_BYTES, DECODE_SLOTS, INPUT_SIZE, ImageError, configure_decode_budget
 from ..model import WeightsChoice
@@ -94,13 +96,15 @@ def _decode_one(cfg: WorkerConfig, item: CatalogueFile) -> tuple[np.ndarray | No
 def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, np.ndarray]:
     """Ray Data stage 1: decode a batch of files with ``images.prepare``.
 
-    Adds ``image`` (uint8, zeros where decoding failed), ``status``,
-    ``reason`` and ``message`` columns.
+    Adds ``image`` (uint8, zeros where decoding failed), ``colour`` (the
+    colour descriptor of each decoded image), ``status``, ``reason`` and
+    ``message`` columns.
     """
     # a Ray worker is its own process: apply the build's decode budget here
     configure_decode_budget(cfg.decode_budget_bytes, cfg.decode_slots)
     count = len(batch["relpath"])
     images = np.zeros((count, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    colours = np.zeros((count, COLOUR_DIM), dtype=np.float32)
     status, reason, message = [], [], []
     for row in range(count):
         item = CatalogueFile(str(batch["relpath"][row]), int(batch["size"][row]), int(batch["mtime_ns"][row]))
@@ -111,10 +115,14 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, n
             message.append(error.message)
             continue
         images[row] = array
+        if batch["needs_vector"][row]:
+            colours[row] = colour_descriptor(array)
         status.append(STATUS_OK if batch["needs_vector"][row] else STATUS_THUMB)
         reason.append("")
         message.append("")
-    return dict(batch, image=images, status=np.array(status), reason=np.array(reason), message=np.array(message))
+    return dict(
+        batch, image=images, colour=colours, status=np.array(status), reason=np.array(reason), message=np.array(message)
+    )
 
 
 def shard_name(items: list[list]) -> str:
@@ -142,7 +150,14 @@ class EmbedActor:
         if len(wanted):
             vectors = self.embedder.embed(np.ascontiguousarray(batch["image"][wanted]))
             items = [[str(batch["relpath"][i]), int(batch["size"][i]), int(batch["mtime_ns"][i])] for i in wanted]
-            checkpoints.write_shard(self.work, vectors, items, model_key=self.cfg.model_key, name=shard_name(items))
+            checkpoints.write_shard(
+                self.work,
+                vectors,
+                items,
+                colours=batch["colour"][wanted],
+                model_key=self.cfg.model_key,
+                name=shard_name(items),
+            )
         return {key: batch[key] for key in ("relpath", "needs_vector", "status", "reason", "message")}
 
 
