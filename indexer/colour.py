@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 # Bump when the descriptor changes: stored descriptors of another version are recomputed.
-COLOUR_VERSION = "1"
+COLOUR_VERSION = "2"
 
 HUE_BINS, SAT_BINS, VAL_BINS, GREY_BINS = 12, 2, 3, 5
 DIM = HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS
@@ -40,13 +40,17 @@ _GREY_EDGES = (0.15 * 255, 0.35 * 255, 0.6 * 255, 0.85 * 255)
 
 def foreground_mask(rgb: np.ndarray) -> np.ndarray:
     """Pixels of ``rgb`` (H x W x 3 uint8) that are not the border's uniform background colour."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = np.median(border, axis=0)
-    near = np.abs(border - background).max(axis=1) <= _BACKGROUND_TOLERANCE
+    # "within the tolerance of the background" as uint8 bounds: no widened copy of the image
+    low = np.clip(np.ceil(background - _BACKGROUND_TOLERANCE), 0, 255).astype(np.uint8)
+    high = np.clip(np.floor(background + _BACKGROUND_TOLERANCE), 0, 255).astype(np.uint8)
+    near = ((border >= low) & (border <= high)).all(axis=1)
     everything = np.ones(rgb.shape[:2], dtype=bool)
     if near.mean() < _UNIFORM_BORDER:
         return everything  # no single background colour: a scene, not a packshot
-    mask = np.abs(rgb.astype(np.int16) - background).max(axis=2) > _BACKGROUND_TOLERANCE
+    inside = (rgb >= low) & (rgb <= high)
+    mask = ~(inside[..., 0] & inside[..., 1] & inside[..., 2])
     return mask if mask.mean() >= _MIN_FOREGROUND else everything
 
 
@@ -71,7 +75,8 @@ def _smooth_hues(hist: np.ndarray) -> np.ndarray:
 
 def colour_descriptor(rgb: np.ndarray) -> np.ndarray:
     """The unit colour vector (``DIM`` float32) of the product in ``rgb`` (H x W x 3 uint8)."""
-    rgb = np.ascontiguousarray(rgb[::2, ::2])  # every other pixel: the colours are the same, the cost a quarter
+    # every third pixel both ways: the same precision on fashion-dev (within 0.001) at a ninth of the pixels
+    rgb = np.ascontiguousarray(rgb[::3, ::3])
     bins = _bins(rgb)[foreground_mask(rgb).ravel()]
     hist = np.bincount(bins, minlength=DIM).astype(np.float64)
     hist = _smooth_hues(hist / max(1, hist.sum()))

@@ -67,7 +67,7 @@ class Searcher:
     ``trees x k`` nodes whatever the catalogue size, so asking it for only
     ``k`` results loses recall as the catalogue grows; a pool of
     ``candidates`` (and Annoy's ``search_k`` of ``trees x pool``) holds it.
-    A search that weighs colour by ``w`` takes a pool ``1 / (1 - w)`` times
+    A search that weighs colour by ``w`` takes a pool ``1 / (1 - w)^2`` times
     larger, since its best items may lie further away in shape.
     """
 
@@ -201,7 +201,7 @@ class Searcher:
         if joined is not None:
             # the pool is chosen by shape: the more colour weighs, the deeper the
             # best joined scores can lie in it, so take more (colour alone: all)
-            pool = n if joined.weight >= 1 else math.ceil(pool / (1.0 - joined.weight))
+            pool = n if joined.weight >= 1 else math.ceil(pool / (1.0 - joined.weight) ** 2)
         if pool > n // 2:
             return self.exact(vector, wanted, mask, colour)
         rows = np.asarray(

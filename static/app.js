@@ -12,7 +12,7 @@
 
     var cropFields = document.getElementById("crop-fields");
 
-    function showPreviews() {
+    function showPreviews(boxes) {
       previews.textContent = "";
       if (cropFields) cropFields.textContent = "";
       var files = Array.prototype.slice.call(input.files || []);
@@ -57,7 +57,10 @@
           };
           if (cropFields) {
             li.className = "croppable";
-            li.appendChild(cropEditor(img, field, file.name, index));
+            var editor = cropEditor(img, field, file.name, index);
+            // a results page hands back the box each photo was searched with
+            if (boxes && boxes[index]) editor.setCrop(boxes[index]);
+            li.appendChild(editor);
           } else {
             li.appendChild(img);
           }
@@ -72,6 +75,7 @@
         warn.textContent = "Only the first " + maxFiles + " photos are used.";
         previews.appendChild(warn);
       }
+      if (!boxes) stashPhotos(files.slice(0, maxFiles));
     }
 
     function useFiles(fileList) {
@@ -84,7 +88,8 @@
       return true;
     }
 
-    input.addEventListener("change", showPreviews);
+    input.addEventListener("change", function () { showPreviews(); });
+    restorePhotos(input, showPreviews);
     ["dragenter", "dragover"].forEach(function (type) {
       zone.addEventListener(type, function (event) {
         event.preventDefault();
@@ -123,6 +128,72 @@
       if (button) button.disabled = false;
       if (busy) busy.hidden = true;
     });
+  }
+
+  // ---------------------------------------------------------------- photos kept for the results page
+  // The server keeps no upload. So that the results page can offer the same
+  // photos again with the box each was searched with drawn in the crop tool,
+  // the browser keeps a copy for this tab (sessionStorage): the file itself
+  // when small, else a JPEG of at most STASH_SIDE pixels. Anything that fails
+  // (no storage, quota) only means the form on the results page starts empty.
+  var STASH_KEY = "fashion-search.photos";
+  var STASH_BYTES = 1500000, STASH_SIDE = 1600;
+
+  function readAsDataURL(blob) {
+    return new Promise(function (resolve, reject) {
+      var reader = new FileReader();
+      reader.onload = function () { resolve(reader.result); };
+      reader.onerror = reject;
+      reader.readAsDataURL(blob);
+    });
+  }
+
+  function shrunk(file) {
+    if (file.size <= STASH_BYTES) return readAsDataURL(file);
+    return createImageBitmap(file).then(function (bitmap) {
+      var scale = Math.min(1, STASH_SIDE / Math.max(bitmap.width, bitmap.height));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      return canvas.toDataURL("image/jpeg", 0.92);
+    });
+  }
+
+  function stashPhotos(files) {
+    try { sessionStorage.removeItem(STASH_KEY); } catch (e) { return; }
+    var images = files.filter(function (f) { return f.type && f.type.indexOf("image/") === 0; });
+    if (!images.length || images.length !== files.length) return;
+    Promise.all(images.map(shrunk)).then(function (urls) {
+      var kept = images.map(function (f, i) { return { name: f.name, url: urls[i] }; });
+      try { sessionStorage.setItem(STASH_KEY, JSON.stringify(kept)); } catch (e) { /* too big: not kept */ }
+    }).catch(function () { /* a photo the browser cannot read: not kept */ });
+  }
+
+  function fileFromDataURL(url, name) {
+    var parts = url.split(","), type = parts[0].replace(/^data:([^;]*);base64$/, "$1") || "image/jpeg";
+    var bytes = atob(parts[1]), array = new Uint8Array(bytes.length);
+    for (var i = 0; i < bytes.length; i++) array[i] = bytes.charCodeAt(i);
+    return new File([array], name, { type: type });
+  }
+
+  // On a results page: the same photos in the "search again" form, each with its box drawn.
+  function restorePhotos(input, showPreviews) {
+    var holder = document.getElementById("found-boxes");
+    if (!holder || typeof DataTransfer === "undefined") return;
+    var boxes, kept;
+    try {
+      boxes = JSON.parse(holder.getAttribute("data-boxes") || "[]");
+      kept = JSON.parse(sessionStorage.getItem(STASH_KEY) || "[]");
+    } catch (e) { return; }
+    if (!kept.length || kept.length !== boxes.length) return;
+    var transfer = new DataTransfer();
+    kept.forEach(function (photo) { transfer.items.add(fileFromDataURL(photo.url, photo.name)); });
+    input.files = transfer.files;
+    showPreviews(boxes.map(function (text) {
+      var v = String(text || "").split(",").map(Number);
+      return v.length === 4 && v.every(isFinite) ? { x: v[0], y: v[1], w: v[2], h: v[3] } : null;
+    }));
   }
 
   // ---------------------------------------------------------------- crop box
@@ -245,6 +316,7 @@
     reset.addEventListener("click", function () { set(0, 0, 1, 1); box.focus(); });
 
     render();
+    wrap.setCrop = function (b) { set(b.x, b.y, b.w, b.h); };
     return wrap;
   }
 
