@@ -113,9 +113,10 @@ def cmd_build(args, full: bool = False) -> int:
 
 def cmd_search(args) -> int:
     """Embed one image and print its nearest catalogue items as JSON."""
+    from .colour import colour_descriptor
     from .images import load_for_model
     from .plan import key_for
-    from .search import Searcher
+    from .search import ColourQuery, Searcher
 
     settings = _settings(args)
     _check_k(args.k, settings)
@@ -125,13 +126,17 @@ def cmd_search(args) -> int:
     _require_same_catalogue(settings)
     embedder = _embedder(settings)
     searcher = Searcher.for_settings(settings, expect=key_for(embedder))
-    vector = embedder.embed_one(load_for_model(args.image))
-    hits = searcher.search(vector, args.k)
-    results = [
-        dict(searcher.describe(h.row), distance=round(h.distance, 6), similarity=round(h.similarity, 6))
-        for h in hits
-    ]
-    _print_json(args, {"query": str(args.image), "results": results})
+    array = load_for_model(args.image)
+    vector = embedder.embed_one(array)
+    # as the site searches: the default share of colour (FASHION_COLOUR_WEIGHT)
+    hits = searcher.search(vector, args.k, colour=ColourQuery(colour_descriptor(array), settings.colour_weight))
+    results = []
+    for hit in hits:
+        result = dict(searcher.describe(hit.row), distance=round(hit.distance, 6), similarity=round(hit.similarity, 6))
+        if hit.score is not None:
+            result.update(colour_similarity=round(hit.colour_similarity, 6), score=round(hit.score, 6))
+        results.append(result)
+    _print_json(args, {"query": str(args.image), "colour_weight": settings.colour_weight, "results": results})
     return 0
 
 

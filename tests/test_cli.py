@@ -64,7 +64,11 @@ def test_search_prints_json(built_index):
     assert results[0]["filename"] == "5.jpg" and results[0]["id"] == "5"
     assert results[0]["distance"] < 1e-3
     assert results[0]["metadata"]["articleType"]
-    assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
+    # ranked as the site ranks: shape and the default share of colour
+    assert answer["colour_weight"] == 0.2
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    for r in results:
+        assert r["score"] == pytest.approx(0.8 * r["similarity"] + 0.2 * r["colour_similarity"], abs=1e-5)
 
 
 def test_evaluate_prints_json(built_index):
