@@ -355,7 +355,7 @@ def _imagenet_top5(config: dict, weights: dict, embedder) -> dict:
     from indexer.models import efficientnet_lite
 
     choice = resolve_weights(weights["spec"], model=DEFAULT_MODEL)
-    model = efficientnet_lite.build_features(keras, choice.source, with_classifier=True)
+    model = efficientnet_lite.build_classifier(keras, choice.source)
     photos = config["classify"]
     images = np.stack([load_for_model(Path(p["path"])) for p in photos])
     features, logits = (np.asarray(out, dtype=np.float64) for out in model.predict(images.astype(np.float32),

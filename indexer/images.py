@@ -348,21 +348,32 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def fitted_region(photo_size: tuple[int, int], size: int = INPUT_SIZE) -> tuple[int, int, int, int]:
+    """Where a photo of ``photo_size`` (width, height) lands on the model's square: left, top, width, height.
+
+    In pixels of the ``size`` x ``size`` square; the rest of the square is
+    white padding.
+    """
+    width, height = photo_size
+    scale = size / max(width, height)
+    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (size - fitted[0]) // 2, (size - fitted[1]) // 2, fitted[0], fitted[1]
+
+
 def _fit_on_square(img: Image.Image, size: int) -> Image.Image:
     """Shrink to ``size`` on the long side, then centre on a white square.
 
     Resizing first keeps memory at ``size``x``size`` even for a very long,
     thin image, whose padded square could be terabytes.
     """
-    width, height = img.size
-    scale = size / max(width, height)
-    fitted = (max(1, round(width * scale)), max(1, round(height * scale)))
+    left, top, *fitted = fitted_region(img.size, size)
+    fitted = tuple(fitted)
     if fitted != img.size:
         img = img.resize(fitted, Image.Resampling.BILINEAR, reducing_gap=2.0)
     if fitted == (size, size):
         return img
     canvas = Image.new("RGB", (size, size), WHITE)
-    canvas.paste(img, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
+    canvas.paste(img, (left, top))
     return canvas
 
 
@@ -416,11 +427,24 @@ def load_for_model(
     street photo. ``wait_s`` caps the wait for a decode share. Raises
     ``ImageError`` for anything that is not a usable image.
     """
+    return load_with_size(source, size, crop, wait_s)[0]
+
+
+def load_with_size(
+    source: Source, size: int = INPUT_SIZE, crop: Crop | None = None, wait_s: float | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``load_for_model``'s array, and the (width, height) of the upright photo (or crop) it was fitted from.
+
+    With the size, ``fitted_region`` says where the photo lies on the square:
+    what ``indexer.locate`` needs to turn a box on the array into fractions
+    of the photo. The size is the decoded one (a JPEG may decode at a
+    reduced scale), so only its proportions mean anything.
+    """
     try:
         with open_validated(source, draft_size=_crop_draft_size(size, crop), wait_s=wait_s) as img:
             if crop is not None:
                 img = img.crop(crop_box(img.size, crop))
-            return np.asarray(normalise(img, size), dtype=np.uint8)
+            return np.asarray(normalise(img, size), dtype=np.uint8), img.size
     except ImageError:
         raise
     except Exception as exc:  # noqa: BLE001 - see _decode_failure

@@ -69,6 +69,10 @@ def configure_threads(threads: int) -> None:
         log.debug("TensorFlow already initialised; thread settings unchanged")
 
 
+# ModelSpec.pooling -> the tf.math reduction over the feature map's height and width
+POOLINGS = {"global average": "reduce_mean", "global max": "reduce_max"}
+
+
 class Embedder:
     """A loaded model with a compiled, thread-safe batched forward pass (TensorFlow)."""
 
@@ -91,15 +95,18 @@ class Embedder:
         elif choice.weights_id == "imagenet" and not Path(source).is_file():
             # a Ray worker on another machine: the package or Keras cache lives elsewhere there
             source = resolve_weights("auto", seed, choice.model).source
-        self.model = self.spec.family_module().build_features(keras, source)
+        self.model = self.spec.family_module().build_feature_map(keras, source)
+        pool = POOLINGS[self.spec.pooling]
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
         def forward(batch):
-            feats = self.model(tf.cast(batch, tf.float32), training=False)
-            return tf.math.l2_normalize(feats, axis=1, epsilon=1e-12)
+            feature_map = self.model(tf.cast(batch, tf.float32), training=False)
+            vectors = tf.math.l2_normalize(getattr(tf.math, pool)(feature_map, axis=[1, 2]), axis=1, epsilon=1e-12)
+            # where the features fire: the located product's box comes from it (indexer.locate)
+            return vectors, tf.math.reduce_mean(feature_map, axis=3)
 
         self._forward = forward
-        self.forward_function = forward  # what runtimes.convert hands to OpenVINO
+        self.forward_function = forward  # what runtimes.convert hands to OpenVINO: outputs (vectors, maps)
         self._warm_lock = threading.Lock()
         self._warm = False
 
@@ -113,9 +120,18 @@ class Embedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed ``(n, size, size, 3)`` uint8 images to ``(n, dim)`` float32 unit vectors."""
+        return self.embed_with_maps(batch)[0]
+
+    def embed_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors as ``embed`` gives them, and each image's activation map (``(n, 7, 7)`` float32 for 224 input).
+
+        The map is the mean over channels of the last feature layer, before
+        pooling: high where the network sees an object. The same pass makes both.
+        """
         if batch.ndim == 3:
             batch = batch[None]
-        return np.asarray(self._forward(batch), dtype=np.float32)
+        vectors, maps = self._forward(batch)
+        return np.asarray(vectors, dtype=np.float32), np.asarray(maps, dtype=np.float32)
 
     def embed_one(self, image: np.ndarray) -> np.ndarray:
         """Embed one ``(size, size, 3)`` uint8 image to a ``(dim,)`` unit vector."""

@@ -2,8 +2,9 @@
 
 Keras (``model.Embedder``) stays the definition of the model. OpenVINO runs
 a conversion of its exact compiled forward function (uint8 input, the
-model's preprocessing, the backbone, its pooling and the L2 step), faster
-on a CPU and without TensorFlow in memory.
+model's preprocessing, the backbone, its pooling and the L2 step, and the
+activation map beside the vectors), faster on a CPU and without TensorFlow
+in memory.
 
 A converted model is cached in ``<index dir>/models/<variant>-<key>/``, keyed
 by the model id, the weights id and the SHA-256 of the weights file, the
@@ -60,9 +61,10 @@ INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
 # near 0.85) while retrieval keeps its precision (BENCHMARKS.md); a broken model is far below
 INT8_MIN_MEDIAN_COSINE = 0.95
 INT8_MIN_COSINE = 0.75  # and no image far off: vectors of the wrong image sit near 0.6 for these features
-CHECK_VERSION = 3  # part of the cache key: entries judged by an older check are converted and judged again
+CHECK_VERSION = 4  # part of the cache key: entries judged by an older check are converted and judged again
 INT8_CHECK_PHOTOS = 16  # catalogue photos (from the calibration sample) checked beside the fixed images
 CALIBRATION_IMAGES = 300
+VECTORS_OUTPUT, MAPS_OUTPUT = 0, 1  # the converted forward function's outputs, as model.Embedder returns them
 META = "meta.json"
 MODEL_XML = "model.xml"
 REFERENCE = "reference.npy"  # TensorFlow's vectors of the check images
@@ -250,11 +252,22 @@ class OpenVinoEmbedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Embed ``(n, size, size, 3)`` uint8 images to ``(n, dim)`` float32 unit vectors."""
+        return self._infer(batch, VECTORS_OUTPUT)[0]
+
+    def embed_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors as ``embed`` gives them, and each image's activation map, from the same pass.
+
+        The same outputs as ``model.Embedder.embed_with_maps``: the converted
+        model carries both.
+        """
+        return self._infer(batch, VECTORS_OUTPUT, MAPS_OUTPUT)
+
+    def _infer(self, batch: np.ndarray, *outputs: int) -> tuple[np.ndarray, ...]:
         if batch.ndim == 3:
             batch = batch[None]
         request = self._request()
         request.infer({0: np.ascontiguousarray(batch, dtype=np.uint8)})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        return tuple(np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in outputs)
 
     def embed_one(self, image: np.ndarray) -> np.ndarray:
         """Embed one ``(size, size, 3)`` uint8 image to a ``(dim,)`` unit vector."""
@@ -264,14 +277,32 @@ class OpenVinoEmbedder:
 # ---------------------------------------------------------------- conversion and the cache
 
 
-POOLING_OPS = ("ReduceMax", "ReduceMean")  # global max (ResNet50) or average (EfficientNet-Lite) pooling
+# global max (ResNet50) or average (EfficientNet-Lite) pooling, and the activation map's mean over channels
+POOLING_OPS = ("ReduceMax", "ReduceMean")
 
 
 def _head_op_names(model) -> list[str]:
-    """Names of the ops from the global pooling on: the L2 step, kept in float for INT8."""
-    ops = list(model.get_ordered_ops())
-    last_pool = max(i for i, op in enumerate(ops) if op.get_type_name() in POOLING_OPS)
-    return [op.get_friendly_name() for op in ops[last_pool:] if op.get_type_name() not in ("Constant", "Result")]
+    """Names of the ops between the last feature map and each output: kept in float for INT8.
+
+    For the vectors that is the global pooling and the L2 step, for the
+    activation map its mean over channels. Found by walking up from each
+    output to the first reduction, so the order OpenVINO lists ops in does
+    not matter.
+    """
+    names: list[str] = []
+    for result in model.get_results():
+        pending = [result.input_value(0).get_node()]
+        while pending:
+            op = pending.pop()
+            kind = op.get_type_name()
+            if kind == "Constant" or op.get_friendly_name() in names:
+                continue
+            if kind == "Parameter":
+                raise ValueError(f"output {result.get_friendly_name()} is not computed from a pooled feature map")
+            names.append(op.get_friendly_name())
+            if kind not in POOLING_OPS:
+                pending.extend(value.get_node() for value in op.input_values())
+    return names
 
 
 def calibration_sample(catalogue: Path, count: int = CALIBRATION_IMAGES) -> tuple[list[np.ndarray], str]:
@@ -369,7 +400,7 @@ def _create_entry(entry: Path, variant: str, version: str, reference, catalogue,
         images = np.concatenate([images, np.stack(calibration[::step][:INT8_CHECK_PHOTOS])])
     reference_vectors = reference.embed(images)
     compiled = ov.Core().compile_model(model, "CPU", compile_config(0))
-    result = compare(np.asarray(compiled(images)[0], dtype=np.float32), reference_vectors, int8)
+    result = compare(np.asarray(compiled(images)[VECTORS_OUTPUT], dtype=np.float32), reference_vectors, int8)
     meta = {
         "model": reference.model_id,
         "weights_id": reference.weights_id,

@@ -183,7 +183,7 @@ def test_reader_refuses_malformed_persistent_ids(pid):
 def lite0_classifier(packaged_file):
     import keras
 
-    return lite.build_features(keras, str(packaged_file), with_classifier=True)
+    return lite.build_classifier(keras, str(packaged_file))
 
 
 def test_keras_parameter_count_equals_the_state_dict(lite0_classifier, state):
@@ -220,6 +220,15 @@ def test_pretrained_vectors_match_the_recorded_reference(lite0):
     vectors = lite0.embed(check_images())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(_projections(vectors), REFERENCE_PROJECTIONS, atol=REFERENCE_TOLERANCE)
+
+
+def test_the_same_pass_gives_an_activation_map_that_finds_the_object(lite0):
+    vectors, maps = lite0.embed_with_maps(check_images())
+    np.testing.assert_array_equal(vectors, lite0.embed(check_images()))
+    assert maps.shape == (4, 7, 7) and maps.dtype == np.float32
+    # the last check image is a dark square (pixels 70-154 across, 56-168 down) on white
+    square = maps[3, 2:5, 2:5].mean()  # the 32-pixel cells inside it
+    assert square > 2 * np.concatenate([maps[3, 0], maps[3, -1], maps[3, :, 0], maps[3, :, -1]]).mean()
 
 
 @pytest.mark.parametrize(
@@ -270,7 +279,7 @@ def test_a_lite0_weights_file_that_is_not_a_torch_file_is_refused(tmp_path):
     wrong.write_bytes(b"not a torch file")
     choice = resolve_weights(str(wrong))
     with pytest.raises(WeightsError, match="Could not load EfficientNet-Lite0 weights"):
-        lite.build_features(keras, choice.source)
+        lite.build_feature_map(keras, choice.source)
 
 
 @pytest.mark.parametrize(
@@ -292,7 +301,7 @@ def test_a_user_state_dict_must_fit_the_architecture_exactly(state, tmp_path, ch
     choice = resolve_weights(str(path))
     assert choice.weights_id.startswith("file-")
     with pytest.raises(WeightsError, match=words):
-        lite.build_features(keras, choice.source)
+        lite.build_feature_map(keras, choice.source)
 
 
 def test_a_user_copy_of_the_state_dict_loads_unpinned(state, tmp_path, lite0):
@@ -300,7 +309,7 @@ def test_a_user_copy_of_the_state_dict_loads_unpinned(state, tmp_path, lite0):
 
     path = tmp_path / "copy.pth"
     path.write_bytes(legacy_file(state))  # same tensors, other bytes: not the pinned file
-    model = lite.build_features(keras, resolve_weights(str(path)).source)
+    model = lite.build_feature_map(keras, resolve_weights(str(path)).source)
     images = check_images()
     expected = lite0.model(images.astype(np.float32)).numpy()
     np.testing.assert_allclose(model(images.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)

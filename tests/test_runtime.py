@@ -108,6 +108,27 @@ def test_fp32_embedder_keeps_the_interface(ov_fp32, embedder, demo_catalogue):
     ov_fp32.warm_up()
 
 
+def test_converted_model_gives_the_same_activation_maps(ov_fp32, embedder, demo_catalogue):
+    batch = _demo_batch(demo_catalogue, 4)
+    vectors, maps = ov_fp32.embed_with_maps(batch)
+    tf_vectors, tf_maps = embedder.embed_with_maps(batch)
+    assert maps.shape == tf_maps.shape == (4, 7, 7)
+    np.testing.assert_allclose(maps, tf_maps, atol=1e-4 * np.abs(tf_maps).max())
+    np.testing.assert_array_equal(vectors, ov_fp32.embed(batch))
+    assert np.abs(vectors - tf_vectors).max() <= 1e-5
+
+
+@needs_openvino
+def test_int8_leaves_in_float_exactly_what_follows_the_feature_map(embedder):
+    model = runtimes.convert(embedder)
+    kinds = {op.get_friendly_name(): op.get_type_name() for op in model.get_ordered_ops()}
+    kept = [kinds[name] for name in runtimes._head_op_names(model)]
+    # the global pooling and the map's mean over channels, the L2 step, and none of the backbone
+    assert sorted(kind for kind in kept if kind in runtimes.POOLING_OPS) == ["ReduceMean", "ReduceMean"]
+    assert {"ReduceSum", "Power"} <= set(kept)
+    assert not {"Convolution", "GroupConvolution", "Clamp"} & set(kept)
+
+
 def test_int8_keeps_unit_norms(ov_int8, demo_catalogue):
     vectors = ov_int8.embed(_demo_batch(demo_catalogue, 16))
     assert np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() < 1e-3

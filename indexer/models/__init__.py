@@ -8,9 +8,11 @@ pooling and which module builds it. A family module (``efficientnet_lite``,
 * ``resolve_weights(spec) -> (source, weights_id)``: what ``FASHION_WEIGHTS``
   (``auto``/``imagenet`` or a file path) means for that model, raising
   ``WeightsError`` with what to do when the weights cannot be had;
-* ``build_features(keras, source)``: a Keras model from float 0-255 RGB
-  images to pooled, not yet normalised, features (``source`` ``None`` means
-  the current random initialisation).
+* ``build_feature_map(keras, source)``: a Keras model from float 0-255 RGB
+  images to the last feature layer, not pooled (n x 7 x 7 x channels for
+  224 x 224 input; ``source`` ``None`` means the current random
+  initialisation). ``model.Embedder`` pools it as the spec's ``pooling``
+  says and also keeps a small activation map of it (``indexer.locate``).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def _blocks():
             index += 1
 
 
-def build_backbone(keras, inputs, *, with_classifier: bool = False):
-    """Lite0 on a float 0-255 RGB tensor: returns pooled 1280 features (and logits with ``with_classifier``).
+def build_backbone(keras, inputs):
+    """Lite0 on a float 0-255 RGB tensor: returns its last feature map (7 x 7 x 1280 for 224 x 224 input).
 
     Layer names encode the state-dict names (``blocks_3_expand_conv`` for
     ``_blocks.3._expand_conv``) so that ``load_state`` can map them.
@@ -112,12 +112,7 @@ def build_backbone(keras, inputs, *, with_classifier: bool = False):
         x = conv_bn(x, filters_out, 1, 1, f"{prefix}_project_conv", f"{prefix}_bn2", activate=False)
         if stride == 1 and filters_in == filters_out:
             x = layers.Add(name=f"{prefix}_add")([x, block_in])
-    x = conv_bn(x, HEAD_FILTERS, 1, 1, "conv_head", "bn1")
-    features = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if not with_classifier:
-        return features
-    logits = layers.Dense(IMAGENET_CLASSES, name="fc")(features)
-    return features, logits
+    return conv_bn(x, HEAD_FILTERS, 1, 1, "conv_head", "bn1")
 
 
 def _torch_name(layer_name: str) -> str:
@@ -196,26 +191,42 @@ def resolve_weights(spec: str) -> tuple[str, str]:
     )
 
 
-def build_features(keras, source: str | None, *, with_classifier: bool = False):
-    """Lite0 as a Keras model from float 0-255 RGB to 1280 pooled features (and ImageNet logits).
+def build_feature_map(keras, source: str | None):
+    """Lite0 as a Keras model from float 0-255 RGB to its last, unpooled feature map (n x 7 x 7 x 1280).
 
     ``source`` is a legacy torch state dict; the packaged file must match its
     pinned SHA-256, a file of the user's is read with the same restricted
-    reader and must fit the architecture exactly.
+    reader and must fit the architecture exactly. The ImageNet classifier's
+    tensors are not used.
     """
+    inputs = keras.Input((224, 224, 3), dtype="float32")
+    model = keras.Model(inputs, build_backbone(keras, inputs), name="efficientnet_lite0_features")
+    _load(model, source, with_classifier=False)
+    return model
+
+
+def build_classifier(keras, source: str | None):
+    """Lite0 with its ImageNet head: float 0-255 RGB to (1280 average-pooled features, 1000 logits)."""
+    inputs = keras.Input((224, 224, 3), dtype="float32")
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(build_backbone(keras, inputs))
+    logits = keras.layers.Dense(IMAGENET_CLASSES, name="fc")(features)
+    model = keras.Model(inputs, [features, logits], name="efficientnet_lite0_classifier")
+    _load(model, source, with_classifier=True)
+    return model
+
+
+def _load(model, source: str | None, *, with_classifier: bool) -> None:
+    """Copy the weights of ``source`` into ``model`` (nothing for ``None``: random weights)."""
     from . import WeightsError
 
-    inputs = keras.Input((224, 224, 3), dtype="float32")
-    outputs = build_backbone(keras, inputs, with_classifier=with_classifier)
-    model = keras.Model(inputs, outputs, name="efficientnet_lite0_gap")
-    if source is not None:
-        packaged = packaged_weights_path()
-        pinned = packaged is not None and Path(source).resolve() == packaged.resolve()
-        try:
-            state = load_state_dict(Path(source), WEIGHTS_SHA256 if pinned else None)
-            if not with_classifier:
-                state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-            load_state(model, state)
-        except (OSError, WeightsFileError) as exc:
-            raise WeightsError(f"Could not load EfficientNet-Lite0 weights from {source}: {exc}") from None
-    return model
+    if source is None:
+        return
+    packaged = packaged_weights_path()
+    pinned = packaged is not None and Path(source).resolve() == packaged.resolve()
+    try:
+        state = load_state_dict(Path(source), WEIGHTS_SHA256 if pinned else None)
+        if not with_classifier:
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        load_state(model, state)
+    except (OSError, WeightsFileError) as exc:
+        raise WeightsError(f"Could not load EfficientNet-Lite0 weights from {source}: {exc}") from None

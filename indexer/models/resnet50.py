@@ -1,4 +1,4 @@
-"""Keras ResNet50 (ImageNet, no top) with global max pooling: the original model.
+"""Keras ResNet50 (ImageNet, no top), pooled by global max pooling: the original model.
 
 Its ImageNet weights are not in any package: Keras downloads them once
 into its cache (``$KERAS_HOME/models``). Without network access they can be
@@ -63,12 +63,12 @@ def resolve_weights(spec: str) -> tuple[str, str]:
     return weights_file(spec, imagenet_help("no such file"))
 
 
-def build_features(keras, source: str | None):
-    """ResNet50 on float 0-255 RGB, caffe-style preprocessing in the graph, global max pooling."""
+def build_feature_map(keras, source: str | None):
+    """ResNet50 from float 0-255 RGB (caffe preprocessing in the graph) to its last feature map (n x 7 x 7 x 2048)."""
     try:
         base = keras.applications.ResNet50(weights=source, include_top=False, input_shape=(224, 224, 3))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"Could not load ResNet50 weights from {source}: {exc}") from None
     inputs = keras.Input((224, 224, 3), dtype="float32")
     x = keras.applications.resnet50.preprocess_input(inputs)  # RGB->BGR, ImageNet mean subtraction
-    return keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(base(x)), name="resnet50_gmp")
+    return keras.Model(inputs, base(x), name="resnet50_features")

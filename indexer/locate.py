@@ -1,0 +1,180 @@
+"""Finding the product in a shopper's photo, so the search embeds the product and not the bed it lies on.
+
+The model's forward pass also gives an activation map: the mean over
+channels of its last feature layer (7 x 7 for a 224 x 224 input), high
+where the network sees an object. ``find_box`` smooths it up to the
+photo's part of the model square, keeps the connected region around its
+peak that is above a share of its range, and widens that region's bounding
+box by a margin. The whole photo is kept (``None``) when
+
+* the photo is a packshot: its border is one uniform colour
+  (``indexer.colour.foreground_mask`` finds a background), as catalogue
+  photos are, so catalogue photos uploaded as queries still find
+  themselves at distance 0; or
+* the box would cover nearly all of the photo anyway.
+
+Boxes are fractions ``(x, y, w, h)`` of the upright photo, the same as a
+shopper's ``crop``: a located photo is cropped and prepared exactly like a
+manual crop (``images.load_for_model(source, crop=box)``).
+
+``locate(embedder, photos)`` is the whole step for the web layer: one
+forward pass with maps for all photos, a box each, and one more forward pass
+for the photos that got a box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .colour import foreground_mask
+from .images import INPUT_SIZE, MIN_SIDE, Crop, Source, fitted_region, load_for_model
+
+# Tuned on benchmarks/bench_shopper.py (composited shopper photos and fashion-dev's packshots).
+THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
+MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
+MAX_COVER = 0.8  # a box covering more of the photo's area than this is no better than the whole photo
+
+STEP = 4  # pixels of the square per grid step when finding the region around the peak
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo to locate in: what ``images.load_with_size`` gave for it, and its source to crop from."""
+
+    source: Source  # the upload's bytes or a file: a located box is decoded again from it
+    array: np.ndarray  # the whole photo, model-ready (INPUT_SIZE x INPUT_SIZE x 3 uint8)
+    size: tuple[int, int]  # the upright photo's (width, height), for where it lies on the square
+
+
+@dataclass(frozen=True)
+class Located:
+    """What to search with for one photo."""
+
+    vector: np.ndarray  # the unit vector of the region below
+    box: Crop | None  # the located product as fractions (x, y, w, h) of the photo; None: the whole photo
+    array: np.ndarray  # the model-ready array that was embedded (for the colour descriptor)
+
+
+def to_photo_box(square_box: tuple[float, float, float, float], photo_size: tuple[int, int]) -> Crop:
+    """A box in pixels ``(left, top, width, height)`` of the model square as fractions of the photo.
+
+    Parts of the box on the white padding are cut off.
+    """
+    left, top, width, height = fitted_region(photo_size)
+    x0 = min(max((square_box[0] - left) / width, 0.0), 1.0)
+    y0 = min(max((square_box[1] - top) / height, 0.0), 1.0)
+    x1 = min(max((square_box[0] + square_box[2] - left) / width, 0.0), 1.0)
+    y1 = min(max((square_box[1] + square_box[3] - top) / height, 0.0), 1.0)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def to_square_box(box: Crop, photo_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Fractions ``(x, y, w, h)`` of the photo as pixels ``(left, top, width, height)`` of the model square."""
+    left, top, width, height = fitted_region(photo_size)
+    return left + box[0] * width, top + box[1] * height, box[2] * width, box[3] * height
+
+
+def is_packshot(rgb: np.ndarray) -> bool:
+    """True when the photo's border is one uniform colour: a product on a plain background."""
+    return not foreground_mask(rgb).all()
+
+
+def _smooth_map(activation_map: np.ndarray) -> np.ndarray:
+    """The map bilinearly resized to the model square (INPUT_SIZE x INPUT_SIZE float32)."""
+    image = Image.fromarray(np.ascontiguousarray(activation_map, dtype=np.float32), "F")
+    return np.asarray(image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _grow(allowed: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """The 4-connected part of ``allowed`` (a bool grid) that holds ``seed``."""
+    region = np.zeros_like(allowed)
+    region[seed] = True
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= allowed
+        if np.array_equal(grown, region):
+            return region
+        region = grown
+
+
+def map_box(
+    activation_map: np.ndarray,
+    region: tuple[int, int, int, int] = (0, 0, INPUT_SIZE, INPUT_SIZE),
+    threshold: float = THRESHOLD,
+    margin: float = MARGIN,
+) -> tuple[int, int, int, int]:
+    """The box ``(left, top, width, height)``, in pixels of the square, of the map's peak inside ``region``.
+
+    ``region`` (left, top, width, height) is where the photo lies on the
+    square. The box bounds the connected pixels around the peak whose value
+    is at least ``threshold`` of the way from the region's minimum to its
+    maximum, widened by ``margin`` of its size on every side and kept
+    inside ``region``.
+    """
+    left, top, width, height = region
+    # every STEP-th pixel: the map is a smooth 7 x 7 upsampling, and the region grows in a few dozen steps
+    values = _smooth_map(activation_map)[top : top + height : STEP, left : left + width : STEP]
+    low, high = float(values.min()), float(values.max())
+    above = values >= low + threshold * (high - low)
+    rows, cols = np.nonzero(_grow(above, np.unravel_index(int(np.argmax(values)), values.shape)))
+    x0, x1 = int(cols.min()) * STEP, min(width, (int(cols.max()) + 1) * STEP)
+    y0, y1 = int(rows.min()) * STEP, min(height, (int(rows.max()) + 1) * STEP)
+    grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+    x0, x1 = max(0, round(x0 - grow_x)), min(width, round(x1 + grow_x))
+    y0, y1 = max(0, round(y0 - grow_y)), min(height, round(y1 + grow_y))
+    return left + x0, top + y0, x1 - x0, y1 - y0
+
+
+def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> Crop | None:
+    """Where the product is in a photo, as fractions ``(x, y, w, h)`` of the photo; ``None`` for the whole photo.
+
+    ``rgb`` is the photo's model-ready array (``images.load_for_model``),
+    ``activation_map`` the map the model gave for it (``embed_with_maps``)
+    and ``photo_size`` the upright photo's (width, height)
+    (``images.load_with_size``). ``None`` for packshots and for boxes that
+    cover nearly all of the photo.
+    """
+    region = fitted_region(photo_size)
+    left, top, width, height = region
+    if is_packshot(rgb[top : top + height, left : left + width]):
+        return None
+    box = to_photo_box(map_box(activation_map, region), photo_size)
+    if box[2] * box[3] > MAX_COVER:
+        return None
+    # the crop must keep MIN_SIDE pixels of the photo (images.crop_box); a smaller find is not trusted
+    photo_width, photo_height = photo_size
+    if min(box[2] * photo_width, box[3] * photo_height) < MIN_SIDE:
+        return None
+    return box
+
+
+def locate(embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[Located]:
+    """Embed each photo's product: its located box when one is found, else the whole photo.
+
+    One forward pass with maps for all photos, then one for the photos
+    that got a box, each cropped from its source exactly as a shopper's
+    crop is (``images.load_for_model(source, crop=box)``; ``wait_s`` caps
+    each decode's wait). ``embedder`` is any runtime with
+    ``embed_with_maps``. Raises ``ImageError`` when a source cannot be
+    decoded again.
+    """
+    if not photos:
+        return []
+    vectors, maps = embedder.embed_with_maps(np.stack([photo.array for photo in photos]))
+    boxes = [find_box(photo.array, amap, photo.size) for photo, amap in zip(photos, maps)]
+    arrays = [photo.array for photo in photos]
+    cropped = [i for i, box in enumerate(boxes) if box is not None]
+    if cropped:
+        for i in cropped:
+            arrays[i] = load_for_model(photos[i].source, crop=boxes[i], wait_s=wait_s)
+        vectors = vectors.copy()
+        vectors[cropped] = embedder.embed(np.stack([arrays[i] for i in cropped]))
+    return [Located(vector, box, array) for vector, box, array in zip(vectors, boxes, arrays)]
