@@ -17,7 +17,7 @@ import numpy as np
 from flask import Request, current_app, has_app_context
 from werkzeug.datastructures import FileStorage, MultiDict
 
-from indexer.images import Crop, ImageError, load_for_model
+from indexer.images import Crop, ImageError, load_for_model, load_with_size
 from indexer.search import FILTER_FIELDS
 
 from .deadline import Deadline
@@ -74,12 +74,18 @@ class BadQuery(ValueError):
 
 @dataclass
 class QueryImage:
-    """One uploaded photo, decoded (and cropped) and ready for the model."""
+    """One uploaded photo, decoded (and cropped) and ready for the model.
+
+    Without a crop, ``size`` is the upright photo's (width, height) and
+    ``data`` its bytes: locating the product crops it from them again.
+    """
 
     filename: str
     array: np.ndarray
     decode_ms: float
     crop: Crop | None = None
+    data: bytes | None = None
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -258,13 +264,22 @@ def read_images(
         if deadline is not None:
             deadline.check()
         data = upload.read()
+        wait_s = deadline.remaining() if deadline is not None else None
         try:
-            array = load_for_model(data, crop=crop, wait_s=deadline.remaining() if deadline is not None else None)
+            if crop is None:
+                array, size = load_with_size(data, wait_s=wait_s)
+            else:
+                array, size = load_for_model(data, crop=crop, wait_s=wait_s), None
         except ImageError as exc:
-            status = _STATUS_FOR_REASON.get(exc.reason, 422)
-            raise BadQuery(f"{name}: {exc.message}", status=status, field="image") from None
-        images.append(QueryImage(name, array, (time.perf_counter() - started) * 1000, crop))
+            raise image_error(name, exc) from None
+        decode_ms = (time.perf_counter() - started) * 1000
+        images.append(QueryImage(name, array, decode_ms, crop, data if crop is None else None, size))
     return images
+
+
+def image_error(name: str, exc: ImageError) -> BadQuery:
+    """The answer to a photo that cannot be used: its name, what is wrong, and the status for the reason."""
+    return BadQuery(f"{name}: {exc.message}", status=_STATUS_FOR_REASON.get(exc.reason, 422), field="image")
 
 
 def parse_query(

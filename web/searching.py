@@ -12,6 +12,8 @@ from flask import url_for
 
 from indexer.calibration import match_label, match_score
 from indexer.colour import colour_descriptor
+from indexer.images import ImageError
+from indexer.locate import Photo, locate
 from indexer.search import ColourQuery, Hit, Searcher
 
 from .deadline import Busy, Deadline
@@ -19,6 +21,7 @@ from .queries import (
     SIMILAR_FIELDS,
     BadQuery,
     Query,
+    image_error,
     parse_colour_weight,
     parse_filters,
     parse_k,
@@ -122,22 +125,29 @@ def item_dict(searcher: Searcher, row: int) -> dict:
     }
 
 
+WHOLE_PHOTO = (0.0, 0.0, 1.0, 1.0)
+
+
 @dataclass
 class QueryResult:
-    """The hits for one uploaded photo, with the decoded (cropped) photo for the results page."""
+    """The hits for one uploaded photo, with what was searched for the results page.
+
+    ``photo`` is the model-ready array of the photo as uploaded (cropped, when
+    the shopper cropped it); ``array`` the region that was embedded; ``box``
+    that region as fractions of the photo, found by locating (``located``),
+    the shopper's crop, or the whole photo.
+    """
 
     filename: str
+    photo: np.ndarray
     array: np.ndarray
     hits: list[Hit]
     crop: tuple[float, float, float, float] | None = None
-    vector: np.ndarray | None = None  # the photo's embedding, for "show more"
-    colour: np.ndarray | None = None  # the colour descriptor of the region embedded, likewise
-    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # the region embedded, fractions of the photo
-    located: bool = False  # the box was found automatically
-
-    def __post_init__(self):
-        if self.crop is not None and not self.located:
-            self.box = tuple(self.crop)
+    vector: np.ndarray | None = None  # the region's embedding, for "show more"
+    colour: np.ndarray | None = None  # the region's colour descriptor, likewise
+    box: tuple[float, float, float, float] = WHOLE_PHOTO
+    located: bool = False
+    size: tuple[int, int] | None = None  # the upright photo's (width, height), when it was not cropped
 
 
 @dataclass
@@ -162,10 +172,38 @@ class SimilarSearch:
     colour_weight: float = 0.0
 
 
+@dataclass
+class _Embedded:
+    vector: np.ndarray
+    array: np.ndarray
+    box: tuple[float, float, float, float] | None = None  # found by locating
+
+
+def _embed(embedder, query: Query, deadline: Deadline | None) -> list[_Embedded]:
+    """Each photo's vector: through ``indexer.locate``, or whole when cropped or asked not to locate."""
+    images = query.images
+    found = [i for i, image in enumerate(images) if query.locate and image.crop is None and image.data is not None]
+    out: list[_Embedded | None] = [None] * len(images)
+    rest = [i for i in range(len(images)) if i not in found]
+    if rest:
+        vectors = embedder.embed(np.stack([images[i].array for i in rest]))
+        for i, vector in zip(rest, vectors):
+            out[i] = _Embedded(vector, images[i].array)
+    if found:
+        photos = [Photo(images[i].data, images[i].array, images[i].size) for i in found]
+        try:
+            located = locate(embedder, photos, wait_s=deadline.remaining() if deadline is not None else None)
+        except ImageError as exc:  # decoding the box again failed (a busy decoder)
+            raise image_error(images[found[0]].filename, exc) from None
+        for i, result in zip(found, located):
+            out[i] = _Embedded(result.vector, result.array, result.box)
+    return out
+
+
 def run_query(
     service, gate: ModelGate, query: Query, searcher: Searcher, deadline: Deadline | None = None
 ) -> tuple[list[QueryResult], dict]:
-    """Embed every query image in one batch and search each in ``searcher``.
+    """Embed every query image (finding the product in each, unless told not to) and search each in ``searcher``.
 
     Returns one result per image, in upload order, and the server-side
     timings in milliseconds. The wait for the model counts against
@@ -178,25 +216,24 @@ def run_query(
     max_wait_s = deadline.remaining() if deadline is not None else None
     with gate.slot(already_waited_s=pool_wait_s(), max_wait_s=max_wait_s):
         waited = time.perf_counter()
-        vectors = service.embedder.embed(np.stack([img.array for img in query.images]))
-        embedded = time.perf_counter()
+        embedded = _embed(service.embedder, query, deadline)
+        done = time.perf_counter()
     timing["queue"] = round((waited - started) * 1000, 3)
-    timing["embed"] = round((embedded - waited) * 1000, 3)
-    # the colour of the region that was embedded, never of a background the crop left out
-    colours = [colour_descriptor(image.array) for image in query.images]
-    timing["colour"] = round((time.perf_counter() - embedded) * 1000, 3)
+    timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the box's decode
+    # the colour of the region that was embedded, never of a background the box left out
+    colours = [colour_descriptor(item.array) for item in embedded]
+    timing["colour"] = round((time.perf_counter() - done) * 1000, 3)
     searched = time.perf_counter()
-    results = [
-        QueryResult(
-            image.filename,
-            image.array,
-            searcher.search(vector, query.k, query.filters, colour=ColourQuery(colour, query.colour_weight)),
-            image.crop,
-            vector,
-            colour,
+    results = []
+    for image, item, colour in zip(query.images, embedded, colours):
+        hits = searcher.search(item.vector, query.k, query.filters, colour=ColourQuery(colour, query.colour_weight))
+        box = item.box or image.crop or WHOLE_PHOTO
+        results.append(
+            QueryResult(
+                image.filename, image.array, item.array, hits, image.crop, item.vector, colour,
+                tuple(box), item.box is not None, image.size,
+            )
         )
-        for image, vector, colour in zip(query.images, vectors, colours)
-    ]
     timing["search"] = round((time.perf_counter() - searched) * 1000, 3)
     return results, timing
 

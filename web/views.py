@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from flask import Blueprint, render_template, request
+from PIL import Image, ImageDraw
 
 from indexer.images import preview_data_url
+from indexer.locate import to_square_box
 from indexer.search import FILTER_FIELDS, ColourQuery
 
 from . import context, facets
@@ -22,11 +25,12 @@ from .queries import (
     parse_page,
     reject_unknown,
 )
-from .searching import card_dicts, item_dict, search_uploads, similar_items
+from .searching import WHOLE_PHOTO, card_dicts, item_dict, search_uploads, similar_items
 
 bp = Blueprint("pages", __name__)
 
 BROWSE_PAGE_SIZE = 24
+BOX_COLOUR = (255, 196, 0)  # the found box on the query photo: visible on most photos
 MORE_FIELDS = frozenset({"query", "filename", "preview", "k", "colour_weight", *FILTER_FIELDS})
 _PREVIEW = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/=]{1,200000}$")
 
@@ -113,7 +117,10 @@ def search():
         {
             "filename": result.filename,
             "cropped": result.crop is not None,
-            "preview": preview_data_url(result.array),
+            # the photo as uploaded (or cropped), with the box that was searched drawn on it
+            "preview": preview_data_url(_with_found_box(result)),
+            "found_box": result.located,
+            "box": ",".join(f"{v:.4g}" for v in result.box) if result.box != WHOLE_PHOTO else "",
             "vector": context.carried().dumps(result.vector, result.colour, outcome.searcher.manifest),
             "results": card_dicts(outcome.searcher, result.hits, colour_weight=links_weight),
         }
@@ -121,6 +128,21 @@ def search():
     ]
     query = outcome.query
     return _results_page(svc, rows, query.k, query.filters, query.colour_weight, outcome.timing_ms)
+
+
+def _with_found_box(result) -> np.ndarray:
+    """The photo (fitted on the model's square) with the located box drawn on it and the rest dimmed.
+
+    Drawn into the preview itself, so it shows without scripts or inline styles.
+    """
+    if not result.located or result.size is None:
+        return result.photo
+    left, top, width, height = (round(v) for v in to_square_box(result.box, result.size))
+    dimmed = (result.photo.astype(np.float32) * 0.55 + 255 * 0.1).astype(np.uint8)
+    dimmed[top : top + height, left : left + width] = result.photo[top : top + height, left : left + width]
+    image = Image.fromarray(dimmed)
+    ImageDraw.Draw(image).rectangle((left, top, left + width - 1, top + height - 1), outline=BOX_COLOUR, width=3)
+    return np.asarray(image)
 
 
 def _in_links(svc, colour_weight: float) -> float | None:

@@ -48,6 +48,23 @@ def live_server(browser_ready, built_index, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pretrained_server(browser_ready, pretrained_index, tmp_path_factory):
+    """gunicorn (1 worker) with EfficientNet-Lite0's real weights over the demo catalogue: what shoppers get."""
+    log_path = tmp_path_factory.mktemp("e2e-pretrained") / "gunicorn.log"
+    server = start_server(
+        pretrained_index.catalogue, pretrained_index.index_dir, log_path, workers=1,
+        extra_env={"FASHION_WEIGHTS": "auto"},
+    )
+    try:
+        server.wait_until_ready(SERVER_START_S)
+        status = server.status()
+        assert status["state"] == "ready" and not status["rebuilding"], (status, server.log_tail())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def _desktop_browser(browser_ready):
     browser = Browser(width=1280, height=900)
     yield browser

@@ -1,0 +1,157 @@
+"""Finding the product in a shopper's photo: the box, the packshot guard and what the API reports.
+
+Composites are drawn here: a demo product keyed out of its white background
+and pasted at a known place on a busy background (blurred coloured noise and
+rectangles). The box comes from the pretrained model's activation map, which
+is coarse (7 x 7), so it is checked for overlap and for holding the product,
+not for pixel accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from indexer.images import INPUT_SIZE, load_for_model, load_with_size
+from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, to_photo_box, to_square_box
+
+ITEMS = (2, 13, 17, 23, 101)  # a shoe, a bag, a T-shirt, ... of the demo catalogue
+
+
+def _composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[bytes, tuple[float, ...]]:
+    """A JPEG of the product in ``path`` on a busy background, and its true box (fractions of the photo)."""
+    rng = np.random.default_rng(seed)
+    product = Image.open(path).convert("RGB")
+    pixels = np.asarray(product)
+    alpha = Image.fromarray(np.where(255 - pixels.min(axis=2) > 18, 255, 0).astype(np.uint8))
+    product, alpha = product.crop(alpha.getbbox()), alpha.crop(alpha.getbbox())
+    width, height = frame
+    noise = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    scene = Image.fromarray(noise).resize(frame, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(scene)
+    for _ in range(10):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.rectangle((x, y, x + rng.uniform(20, 120), y + rng.uniform(20, 120)), fill=colour)
+    scene = scene.filter(ImageFilter.GaussianBlur(3))
+    scale = cover * min(width / product.width, height / product.height)
+    size = (round(product.width * scale), round(product.height * scale))
+    left, top = int(rng.integers(0, width - size[0])), int(rng.integers(0, height - size[1]))
+    scene.paste(product.resize(size), (left, top), alpha.resize(size))
+    out = io.BytesIO()
+    scene.save(out, "JPEG", quality=90)
+    return out.getvalue(), (left / width, top / height, size[0] / width, size[1] / height)
+
+
+def _iou(a, b) -> float:
+    width = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    overlap = width * height
+    return overlap / (a[2] * a[3] + b[2] * b[3] - overlap)
+
+
+def _covered(outer, inner) -> float:
+    """The share of ``inner``'s area inside ``outer``."""
+    width = max(0.0, min(outer[0] + outer[2], inner[0] + inner[2]) - max(outer[0], inner[0]))
+    height = max(0.0, min(outer[1] + outer[3], inner[1] + inner[3]) - max(outer[1], inner[1]))
+    return width * height / (inner[2] * inner[3])
+
+
+# ---------------------------------------------------------------- boxes without a model
+
+
+def test_the_box_bounds_the_hot_part_of_the_map():
+    activation = np.zeros((7, 7), np.float32)
+    activation[1:3, 4:6] = 1.0  # hot cells: columns 4-5, rows 1-2 of a 32-pixel grid
+    left, top, width, height = map_box(activation, margin=0.0)
+    assert 4 * 32 - 24 <= left <= 4 * 32 + 8 and 1 * 32 - 24 <= top <= 1 * 32 + 8
+    assert left + width <= 6 * 32 + 24 and top + height <= 3 * 32 + 24
+    assert 40 <= width <= 100 and 40 <= height <= 100
+
+
+def test_boxes_convert_between_the_square_and_the_photo():
+    size = (640, 480)  # landscape: white bands above and below on the square
+    box = (0.25, 0.1, 0.5, 0.6)
+    square = to_square_box(box, size)
+    assert square[0] == pytest.approx(0.25 * INPUT_SIZE) and square[1] > 0.1 * 168
+    back = to_photo_box(square, size)
+    assert back == pytest.approx(box, abs=1e-6)
+    # a box reaching into the padding is cut at the photo's edge
+    assert to_photo_box((0, 0, INPUT_SIZE, INPUT_SIZE), size) == pytest.approx((0, 0, 1, 1))
+
+
+def test_a_packshot_and_an_everywhere_map_keep_the_whole_photo(demo_catalogue):
+    packshot = load_for_model(demo_catalogue / "13.jpg")
+    hot_centre = np.zeros((7, 7), np.float32)
+    hot_centre[3, 3] = 1.0
+    assert find_box(packshot, hot_centre, (300, 300)) is None  # plain white border: a packshot
+    scene = np.random.default_rng(3).integers(0, 256, (INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    assert find_box(scene, hot_centre, (INPUT_SIZE, INPUT_SIZE)) is not None
+    everywhere = np.ones((7, 7), np.float32)  # no peak: the box would cover it all
+    box = find_box(scene, everywhere, (INPUT_SIZE, INPUT_SIZE))
+    assert box is None or box[2] * box[3] <= MAX_COVER
+
+
+# ---------------------------------------------------------------- with the pretrained model
+
+
+def test_locating_finds_the_pasted_product(demo_catalogue, pretrained_embedder):
+    overlaps, held = [], []
+    for item in ITEMS:
+        data, truth = _composite(demo_catalogue / f"{item}.jpg", seed=item)
+        array, size = load_with_size(data)
+        found = locate(pretrained_embedder, [Photo(data, array, size)])[0]
+        assert found.box is not None, item
+        overlaps.append(_iou(found.box, truth))
+        held.append(_covered(found.box, truth))
+        # the region embedded is the box, cropped and prepared like a shopper's crop
+        np.testing.assert_array_equal(found.array, load_for_model(data, crop=found.box))
+        np.testing.assert_allclose(found.vector, pretrained_embedder.embed_one(found.array), atol=1e-5)
+    assert min(overlaps) >= 0.3 and np.mean(overlaps) >= 0.4, overlaps
+    assert min(held) >= 0.8, held  # the box holds the product, with some of the scene around it
+
+
+def test_a_catalogue_photo_keeps_the_whole_photo(demo_catalogue, pretrained_embedder):
+    photos = []
+    for item in ITEMS:
+        data = (demo_catalogue / f"{item}.jpg").read_bytes()
+        array, size = load_with_size(data)
+        photos.append(Photo(data, array, size))
+    for photo, found in zip(photos, locate(pretrained_embedder, photos)):
+        assert found.box is None
+        np.testing.assert_array_equal(found.array, photo.array)
+
+
+def test_the_api_reports_the_box_it_searched_with(pretrained_app, demo_catalogue):
+    client = pretrained_app.test_client()
+    data, truth = _composite(demo_catalogue / "13.jpg", seed=13)
+
+    def search(**fields):
+        form = {"image": (io.BytesIO(data), "street.jpg"), **fields}
+        answer = client.post("/api/search", data=form)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return answer.get_json()
+
+    located = search()
+    query = located["queries"][0]
+    assert located["locate"] is True and query["located"] is True and query["crop"] is None
+    assert _covered(query["box"], truth) >= 0.8 and _iou(query["box"], truth) >= 0.3
+    whole = search(locate="false")
+    assert whole["locate"] is False and whole["queries"][0]["located"] is False
+    assert whole["queries"][0]["box"] == [0, 0, 1, 1]
+    # a shopper's crop overrides locating, and is the box reported
+    cropped = search(crop="0.1,0.2,0.5,0.5")["queries"][0]
+    assert cropped["located"] is False and cropped["box"] == [0.1, 0.2, 0.5, 0.5]
+    # the boxed product is found; the whole busy photo finds it lower or not at all
+    def rank(answer):
+        ids = [r["id"] for r in answer["queries"][0]["results"]]
+        return ids.index("13") if "13" in ids else len(ids)
+
+    assert rank(located) <= rank(whole)
+    # a catalogue photo is searched whole and still finds itself first
+    packshot = (demo_catalogue / "13.jpg").read_bytes()
+    answer = client.post("/api/search", data={"image": (io.BytesIO(packshot), "13.jpg")}).get_json()
+    assert answer["queries"][0]["located"] is False and answer["queries"][0]["results"][0]["id"] == "13"
