@@ -9,8 +9,8 @@ photos (blurred past recognition, so no clutter is a right answer). The
 frame gets a light and colour cast and is saved as a JPEG of quality 60 to
 95; a quarter of the frames are not square.
 
-``make_shopper_photo(rng, packshot, clutter)`` returns the JPEG bytes and the
-true box as fractions ``(x, y, w, h)`` of the photo.
+``make_shopper_photo(rng, packshot, clutter)`` returns the JPEG bytes, the
+true box as fractions ``(x, y, w, h)`` of the photo and the background's kind.
 """
 
 from __future__ import annotations
@@ -99,16 +99,16 @@ def _clutter(rng, size, clutter: list[np.ndarray]) -> Image.Image:
     return canvas.filter(ImageFilter.GaussianBlur(rng.uniform(1.5, 4)))
 
 
-def background(rng, size: tuple[int, int], clutter: list[np.ndarray]) -> Image.Image:
-    """A random busy background of ``size`` (width, height); ``clutter``: photos to blur into it."""
+def background(rng, size: tuple[int, int], clutter: list[np.ndarray]) -> tuple[Image.Image, str]:
+    """A random busy background of ``size`` (width, height) and its kind; ``clutter``: photos to blur into it."""
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     if kind == "gradient":
-        return _gradient(rng, size)
+        return _gradient(rng, size), kind
     if kind == "noise":
-        return _noise(rng, size)
+        return _noise(rng, size), kind
     if kind == "stripes":
-        return _stripes(rng, size)
-    return _clutter(rng, size, clutter)
+        return _stripes(rng, size), kind
+    return _clutter(rng, size, clutter), kind
 
 
 def _jitter(rng, frame: Image.Image) -> Image.Image:
@@ -123,11 +123,12 @@ def _jitter(rng, frame: Image.Image) -> Image.Image:
 
 def make_shopper_photo(
     rng: np.random.Generator, packshot: np.ndarray, clutter: list[np.ndarray]
-) -> tuple[bytes, tuple[float, float, float, float]]:
-    """A shopper-style JPEG of ``packshot``'s product and its true box (fractions x, y, w, h of the photo)."""
+) -> tuple[bytes, tuple[float, float, float, float], str]:
+    """A shopper-style JPEG of ``packshot``'s product, its true box (fractions x, y, w, h) and the background kind."""
     size = FRAMES[int(rng.choice(len(FRAMES), p=FRAME_WEIGHTS))]
     width, height = size
-    frame = background(rng, size, clutter).convert("RGB")
+    frame, kind = background(rng, size, clutter)
+    frame = frame.convert("RGB")
     product = cut_out(packshot).rotate(rng.uniform(-10, 10), Image.Resampling.BICUBIC, expand=True)
     cover = rng.uniform(0.45, 0.75)
     scale = cover / max(product.width / width, product.height / height)
@@ -142,4 +143,4 @@ def make_shopper_photo(
     x0, y0, x1, y1 = Image.fromarray(np.where(alpha > 128, 255, 0).astype(np.uint8)).getbbox()
     out = io.BytesIO()
     _jitter(rng, frame).save(out, "JPEG", quality=int(rng.integers(60, 96)))
-    return out.getvalue(), (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height)
+    return out.getvalue(), (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height), kind
