@@ -46,6 +46,9 @@ def test_server_settings_from_the_environment():
         ({"FASHION_TOP_K": "60"}, "FASHION_TOP_K"),
         ({"FASHION_DECODE_MEMORY_MB": "8"}, "FASHION_DECODE_MEMORY_MB"),
         ({"FASHION_DECODE_SLOTS": "0"}, "FASHION_DECODE_SLOTS"),
+        ({"FASHION_COLOUR_WEIGHT": "1.5"}, "FASHION_COLOUR_WEIGHT"),
+        ({"FASHION_COLOUR_WEIGHT": "-0.1"}, "FASHION_COLOUR_WEIGHT"),
+        ({"FASHION_LOCATE": "maybe"}, "FASHION_LOCATE"),
     ],
 )
 def test_malformed_values_are_refused_with_the_variable_named(env, named):

@@ -155,3 +155,16 @@ def test_the_api_reports_the_box_it_searched_with(pretrained_app, demo_catalogue
     packshot = (demo_catalogue / "13.jpg").read_bytes()
     answer = client.post("/api/search", data={"image": (io.BytesIO(packshot), "13.jpg")}).get_json()
     assert answer["queries"][0]["located"] is False and answer["queries"][0]["results"][0]["id"] == "13"
+
+
+def test_locating_off_for_the_site_still_obeys_the_request(pretrained_index, pretrained_embedder, demo_catalogue):
+    """FASHION_LOCATE=off: uploads are searched whole unless a request asks for locate=true."""
+    from web import create_app
+
+    settings = pretrained_index.replace(locate=False)
+    client = create_app(settings, embedder=pretrained_embedder, autobuild=False, TESTING=True).test_client()
+    data, _truth = _composite(demo_catalogue / "13.jpg", seed=13)
+    off = client.post("/api/search", data={"image": (io.BytesIO(data), "s.jpg")}).get_json()
+    assert off["locate"] is False and off["queries"][0]["located"] is False
+    on = client.post("/api/search", data={"image": (io.BytesIO(data), "s.jpg"), "locate": "true"}).get_json()
+    assert on["locate"] is True and on["queries"][0]["located"] is True
