@@ -21,7 +21,7 @@ from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, to_photo
 ITEMS = (2, 13, 17, 23, 101)  # a shoe, a bag, a T-shirt, ... of the demo catalogue
 
 
-def _composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[bytes, tuple[float, ...]]:
+def composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[bytes, tuple[float, ...]]:
     """A JPEG of the product in ``path`` on a busy background, and its true box (fractions of the photo)."""
     rng = np.random.default_rng(seed)
     product = Image.open(path).convert("RGB")
@@ -101,7 +101,7 @@ def test_a_packshot_and_an_everywhere_map_keep_the_whole_photo(demo_catalogue):
 def test_locating_finds_the_pasted_product(demo_catalogue, pretrained_embedder):
     overlaps, held = [], []
     for item in ITEMS:
-        data, truth = _composite(demo_catalogue / f"{item}.jpg", seed=item)
+        data, truth = composite(demo_catalogue / f"{item}.jpg", seed=item)
         array, size = load_with_size(data)
         found = locate(pretrained_embedder, [Photo(data, array, size)])[0]
         assert found.box is not None, item
@@ -127,7 +127,7 @@ def test_a_catalogue_photo_keeps_the_whole_photo(demo_catalogue, pretrained_embe
 
 def test_the_api_reports_the_box_it_searched_with(pretrained_app, demo_catalogue):
     client = pretrained_app.test_client()
-    data, truth = _composite(demo_catalogue / "13.jpg", seed=13)
+    data, truth = composite(demo_catalogue / "13.jpg", seed=13)
 
     def search(**fields):
         form = {"image": (io.BytesIO(data), "street.jpg"), **fields}
@@ -163,7 +163,7 @@ def test_locating_off_for_the_site_still_obeys_the_request(pretrained_index, pre
 
     settings = pretrained_index.replace(locate=False)
     client = create_app(settings, embedder=pretrained_embedder, autobuild=False, TESTING=True).test_client()
-    data, _truth = _composite(demo_catalogue / "13.jpg", seed=13)
+    data, _truth = composite(demo_catalogue / "13.jpg", seed=13)
     off = client.post("/api/search", data={"image": (io.BytesIO(data), "s.jpg")}).get_json()
     assert off["locate"] is False and off["queries"][0]["located"] is False
     on = client.post("/api/search", data={"image": (io.BytesIO(data), "s.jpg"), "locate": "true"}).get_json()

@@ -7,7 +7,8 @@ gunicorn on a fresh index dir (the default model's real weights, which come
 with the install) and
 drives headless Chromium at 1280 px through a first visit: the starting
 page, the upload form, marking one product in a photo of two, the results,
-and browsing. Each capture is cropped to what matters and saved as a
+a street-style photo whose product the site finds itself, the "Colour
+first" choice, and browsing. Each capture is cropped to what matters and saved as a
 palette PNG small enough for the repository.
 """
 
@@ -19,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from tests.test_locate import composite
 
 from .browser import (
     ActionChains,
@@ -108,6 +111,25 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
             if len(cards(driver)) != 5:
                 raise SystemExit("expected 5 results on the page")
             written.append(_save(driver, out_dir / "results.png", ".query-row"))
+
+            street = Path(tmp) / "street.jpg"
+            street.write_bytes(composite(catalogue / "13.jpg", seed=13)[0])
+            open_page(driver, server.url + "/", "#search-form")
+            driver.find_element(By.ID, "image").send_keys(str(street))
+            driver.find_element(By.ID, "search-button").click()
+            wait_for_results(driver)
+            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
+            written.append(_save(driver, out_dir / "located.png", ".query-row"))
+
+            open_page(driver, server.url + "/", "#search-form")
+            driver.find_element(By.ID, "image").send_keys(str(catalogue / f"{query_id}.jpg"))
+            driver.find_element(
+                By.XPATH, "//label[contains(@class, 'match-step')][normalize-space()='Colour first']"
+            ).click()
+            driver.find_element(By.ID, "search-button").click()
+            wait_for_results(driver)
+            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, "main img"))
+            written.append(_save(driver, out_dir / "colour.png", ".query-row"))
 
             open_page(driver, server.url + "/browse?gender=Women", ".browse-grid")
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".browse-grid img")[:12])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_locate import _composite
+from tests.test_locate import composite
 
 from .browser import By, Keys, cards, open_page, save_screenshot, wait, wait_for_results
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def street_photo(pretrained_server, tmp_path):
-    data, truth = _composite(pretrained_server.catalogue / "13.jpg", seed=13)
+    data, truth = composite(pretrained_server.catalogue / "13.jpg", seed=13)
     path = tmp_path / "street.jpg"
     path.write_bytes(data)
     return path, truth
