@@ -6,6 +6,7 @@ Layout of the index dir::
     gen-<id>/embeddings.pkl      float32 N x D (the model's dimension), L2-normalised
     gen-<id>/filenames.pkl       N paths relative to the catalogue
     gen-<id>/embeddings.npy      the same vectors as a plain .npy, memory-mapped by workers
+                                 (float32, or float16 with FASHION_VECTORS=float16)
     gen-<id>/metadata.json       N dicts from styles.csv (may be empty)
     gen-<id>/metadata-codes.npy  the same metadata as category codes (see metadata.py)
     gen-<id>/metadata-values.json
@@ -59,6 +60,9 @@ WORK_DIR = "work"
 THUMBS_DIR = "thumbs"
 LOCK_FILE = ".build.lock"
 METRIC = "euclidean"
+# The dtypes embeddings.npy may have. Re-ranking always computes in float32;
+# float16 halves the page cache the workers share, embeddings.pkl stays float32.
+VECTOR_DTYPES = ("float32", "float16")
 
 
 class ArtifactError(RuntimeError):
@@ -166,20 +170,20 @@ def sha256_file(path: Path) -> str:
 CHUNK_ROWS = 4096  # rows per read or write while streaming vectors (32 MB at 2048 dims)
 
 
-def _npy_header(handle, shape: tuple[int, int]) -> None:
+def _npy_header(handle, shape: tuple[int, int], dtype=np.float32) -> None:
     np.lib.format.write_array_header_1_0(
-        handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+        handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     )
 
 
-def _write_vectors_npy(path: Path, embeddings, shape: tuple[int, int]) -> str:
-    """Stream ``embeddings`` (anything sliceable by row ranges) into a float32 ``.npy``."""
+def _write_vectors_npy(path: Path, embeddings, shape: tuple[int, int], dtype=np.float32) -> str:
+    """Stream ``embeddings`` (anything sliceable by row ranges) into a ``.npy`` of ``dtype``."""
     count, dim = shape
 
     def write(handle):
-        _npy_header(handle, shape)
+        _npy_header(handle, shape, dtype)
         for start in range(0, count, CHUNK_ROWS):
-            chunk = np.ascontiguousarray(embeddings[start : start + CHUNK_ROWS], dtype=np.float32)
+            chunk = np.ascontiguousarray(embeddings[start : start + CHUNK_ROWS], dtype=dtype)
             if chunk.shape != (min(CHUNK_ROWS, count - start), dim):
                 raise ValueError(f"embedding rows {start}.. have shape {chunk.shape}, expected {dim} columns")
             handle.write(memoryview(chunk).cast("B"))
@@ -188,7 +192,7 @@ def _write_vectors_npy(path: Path, embeddings, shape: tuple[int, int]) -> str:
 
 
 def iter_npy_rows(path: Path, chunk_rows: int = CHUNK_ROWS):
-    """Yield ``(first_row, float32 chunk)`` from a 2-D ``.npy`` with plain reads.
+    """Yield ``(first_row, float32 chunk)`` from a 2-D float32 or float16 ``.npy`` with plain reads.
 
     Reads rather than memory-maps so that a pass over gigabytes of vectors
     does not leave them all mapped (and counted) in this process.
@@ -197,29 +201,32 @@ def iter_npy_rows(path: Path, chunk_rows: int = CHUNK_ROWS):
         version = np.lib.format.read_magic(handle)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(handle)
-        if fortran or dtype != np.float32 or len(shape) != 2:
-            raise ArtifactError(f"{path.name} is not a C-ordered float32 matrix")
+        if fortran or dtype.name not in VECTOR_DTYPES or len(shape) != 2:
+            raise ArtifactError(f"{path.name} is not a C-ordered float32 or float16 matrix")
         count, dim = shape
+        row_bytes = dim * dtype.itemsize
         for start in range(0, count, chunk_rows):
             rows = min(chunk_rows, count - start)
-            data = handle.read(rows * dim * 4)
-            if len(data) != rows * dim * 4:
+            data = handle.read(rows * row_bytes)
+            if len(data) != rows * row_bytes:
                 raise ArtifactError(f"{path.name} is shorter than its header says")
-            yield start, np.frombuffer(data, dtype=np.float32).reshape(rows, dim)
+            yield start, np.frombuffer(data, dtype=dtype).reshape(rows, dim).astype(np.float32, copy=False)
 
 
-def _write_array_pickle(path: Path, npy_path: Path, shape: tuple[int, int]) -> str:
-    """Write ``embeddings.pkl`` (a pickled float32 array) from the ``.npy`` without loading it.
+def _write_array_pickle(path: Path, npy_path: Path, shape: tuple[int, int]) -> tuple[str, int | None]:
+    """Write ``embeddings.pkl`` (a pickled float32 array) from the float32 ``.npy`` without loading it.
 
     The pickle is what ``pickle.dump(array, protocol=5)`` writes, except that
     the data is streamed from the ``.npy`` in chunks: the opcodes around the
     data come from pickling the array with its buffer out of band (which
     reads no data), and the single out-of-band buffer is replaced by an
     in-band ``BYTEARRAY8`` holding the bytes. Frames are optional for
-    unpicklers and are left out.
+    unpicklers and are left out. Returns the SHA-256 and the byte offset of
+    the raw float32 rows inside the pickle (``None`` when empty), which lets
+    a later build reuse the exact float32 vectors without unpickling them.
     """
     if shape[0] == 0:
-        return atomic_write_pickle(path, np.zeros(shape, np.float32))
+        return atomic_write_pickle(path, np.zeros(shape, np.float32)), None
     mapped = np.load(npy_path, mmap_mode="r").view(np.ndarray)  # no page is read by pickling it out of band
     skeleton = pickle.dumps(mapped, protocol=5, buffer_callback=lambda buffer: None)  # None: out of band
     del mapped
@@ -237,6 +244,7 @@ def _write_array_pickle(path: Path, npy_path: Path, shape: tuple[int, int]) -> s
     if data_at is None or parts.count(None) != 1:
         raise RuntimeError("unexpected pickle layout for a numpy array")
     nbytes = shape[0] * shape[1] * 4
+    data_offset = sum(len(part) for part in parts[:data_at]) + 1 + 8  # after the opcode and its length
 
     def write(handle):
         for part in parts:
@@ -246,6 +254,19 @@ def _write_array_pickle(path: Path, npy_path: Path, shape: tuple[int, int]) -> s
             handle.write(pickle.BYTEARRAY8 + struct.pack("<Q", nbytes))
             for _start, chunk in iter_npy_rows(npy_path):
                 handle.write(memoryview(chunk).cast("B"))
+
+    return _atomic_write(path, write), data_offset
+
+
+def _convert_npy(path: Path, dtype: str) -> str:
+    """Rewrite a float32 ``.npy`` as ``dtype`` in place (atomically, streamed); returns its SHA-256."""
+    shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+
+    def write(handle):
+        _npy_header(handle, shape, dtype)
+        # the open handle keeps reading the float32 file until os.replace swaps it
+        for _start, chunk in iter_npy_rows(path):
+            handle.write(memoryview(np.ascontiguousarray(chunk, dtype=dtype)).cast("B"))
 
     return _atomic_write(path, write)
 
@@ -305,6 +326,7 @@ def publish(
     trees: int,
     derive=None,
     colours=None,
+    vectors_dtype: str = "float32",
 ) -> Path:
     """Write a complete generation and switch ``current`` to it.
 
@@ -315,8 +337,13 @@ def publish(
     dicts. ``manifest`` holds the descriptive fields; checksums, count and
     the format version are added here. ``derive(vectors)``, if given, gets
     the written vectors memory-mapped and returns more manifest fields
-    computed from them. Returns the new generation folder.
+    computed from them. ``vectors_dtype`` is what ``embeddings.npy`` (the
+    re-ranking vectors workers map) is stored as: ``float32`` or ``float16``;
+    Annoy, ``derive`` and ``embeddings.pkl`` always get float32. Returns the
+    new generation folder.
     """
+    if vectors_dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vectors_dtype must be one of {VECTOR_DTYPES}, got {vectors_dtype!r}")
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     shape = tuple(getattr(embeddings, "shape", ()))
@@ -329,7 +356,9 @@ def publish(
     gen = index_dir / f"gen-{published_ns}-{os.getpid()}"
     gen.mkdir()
     try:
-        _write_generation(gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours)
+        _write_generation(
+            gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype
+        )
     except BaseException:
         # a full disk or a crash must not leave a half-written generation for the next build to keep
         shutil.rmtree(gen, ignore_errors=True)
@@ -341,14 +370,19 @@ def publish(
 
 
 def _write_generation(
-    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours
+    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype
 ):
-    """Write every file of one generation, the manifest last."""
+    """Write every file of one generation, the manifest last.
+
+    The vectors are written once as a float32 ``.npy``; the pickle, Annoy and
+    ``derive`` read that file, and only then is it converted to
+    ``vectors_dtype`` if that is not float32.
+    """
     checksums = {}
     checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, embeddings, shape)
     if colours is not None:
         checksums[COLOURS_FILE] = _write_vectors_npy(gen / COLOURS_FILE, colours, (shape[0], int(colours.shape[1])))
-    checksums["embeddings.pkl"] = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
+    checksums["embeddings.pkl"], pickle_offset = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
     checksums["filenames.pkl"] = atomic_write_pickle(gen / "filenames.pkl", list(filenames))
     checksums["metadata.json"] = _write_json_rows(gen / "metadata.json", metadata)
     compact = Metadata.from_rows(metadata, count=shape[0])
@@ -359,10 +393,14 @@ def _write_generation(
     manifest = dict(manifest)
     if derive is not None:
         manifest.update(derive(np.load(gen / VECTORS_FILE, mmap_mode="r", allow_pickle=False)))
+    if vectors_dtype != "float32":
+        checksums[VECTORS_FILE] = _convert_npy(gen / VECTORS_FILE, vectors_dtype)
     manifest.update(
         format_version=FORMAT_VERSION,
         count=shape[0],
         dim=shape[1],
+        vectors_dtype=vectors_dtype,
+        embeddings_pkl_offset=pickle_offset,
         metric=METRIC,
         trees=trees,
         checksums=checksums,
@@ -479,6 +517,47 @@ class LoadedIndex:
     metadata: Metadata
     annoy: object = field(repr=False)
     colours: np.ndarray | None = None  # N x colour.DIM; None for a generation written before colours existed
+
+
+@dataclass(frozen=True)
+class ArrayFile:
+    """A 2-D float array in a file, memory-mapped only while a block of its rows is read.
+
+    Builds refer to stored rows through these instead of holding the rows,
+    so a publish reads each row once, a block at a time, and keeps nothing
+    mapped for long.
+    """
+
+    path: Path
+    offset: int | None = None  # raw float32 rows start here (inside embeddings.pkl); None: a .npy file
+    shape: tuple[int, int] | None = None
+
+    def open(self) -> np.ndarray:
+        """The array, memory-mapped read-only (unmapped when the caller drops it)."""
+        if self.offset is None:
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return np.memmap(self.path, dtype=np.float32, mode="r", offset=self.offset, shape=self.shape)
+
+
+def stored_rows(loaded: LoadedIndex) -> tuple[ArrayFile, ArrayFile] | None:
+    """Where a build can re-read a verified generation's exact float32 vectors and its colour descriptors.
+
+    The vectors come from the raw rows inside ``embeddings.pkl`` when the
+    manifest records their offset (it always does when ``embeddings.npy`` is
+    float16), else from a float32 ``embeddings.npy``. ``None`` for a
+    generation without colour descriptors: its items are embedded again.
+    """
+    manifest, gen = loaded.manifest, loaded.gen_dir
+    if loaded.colours is None or VECTORS_FILE not in (manifest.get("checksums") or {}):
+        return None
+    offset = manifest.get("embeddings_pkl_offset")
+    if isinstance(offset, int):
+        vectors = ArrayFile(gen / "embeddings.pkl", offset, (int(manifest["count"]), int(manifest["dim"])))
+    elif loaded.embeddings.dtype == np.float32:
+        vectors = ArrayFile(gen / VECTORS_FILE)
+    else:
+        return None
+    return vectors, ArrayFile(gen / COLOURS_FILE)
 
 
 def read_manifest(gen_dir: Path) -> dict:
@@ -615,7 +694,8 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     if (
         not isinstance(embeddings, np.ndarray)
-        or embeddings.dtype != np.float32
+        or embeddings.dtype != np.dtype(manifest.get("vectors_dtype", "float32"))
+        or embeddings.dtype.name not in VECTOR_DTYPES
         or not embeddings.flags.c_contiguous
         or embeddings.shape != (count, dim)
         or not isinstance(filenames, list)

@@ -124,38 +124,33 @@ def _keep_reused_vectors(plan: BuildPlan, skipped: list[Skipped]) -> list[Skippe
 class _PlanVectors:
     """One array of a publish (vectors or colour descriptors) in catalogue order, read a block of rows at a time.
 
-    Each row is either reused (a view into the previous generation's
-    memory-mapped file) or a row of a shard in ``work/``; a block is
-    gathered when ``artifacts.publish`` asks for it, so publishing never
-    holds every row at once. ``part`` picks the array: 0 for the vectors,
-    1 for the colour descriptors.
+    Each row is a reference ``(vectors file, colours file, row)`` into the
+    previous generation or a shard in ``work/``; a block is gathered when
+    ``artifacts.publish`` asks for it, mapping each file only while its rows
+    are copied, so publishing never holds every row at once. ``part`` picks
+    the array: 0 for the vectors, 1 for the colour descriptors.
     """
 
-    def __init__(self, sources: list, dim: int, part: int = 0):
-        self._sources = sources  # per row: (vector, colour) reused, or (shard .npy path, row)
+    def __init__(self, sources: list[checkpoints.RowSource], dim: int, part: int = 0):
+        self._sources = sources
         self._part = part
         self.shape = (len(sources), dim)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _shard_file(self, npy: Path) -> Path:
-        return npy if self._part == 0 else checkpoints.colours_path(npy)
-
     def __getitem__(self, rows: slice) -> np.ndarray:
         picked = self._sources[rows]
         out = np.empty((len(picked), self.shape[1]), np.float32)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        by_file: dict[artifacts.ArrayFile, tuple[list[int], list[int]]] = {}
         for i, source in enumerate(picked):
-            if isinstance(source[0], Path):
-                by_shard.setdefault(source[0], []).append((i, source[1]))
-            else:
-                out[i] = source[self._part]
-        for path, pairs in by_shard.items():
-            shard = np.load(self._shard_file(path), mmap_mode="r", allow_pickle=False)
-            targets, shard_rows = zip(*pairs)
-            out[list(targets)] = shard[list(shard_rows)]
-            del shard  # unmapped now: a publish does not keep every shard mapped
+            targets, file_rows = by_file.setdefault(source[self._part], ([], []))
+            targets.append(i)
+            file_rows.append(source[2])
+        for array_file, (targets, file_rows) in by_file.items():
+            mapped = array_file.open()
+            out[targets] = mapped[file_rows]
+            del mapped  # unmapped now: a publish keeps no file mapped between blocks
         return out
 
 
@@ -195,7 +190,7 @@ def publish_plan(
         checkpoints.work_dir(settings.index_dir), model_key=plan.model_key, fingerprints=fingerprints
     )
     skipped_paths = {s.relpath for s in skipped}
-    sources: list = []
+    sources: list[checkpoints.RowSource] = []
     kept: list[CatalogueFile] = []
     indexed = 0
     for item in plan.files:
@@ -203,7 +198,7 @@ def publish_plan(
             continue
         stored = fresh.get(item.relpath)
         if stored is not None and list(stored[0]) == item.fingerprint:
-            source = (stored[1], stored[2])
+            source = stored[1]
             indexed += item.relpath not in plan.reuse
         else:
             source = plan.reuse.get(item.relpath)
@@ -237,6 +232,7 @@ def publish_plan(
         trees=settings.annoy_trees,
         # how close is close in this catalogue, from the vectors as written
         derive=lambda vectors: {"match_scale": calibration.match_scale(vectors)},
+        vectors_dtype=settings.vectors,
     )
     checkpoints.clear(checkpoints.work_dir(settings.index_dir))
     _remove_stale_thumbs(settings.index_dir, set(manifest["thumbs"]))
@@ -361,6 +357,8 @@ def _unchanged_index(settings: Settings, key: dict) -> dict | None:
     manifest = loaded.manifest
     if manifest.get("catalogue") != str(settings.catalogue) or manifest.get("trees") != settings.annoy_trees:
         return None
+    if manifest.get("vectors_dtype", "float32") != settings.vectors:
+        return None  # stored as the other dtype: publish again, reusing every vector
     if not all(thumb_path(settings.index_dir, name).is_file() for name in manifest.get("thumbs", [])):
         return None  # lost thumbnails are made again without embedding anything
     if any(_decodes_now(settings.catalogue / skipped["relpath"]) for skipped in manifest.get("skipped", [])):

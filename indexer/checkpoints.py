@@ -3,9 +3,10 @@
 A build writes every few hundred embeddings as a shard into ``work/``: a
 ``.npy`` array of vectors and one of colour descriptors (no pickle), and a
 JSON sidecar, written last, listing the files and fingerprints of its rows
-plus the arrays' checksums. The next build
-reuses every shard whose sidecar and checksum are intact and whose weights
-and preprocessing match. Any engine (local or Ray) writes the same shards.
+plus the arrays' checksums. The next build reuses every shard whose sidecar
+and checksum are intact and whose weights and preprocessing match, by
+reference: rows are read when they are published. Any engine (local or Ray)
+writes the same shards.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import WORK_DIR, atomic_write_bytes, atomic_write_json, sha256_file
+from .artifacts import WORK_DIR, ArrayFile, atomic_write_bytes, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -71,59 +72,25 @@ def write_shard(
     return Path(folder) / f"{name}.json"
 
 
-def read_shards(
+RowSource = tuple[ArrayFile, ArrayFile, int]  # where a build reads one item: (vectors, colours, row)
+
+
+def locate_shards(
     folder: Path, *, model_key: dict, fingerprints: dict[str, list] | None = None
-) -> dict[str, tuple[list, np.ndarray, np.ndarray]]:
-    """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, vector, colour)}``.
+) -> dict[str, tuple[list, RowSource]]:
+    """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, (vectors, colours, row))}``.
 
     With ``fingerprints`` (``{relpath: [size, mtime_ns]}`` of the catalogue now),
     rows of files that changed or vanished since they were embedded are dropped.
     Shards are read in name order, which says nothing about age, so without
     this a stale row could shadow the fresh row of the same file.
-    """
-    found: dict[str, tuple[list, np.ndarray, np.ndarray]] = {}
-    folder = Path(folder)
-    if not folder.is_dir():
-        return found
-    for sidecar_path in sorted(folder.glob("*.json")):
-        npy = sidecar_path.with_suffix(".npy")
-        try:
-            sidecar = json.loads(sidecar_path.read_text("utf-8"))
-            if any(sidecar.get(key) != value for key, value in model_key.items()):
-                continue
-            data, colour_data = npy.read_bytes(), colours_path(npy).read_bytes()
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable shard %s: %s", sidecar_path.name, exc)
-            continue
-        if hashlib.sha256(data).hexdigest() != sidecar.get("sha256") or hashlib.sha256(
-            colour_data
-        ).hexdigest() != sidecar.get("colours_sha256"):
-            log.warning("Ignoring shard %s: checksum mismatch", sidecar_path.name)
-            continue
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
-        colours = np.load(io.BytesIO(colour_data), allow_pickle=False)
-        items = sidecar.get("items") or []
-        if not len(items) == len(vectors) == len(colours):
-            log.warning("Ignoring shard %s: row count mismatch", sidecar_path.name)
-            continue
-        for (relpath, size, mtime_ns), vector, colour in zip(items, vectors, colours):
-            if fingerprints is not None and list(fingerprints.get(relpath) or ()) != [size, mtime_ns]:
-                continue
-            found[relpath] = ([size, mtime_ns], vector, colour)
-    return found
 
-
-def locate_shards(
-    folder: Path, *, model_key: dict, fingerprints: dict[str, list] | None = None
-) -> dict[str, tuple[list, Path, int]]:
-    """Like ``read_shards``, but ``{relpath: (fingerprint, shard .npy path, row)}``.
-
-    The row's colour descriptor is the same row of ``colours_path(path)``.
     Checksums are verified by streaming each shard from disk and no vector
-    is kept, so a publish can read rows a block at a time instead of
-    holding every new vector at once.
+    is kept: a build refers to rows and reads them a block at a time when
+    it publishes, so resuming from many shards holds no more memory than a
+    build from a few.
     """
-    found: dict[str, tuple[list, Path, int]] = {}
+    found: dict[str, tuple[list, RowSource]] = {}
     folder = Path(folder)
     if not folder.is_dir():
         return found
@@ -148,10 +115,11 @@ def locate_shards(
         if len(items) != rows:
             log.warning("Ignoring shard %s: row count mismatch", sidecar_path.name)
             continue
+        vectors, colours = ArrayFile(npy), ArrayFile(colours_path(npy))  # shared by the shard's rows
         for row, (relpath, size, mtime_ns) in enumerate(items):
             if fingerprints is not None and list(fingerprints.get(relpath) or ()) != [size, mtime_ns]:
                 continue
-            found[relpath] = ([size, mtime_ns], npy, row)
+            found[relpath] = ([size, mtime_ns], (vectors, colours, row))
     return found
 
 

@@ -88,6 +88,7 @@ class Settings:
     annoy_trees: int = 50
     annoy_search_k: int = -1
     search_candidates: int = 200  # Annoy candidates re-ranked exactly per search
+    vectors: str = "float32"  # dtype of the re-ranking vectors workers map (float16: half the page cache)
     colour_weight: float = 0.2  # default share of colour in a search's score (0: shape alone, 1: colour alone)
     locate: bool = True  # find the product in an uploaded photo and embed that region
     batch_size: int = 32
@@ -148,6 +149,7 @@ class Settings:
             annoy_trees=_int(env, "FASHION_ANNOY_TREES", 50, minimum=1),
             annoy_search_k=_int(env, "FASHION_ANNOY_SEARCH_K", -1, minimum=-1),
             search_candidates=_int(env, "FASHION_SEARCH_CANDIDATES", 200, minimum=1),
+            vectors=_choice(env, "FASHION_VECTORS", "float32", ("float32", "float16")),
             colour_weight=_float(env, "FASHION_COLOUR_WEIGHT", 0.2, minimum=0.0),
             locate=_choice(env, "FASHION_LOCATE", "on", ("on", "off")) == "on",
             batch_size=_int(env, "FASHION_BATCH_SIZE", 32, minimum=1),

@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import artifacts, checkpoints
 from .catalogue import CatalogueFile, read_styles, scan
 from .colour import COLOUR_VERSION
@@ -42,7 +40,7 @@ class BuildPlan:
     files: list[CatalogueFile]
     styles: dict
     model_key: dict
-    reuse: dict[str, tuple[np.ndarray, np.ndarray]]  # relpath -> (vector, colour descriptor)
+    reuse: dict[str, checkpoints.RowSource]  # relpath -> where its stored vector and colour descriptor lie
     to_embed: list[CatalogueFile]
     removed: int
     missing_thumbs: list[CatalogueFile] = field(default_factory=list)
@@ -89,8 +87,12 @@ def thumb_path(index_dir: Path, name: str) -> Path:
 # ---------------------------------------------------------------- planning
 
 
-def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, np.ndarray, np.ndarray]], int]:
-    """Vectors and colour descriptors of the current generation, if it is intact and compatible."""
+def previous_rows(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, checkpoints.RowSource]], int]:
+    """Where the current generation's vectors and colour descriptors lie, if it is intact and compatible.
+
+    Returns ``({relpath: (fingerprint, (vectors, colours, row))}, items)``:
+    references, not rows, so reusing a generation of any size holds no vectors.
+    """
     try:
         loaded = artifacts.load_index(index_dir, expect=key)
     except artifacts.ArtifactError as exc:
@@ -98,13 +100,14 @@ def _previous_vectors(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list,
             log.warning("Not reusing the existing index: %s", exc)
         return {}, 0
     loaded.annoy.unload()
+    files = artifacts.stored_rows(loaded)
     items = loaded.manifest.get("items") or []
-    if loaded.colours is None:
+    del loaded  # unmaps the vectors; a publish maps them again a block at a time
+    if files is None:
         return {}, 0
-    # views into the memory-mapped files: nothing is copied
+    vectors, colours = files
     previous = {
-        relpath: ([size, mtime], loaded.embeddings[row], loaded.colours[row])
-        for row, (relpath, size, mtime) in enumerate(items)
+        relpath: ([size, mtime], (vectors, colours, row)) for row, (relpath, size, mtime) in enumerate(items)
     }
     return previous, len(items)
 
@@ -120,17 +123,17 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
         checkpoints.clear(work)
         previous, previous_count = {}, 0
     else:
-        previous, previous_count = _previous_vectors(settings.index_dir, key)
+        previous, previous_count = previous_rows(settings.index_dir, key)
         # shards of an interrupted build are newer than the current generation
         current_fingerprints = {item.relpath: item.fingerprint for item in files}
-        previous.update(checkpoints.read_shards(work, model_key=key, fingerprints=current_fingerprints))
-    reuse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        previous.update(checkpoints.locate_shards(work, model_key=key, fingerprints=current_fingerprints))
+    reuse: dict[str, checkpoints.RowSource] = {}
     to_embed: list[CatalogueFile] = []
     missing_thumbs: list[CatalogueFile] = []
     for item in files:
         stored = previous.get(item.relpath)
         if stored is not None and list(stored[0]) == item.fingerprint:
-            reuse[item.relpath] = (stored[1], stored[2])
+            reuse[item.relpath] = stored[1]
             if not thumb_path(settings.index_dir, thumb_name(item)).is_file():
                 missing_thumbs.append(item)
         else:

@@ -140,8 +140,8 @@ class Searcher:
             raise UnknownItem(item_id) from None
 
     def vector(self, row: int) -> np.ndarray:
-        """Stored unit vector of a row (no re-embedding)."""
-        return np.array(self.embeddings[row])
+        """Stored unit vector of a row (no re-embedding), as float32 whatever the stored dtype."""
+        return np.array(self.embeddings[row], dtype=np.float32)
 
     def colour(self, row: int) -> np.ndarray | None:
         """Stored colour descriptor of a row (None for an index without them)."""

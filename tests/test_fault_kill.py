@@ -204,7 +204,7 @@ class Harness:
         self.timeline[-1] += f"; index holds {held}"
 
     def shard_paths(self) -> set[str]:
-        return set(checkpoints.read_shards(self.index_dir / artifacts.WORK_DIR, model_key=self.key))
+        return set(checkpoints.locate_shards(self.index_dir / artifacts.WORK_DIR, model_key=self.key))
 
 
 def test_sigkill_at_ten_points_keeps_a_complete_set(tmp_path, demo_catalogue):
