@@ -1,17 +1,21 @@
 """Scale benchmark: a synthetic N-item catalogue index served by a real gunicorn.
 
-    python -m benchmarks.bench_scale --items 250000
+    python -m benchmarks.bench_scale --items 1000000 --steps 250000
 
-No image files are needed. The vectors come from the real fashion-dev
-embeddings (``FASHION_WEIGHTS=none``, built once into a cache folder outside
-the repo and reused): each synthetic item is a real vector plus a small
-Gaussian perturbation, re-normalised, so neighbourhoods look like real
-ones. Each item takes its source photo's ``styles.csv`` row as metadata, and
-a file name that does not exist on disk. The vectors are written as build
-shards into ``work/`` and published by ``indexer.build.publish_plan``, the
-code path of a real build after embedding, in a child process whose peak
-memory is measured. Then a real gunicorn (``gunicorn.conf.py``, 2 workers)
-serves the index and the benchmark measures:
+No image files are needed. The vectors grow from the real fashion-dev
+embeddings (the default model with its pretrained weights, built once into a
+cache folder outside the repo and reused) through
+``benchmarks.synthetic.SyntheticCatalogue``: each synthetic item lies between
+two real items of the same articleType, plus noise calibrated so that a
+synthetic sample as large as the real catalogue has the real catalogue's
+median distance to its nearest neighbour (``neighbour_distance`` in the
+output puts both side by side). Each item takes its source photo's
+``styles.csv`` row as metadata and colour descriptor, and a file name that
+does not exist on disk. The vectors are written as build shards into
+``work/`` and published by ``indexer.build.publish_plan``, the code path of a
+real build after embedding, in a child process whose peak memory is
+measured. Then a real gunicorn (``gunicorn.conf.py``, 2 workers) serves the
+index and the benchmark measures:
 
 - ``worker_start_s``: gunicorn spawn to the first ``/healthz`` 200;
 - ``recall_at_5``: ``GET /api/items/<id>/similar?k=5`` (what the site
@@ -23,8 +27,16 @@ serves the index and the benchmark measures:
   ``/proc/<pid>/smaps_rollup``) after those requests, and its anonymous
   part (heap) as ``worker_anon_mb``.
 
+For the largest size it also publishes an incremental build that adds 1% of
+items (the previous generation's rows are reused by reference, the new ones
+come from shards) and reports its peak memory against the full publish's;
+and it compares float16 re-ranking vectors with float32 on the same index:
+recall@5 of the site's ranking, its latency, and the size of the file the
+workers map.
+
 The same figures for a 3,000-item catalogue, measured in the same run, are
-under ``baseline``. The last output line is one JSON object.
+under ``baseline``; each ``--steps`` size under ``steps``. The last output
+line is one JSON object.
 
 The catalogue folder the server is given does not exist, so the site's
 freshness check calls the index stale and its background build fails at
@@ -42,12 +54,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import DEFAULT_DATASET, load_average, peak_rss_mb, reset_peak_rss, rss_mb
 from benchmarks.server import FilePart, gunicorn_server, post_search, request
+from benchmarks.synthetic import SyntheticCatalogue
 from indexer.models import DEFAULT_MODEL, get_spec
 
 log = logging.getLogger("bench_scale")
@@ -56,50 +70,50 @@ CACHE = Path(os.environ.get("FASHION_BENCH_CACHE", Path.home() / ".cache" / "fas
 BASELINE_ITEMS = 3000
 SHARD_ROWS = 4096
 SEED = 20240611
-WEIGHTS_ID = "random-seed1234"  # what FASHION_WEIGHTS=none records; the server must accept the index
 SPEC = get_spec(DEFAULT_MODEL)  # the server's model: its id and vector size
+INCREMENT = 0.01  # share of items an incremental build adds
 
 
 # ---------------------------------------------------------------- source vectors
 
 
 def source_index(dataset: Path) -> Path:
-    """The fashion-dev index in the cache, built with FASHION_WEIGHTS=none on first use (or without colours)."""
-    index_dir = CACHE / "index"
+    """The fashion-dev index of the default model with pretrained weights, in the cache (built on first use)."""
+    index_dir = CACHE / f"index-{SPEC.model_id}-pretrained"
     if not (index_dir / "manifest.json").exists() or not (index_dir / "colours.npy").exists():
         log.info("Embedding %s once into %s (several minutes)", dataset, index_dir)
-        env = dict(os.environ, FASHION_WEIGHTS="none")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
         cmd = [sys.executable, "-m", "indexer", "build", "--catalogue", str(dataset), "--index-dir", str(index_dir)]
-        subprocess.run(cmd, check=True, env=env)
+        subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)  # our stdout ends with one JSON line
     return index_dir
 
 
-def load_source(dataset: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The real fashion-dev vectors and colour descriptors."""
+@dataclass
+class Source:
+    """The real catalogue the synthetic one grows from."""
+
+    vectors: np.ndarray
+    colours: np.ndarray
+    labels: list[str]  # articleType of each row ("" when unknown)
+    weights_id: str  # what the server must load to accept the index
+
+
+def load_source(dataset: Path) -> Source:
+    """The real fashion-dev vectors, colour descriptors and articleTypes."""
     from indexer.artifacts import load_index
+    from indexer.catalogue import read_styles
 
     loaded = load_index(source_index(dataset))
-    vectors = np.array(loaded.embeddings, dtype=np.float32)
-    colours = np.array(loaded.colours, dtype=np.float32)
+    styles = read_styles(dataset)
+    labels = [str(styles.get(Path(name).stem, {}).get("articleType") or "") for name in loaded.filenames]
+    source = Source(
+        np.array(loaded.embeddings, dtype=np.float32),
+        np.array(loaded.colours, dtype=np.float32),
+        labels,
+        loaded.manifest["weights_id"],
+    )
     loaded.annoy.unload()
-    return vectors, colours
-
-
-def noise_scale(vectors: np.ndarray) -> float:
-    """Per-dimension sigma: the perturbation's norm is a third of the median nearest-neighbour distance."""
-    sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -np.inf)
-    nearest = np.sqrt(np.maximum(2.0 - 2.0 * sims.max(axis=1), 0.0))
-    return float(np.median(nearest)) / 3.0 / np.sqrt(vectors.shape[1])
-
-
-def synthetic_rows(vectors: np.ndarray, start: int, stop: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``start..stop`` of the synthetic catalogue and the real row each derives from."""
-    rng = np.random.default_rng([SEED, start])
-    sources = rng.integers(0, len(vectors), stop - start)
-    rows = vectors[sources] + rng.normal(0.0, sigma, (stop - start, vectors.shape[1])).astype(np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows.astype(np.float32), sources
+    return source
 
 
 def relpath(item: int) -> str:
@@ -107,20 +121,25 @@ def relpath(item: int) -> str:
     return f"synthetic/{item:07d}.jpg"
 
 
-def write_shards(index_dir: Path, vectors: np.ndarray, colours: np.ndarray, items: int, sigma: float) -> list[int]:
-    """Write the synthetic vectors as build shards (with their source's colours); returns each item's source row."""
+def write_shards(
+    index_dir: Path, synthetic: SyntheticCatalogue, colours: np.ndarray, start: int, stop: int, weights_id: str
+) -> list[int]:
+    """Write synthetic items ``start..stop`` as build shards, with their source's colours.
+
+    Returns the source row of each item.
+    """
     from indexer import checkpoints
     from indexer.plan import model_key
 
-    key = model_key(SPEC.model_id, WEIGHTS_ID)
+    key = model_key(SPEC.model_id, weights_id)
     work = checkpoints.work_dir(index_dir)
     sources: list[int] = []
-    for start in range(0, items, SHARD_ROWS):
-        stop = min(items, start + SHARD_ROWS)
-        rows, src = synthetic_rows(vectors, start, stop, sigma)
-        fingerprints = [[relpath(i), 1000, 0] for i in range(start, stop)]
+    for first in range(start, stop, SHARD_ROWS):
+        last = min(stop, first + SHARD_ROWS)
+        rows, src = synthetic.rows(first, last)
+        fingerprints = [[relpath(i), 1000, 0] for i in range(first, last)]
         checkpoints.write_shard(
-            work, rows, fingerprints, colours=colours[src], model_key=key, name=f"shard-{start:09d}"
+            work, rows, fingerprints, colours=colours[src], model_key=key, name=f"shard-{first:09d}"
         )
         sources.extend(int(s) for s in src)
     return sources
@@ -129,36 +148,54 @@ def write_shards(index_dir: Path, vectors: np.ndarray, colours: np.ndarray, item
 # ---------------------------------------------------------------- publishing (child process)
 
 
-def publish_child(index_dir: Path, sources_path: Path, dataset: Path) -> dict:
-    """Publish the shards in ``index_dir/work`` through ``publish_plan``; measure time and peak RSS."""
+def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id: str, incremental: bool) -> dict:
+    """Publish ``index_dir`` through ``publish_plan``; measure time and peak RSS.
+
+    Full: every item from the shards in ``work/``. Incremental: the items of
+    the current generation are reused (by reference, as ``plan_build`` does)
+    and the rest come from the shards.
+    """
     from indexer.build import publish_plan
     from indexer.catalogue import CatalogueFile, read_styles
     from indexer.config import Settings
-    from indexer.plan import BuildPlan, model_key
+    from indexer.plan import BuildPlan, model_key, previous_rows
 
     source_index(dataset)
     sources = json.loads(sources_path.read_text())
-    loaded_names = _source_filenames()
+    loaded_names = _source_filenames(dataset)
     real_styles = read_styles(dataset)
     source_rows = [dict(real_styles.get(Path(name).stem, {})) for name in loaded_names]
     files = [CatalogueFile(relpath(i), 1000, 0) for i in range(len(sources))]
     styles = {Path(relpath(i)).stem: source_rows[s] for i, s in enumerate(sources)}
     catalogue = index_dir.parent / "no-such-catalogue"
-    plan = BuildPlan(catalogue, files, styles, model_key(SPEC.model_id, WEIGHTS_ID), {}, files, 0)
     settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(index_dir))
+    key = model_key(SPEC.model_id, weights_id)
     del sources
     reset_peak_rss()
     before = rss_mb()
     started = time.perf_counter()
+    reuse = {}
+    if incremental:
+        previous, _count = previous_rows(index_dir, key)
+        reuse = {relpath: source for relpath, (_fingerprint, source) in previous.items()}
+        del previous
+    to_embed = [item for item in files if item.relpath not in reuse]
+    plan = BuildPlan(catalogue, files, styles, key, reuse, to_embed, 0)
     publish_plan(plan, settings, [], SPEC.dim)
     elapsed = time.perf_counter() - started
-    return {"publish_s": round(elapsed, 2), "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "publish_s": round(elapsed, 2),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "reused": len(reuse),
+        "added": len(to_embed),
+    }
 
 
-def _source_filenames() -> list[str]:
+def _source_filenames(dataset: Path) -> list[str]:
     from indexer.artifacts import current_generation, safe_unpickle
 
-    return safe_unpickle((current_generation(CACHE / "index") / "filenames.pkl").read_bytes())
+    return safe_unpickle((current_generation(source_index(dataset)) / "filenames.pkl").read_bytes())
 
 
 # ---------------------------------------------------------------- measuring one size
@@ -196,30 +233,101 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def _publish(index_dir: Path, sources_path: Path, dataset: Path, source: Source, vectors_dtype: str,
+             incremental: bool = False) -> dict:
+    """Run ``publish_child`` in a fresh process (its peak RSS is its own) and return its figures."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--publish-child", str(index_dir),
+           "--sources", str(sources_path), "--dataset", str(dataset), "--weights-id", source.weights_id]
+    if incremental:
+        cmd.append("--incremental")
+    env = dict(os.environ, FASHION_VECTORS=vectors_dtype)
+    child = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    published = json.loads(child.stdout.strip().splitlines()[-1])
+    published["peak_over_baseline_mb"] = round(published["peak_rss_mb"] - published["rss_before_mb"], 1)
+    return published
+
+
+def _site_ranking(loaded, item_ids: list[str], truth: list[list[int]]) -> tuple[float, float]:
+    """Recall@5 and p50 ms of ``Searcher.similar`` (the site's ranking) over one loaded generation."""
+    from indexer.search import Searcher
+
+    searcher = Searcher(loaded)
+    hits, elapsed = [], []
+    for item_id, exact in zip(item_ids, truth):
+        started = time.perf_counter()
+        _row, found = searcher.similar(item_id, 5)
+        elapsed.append((time.perf_counter() - started) * 1000)
+        hits.append(len({hit.row for hit in found} & set(exact)) / len(exact))
+    return round(float(np.mean(hits)), 4), percentile(elapsed, 50)
+
+
+def compare_float16(index_dir: Path, work_root: Path, item_ids: list[str], truth: list[list[int]]) -> dict:
+    """The site's ranking with float32 and with float16 re-ranking vectors, on the same published index.
+
+    Annoy's index is built from float32 vectors either way, so the stored
+    re-ranking vectors are the only difference; the float16 file is written
+    as a publish with ``FASHION_VECTORS=float16`` writes it. Run in this
+    process, alternating, so both see the same machine.
+    """
+    import dataclasses
+
+    from indexer.artifacts import CHUNK_ROWS, iter_npy_rows, load_index
+
+    wide = load_index(index_dir)
+    compact_path = work_root / "embeddings-float16.npy"
+    half = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.float16, shape=wide.embeddings.shape)
+    for start, chunk in iter_npy_rows(wide.gen_dir / "embeddings.npy", CHUNK_ROWS):
+        half[start : start + len(chunk)] = chunk
+    half.flush()
+    del half
+    compact = dataclasses.replace(
+        load_index(index_dir), embeddings=np.load(compact_path, mmap_mode="r").view(np.ndarray)
+    )
+    figures = {}
+    for name, loaded in (("float32", wide), ("float16", compact), ("float32_again", wide), ("float16_again", compact)):
+        figures[name] = _site_ranking(loaded, item_ids, truth)
+    wide.annoy.unload()
+    compact.annoy.unload()
+    result = {
+        "float32_recall_at_5": figures["float32"][0],
+        "float16_recall_at_5": figures["float16"][0],
+        "float32_similar_ms_p50": min(figures["float32"][1], figures["float32_again"][1]),
+        "float16_similar_ms_p50": min(figures["float16"][1], figures["float16_again"][1]),
+        "float32_file_mb": round((wide.gen_dir / "embeddings.npy").stat().st_size / 2**20, 1),
+        "float16_file_mb": round(compact_path.stat().st_size / 2**20, 1),
+    }
+    result["file_ratio"] = round(result["float16_file_mb"] / result["float32_file_mb"], 3)
+    compact_path.unlink()
+    return result
+
+
 def measure(
-    items: int, vectors: np.ndarray, colours: np.ndarray, sigma: float, dataset: Path, work_root: Path, queries: int
+    items: int,
+    source: Source,
+    synthetic: SyntheticCatalogue,
+    dataset: Path,
+    work_root: Path,
+    queries: int,
+    vectors_dtype: str,
+    largest: bool = False,
 ) -> dict:
-    """Build, publish, serve and measure one synthetic catalogue of ``items``."""
+    """Build, publish, serve and measure one synthetic catalogue of ``items`` (and, for the largest, more)."""
+    from indexer.config import Settings
     from indexer.evaluate import exact_neighbours
     from indexer.search import Searcher
 
     index_dir = work_root / f"index-{items}"
-    sources = write_shards(index_dir, vectors, colours, items, sigma)
+    sources = write_shards(index_dir, synthetic, source.colours, 0, items, source.weights_id)
     sources_path = work_root / f"sources-{items}.json"
     sources_path.write_text(json.dumps(sources))
-    del sources
-    child = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", "--publish-child", str(index_dir),
-         "--sources", str(sources_path), "--dataset", str(dataset)],
-        check=True, capture_output=True, text=True,
-    )
-    published = json.loads(child.stdout.strip().splitlines()[-1])
-    vectors_mb = items * vectors.shape[1] * 4 / 2**20
+    published = _publish(index_dir, sources_path, dataset, source, vectors_dtype)
+    vectors_mb = items * SPEC.dim * 4 / 2**20
     result = {
         "items": items,
+        "vectors": vectors_dtype,
         "publish_s": published["publish_s"],
-        "publish_peak_rss_mb": round(published["peak_rss_mb"] - published["rss_before_mb"], 1),
-        "publish_peak_over_vectors": round((published["peak_rss_mb"] - published["rss_before_mb"]) / vectors_mb, 2),
+        "publish_peak_rss_mb": published["peak_over_baseline_mb"],
+        "publish_peak_over_vectors": round(published["peak_over_baseline_mb"] / vectors_mb, 2),
         "vectors_mb": round(vectors_mb, 1),
     }
     log.info("%d items published: %s", items, result)
@@ -227,7 +335,12 @@ def measure(
     searcher = Searcher.load(index_dir)  # the parent's own view, for the exact answers
     rng = np.random.default_rng(SEED)
     sample = np.sort(rng.choice(items, min(queries, items), replace=False))
-    truth = [[hit.row for hit in hits] for hits in exact_neighbours(searcher, sample, 5)]
+    # what the site ranks by default (shape and colour) and by shape alone
+    weights = {"": Settings.from_env({}).colour_weight, "_shape": 0.0}
+    truth = {
+        suffix: [[hit.row for hit in hits] for hits in exact_neighbours(searcher, sample, 5, colour_weight=weight)]
+        for suffix, weight in weights.items()
+    }
     item_ids = [searcher.ids[row] for row in sample]
     filters, matching = one_percent_filter(searcher, items / 100)
     searcher.index.annoy.unload()
@@ -235,75 +348,125 @@ def measure(
     photos = sorted(dataset.rglob("*.jpg"))
     photos = photos[:: max(1, len(photos) // queries)][:queries]
     catalogue = work_root / "no-such-catalogue"
-    with gunicorn_server(catalogue, index_dir, log_name=f"bench-scale-{items}", startup_timeout_s=600) as server:
+    # the index holds pretrained vectors: the server loads the same weights (FASHION_WEIGHTS=auto)
+    with gunicorn_server(
+        catalogue, index_dir, log_name=f"bench-scale-{items}", startup_timeout_s=900,
+        extra_env={"FASHION_WEIGHTS": "auto"},
+    ) as server:
         result["worker_start_s"] = round(server.ready_s, 2)
         result["all_workers_ready_s"] = round(server.all_ready_s, 2)
         phases = server.startup_phases()  # per worker: model build + warm-up + index load
         result["worker_model_to_index_s"] = [
             round(served - loading, 2) for loading, served in zip(phases["model_loading_s"], phases["index_served_s"])
         ]
-        hits = []
-        for item_id, exact in zip(item_ids, truth):
-            reply = request(server.port, "GET", f"/api/items/{item_id}/similar?k=5")
-            got = [int(Path(r["filename"]).stem) for r in reply.json()["results"]]
-            hits.append(len(set(got) & set(exact)) / len(exact))
-        result["recall_at_5"] = round(float(np.mean(hits)), 4)
-        search_ms, filtered_ms = [], []
-        for photo in photos:
-            part = [FilePart("image", photo.name, photo.read_bytes())]
-            reply = post_search(server.port, part)
-            search_ms.append(reply.json()["timing_ms"]["search"])
-            reply = post_search(server.port, part, fields=filters)
-            body = reply.json()
-            if reply.status != 200 or len(body["queries"][0]["results"]) != 5:
-                raise RuntimeError(f"filtered search failed: {reply.status} {body}")
-            filtered_ms.append(body["timing_ms"]["search"])
-        result.update(
-            search_ms_p50=percentile(search_ms, 50),
-            search_ms_p95=percentile(search_ms, 95),
-            filtered_ms_p50=percentile(filtered_ms, 50),
-            filtered_ms_p95=percentile(filtered_ms, 95),
-            filter=filters,
-            filter_matches=matching,
-        )
+        for suffix, weight in weights.items():
+            hits = []
+            for item_id, exact in zip(item_ids, truth[suffix]):
+                reply = request(server.port, "GET", f"/api/items/{item_id}/similar?k=5&colour_weight={weight}")
+                got = [int(Path(r["filename"]).stem) for r in reply.json()["results"]]
+                hits.append(len(set(got) & set(exact)) / len(exact))
+            result[f"recall_at_5{suffix}"] = round(float(np.mean(hits)), 4)
+            search_ms, filtered_ms = [], []
+            for photo in photos:
+                part = [FilePart("image", photo.name, photo.read_bytes())]
+                reply = post_search(server.port, part, fields={"colour_weight": str(weight)})
+                search_ms.append(reply.json()["timing_ms"]["search"])
+                reply = post_search(server.port, part, fields=dict(filters, colour_weight=str(weight)))
+                body = reply.json()
+                if reply.status != 200 or len(body["queries"][0]["results"]) != 5:
+                    raise RuntimeError(f"filtered search failed: {reply.status} {body}")
+                filtered_ms.append(body["timing_ms"]["search"])
+            result.update({
+                f"search_ms_p50{suffix}": percentile(search_ms, 50),
+                f"search_ms_p95{suffix}": percentile(search_ms, 95),
+                f"filtered_ms_p50{suffix}": percentile(filtered_ms, 50),
+                f"filtered_ms_p95{suffix}": percentile(filtered_ms, 95),
+            })
+        result.update(filter=filters, filter_matches=matching, colour_weight=weights[""])
         memory = [uss_mb(pid) for pid in server.worker_pids()]
         result["worker_uss_mb"] = [round(uss, 1) for uss, _ in memory]
         result["worker_anon_mb"] = [round(anon, 1) for _, anon in memory]
+    if largest:
+        if vectors_dtype == "float32":
+            result["float16"] = compare_float16(index_dir, work_root, item_ids, truth["_shape"])
+            log.info("float16 against float32: %s", result["float16"])
+        result["incremental"] = measure_incremental(index_dir, sources, source, synthetic, dataset, work_root,
+                                                    vectors_dtype, published)
+        log.info("incremental build: %s", result["incremental"])
     shutil.rmtree(index_dir, ignore_errors=True)
     return result
+
+
+def measure_incremental(
+    index_dir: Path, sources: list[int], source: Source, synthetic: SyntheticCatalogue, dataset: Path,
+    work_root: Path, vectors_dtype: str, full: dict,
+) -> dict:
+    """Add ``INCREMENT`` of items as shards and publish incrementally; peak RSS against the full publish."""
+    items = len(sources)
+    added = max(1, round(items * INCREMENT))
+    sources = sources + write_shards(index_dir, synthetic, source.colours, items, items + added, source.weights_id)
+    sources_path = work_root / f"sources-{items}-incremental.json"
+    sources_path.write_text(json.dumps(sources))
+    published = _publish(index_dir, sources_path, dataset, source, vectors_dtype, incremental=True)
+    if published["reused"] != items or published["added"] != added:
+        raise RuntimeError(f"incremental publish reused {published['reused']} and added {published['added']}")
+    return {
+        "items_added": added,
+        "publish_s": published["publish_s"],
+        "publish_peak_rss_mb": published["peak_over_baseline_mb"],
+        "peak_over_full_publish": round(published["peak_over_baseline_mb"] / full["peak_over_baseline_mb"], 3),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=250_000, help="synthetic catalogue size")
+    parser.add_argument("--steps", default="", help="smaller sizes measured first in the same run, e.g. 250000")
     parser.add_argument("--baseline", type=int, default=BASELINE_ITEMS, help="size of the baseline catalogue")
     parser.add_argument("--queries", type=int, default=60, help="queries per measurement")
+    parser.add_argument("--vectors", choices=("float32", "float16"), default="float32",
+                        help="dtype of the re-ranking vectors (FASHION_VECTORS)")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="fashion-dev folder")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--publish-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sources", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--weights-id", help=argparse.SUPPRESS)
+    parser.add_argument("--incremental", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     if args.publish_child:
-        print(json.dumps(publish_child(args.publish_child, args.sources, args.dataset)))
+        figures = publish_child(args.publish_child, args.sources, args.dataset, args.weights_id, args.incremental)
+        print(json.dumps(figures))
         return 0
 
-    vectors, colours = load_source(args.dataset)
-    sigma = noise_scale(vectors)
+    source = load_source(args.dataset)
+    synthetic = SyntheticCatalogue(source.vectors, source.labels, SEED)
+    neighbours = synthetic.report()
+    neighbours["synthetic_over_real_nn1"] = round(neighbours["synthetic_nn1_median"] / neighbours["real_nn1_median"], 3)
+    log.info("neighbour distances: %s", neighbours)
+    steps = [int(step) for step in args.steps.split(",") if step.strip()]
     work_root = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.work))
+    measured = []
     try:
-        baseline = measure(args.baseline, vectors, colours, sigma, args.dataset, work_root, args.queries)
-        result = measure(args.items, vectors, colours, sigma, args.dataset, work_root, args.queries)
+        run = dict(source=source, synthetic=synthetic, dataset=args.dataset, work_root=work_root,
+                   queries=args.queries, vectors_dtype=args.vectors)
+        baseline = measure(args.baseline, **run)
+        measured = [measure(step, **run) for step in steps]
+        result = measure(args.items, largest=True, **run)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
+    for figures in [*measured, result]:
+        figures.update(
+            uss_growth_mb=round(max(figures["worker_uss_mb"]) - max(baseline["worker_uss_mb"]), 1),
+            start_ratio=round(figures["worker_start_s"] / baseline["worker_start_s"], 2),
+        )
     result.update(
-        sigma=sigma,
+        neighbour_distance=neighbours,
         cpus=os.cpu_count(),
         load_average=round(load_average(), 2),
         baseline=baseline,
-        uss_growth_mb=round(max(result["worker_uss_mb"]) - max(baseline["worker_uss_mb"]), 1),
-        start_ratio=round(result["worker_start_s"] / baseline["worker_start_s"], 2),
+        steps=measured,
     )
     print(json.dumps(result))
     return 0
