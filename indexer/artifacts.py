@@ -550,14 +550,30 @@ def stored_rows(loaded: LoadedIndex) -> tuple[ArrayFile, ArrayFile] | None:
     manifest, gen = loaded.manifest, loaded.gen_dir
     if loaded.colours is None or VECTORS_FILE not in (manifest.get("checksums") or {}):
         return None
+    if loaded.embeddings.dtype == np.float32:
+        # the file workers keep in the page cache: reading it costs no extra disk
+        return ArrayFile(gen / VECTORS_FILE), ArrayFile(gen / COLOURS_FILE)
+    shape = (int(manifest["count"]), int(manifest["dim"]))
     offset = manifest.get("embeddings_pkl_offset")
-    if isinstance(offset, int):
-        vectors = ArrayFile(gen / "embeddings.pkl", offset, (int(manifest["count"]), int(manifest["dim"])))
-    elif loaded.embeddings.dtype == np.float32:
-        vectors = ArrayFile(gen / VECTORS_FILE)
-    else:
+    if not _raw_rows_at(gen / "embeddings.pkl", offset, shape):
+        log.warning("embeddings.pkl in %s has no float32 rows where its manifest says; embedding again", gen.name)
         return None
-    return vectors, ArrayFile(gen / COLOURS_FILE)
+    return ArrayFile(gen / "embeddings.pkl", offset, shape), ArrayFile(gen / COLOURS_FILE)
+
+
+def _raw_rows_at(path: Path, offset, shape: tuple[int, int]) -> bool:
+    """True when ``path`` holds ``shape`` raw float32 rows at ``offset``, announced by the pickle opcode before them."""
+    nbytes = shape[0] * shape[1] * 4
+    if type(offset) is not int or offset < 9:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset - 9)
+            announced = handle.read(9)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return False
+    return announced == pickle.BYTEARRAY8 + struct.pack("<Q", nbytes) and offset + nbytes <= size
 
 
 def read_manifest(gen_dir: Path) -> dict:
@@ -694,8 +710,8 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     if (
         not isinstance(embeddings, np.ndarray)
-        or embeddings.dtype != np.dtype(manifest.get("vectors_dtype", "float32"))
-        or embeddings.dtype.name not in VECTOR_DTYPES
+        or manifest.get("vectors_dtype", "float32") not in VECTOR_DTYPES
+        or embeddings.dtype.name != manifest.get("vectors_dtype", "float32")
         or not embeddings.flags.c_contiguous
         or embeddings.shape != (count, dim)
         or not isinstance(filenames, list)

@@ -357,8 +357,6 @@ def _unchanged_index(settings: Settings, key: dict) -> dict | None:
     manifest = loaded.manifest
     if manifest.get("catalogue") != str(settings.catalogue) or manifest.get("trees") != settings.annoy_trees:
         return None
-    if manifest.get("vectors_dtype", "float32") != settings.vectors:
-        return None  # stored as the other dtype: publish again, reusing every vector
     if not all(thumb_path(settings.index_dir, name).is_file() for name in manifest.get("thumbs", [])):
         return None  # lost thumbnails are made again without embedding anything
     if any(_decodes_now(settings.catalogue / skipped["relpath"]) for skipped in manifest.get("skipped", [])):
@@ -379,7 +377,8 @@ def check_freshness(settings: Settings, key: dict) -> str:
 
     ``incompatible`` means the stored vectors cannot be compared with new
     queries (other weights or preprocessing, or damaged files); ``stale``
-    means they can, but the catalogue changed since.
+    means they can, but the catalogue changed since or they are stored in
+    another dtype than ``FASHION_VECTORS`` asks for.
     """
     gen = artifacts.current_generation(settings.index_dir)
     if gen is None:
@@ -390,6 +389,8 @@ def check_freshness(settings: Settings, key: dict) -> str:
         return "incompatible"
     if any(manifest.get(k) != v for k, v in key.items()):
         return "incompatible"
+    if manifest.get("vectors_dtype", "float32") != settings.vectors:
+        return "stale"  # the vectors are comparable; publishing again stores them as FASHION_VECTORS says
     try:
         files = scan(settings.catalogue)
     except FileNotFoundError:

@@ -20,7 +20,7 @@ SCALE_VERSION = 1
 RANKS = (1, 10, 50)  # neighbour ranks whose similarity is recorded
 QUANTILES = (0.1, 0.5, 0.9)
 SAMPLE = 500  # catalogue items used as queries; enough for stable medians
-_CHUNK = 128  # query rows per matrix product, to bound memory at 128 x N floats
+_CHUNK_FLOATS = 1 << 24  # similarities per matrix product (64 MB), whatever the catalogue's size
 
 # (rank, quantile) -> score: the anchors of the 0-100 scale, in increasing order
 _ANCHORS = (((50, 0.1), 0.0), ((50, 0.5), 20.0), ((10, 0.5), 45.0), ((1, 0.5), 75.0), ((1, 0.9), 95.0))
@@ -43,8 +43,9 @@ def match_scale(embeddings: np.ndarray, *, sample: int = SAMPLE, seed: int = 0) 
     rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     found = {rank: [] for rank in ranks}
     top = max(ranks)
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
+    step = max(1, min(128, _CHUNK_FLOATS // n))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
         sims = embeddings[chunk] @ embeddings.T
         sims[np.arange(len(chunk)), chunk] = -np.inf  # an item is not its own neighbour
         best = -np.partition(-sims, top - 1, axis=1)[:, :top]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import tracemalloc
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from indexer import artifacts, checkpoints
-from indexer.build import build_index, publish_plan
+from indexer.build import build_index, check_freshness, publish_plan
 from indexer.colour import DIM as COLOUR_DIM
 from indexer.config import ConfigError, Settings
-from indexer.plan import model_key, plan_build
+from indexer.plan import key_for, model_key, plan_build
 from indexer.search import Searcher
 
 
@@ -107,12 +108,38 @@ def test_float16_reranking_equals_float32_order_up_to_ties(twin_indexes):
 def test_a_float16_generation_is_reused_with_its_exact_float32_vectors(tmp_path):
     rng = np.random.default_rng(3)
     vectors = _unit(rng, 50, 32)
-    _publish(tmp_path, vectors, _unit(rng, 50, COLOUR_DIM), "float16")
-    loaded = artifacts.load_index(tmp_path)
+    _publish(tmp_path / "f16", vectors, _unit(rng, 50, COLOUR_DIM), "float16")
+    loaded = artifacts.load_index(tmp_path / "f16")
     loaded.annoy.unload()
     stored, _colours = artifacts.stored_rows(loaded)
     assert stored.path.name == "embeddings.pkl"
     np.testing.assert_array_equal(stored.open()[[0, 17, 49]], vectors[[0, 17, 49]])
+    # a float32 generation is re-read from the file the workers already keep in the page cache
+    _publish(tmp_path / "f32", vectors, _unit(rng, 50, COLOUR_DIM), "float32")
+    loaded = artifacts.load_index(tmp_path / "f32")
+    loaded.annoy.unload()
+    assert artifacts.stored_rows(loaded)[0].path.name == "embeddings.npy"
+
+
+@pytest.mark.parametrize("offset", [12, -3, True, "50", 10**9, None])
+def test_a_wrong_pickle_offset_is_not_trusted(tmp_path, offset):
+    rng = np.random.default_rng(4)
+    _publish(tmp_path, _unit(rng, 20, 16), _unit(rng, 20, COLOUR_DIM), "float16")
+    loaded = artifacts.load_index(tmp_path)
+    loaded.annoy.unload()
+    assert artifacts.stored_rows(loaded) is not None
+    loaded.manifest["embeddings_pkl_offset"] = offset
+    assert artifacts.stored_rows(loaded) is None  # its items are embedded again, never read as garbage
+
+
+def test_an_unknown_vectors_dtype_is_an_artifact_error(tmp_path):
+    rng = np.random.default_rng(5)
+    gen = _publish(tmp_path, _unit(rng, 10, 16), _unit(rng, 10, COLOUR_DIM), "float16")
+    manifest = json.loads((gen / "manifest.json").read_text())
+    manifest["vectors_dtype"] = "bfloat7"
+    (gen / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(artifacts.ArtifactError):
+        artifacts.load_index(tmp_path)
 
 
 def test_fashion_vectors_setting_is_validated():
@@ -129,6 +156,8 @@ def test_switching_to_float16_republishes_without_embedding(tiny_settings, count
     float32_vectors = np.array(before.embeddings)
     embedded = counting_embedder.images
 
+    # the site's freshness check sees it too, so a server's own rebuild applies the setting
+    assert check_freshness(tiny_settings.replace(vectors="float16"), key_for(counting_embedder)) == "stale"
     report = build_index(tiny_settings.replace(vectors="float16"), counting_embedder)
     assert not report.up_to_date and report.indexed == 0 and report.reused == len(float32_vectors)
     assert counting_embedder.images == embedded
