@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 # Fields offered as filters when styles.csv provides them, in display order.
 FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
 EXACT_BLOCK = 4096  # rows per matrix product in exact search (32 MB of 2048-dim float32 vectors)
+# Scattered rows (a filter's matches, Annoy's candidates) are copied this many
+# at a time: a copy of about a megabyte stays in cache, while a copy of tens
+# of megabytes page-faults on every fresh page and ran 2.4x slower.
+GATHER_ROWS = 256
+
+
+def gathered(matrix: np.ndarray, rows: np.ndarray, apply) -> np.ndarray:
+    """``apply(matrix[chunk])`` for consecutive chunks of ``rows``, concatenated (float32)."""
+    out = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), GATHER_ROWS):
+        chunk = rows[start : start + GATHER_ROWS]
+        out[start : start + len(chunk)] = apply(matrix[chunk])
+    return out
 
 
 class UnknownItem(KeyError):
@@ -220,12 +233,12 @@ class Searcher:
         highest joined score ``(1 - w) x shape + w x colour`` similarity.
         """
         rows = np.sort(rows)  # ascending rows read the memory-mapped vectors in file order
-        distances = np.linalg.norm(self.embeddings[rows] - vector, axis=1)
+        distances = gathered(self.embeddings, rows, lambda block: np.linalg.norm(block - vector, axis=1))
         colour = self._joined(colour)
         if colour is None:
             order = np.lexsort((rows, distances))[:k]
             return [Hit(int(rows[i]), float(distances[i])) for i in order]
-        colour_sims = self.colours[rows] @ colour.descriptor
+        colour_sims = gathered(self.colours, rows, lambda block: block @ colour.descriptor)
         scores = (1.0 - colour.weight) * (1.0 - distances * distances / 2.0) + colour.weight * colour_sims
         order = np.lexsort((rows, -scores))[:k]
         return [Hit(int(rows[i]), float(distances[i]), float(colour_sims[i]), float(scores[i])) for i in order]
@@ -254,11 +267,16 @@ class Searcher:
         best_rows, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
         for start in range(0, len(rows), EXACT_BLOCK):
             block = rows[start : start + EXACT_BLOCK]
-            vectors = self.embeddings[start : start + EXACT_BLOCK] if mask is None else self.embeddings[block]
-            scores = -(vectors @ vector)
+            if mask is None:  # a slice is a view of the mapped file: nothing is copied
+                scores = -(self.embeddings[start : start + EXACT_BLOCK] @ vector)
+            else:
+                scores = -gathered(self.embeddings, block, lambda vectors: vectors @ vector)
             if joined is not None:
-                colours = self.colours[start : start + EXACT_BLOCK] if mask is None else self.colours[block]
-                scores = (1.0 - joined.weight) * scores - joined.weight * (colours @ joined.descriptor)
+                if mask is None:
+                    colour_sims = self.colours[start : start + EXACT_BLOCK] @ joined.descriptor
+                else:
+                    colour_sims = gathered(self.colours, block, lambda colours: colours @ joined.descriptor)
+                scores = (1.0 - joined.weight) * scores - joined.weight * colour_sims
             best_rows = np.concatenate([best_rows, block])
             best_scores = np.concatenate([best_scores, scores])
             if len(best_rows) > keep:
