@@ -14,7 +14,8 @@ real set's median distance to its nearest neighbour.
   real row each comes from; ``report()`` puts real and synthetic medians side
   by side.
 
-Numpy only, so a benchmark parent process stays small.
+Numpy only (the neighbour search is `indexer.calibration`'s), so a benchmark parent
+process stays small.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import logging
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+
+from indexer.calibration import kth_neighbour_similarities
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +55,8 @@ def neighbour_distance_medians(vectors: np.ndarray, ks=(1, 10)) -> dict[int, flo
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1 or ks[-1] > n - 1:
         raise ValueError(f"each k must be in 1..{n - 1} for {n} items, got {ks}")
-    # the k-th largest similarity sits at ascending position n - k after partitioning
-    positions = [n - k for k in ks]
-    kth_sims = np.empty((len(ks), n), dtype=np.float32)
-    for start in range(0, n, BLOCK_ROWS):
-        stop = min(n, start + BLOCK_ROWS)
-        sims = vectors[start:stop] @ vectors.T
-        # the item itself would be its own nearest neighbour; -inf puts it last
-        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        kth_sims[:, start:stop] = np.partition(sims, positions, axis=1)[:, positions].T
+    # the same computation as the manifest's match scale, over every item
+    kth_sims = kth_neighbour_similarities(vectors, np.arange(n), ks, block_rows=BLOCK_ROWS)
     distances = np.sqrt(np.maximum(2.0 - 2.0 * kth_sims.astype(np.float64), 0.0))
     return {k: float(np.median(distances[row])) for row, k in enumerate(ks)}
 

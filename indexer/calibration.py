@@ -21,12 +21,35 @@ RANKS = (1, 10, 50)  # neighbour ranks whose similarity is recorded
 QUANTILES = (0.1, 0.5, 0.9)
 SAMPLE = 500  # catalogue items used as queries; enough for stable medians
 _CHUNK_FLOATS = 1 << 24  # similarities per matrix product (64 MB), whatever the catalogue's size
+_MAX_CHUNK_ROWS = 128  # query rows per matrix product in a small catalogue
 
 # (rank, quantile) -> score: the anchors of the 0-100 scale, in increasing order
 _ANCHORS = (((50, 0.1), 0.0), ((50, 0.5), 20.0), ((10, 0.5), 45.0), ((1, 0.5), 75.0), ((1, 0.9), 95.0))
 # score thresholds of the labels, best first
 LABELS = ((75.0, "Very close match"), (45.0, "Close match"), (20.0, "Related"), (0.0, "Loosely related"))
 EXACT_DISTANCE = 1e-3  # the same photo (up to float rounding)
+
+
+def kth_neighbour_similarities(
+    embeddings: np.ndarray, rows: np.ndarray, ks, block_rows: int | None = None
+) -> np.ndarray:
+    """Similarity of each of ``rows`` to its k-th nearest other item in ``embeddings``, one row per k in ``ks``.
+
+    An item is never its own neighbour (an exact duplicate is). Query rows
+    go ``block_rows`` at a time, by default as many as keep a block of
+    similarities near ``_CHUNK_FLOATS`` whatever the catalogue's size.
+    """
+    n = len(embeddings)
+    if block_rows is None:
+        block_rows = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_FLOATS // n))
+    positions = [n - k for k in ks]  # the k-th largest sits at ascending position n - k
+    found = np.empty((len(positions), len(rows)), np.float32)
+    for start in range(0, len(rows), block_rows):
+        chunk = rows[start : start + block_rows]
+        sims = embeddings[chunk] @ embeddings.T
+        sims[np.arange(len(chunk)), chunk] = -np.inf  # an item is not its own neighbour
+        found[:, start : start + len(chunk)] = np.partition(sims, positions, axis=1)[:, positions].T
+    return found
 
 
 def match_scale(embeddings: np.ndarray, *, sample: int = SAMPLE, seed: int = 0) -> dict | None:
@@ -41,23 +64,13 @@ def match_scale(embeddings: np.ndarray, *, sample: int = SAMPLE, seed: int = 0) 
     ranks = sorted({min(rank, n - 1) for rank in RANKS})
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    found = {rank: [] for rank in ranks}
-    top = max(ranks)
-    step = max(1, min(128, _CHUNK_FLOATS // n))
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        sims = embeddings[chunk] @ embeddings.T
-        sims[np.arange(len(chunk)), chunk] = -np.inf  # an item is not its own neighbour
-        best = -np.partition(-sims, top - 1, axis=1)[:, :top]
-        best.sort(axis=1)
-        for rank in ranks:
-            found[rank].append(best[:, top - rank])
+    found = dict(zip(ranks, kth_neighbour_similarities(embeddings, rows, ranks)))
     return {
         "version": SCALE_VERSION,
         "sample": int(len(rows)),
         "quantiles": [float(q) for q in QUANTILES],
         "similarity": {
-            str(rank): [round(float(v), 6) for v in np.quantile(np.concatenate(found[rank]), QUANTILES)]
+            str(rank): [round(float(v), 6) for v in np.quantile(found[rank], QUANTILES)]
             for rank in ranks
         },
     }
