@@ -39,6 +39,13 @@ def gathered(matrix: np.ndarray, rows: np.ndarray, apply) -> np.ndarray:
     return out
 
 
+def _dot_rows(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, consecutive: bool) -> np.ndarray:
+    """``matrix[rows] @ query``; consecutive rows are a view of the mapped file, nothing is copied."""
+    if consecutive:
+        return matrix[rows[0] : rows[-1] + 1] @ query
+    return gathered(matrix, rows, lambda picked: picked @ query)
+
+
 class UnknownItem(KeyError):
     """No catalogue item has the requested id."""
 
@@ -267,15 +274,10 @@ class Searcher:
         best_rows, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
         for start in range(0, len(rows), EXACT_BLOCK):
             block = rows[start : start + EXACT_BLOCK]
-            if mask is None:  # a slice is a view of the mapped file: nothing is copied
-                scores = -(self.embeddings[start : start + EXACT_BLOCK] @ vector)
-            else:
-                scores = -gathered(self.embeddings, block, lambda vectors: vectors @ vector)
+            consecutive = mask is None  # then block is start, start + 1, ...
+            scores = -_dot_rows(self.embeddings, block, vector, consecutive)
             if joined is not None:
-                if mask is None:
-                    colour_sims = self.colours[start : start + EXACT_BLOCK] @ joined.descriptor
-                else:
-                    colour_sims = gathered(self.colours, block, lambda colours: colours @ joined.descriptor)
+                colour_sims = _dot_rows(self.colours, block, joined.descriptor, consecutive)
                 scores = (1.0 - joined.weight) * scores - joined.weight * colour_sims
             best_rows = np.concatenate([best_rows, block])
             best_scores = np.concatenate([best_scores, scores])
