@@ -38,6 +38,7 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -513,7 +514,7 @@ class LoadedIndex:
     gen_dir: Path
     manifest: dict
     embeddings: np.ndarray
-    filenames: list[str]
+    filenames: Sequence[str]  # a list as loaded; a Searcher swaps in a compact StringColumn
     metadata: Metadata
     annoy: object = field(repr=False)
     colours: np.ndarray | None = None  # N x colour.DIM; None for a generation written before colours existed

@@ -17,6 +17,7 @@ import numpy as np
 
 from .artifacts import LoadedIndex, load_index
 from .ids import recorded_ids
+from .strings import StringColumn
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -92,25 +93,24 @@ class Searcher:
     """
 
     def __init__(self, index: LoadedIndex, search_k: int = -1, candidates: int = 200):
-        # The manifest's per-item lists (about 0.3 KB an item as Python
-        # objects) are not all kept: file fingerprints are dropped, thumbnail
-        # names become one bytes array, and "ids" is the list the searcher uses.
-        self.ids = recorded_ids(index.manifest, index.filenames)
+        # Per-item strings are not kept as Python objects (about 0.3 KB an
+        # item): file names and ids become string columns, thumbnail names
+        # one bytes array, and the manifest's per-item lists are dropped.
+        self.ids = StringColumn(recorded_ids(index.manifest, index.filenames))
+        self.filenames = StringColumn(index.filenames)
         manifest = dict(index.manifest)
-        manifest.pop("items", None)
+        for per_item in ("items", "ids"):
+            manifest.pop(per_item, None)
         thumbs = manifest.pop("thumbs", None)
-        if "ids" in manifest:
-            manifest["ids"] = self.ids
         index.manifest = manifest
+        index.filenames = self.filenames
         self.index = index
         self.manifest = manifest
         self.embeddings = index.embeddings
         self.colours = index.colours  # None for an index written before colour descriptors
-        self.filenames = index.filenames
         self.metadata = index.metadata
         self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
-        self._row_of = {item_id: row for row, item_id in enumerate(self.ids)}
-        self.filename_set = frozenset(index.filenames)
+        del thumbs
         self._facets: dict[str, list[str]] | None = None
         self._annoy = index.annoy
         self._search_k = search_k
@@ -154,10 +154,10 @@ class Searcher:
 
     def row_of(self, item_id: str) -> int:
         """Row of an item id; raises ``UnknownItem``."""
-        try:
-            return self._row_of[item_id]
-        except KeyError:
-            raise UnknownItem(item_id) from None
+        row = self.ids.find(item_id)
+        if row is None:
+            raise UnknownItem(item_id)
+        return row
 
     def vector(self, row: int) -> np.ndarray:
         """Stored unit vector of a row (no re-embedding), as float32 whatever the stored dtype."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Container
 from pathlib import Path
 
 from flask import abort, send_file
@@ -55,7 +56,7 @@ def _inside(root: Path, candidate: Path) -> bool:
     return real.is_file() and real.is_relative_to(root.resolve())
 
 
-def send_catalogue_file(root: Path, relpath: str, indexed: set[str]):
+def send_catalogue_file(root: Path, relpath: str, indexed: Container[str]):
     """Send an original image, but only one the index lists, from inside ``root``."""
     if relpath not in indexed or relpath.startswith("/") or ".." in relpath.split("/"):
         abort(404)

@@ -224,7 +224,7 @@ def browse():
 def catalogue_image(relpath: str):
     """A catalogue original; only files the index lists, only from inside the catalogue."""
     svc = context.service()
-    indexed = svc.searcher.filename_set if svc.searcher else set()
+    indexed = svc.searcher.filenames if svc.searcher else ()
     return send_catalogue_file(svc.settings.catalogue, relpath, indexed)
 
 
