@@ -24,8 +24,10 @@ index and the benchmark measures:
   real fashion-dev photos (the nearest-neighbour step, without the forward
   pass); ``filtered_ms_p95`` the same with a filter keeping about 1% of items;
 - ``worker_uss_mb``: each worker's private memory (USS, from
-  ``/proc/<pid>/smaps_rollup``) after those requests, and its anonymous
-  part (heap) as ``worker_anon_mb``.
+  ``/proc/<pid>/smaps_rollup``) after those requests, its anonymous part
+  (heap) as ``worker_anon_mb``, and as ``worker_index_pages_mb`` the part
+  that is pages of the mapped index files no other process has mapped yet
+  (page cache that the other worker shares as soon as it reads them).
 
 For the largest size it also publishes an incremental build that adds 1% of
 items (the previous generation's rows are reused by reference, the new ones
@@ -212,6 +214,24 @@ def uss_mb(pid: int) -> tuple[float, float]:
     return (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024, fields["Anonymous"] / 1024
 
 
+def private_file_pages_mb(pid: int, folder: Path) -> float:
+    """MB of a process's USS that are pages of files under ``folder`` which no other process has mapped.
+
+    These are clean page-cache pages of the memory-mapped index (Annoy's
+    file, the vectors): USS counts them until another worker touches the
+    same pages, and the kernel can drop them at any time.
+    """
+    prefix, inside, private_kb = str(folder.resolve()), False, 0
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            parts = line.split()
+            if parts and "-" in parts[0] and not parts[0].endswith(":"):  # a mapping's header line
+                inside = len(parts) >= 6 and parts[5].startswith(prefix)
+            elif inside and parts[0] in ("Private_Clean:", "Private_Dirty:"):
+                private_kb += int(parts[1])
+    return private_kb / 1024
+
+
 def one_percent_filter(searcher, target: float) -> tuple[dict[str, str], int]:
     """The (gender, articleType) or (articleType, baseColour) filter matching closest to ``target`` items."""
     best: tuple[float, dict, int] | None = None
@@ -384,9 +404,11 @@ def measure(
                 f"filtered_ms_p95{suffix}": percentile(filtered_ms, 95),
             })
         result.update(filter=filters, filter_matches=matching, colour_weight=weights[""])
-        memory = [uss_mb(pid) for pid in server.worker_pids()]
+        pids = server.worker_pids()
+        memory = [uss_mb(pid) for pid in pids]
         result["worker_uss_mb"] = [round(uss, 1) for uss, _ in memory]
         result["worker_anon_mb"] = [round(anon, 1) for _, anon in memory]
+        result["worker_index_pages_mb"] = [round(private_file_pages_mb(pid, index_dir), 1) for pid in pids]
     if largest:
         if vectors_dtype == "float32":
             result["float16"] = compare_float16(index_dir, work_root, item_ids, truth["_shape"])
@@ -416,6 +438,10 @@ def measure_incremental(
         "publish_s": published["publish_s"],
         "publish_peak_rss_mb": published["peak_over_baseline_mb"],
         "peak_over_full_publish": round(published["peak_over_baseline_mb"] / full["peak_over_baseline_mb"], 3),
+        # the incremental generation holds 1% more items than the full one it is compared with
+        "peak_per_item_over_full_publish": round(
+            (published["peak_over_baseline_mb"] / (items + added)) / (full["peak_over_baseline_mb"] / items), 3
+        ),
     }
 
 
@@ -460,6 +486,13 @@ def main(argv=None) -> int:
     for figures in [*measured, result]:
         figures.update(
             uss_growth_mb=round(max(figures["worker_uss_mb"]) - max(baseline["worker_uss_mb"]), 1),
+            # USS without the mapped index pages only that worker has touched yet
+            uss_outside_index_growth_mb=round(
+                max(u - p for u, p in zip(figures["worker_uss_mb"], figures["worker_index_pages_mb"]))
+                - max(u - p for u, p in zip(baseline["worker_uss_mb"], baseline["worker_index_pages_mb"])),
+                1,
+            ),
+            anon_growth_mb=round(max(figures["worker_anon_mb"]) - max(baseline["worker_anon_mb"]), 1),
             start_ratio=round(figures["worker_start_s"] / baseline["worker_start_s"], 2),
         )
     result.update(
