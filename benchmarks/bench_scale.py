@@ -183,13 +183,14 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id
         del previous
     to_embed = [item for item in files if item.relpath not in reuse]
     plan = BuildPlan(catalogue, files, styles, key, reuse, to_embed, 0)
+    reused = len(reuse)  # publish_plan empties the map once it holds the rows' references
     publish_plan(plan, settings, [], SPEC.dim)
     elapsed = time.perf_counter() - started
     return {
         "publish_s": round(elapsed, 2),
         "rss_before_mb": round(before, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "reused": len(reuse),
+        "reused": reused,
         "added": len(to_embed),
     }
 
