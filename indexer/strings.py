@@ -29,12 +29,12 @@ class StringColumn(Sequence):
 
     def __init__(self, strings: Iterable[str]):
         encoded = [s.encode("utf-8", _ERRORS) for s in strings]
-        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         total = int(lengths.sum())
         self._offsets = np.zeros(len(encoded) + 1, np.uint32 if total < 2**32 else np.int64)
         np.cumsum(lengths, out=self._offsets[1:])
         self._buffer = b"".join(encoded)
-        hashes = np.fromiter((hash(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        hashes = np.fromiter(map(hash, encoded), dtype=np.int64, count=len(encoded))
         del encoded
         # the smallest integer type that can hold a row number keeps the order array small
         self._order = np.argsort(hashes, kind="stable").astype(np.uint32 if len(hashes) < 2**32 else np.int64)
