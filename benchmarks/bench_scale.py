@@ -178,8 +178,9 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id
     started = time.perf_counter()
     reuse = {}
     if incremental:
-        previous, _count = previous_rows(index_dir, key)
-        reuse = {relpath: source for relpath, (_fingerprint, source) in previous.items()}
+        previous = previous_rows(index_dir, key)
+        # keyed by the scanned files' own names, as plan_build does
+        reuse = {item.relpath: source for item in files if (source := previous.reference(item)) is not None}
         del previous
     to_embed = [item for item in files if item.relpath not in reuse]
     plan = BuildPlan(catalogue, files, styles, key, reuse, to_embed, 0)

@@ -30,6 +30,7 @@ from .colour import DIM as COLOUR_DIM
 from .config import Settings
 from .engines import get_engine
 from .images import ImageError, load_for_model
+from .memory import release_free_memory
 from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name, thumb_path
 from .progress import ProgressReporter
 
@@ -228,6 +229,7 @@ def publish_plan(
         skipped=[dict(vars(s), fingerprint=fingerprints.get(s.relpath)) for s in skipped],
     )
     del fingerprints  # one list per item: not needed while the artifacts are written
+    release_free_memory()  # what planning and the shards' item lists left in the heap
     artifacts.publish(
         settings.index_dir,
         embeddings=_PlanVectors(sources, dim),

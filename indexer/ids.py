@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from . import artifacts
+from .memory import release_free_memory
+from .strings import StringColumn
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,62 @@ def recorded_ids(manifest: dict, filenames: list[str]) -> list[str]:
     return legacy_ids(filenames)
 
 
-def previous_ids(index_dir: Path) -> dict[str, str]:
-    """``{relpath: id}`` of the current generation, or ``{}`` when there is none.
+class StoredItems:
+    """A generation's per-item lists (file, size, mtime and public id) held as compact columns.
+
+    A manifest parsed by ``json`` holds about 0.3 KB of Python objects per
+    item. A build that keeps some of them while it publishes scatters the
+    survivors over memory the allocator can then not give back, so the
+    lists are turned into columns at once and the parsed manifest dropped.
+    """
+
+    def __init__(self, relpaths: list[str], sizes: list[int], mtimes: list[int], item_ids: list[str]):
+        self.relpaths = StringColumn(relpaths)
+        self.ids = StringColumn(item_ids)
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.mtimes = np.asarray(mtimes, dtype=np.int64)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> StoredItems | None:
+        """The manifest's items and ids; None when its item list is malformed."""
+        items = manifest.get("items") or []
+        try:
+            relpaths, sizes, mtimes = zip(*items) if items else ((), (), ())
+        except (TypeError, ValueError):
+            return None
+        if not all(isinstance(r, str) for r in relpaths) or not all(
+            type(v) is int for v in sizes + mtimes
+        ):
+            return None
+        return cls(list(relpaths), list(sizes), list(mtimes), recorded_ids(manifest, list(relpaths)))
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+    def row(self, relpath: str) -> int | None:
+        """Row of a file, or None when the generation does not hold it."""
+        return self.relpaths.find(relpath)
+
+    def fingerprint(self, row: int) -> list[int]:
+        """``[size, mtime_ns]`` of a row's file when it was indexed."""
+        return [int(self.sizes[row]), int(self.mtimes[row])]
+
+    def id_of(self, relpath: str) -> str | None:
+        """The public id a file had, or None."""
+        row = self.row(relpath)
+        return None if row is None else self.ids[row]
+
+
+def stored_items(manifest: dict) -> StoredItems | None:
+    """``StoredItems.from_manifest``, logging a malformed manifest."""
+    stored = StoredItems.from_manifest(manifest)
+    if stored is None:
+        log.warning("The manifest's item list is malformed; its items are not reused")
+    return stored
+
+
+def previous_ids(index_dir: Path) -> Mapping[str, str]:
+    """``{relpath: id}`` of the current generation (a compact mapping), or ``{}`` when there is none.
 
     Read even when the stored vectors cannot be reused (other weights, a
     full rebuild): ids belong to the files, not to the model.
@@ -81,14 +140,32 @@ def previous_ids(index_dir: Path) -> dict[str, str]:
     except artifacts.ArtifactError as exc:
         log.warning("Cannot read the previous ids: %s", exc)
         return {}
-    items = manifest.get("items") or []
-    filenames = [item[0] for item in items if isinstance(item, list) and item and isinstance(item[0], str)]
-    if len(filenames) != len(items):
-        return {}
-    return dict(zip(filenames, recorded_ids(manifest, filenames)))
+    stored = stored_items(manifest)
+    del manifest
+    release_free_memory()  # the parsed manifest's leftovers, before the build publishes
+    return {} if stored is None else _StoredIds(stored)
 
 
-def assign_ids(relpaths: list[str], previous: dict[str, str]) -> list[str]:
+class _StoredIds(Mapping):
+    """The ``{relpath: id}`` view of ``StoredItems`` that ``assign_ids`` reads."""
+
+    def __init__(self, stored: StoredItems):
+        self._stored = stored
+
+    def __getitem__(self, relpath: str) -> str:
+        item_id = self._stored.id_of(relpath)
+        if item_id is None:
+            raise KeyError(relpath)
+        return item_id
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def __iter__(self):
+        return iter(self._stored.relpaths)
+
+
+def assign_ids(relpaths: list[str], previous: Mapping[str, str]) -> list[str]:
     """Ids for ``relpaths`` (in catalogue order): previous ids kept, new ones unused."""
     ids: list[str | None] = [None] * len(relpaths)
     taken: set[str] = set()

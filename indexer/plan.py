@@ -14,11 +14,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, checkpoints
+from . import artifacts, checkpoints, ids
 from .catalogue import CatalogueFile, read_styles, scan
 from .colour import COLOUR_VERSION
 from .config import Settings
 from .images import PREPROCESS_VERSION, ImageError, prepare
+from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +88,54 @@ def thumb_path(index_dir: Path, name: str) -> Path:
 # ---------------------------------------------------------------- planning
 
 
-def previous_rows(index_dir: Path, key: dict) -> tuple[dict[str, tuple[list, checkpoints.RowSource]], int]:
-    """Where the current generation's vectors and colour descriptors lie, if it is intact and compatible.
+class PreviousRows:
+    """Where the current generation keeps each file's vector and colour descriptor, looked up by file.
 
-    Returns ``({relpath: (fingerprint, (vectors, colours, row))}, items)``:
-    references, not rows, so reusing a generation of any size holds no vectors.
+    A reference ``(vectors, colours, row)``, not the row, so reusing a
+    generation of any size holds no vectors; and the per-item lists are
+    compact columns (``ids.StoredItems``).
     """
+
+    def __init__(self, stored: ids.StoredItems | None = None, files: tuple | None = None):
+        self._stored, self._files = stored, files
+
+    def __len__(self) -> int:
+        return 0 if self._stored is None else len(self._stored)
+
+    def reference(self, item: CatalogueFile) -> checkpoints.RowSource | None:
+        """Where the stored vector of ``item`` lies, or None when the file is new or changed since.
+
+        Creates nothing but the reference it returns: a build keeps a
+        million of them, and short-lived objects made between them would
+        leave memory the allocator cannot give back.
+        """
+        row = None if self._stored is None else self._stored.row(item.relpath)
+        if row is None or self._stored.sizes[row] != item.size or self._stored.mtimes[row] != item.mtime_ns:
+            return None
+        vectors, colours = self._files
+        return vectors, colours, row
+
+    def relpaths(self):
+        """The files the generation holds."""
+        return iter(()) if self._stored is None else iter(self._stored.relpaths)
+
+
+def previous_rows(index_dir: Path, key: dict) -> PreviousRows:
+    """The current generation's rows, if it is intact and compatible with ``key`` (else an empty ``PreviousRows``)."""
     try:
         loaded = artifacts.load_index(index_dir, expect=key)
     except artifacts.ArtifactError as exc:
         if artifacts.current_generation(index_dir) is not None:
             log.warning("Not reusing the existing index: %s", exc)
-        return {}, 0
+        return PreviousRows()
     loaded.annoy.unload()
     files = artifacts.stored_rows(loaded)
-    items = loaded.manifest.get("items") or []
-    del loaded  # unmaps the vectors; a publish maps them again a block at a time
-    if files is None:
-        return {}, 0
-    vectors, colours = files
-    previous = {
-        relpath: ([size, mtime], (vectors, colours, row)) for row, (relpath, size, mtime) in enumerate(items)
-    }
-    return previous, len(items)
+    stored = ids.stored_items(loaded.manifest) if files is not None else None
+    del loaded  # unmaps the vectors (a publish maps them again a block at a time) and drops the parsed manifest
+    release_free_memory()  # or the parse's leftovers would stay in the heap while the build publishes
+    if stored is None:
+        return PreviousRows()
+    return PreviousRows(stored, files)
 
 
 def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPlan:
@@ -121,25 +147,28 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
     checkpoints.remove_temporaries(work)
     if full:
         checkpoints.clear(work)
-        previous, previous_count = {}, 0
+        previous, shards = PreviousRows(), {}
     else:
-        previous, previous_count = previous_rows(settings.index_dir, key)
-        # shards of an interrupted build are newer than the current generation
+        previous = previous_rows(settings.index_dir, key)
         current_fingerprints = {item.relpath: item.fingerprint for item in files}
-        previous.update(checkpoints.locate_shards(work, model_key=key, fingerprints=current_fingerprints))
+        shards = checkpoints.locate_shards(work, model_key=key, fingerprints=current_fingerprints)
+        del current_fingerprints
     reuse: dict[str, checkpoints.RowSource] = {}
     to_embed: list[CatalogueFile] = []
     missing_thumbs: list[CatalogueFile] = []
     for item in files:
-        stored = previous.get(item.relpath)
-        if stored is not None and list(stored[0]) == item.fingerprint:
-            reuse[item.relpath] = stored[1]
+        # shards of an interrupted build are newer than the current generation
+        stored = shards.get(item.relpath)
+        source = stored[1] if stored is not None else previous.reference(item)
+        if source is not None:
+            reuse[item.relpath] = source
             if not thumb_path(settings.index_dir, thumb_name(item)).is_file():
                 missing_thumbs.append(item)
         else:
             to_embed.append(item)
     current = {item.relpath for item in files}
-    removed = sum(1 for relpath in previous if relpath not in current) if previous_count else 0
+    removed = sum(1 for relpath in previous.relpaths() if relpath not in current)
+    del current
     return BuildPlan(
         root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs, [Skipped(*r) for r in rejected]
     )

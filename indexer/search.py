@@ -17,6 +17,7 @@ import numpy as np
 
 from .artifacts import LoadedIndex, load_index
 from .ids import recorded_ids
+from .memory import release_free_memory
 from .strings import StringColumn
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Searcher:
         self.metadata = index.metadata
         self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
         del thumbs
+        release_free_memory()  # what parsing the per-item lists left in the heap
         self._facets: dict[str, list[str]] | None = None
         self._annoy = index.annoy
         self._search_k = search_k

@@ -13,7 +13,7 @@ import pytest
 from indexer.artifacts import current_generation, read_manifest
 from indexer.build import build_index, check_freshness
 from indexer.catalogue import MAX_LINE_CHARS, CatalogueFile, load_styles, read_styles
-from indexer.ids import assign_ids, legacy_ids, recorded_ids
+from indexer.ids import StoredItems, assign_ids, legacy_ids, previous_ids, recorded_ids
 from indexer.plan import key_for, thumb_name
 from indexer.search import Searcher
 
@@ -153,6 +153,28 @@ def test_legacy_ids_are_kept_when_an_old_index_is_rebuilt():
     assert recorded_ids({}, names) == legacy
     assert recorded_ids({"ids": ["x", "x", "y"]}, names) == legacy  # damaged: derived again
     assert assign_ids(names + ["c/8.jpg"], dict(zip(names, legacy))) == ["a--7", "b--7", "8", "c--8"]
+
+
+def test_stored_items_hold_a_manifests_items_and_ids_and_refuse_malformed_lists():
+    manifest = {"items": [["a/7.jpg", 10, 5], ["b/7.jpg", 11, 6], ["8.jpg", 12, 7]], "ids": ["a7", "b7", "8"]}
+    stored = StoredItems.from_manifest(manifest)
+    assert len(stored) == 3 and list(stored.relpaths) == ["a/7.jpg", "b/7.jpg", "8.jpg"]
+    assert stored.row("b/7.jpg") == 1 and stored.fingerprint(1) == [11, 6] and stored.id_of("8.jpg") == "8"
+    assert stored.row("9.jpg") is None and stored.id_of("9.jpg") is None
+    # ids that cannot be used are derived from the names, as the site serves them
+    damaged = StoredItems.from_manifest(dict(manifest, ids=["x", "x", "y"]))
+    assert list(damaged.ids) == legacy_ids(["a/7.jpg", "b/7.jpg", "8.jpg"])
+    for items in ([["a.jpg", 1]], [["a.jpg", "1", 2]], [[7, 1, 2]], [["a.jpg", True, 2]], ["a.jpg"], [None]):
+        assert StoredItems.from_manifest({"items": items}) is None
+    assert len(StoredItems.from_manifest({})) == 0
+
+
+def test_previous_ids_come_from_the_current_generation(tiny_settings, embedder):
+    assert previous_ids(tiny_settings.index_dir) == {}
+    build_index(tiny_settings, embedder)
+    manifest = read_manifest(current_generation(tiny_settings.index_dir))
+    expected = {relpath: item_id for (relpath, _size, _mtime), item_id in zip(manifest["items"], manifest["ids"])}
+    assert dict(previous_ids(tiny_settings.index_dir)) == expected
 
 
 def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, embedder, demo_catalogue, make_web_app):
