@@ -23,6 +23,7 @@ from filelock import Timeout
 from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
+from indexer.memory import release_free_memory
 from indexer.model import Embedder
 from indexer.plan import key_for
 from indexer.runtimes import load_for_settings
@@ -209,6 +210,7 @@ class IndexService:
             if self.autobuild and self.error is None and self._rescan_due(now, force) and not self.building_now():
                 self._last_rescan = now
                 freshness = check_freshness(self.settings, self.key)
+                release_free_memory()  # the manifest and the catalogue listing it parsed
                 if freshness != "fresh" or self.searcher is None:
                     log.info("Index is %s; starting a background build", freshness)
                     self.start_build()
