@@ -226,9 +226,9 @@ def private_file_pages_mb(pid: int, folder: Path) -> float:
     prefix, inside, private_kb = str(folder.resolve()), False, 0
     with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            parts = line.split()
+            parts = line.split(None, 5)  # the path, the sixth field, may hold spaces
             if parts and "-" in parts[0] and not parts[0].endswith(":"):  # a mapping's header line
-                inside = len(parts) >= 6 and parts[5].startswith(prefix)
+                inside = len(parts) == 6 and parts[5].rstrip("\n").startswith(prefix)
             elif inside and parts[0] in ("Private_Clean:", "Private_Dirty:"):
                 private_kb += int(parts[1])
     return private_kb / 1024

@@ -28,9 +28,9 @@ def mapping_kb(path: str) -> dict[str, int]:
     inside = False
     with open("/proc/self/smaps", encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            parts = line.split()
+            parts = line.split(None, 5)  # the path, the sixth field, may hold spaces
             if parts and "-" in parts[0] and not parts[0].endswith(":"):
-                inside = len(parts) >= 6 and parts[5] == path
+                inside = len(parts) == 6 and parts[5].rstrip("\n") == path
             elif inside and parts[0] in ("Rss:", "Private_Clean:", "Private_Dirty:", "FilePmdMapped:"):
                 figures[parts[0][:-1]] = figures.get(parts[0][:-1], 0) + int(parts[1])
     return figures
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     block = os.urandom(1 << 20)
     results = {}
-    with tempfile.NamedTemporaryFile(prefix="mapped-pages-", dir=os.environ.get("TMPDIR")) as handle:
+    with tempfile.NamedTemporaryFile(prefix="mapped-pages-") as handle:
         for _ in range(args.mb):
             handle.write(block)
         handle.flush()

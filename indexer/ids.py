@@ -89,17 +89,20 @@ class StoredItems:
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> StoredItems | None:
-        """The manifest's items and ids; None when its item list is malformed."""
+        """The manifest's items and ids; None when an item has no file name.
+
+        A fingerprint that is not a pair of 64-bit integers becomes -1, which
+        no file matches: that file is embedded again, and the ids are kept.
+        """
         items = manifest.get("items") or []
-        try:
-            relpaths, sizes, mtimes = zip(*items) if items else ((), (), ())
-        except (TypeError, ValueError):
-            return None
-        if not all(isinstance(r, str) for r in relpaths) or not all(
-            type(v) is int for v in sizes + mtimes
+        if not isinstance(items, list) or not all(
+            isinstance(item, list) and item and isinstance(item[0], str) for item in items
         ):
             return None
-        return cls(list(relpaths), list(sizes), list(mtimes), recorded_ids(manifest, list(relpaths)))
+        relpaths = [item[0] for item in items]
+        sizes = [_fingerprint_part(item, 1) for item in items]
+        mtimes = [_fingerprint_part(item, 2) for item in items]
+        return cls(relpaths, sizes, mtimes, recorded_ids(manifest, relpaths))
 
     def __len__(self) -> int:
         return len(self.relpaths)
@@ -116,6 +119,11 @@ class StoredItems:
         """The public id a file had, or None."""
         row = self.row(relpath)
         return None if row is None else self.ids[row]
+
+
+def _fingerprint_part(item: list, index: int) -> int:
+    value = item[index] if len(item) == 3 else None
+    return value if type(value) is int and -(2**63) <= value < 2**63 else -1
 
 
 def stored_items(manifest: dict) -> StoredItems | None:

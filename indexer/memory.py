@@ -10,16 +10,16 @@ pages back. Other C libraries lack it, and there this does nothing.
 from __future__ import annotations
 
 import ctypes
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def _load_trim():
     try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:  # no C library symbols to look in
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no C library symbols to look in (Windows cannot open None)
         return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _MALLOC_TRIM = _load_trim()

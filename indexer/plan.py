@@ -105,9 +105,9 @@ class PreviousRows:
     def reference(self, item: CatalogueFile) -> checkpoints.RowSource | None:
         """Where the stored vector of ``item`` lies, or None when the file is new or changed since.
 
-        Creates nothing but the reference it returns: a build keeps a
-        million of them, and short-lived objects made between them would
-        leave memory the allocator cannot give back.
+        Keeps nothing but the reference it returns (no fingerprint lists):
+        a build holds a million of them, and longer-lived objects made
+        between them would leave memory the allocator cannot give back.
         """
         row = None if self._stored is None else self._stored.row(item.relpath)
         if row is None or self._stored.sizes[row] != item.size or self._stored.mtimes[row] != item.mtime_ns:
@@ -157,7 +157,8 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
     to_embed: list[CatalogueFile] = []
     missing_thumbs: list[CatalogueFile] = []
     for item in files:
-        # shards of an interrupted build are newer than the current generation
+        # shards of an interrupted build are newer than the current generation;
+        # locate_shards kept only rows whose fingerprint is the file's now
         stored = shards.get(item.relpath)
         source = stored[1] if stored is not None else previous.reference(item)
         if source is not None:

@@ -10,13 +10,14 @@ item in all.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-# File names that are not valid UTF-8 arrive as surrogate escapes (os.fsdecode);
-# the same error handler gives them back unchanged.
-_ERRORS = "surrogateescape"
+# "surrogatepass" encodes any str, lone surrogates included, and decodes it back
+# unchanged; the buffer is private, so it need not be valid UTF-8.
+_ERRORS = "surrogatepass"
 
 
 class StringColumn(Sequence):
@@ -24,7 +25,8 @@ class StringColumn(Sequence):
 
     Indexing by row decodes one string; slicing returns a list. Lookups hash
     the string, find the equal hashes by binary search and compare the
-    candidates' bytes, so a hash collision can never return a wrong row.
+    candidates' bytes, so a hash collision can never return a wrong row. A
+    string held twice is found at its first row.
     """
 
     def __init__(self, strings: Iterable[str]):
@@ -49,7 +51,7 @@ class StringColumn(Sequence):
     def __getitem__(self, row):
         if isinstance(row, slice):
             return [self[i] for i in range(*row.indices(len(self)))]
-        row = int(row)
+        row = operator.index(row)
         if row < 0:
             row += len(self)
         if not 0 <= row < len(self):
@@ -63,10 +65,7 @@ class StringColumn(Sequence):
         """The first row holding ``value``, or None."""
         if not isinstance(value, str):
             return None
-        try:
-            encoded = value.encode("utf-8", _ERRORS)
-        except UnicodeEncodeError:  # a lone surrogate no file name decodes to
-            return None
+        encoded = value.encode("utf-8", _ERRORS)
         key = hash(encoded)
         start = int(np.searchsorted(self._sorted_hashes, key, side="left"))
         stop = int(np.searchsorted(self._sorted_hashes, key, side="right"))
@@ -98,7 +97,11 @@ class StringColumn(Sequence):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other))
         return NotImplemented
 
-    __hash__ = None  # mutable-looking containers compare by value, so no hash
+    __hash__ = None  # it compares equal to lists, which have no hash
+
+    def __reduce__(self):
+        # the lookup hashes are seeded per process: another process rebuilds them
+        return StringColumn, (list(self),)
 
     def __repr__(self) -> str:
         return f"StringColumn({len(self)} strings, {self.nbytes} bytes)"

@@ -164,8 +164,14 @@ def test_stored_items_hold_a_manifests_items_and_ids_and_refuse_malformed_lists(
     # ids that cannot be used are derived from the names, as the site serves them
     damaged = StoredItems.from_manifest(dict(manifest, ids=["x", "x", "y"]))
     assert list(damaged.ids) == legacy_ids(["a/7.jpg", "b/7.jpg", "8.jpg"])
-    for items in ([["a.jpg", 1]], [["a.jpg", "1", 2]], [[7, 1, 2]], [["a.jpg", True, 2]], ["a.jpg"], [None]):
+    for items in ([[7, 1, 2]], ["a.jpg"], [None], [[]], {"a.jpg": [1, 2]}):
         assert StoredItems.from_manifest({"items": items}) is None
+    # a damaged fingerprint matches no file (it is embedded again), and the ids stay
+    odd = [["a.jpg", 1], ["b.jpg", "1", 2], ["c.jpg", True, 2], ["d.jpg", 2**70, 2], ["e.jpg", 1, 2, 3]]
+    damaged = StoredItems.from_manifest({"items": odd + [["f.jpg", 4, 5]], "ids": list("abcdef")})
+    fingerprints = [damaged.fingerprint(row) for row in range(6)]
+    assert fingerprints == [[-1, -1], [-1, 2], [-1, 2], [-1, 2], [-1, -1], [4, 5]]
+    assert [damaged.id_of(f"{name}.jpg") for name in "abcdef"] == list("abcdef")
     assert len(StoredItems.from_manifest({})) == 0
 
 

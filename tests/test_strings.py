@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import sys
 
@@ -16,6 +17,9 @@ NAMES = [
     "ünïcödé/ß.png",
     "名前/写真.webp",
     os.fsdecode(b"latin1-\xe9t\xe9.jpg"),  # not UTF-8 on disk: a surrogate escape
+    "\udcc3\udca9.jpg",  # escapes whose bytes would be valid UTF-8 ("é"): kept apart from it
+    "\u00e9.jpg",
+    "\ud800 lone",
     "",
     "with space.jpeg",
 ]
@@ -32,6 +36,10 @@ def test_behaves_like_the_list_it_was_made_from():
     assert column != NAMES[:-1] and column != StringColumn(NAMES[::-1])
     with pytest.raises(IndexError):
         column[len(NAMES)]
+    with pytest.raises(TypeError):
+        column["1"]
+    copied = pickle.loads(pickle.dumps(column))  # lookups hash per process: a copy rebuilds them
+    assert copied == column and copied.find(NAMES[3]) == 3
 
 
 def test_lookups_find_every_row_and_nothing_else():
