@@ -111,10 +111,6 @@ class StoredItems:
         """Row of a file, or None when the generation does not hold it."""
         return self.relpaths.find(relpath)
 
-    def fingerprint(self, row: int) -> list[int]:
-        """``[size, mtime_ns]`` of a row's file when it was indexed."""
-        return [int(self.sizes[row]), int(self.mtimes[row])]
-
     def id_of(self, relpath: str) -> str | None:
         """The public id a file had, or None."""
         row = self.row(relpath)

@@ -99,9 +99,6 @@ class PreviousRows:
     def __init__(self, stored: ids.StoredItems | None = None, files: tuple | None = None):
         self._stored, self._files = stored, files
 
-    def __len__(self) -> int:
-        return 0 if self._stored is None else len(self._stored)
-
     def reference(self, item: CatalogueFile) -> checkpoints.RowSource | None:
         """Where the stored vector of ``item`` lies, or None when the file is new or changed since.
 

@@ -159,7 +159,8 @@ def test_stored_items_hold_a_manifests_items_and_ids_and_refuse_malformed_lists(
     manifest = {"items": [["a/7.jpg", 10, 5], ["b/7.jpg", 11, 6], ["8.jpg", 12, 7]], "ids": ["a7", "b7", "8"]}
     stored = StoredItems.from_manifest(manifest)
     assert len(stored) == 3 and list(stored.relpaths) == ["a/7.jpg", "b/7.jpg", "8.jpg"]
-    assert stored.row("b/7.jpg") == 1 and stored.fingerprint(1) == [11, 6] and stored.id_of("8.jpg") == "8"
+    assert stored.row("b/7.jpg") == 1 and [stored.sizes[1], stored.mtimes[1]] == [11, 6]
+    assert stored.id_of("8.jpg") == "8"
     assert stored.row("9.jpg") is None and stored.id_of("9.jpg") is None
     # ids that cannot be used are derived from the names, as the site serves them
     damaged = StoredItems.from_manifest(dict(manifest, ids=["x", "x", "y"]))
@@ -169,7 +170,7 @@ def test_stored_items_hold_a_manifests_items_and_ids_and_refuse_malformed_lists(
     # a damaged fingerprint matches no file (it is embedded again), and the ids stay
     odd = [["a.jpg", 1], ["b.jpg", "1", 2], ["c.jpg", True, 2], ["d.jpg", 2**70, 2], ["e.jpg", 1, 2, 3]]
     damaged = StoredItems.from_manifest({"items": odd + [["f.jpg", 4, 5]], "ids": list("abcdef")})
-    fingerprints = [damaged.fingerprint(row) for row in range(6)]
+    fingerprints = [[int(damaged.sizes[row]), int(damaged.mtimes[row])] for row in range(6)]
     assert fingerprints == [[-1, -1], [-1, 2], [-1, 2], [-1, 2], [-1, -1], [4, 5]]
     assert [damaged.id_of(f"{name}.jpg") for name in "abcdef"] == list("abcdef")
     assert len(StoredItems.from_manifest({})) == 0
