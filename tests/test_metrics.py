@@ -111,9 +111,14 @@ def test_every_gunicorn_worker_is_counted_and_nginx_keeps_it_local(built_index, 
     extra = {"FASHION_RESCAN_SECONDS": "0", "PROMETHEUS_MULTIPROC_DIR": str(files)}
     index = built_index.index_dir
     with deployment(tmp_path / "site", built_index.catalogue, index, workers=2, extra_env=extra) as site:
-        # one worker may answer while the other still loads its model: wait for both
+        # one worker may answer while the other still loads its model: wait for both. Ten
+        # /healthz answers in a row can all come from the same worker, so each worker's
+        # "Serving index" line is awaited as well.
         deadline = time.monotonic() + 120
-        while [site.request("GET", "/healthz")[0] for _ in range(10)] != [200] * 10:
+        while (
+            [site.request("GET", "/healthz")[0] for _ in range(10)] != [200] * 10
+            or (site.folder / "gunicorn.log").read_text(errors="replace").count("Serving index") < 2
+        ):
             assert time.monotonic() < deadline, "both workers never became ready"
             time.sleep(0.5)
         for number in range(searches):
