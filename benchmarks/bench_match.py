@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     from indexer.build import build_index
-    from indexer.calibration import LABELS, match_label, match_score
+    from indexer.calibration import EXACT_DISTANCE, LABELS, match_label, match_score
     from indexer.config import Settings
     from indexer.model import load_embedder
     from indexer.search import Searcher
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for rank in RANKS:
             hit = hits[rank - 1]
             score = match_score(hit.similarity, scale)
-            label = match_label(score, hit.distance)
+            label = match_label(score, hit.distance <= EXACT_DISTANCE)
             labels[rank] = label
             bucket = per_rank[rank]
             bucket["similarity"].append(hit.similarity)

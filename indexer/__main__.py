@@ -67,9 +67,16 @@ def _require_same_catalogue(settings: Settings) -> None:
         )
 
 
-def _check_k(k: int, settings: Settings) -> None:
-    if not 1 <= k <= settings.max_k:
-        raise UsageError(f"--k must be from 1 to {settings.max_k} (FASHION_MAX_K); got {k}.")
+@contextlib.contextmanager
+def _flag_errors():
+    """A bad option value as a usage error naming its flag, with the message the site gives for it."""
+    from .options import BadQuery
+
+    try:
+        yield
+    except BadQuery as exc:
+        flag = f"--{exc.field.replace('_', '-')}: " if exc.field else ""
+        raise UsageError(flag + exc.message) from None
 
 
 def _embedder(settings: Settings):
@@ -112,31 +119,44 @@ def cmd_build(args, full: bool = False) -> int:
 
 
 def cmd_search(args) -> int:
-    """Embed one image and print its nearest catalogue items as JSON."""
-    from .colour import colour_descriptor
-    from .images import load_for_model
+    """Search with one photo through the site's query pipeline and print the results as JSON."""
+    from .options import from_arguments
     from .plan import key_for
-    from .search import ColourQuery, Searcher
+    from .query import QueryPipeline, decode_photo
+    from .search import Searcher
 
     settings = _settings(args)
-    _check_k(args.k, settings)
+    with _flag_errors():
+        options = from_arguments(
+            settings, k=args.k, crop=args.crop, locate=not args.no_locate, colour_weight=args.colour_weight
+        )
     if not args.image.is_file():
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
     _require_same_catalogue(settings)
+    photo = decode_photo(args.image.read_bytes(), args.image.name, options.crop_for(0))
     embedder = _embedder(settings)
-    searcher = Searcher.for_settings(settings, expect=key_for(embedder))
-    array = load_for_model(args.image)
-    vector = embedder.embed_one(array)
-    # as the site searches: the default share of colour (FASHION_COLOUR_WEIGHT)
-    hits = searcher.search(vector, args.k, colour=ColourQuery(colour_descriptor(array), settings.colour_weight))
+    pipeline = QueryPipeline(embedder, Searcher.for_settings(settings, expect=key_for(embedder)))
+    (result,), _ = pipeline.search_photos([photo], options)
     results = []
-    for hit in hits:
-        result = dict(searcher.describe(hit.row), distance=round(hit.distance, 6), similarity=round(hit.similarity, 6))
+    for ranked in result.results:
+        hit = ranked.hit
+        entry = dict(pipeline.searcher.describe(hit.row), distance=round(hit.distance, 6))
+        score = ranked.match.score
+        match = {"score": None if score is None else round(score, 2), "label": ranked.match.label}
+        entry.update(similarity=round(hit.similarity, 6), match=match)
         if hit.score is not None:
-            result.update(colour_similarity=round(hit.colour_similarity, 6), score=round(hit.score, 6))
-        results.append(result)
-    _print_json(args, {"query": str(args.image), "colour_weight": settings.colour_weight, "results": results})
+            entry.update(colour_similarity=round(hit.colour_similarity, 6), score=round(hit.score, 6))
+        results.append(entry)
+    _print_json(args, {
+        "query": str(args.image),
+        "k": options.k,
+        "colour_weight": options.colour_weight,
+        "locate": options.locate,
+        "box": [round(v, 4) for v in result.box],
+        "located": result.located,
+        "results": results,
+    })
     return 0
 
 
@@ -149,15 +169,16 @@ def _print_json(args, payload) -> None:
 def cmd_evaluate(args) -> int:
     """Leave-one-out precision@k by a label, and Annoy recall@k vs exact search."""
     from .evaluate import compare_indexes, evaluate
+    from .options import check_colour_weight, check_k
     from .plan import key_for
     from .search import Searcher
 
     settings = _settings(args)
-    _check_k(args.k, settings)
+    with _flag_errors():
+        k = check_k(args.k, 5, settings.max_k)
+        colour_weight = check_colour_weight(args.colour_weight, settings.colour_weight)
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
-    if not 0 <= args.colour_weight <= 1:
-        raise UsageError(f"--colour-weight must be from 0 (shape alone) to 1 (colour alone); got {args.colour_weight}.")
     _require_index(settings)
     against = Path(args.against).expanduser().resolve() if args.against else None
     if against is not None:
@@ -173,13 +194,13 @@ def cmd_evaluate(args) -> int:
             + (", ".join(columns) if columns else "none (add a styles.csv to the catalogue folder)")
             + "."
         )
-    result = evaluate(searcher, label=args.label, k=args.k, sample=args.sample, colour_weight=args.colour_weight)
+    result = evaluate(searcher, label=args.label, k=k, sample=args.sample, colour_weight=colour_weight)
     if against is not None:
         other = Searcher.for_settings(settings, against)
         result["against"] = dict(
-            compare_indexes(searcher, other, k=args.k),
+            compare_indexes(searcher, other, k=k),
             index_dir=str(args.against),
-            precision_at_k=evaluate(other, label=args.label, k=args.k, sample=args.sample)["precision_at_k"],
+            precision_at_k=evaluate(other, label=args.label, k=k, sample=args.sample)["precision_at_k"],
         )
     _print_json(args, result)
     return 0
@@ -246,19 +267,23 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", parents=[common], help="print the nearest catalogue items to IMAGE as JSON")
     p.add_argument("image", type=Path, help="query image file")
-    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--k", help="number of results (default: FASHION_TOP_K)")
+    p.add_argument("--crop", metavar="X,Y,W,H", help="search this part of the photo (fractions), as the crop tool does")
+    p.add_argument("--no-locate", action="store_true", help="search the whole photo; do not find the product in it")
+    p.add_argument(
+        "--colour-weight", metavar="W", help="share of colour in the score, 0 to 1 (default: FASHION_COLOUR_WEIGHT)"
+    )
 
     p = sub.add_parser(
         "evaluate", parents=[common], help="leave-one-out precision@k by a styles.csv label, and Annoy recall@k (JSON)"
     )
     p.add_argument("--label", default="articleType", help="styles.csv column to judge by (default articleType)")
-    p.add_argument("--k", type=int, default=5, help="neighbours per query (default 5)")
+    p.add_argument("--k", default="5", help="neighbours per query (default 5)")
     p.add_argument("--sample", type=int, default=0, help="evaluate on this many random items (default: all)")
     p.add_argument(
         "--colour-weight",
-        type=float,
-        default=0.0,
-        help="share of colour in the score, 0 to 1 (default 0: shape alone; the site uses FASHION_COLOUR_WEIGHT)",
+        metavar="W",
+        help="share of colour in the score, 0 to 1 (default: FASHION_COLOUR_WEIGHT, as the site ranks; 0: shape alone)",
     )
     p.add_argument("--any-weights", action="store_true", help="accept an index built with other weights")
     p.add_argument(

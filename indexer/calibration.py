@@ -98,9 +98,9 @@ def match_score(similarity: float, scale: dict | None) -> float | None:
     return float(np.interp(similarity, sims, scores))
 
 
-def match_label(score: float | None, distance: float) -> str | None:
-    """The words shown for a match score."""
-    if distance <= EXACT_DISTANCE:
+def match_label(score: float | None, same_photo: bool = False) -> str | None:
+    """The words shown for a match score (``same_photo``: the query is this very photo)."""
+    if same_photo:
         return "Same photo"
     if score is None:
         return None

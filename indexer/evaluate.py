@@ -6,7 +6,9 @@ import time
 
 import numpy as np
 
-from .search import EXACT_BLOCK, ColourQuery, Hit, Searcher
+from .options import SearchOptions
+from .query import QueryPipeline
+from .search import EXACT_BLOCK, ColourQuery, Hit, Searcher, joined_score
 
 
 def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int, colour_weight: float = 0.0) -> list[list[Hit]]:
@@ -26,10 +28,11 @@ def exact_neighbours(searcher: Searcher, rows: np.ndarray, k: int, colour_weight
     best_scores = np.empty((len(rows), 0), np.float32)
     for start in range(0, len(searcher), EXACT_BLOCK):
         block = np.asarray(embeddings[start : start + EXACT_BLOCK])
-        scores = -(queries @ block.T)
+        scores = queries @ block.T
         if joined:
             colours = np.asarray(searcher.colours[start : start + EXACT_BLOCK])
-            scores = (1.0 - colour_weight) * scores - colour_weight * (query_colours @ colours.T)
+            scores = joined_score(scores, query_colours @ colours.T, colour_weight)
+        scores = -scores  # argpartition keeps the smallest
         best_rows = np.hstack([best_rows, np.broadcast_to(np.arange(start, start + len(block)), scores.shape)])
         best_scores = np.hstack([best_scores, scores])
         if best_rows.shape[1] > keep:
@@ -75,12 +78,14 @@ def evaluate(
     # Each kind of query in a pass of its own: timed between exact searches
     # they would also pay for BLAS threads of the previous matrix product
     # still spinning on the cores.
+    pipeline = QueryPipeline(None, searcher)  # more like this needs no model: the vectors are stored
+    options = SearchOptions(k=k, colour_weight=colour_weight)
     site_ms, site_rows = [], []
     for row in rows:
         started = time.perf_counter()
-        _, hits = searcher.similar(searcher.ids[row], k, colour_weight=colour_weight)
+        _, results = pipeline.similar(searcher.ids[row], options)
         site_ms.append((time.perf_counter() - started) * 1000)
-        site_rows.append([h.row for h in hits])
+        site_rows.append([r.row for r in results])
     annoy_ms, annoy_rows = [], []
     for row in rows:
         vector = searcher.vector(int(row))

@@ -18,13 +18,12 @@ import numpy as np
 from .artifacts import LoadedIndex, load_index
 from .ids import recorded_ids
 from .memory import release_free_memory
+from .options import FILTER_FIELDS
 from .strings import StringColumn
 
 if TYPE_CHECKING:
     from .config import Settings
 
-# Fields offered as filters when styles.csv provides them, in display order.
-FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour")
 EXACT_BLOCK = 4096  # rows per matrix product in exact search (32 MB of 2048-dim float32 vectors)
 # Scattered rows (a filter's matches, Annoy's candidates) are copied this many
 # at a time: a copy of about a megabyte stays in cache, while a copy of tens
@@ -46,6 +45,15 @@ def _dot_rows(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, consecuti
     if consecutive:
         return matrix[rows[0] : rows[-1] + 1] @ query
     return gathered(matrix, rows, lambda picked: picked @ query)
+
+
+def joined_score(shape_similarity, colour_similarity, weight: float):
+    """The score a search that weighs colour ranks by: ``(1 - w) x shape + w x colour`` similarity.
+
+    The one place the formula lives; the searcher, exact search and the
+    evaluation all rank by it (works on scalars and numpy arrays alike).
+    """
+    return (1.0 - weight) * shape_similarity + weight * colour_similarity
 
 
 class UnknownItem(KeyError):
@@ -248,7 +256,7 @@ class Searcher:
             order = np.lexsort((rows, distances))[:k]
             return [Hit(int(rows[i]), float(distances[i])) for i in order]
         colour_sims = gathered(self.colours, rows, lambda block: block @ colour.descriptor)
-        scores = (1.0 - colour.weight) * (1.0 - distances * distances / 2.0) + colour.weight * colour_sims
+        scores = joined_score(1.0 - distances * distances / 2.0, colour_sims, colour.weight)
         order = np.lexsort((rows, -scores))[:k]
         return [Hit(int(rows[i]), float(distances[i]), float(colour_sims[i]), float(scores[i])) for i in order]
 
@@ -277,10 +285,11 @@ class Searcher:
         for start in range(0, len(rows), EXACT_BLOCK):
             block = rows[start : start + EXACT_BLOCK]
             consecutive = mask is None  # then block is start, start + 1, ...
-            scores = -_dot_rows(self.embeddings, block, vector, consecutive)
+            scores = _dot_rows(self.embeddings, block, vector, consecutive)
             if joined is not None:
                 colour_sims = _dot_rows(self.colours, block, joined.descriptor, consecutive)
-                scores = (1.0 - joined.weight) * scores - joined.weight * colour_sims
+                scores = joined_score(scores, colour_sims, joined.weight)
+            scores = -scores  # argpartition keeps the smallest
             best_rows = np.concatenate([best_rows, block])
             best_scores = np.concatenate([best_scores, scores])
             if len(best_rows) > keep:

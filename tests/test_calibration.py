@@ -36,11 +36,11 @@ def test_scores_and_labels_order_matches():
     assert match_score(typical_first, scale) == 75.0
     assert match_score(typical_fiftieth, scale) == 20.0
     assert match_score(1.0, scale) == 100.0 and match_score(-1.0, scale) == 0.0
-    assert match_label(match_score(typical_first, scale), 0.5) == "Very close match"
-    assert match_label(match_score(typical_fiftieth, scale), 0.5) == "Related"
-    assert match_label(match_score(-1.0, scale), 1.9) == "Loosely related"
-    assert match_label(None, 0.0) == "Same photo"
-    assert match_score(0.5, None) is None and match_label(None, 0.5) is None
+    assert match_label(match_score(typical_first, scale)) == "Very close match"
+    assert match_label(match_score(typical_fiftieth, scale)) == "Related"
+    assert match_label(match_score(-1.0, scale)) == "Loosely related"
+    assert match_label(None, same_photo=True) == "Same photo"
+    assert match_score(0.5, None) is None and match_label(None) is None
 
 
 def test_tiny_catalogues_get_a_clipped_or_no_scale():
@@ -50,8 +50,8 @@ def test_tiny_catalogues_get_a_clipped_or_no_scale():
     assert 0.0 <= match_score(0.2, scale) <= 100.0
 
 
-def test_the_published_manifest_carries_the_scale(built_index):
-    manifest = artifacts.read_manifest(artifacts.current_generation(built_index.index_dir))
+def test_the_published_manifest_carries_the_scale(fake_index):
+    manifest = artifacts.read_manifest(artifacts.current_generation(fake_index.index_dir))
     scale = manifest["match_scale"]
     assert scale["version"] == 1 and scale["sample"] == 144
 
@@ -68,4 +68,5 @@ def test_pages_show_rank_and_label_while_the_api_keeps_raw_values(client, demo_c
     api = client.post("/api/search", data={"image": (io.BytesIO(photo), "23.jpg")}, content_type="multipart/form-data")
     result = api.get_json()["queries"][0]["results"][0]
     assert "match_label" not in result and "rank" not in result
+    assert result["match"]["label"] == "Same photo"
     assert result["distance"] < 1e-3 and result["similarity"] > 0.999

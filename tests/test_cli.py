@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -88,7 +89,11 @@ def test_evaluate_prints_json(built_index):
     assert by_colour["label"] == "baseColour" and by_colour["queries"] == 20
 
     # weighing colour finds more items of the query's colour, and the site's answers still match exact search
-    shape = json.loads(run_cli("evaluate", "--label", "baseColour", *_where(built_index)).stdout)
+    shape = json.loads(
+        run_cli("evaluate", "--label", "baseColour", "--colour-weight", "0", *_where(built_index)).stdout
+    )
+    default = json.loads(run_cli("evaluate", "--label", "baseColour", "--sample", "20", *_where(built_index)).stdout)
+    assert default["colour_weight"] == 0.2  # by default it ranks as the site does
     joined = json.loads(
         run_cli("evaluate", "--label", "baseColour", "--colour-weight", "0.5", *_where(built_index)).stdout
     )
@@ -227,10 +232,13 @@ def test_keras_download_line_never_reaches_stdout(built_index, tmp_path):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["search", "IMAGE", "--k", "0"], "--k must be from 1 to 50"),
-        (["search", "IMAGE", "--k", "51"], "--k must be from 1 to 50"),
-        (["evaluate", "--k", "0"], "--k must be from 1 to 50"),
-        (["evaluate", "--colour-weight", "1.5"], "--colour-weight must be from 0 (shape alone) to 1"),
+        (["search", "IMAGE", "--k", "0"], "--k: The number of results must be from 1 to 50; got 0."),
+        (["search", "IMAGE", "--k", "51"], "--k: The number of results must be from 1 to 50; got 51."),
+        (["search", "IMAGE", "--k", "-1"], "--k: The number of results must be a whole number from 1 to 50."),
+        (["search", "IMAGE", "--crop", "0.5,0.5,0.6,0.2"], "--crop: The crop of photo 1 ('0.5,0.5,0.6,0.2') does not"),
+        (["search", "IMAGE", "--colour-weight", "-0"], "--colour-weight: colour_weight must be a number from 0"),
+        (["evaluate", "--k", "0"], "--k: The number of results must be from 1 to 50"),
+        (["evaluate", "--colour-weight", "1.5"], "--colour-weight: colour_weight must be a number from 0"),
         (["evaluate", "--label", "nosuch"], "No item has a 'nosuch' label. Labels in this catalogue's styles.csv: "),
         (["search", "nosuch.jpg"], "is not a file"),
     ],
@@ -304,3 +312,36 @@ def test_every_command_prints_only_json_on_stdout(tiny_settings, tmp_path):
         assert result.returncode == 0, (command, result.stderr)
         json.loads(result.stdout)  # the whole of stdout is one JSON document
     assert json.loads(run_cli("build", *where).stdout)["up_to_date"] is True
+
+
+@pytest.mark.parametrize(
+    "flags, fields",
+    [
+        ([], {}),
+        (["--no-locate"], {"locate": "false"}),
+        (["--crop", "0.1,0.2,0.6,0.7"], {"crop": "0.1,0.2,0.6,0.7"}),
+        (["--colour-weight", "0", "--k", "7"], {"colour_weight": "0", "k": "7"}),
+    ],
+)
+def test_the_cli_and_the_api_return_the_same_ids(client, built_index, demo_catalogue, tmp_path, flags, fields):
+    """One query pipeline: the same photo and options give the same ids, box and scores from both."""
+    from tests.test_locate import composite
+
+    data, _ = composite(demo_catalogue / "23.jpg", seed=5)
+    photo = tmp_path / "shopper.jpg"
+    photo.write_bytes(data)
+    result = run_cli("search", str(photo), *flags, *_where(built_index))
+    assert result.returncode == 0, result.stderr
+    cli = json.loads(result.stdout)
+    api = client.post(
+        "/api/search", data={"image": (io.BytesIO(data), "shopper.jpg"), **fields}, content_type="multipart/form-data"
+    ).get_json()
+    (query,) = api["queries"]
+    assert [r["id"] for r in cli["results"]] == [r["id"] for r in query["results"]]
+    assert cli["box"] == query["box"] and cli["located"] == query["located"]
+    assert [r["match"] for r in cli["results"]] == [r["match"] for r in query["results"]]
+    assert cli["locate"] == query_locate(fields) and api["locate"] == query_locate(fields)
+
+
+def query_locate(fields: dict) -> bool:
+    return fields.get("locate") != "false"

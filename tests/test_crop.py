@@ -103,7 +103,11 @@ def test_an_empty_crop_means_the_whole_photo(client, demo_catalogue):
         ("0,0,1", "not understood"),
         ("0,0,nan,1", "not understood"),
         ("0.6,0,0.5,1", "inside the photo"),
-        ("-0.1,0,0.5,1", "inside the photo"),
+        ("-0.1,0,0.5,1", "not understood"),  # ASCII digits and one point only: no signs
+        ("-0,0,0.5,1", "not understood"),
+        ("0_5,0,0.5,1", "not understood"),
+        ("\u0660\u066b\u0665,0,0.5,1", "not understood"),  # Arabic-Indic digits that float() takes
+        ("1e-1,0,0.5,1", "not understood"),
         ("0,0,0,1", "inside the photo"),
         ("0,0,0.01,1", "at least 32 pixels"),
     ],

@@ -114,3 +114,29 @@ def test_production_code_has_no_test_hooks(package):
         if TEST_HOOK.search(line)
     ]
     assert offenders == []
+
+
+# The web layer parses HTTP and renders; searching is the query pipeline's. Only the app
+# factory, the service that loads the model and index, and the metrics that read the
+# index's state reach further into the indexer (the service's loading).
+WEB_MAY_USE = {"indexer.query", "indexer.options", "indexer.config"}
+LOADING = {"web", "web.service", "web.metrics"}
+
+
+def test_web_uses_the_indexer_only_through_the_query_pipeline():
+    graph = _import_graph()
+    reaching = {
+        module: sorted(dep for dep in deps if dep.startswith("indexer") and dep not in WEB_MAY_USE)
+        for module, deps in graph.items()
+        if module.startswith("web") and module not in LOADING
+    }
+    assert {module: deps for module, deps in reaching.items() if deps} == {}
+    # control: the walker sees the pipeline where it is used
+    assert "indexer.query" in graph["web.searching"] and "indexer.options" in graph["web.views"]
+
+
+def test_the_cli_and_evaluate_search_through_the_pipeline():
+    graph = _import_graph()
+    assert "indexer.query" in graph["indexer.__main__"]
+    assert "indexer.query" in graph["indexer.evaluate"]
+    assert "indexer.locate" not in graph["indexer.__main__"]  # no second, shorter path

@@ -15,7 +15,7 @@ import io
 import numpy as np
 import pytest
 
-RESULT_KEYS = {"id", "filename", "distance", "similarity", "image_url", "thumb_url", "metadata"}
+RESULT_KEYS = {"id", "filename", "distance", "similarity", "image_url", "thumb_url", "metadata", "match"}
 JOINED_KEYS = {"colour_similarity", "score"}  # when the search weighed colour
 ITEM_KEYS = {"id", "filename", "image_url", "thumb_url", "metadata"}
 
@@ -56,6 +56,7 @@ def assert_result_shape(result: dict) -> None:
     assert result["image_url"] == f"/catalogue/{result['filename']}"
     assert result["thumb_url"].startswith("/thumbs/")
     assert isinstance(result["metadata"], dict)
+    assert set(result["match"]) == {"score", "label"}
 
 
 # ---------------------------------------------------------------- POST /api/search
@@ -172,7 +173,7 @@ def test_api_search_unknown_filter(client, demo_catalogue):
 # ---------------------------------------------------------------- GET /api/items/<id>/similar
 
 
-def test_api_similar_shape_and_excludes_item(client, demo_app, meta_by_id):
+def test_api_similar_shape_and_excludes_item(client, fake_app, meta_by_id):
     response = client.get("/api/items/50/similar")
     assert response.status_code == 200
     body = response.get_json()
@@ -186,7 +187,7 @@ def test_api_similar_shape_and_excludes_item(client, demo_app, meta_by_id):
         assert_result_shape(result)
     assert "50" not in {r["id"] for r in results}
     # from the stored vector and colour: the best joined scores for row 50, itself excluded
-    searcher = demo_app.extensions["fashion.service"].searcher
+    searcher = fake_app.extensions["fashion.service"].searcher
     row = searcher.row_of("50")
     for weight in (0.0, 0.2, 0.7):
         scores = (1 - weight) * (searcher.embeddings @ searcher.embeddings[row])
@@ -200,9 +201,9 @@ def test_api_similar_shape_and_excludes_item(client, demo_app, meta_by_id):
     assert [r["id"] for r in results] == [r["id"] for r in default]
 
 
-def test_api_similar_every_filter_value_is_exact(client, demo_app, meta_by_id):
+def test_api_similar_every_filter_value_is_exact(client, fake_app, meta_by_id):
     """Each single facet value: all results match, and min(k, matches) of them are shown."""
-    facets = demo_app.extensions["fashion.service"].searcher.facets()
+    facets = fake_app.extensions["fashion.service"].searcher.facets()
     assert facets, "styles.csv facets expected"
     checked = 0
     for name, values in facets.items():
@@ -235,14 +236,14 @@ def test_api_similar_bad_parameters(client, query):
 # ---------------------------------------------------------------- status and health
 
 
-def test_api_status_ready(client, built_index):
+def test_api_status_ready(client, fake_index):
     response = client.get("/api/status")
     assert response.status_code == 200
     body = response.get_json()
     assert body["state"] == "ready"
     assert body["items"] == 144
     assert isinstance(body["done"], int) and isinstance(body["total"], int)
-    assert body["catalogue"] == built_index.catalogue.name
+    assert body["catalogue"] == fake_index.catalogue.name
     assert body["rebuilding"] is False
 
 
@@ -289,3 +290,22 @@ def test_api_errors_are_json(client, method, path, status):
     assert_error(response, status)
     if status == 405:
         assert "GET" in response.headers["Allow"] or "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("colour_weight", ["0", "0.2", "0.7"])
+def test_match_labels_never_get_stronger_down_the_list(client, demo_catalogue, colour_weight):
+    """The label comes from the number the list is ranked by, so order and label agree."""
+    from indexer.calibration import LABELS
+
+    strength = {label: -n for n, (_, label) in enumerate(LABELS)} | {"Same photo": 1}
+    data, name = photo(demo_catalogue, 40)
+    body = client.post(
+        "/api/search", data={"image": (io.BytesIO(data), name), "k": "30", "colour_weight": colour_weight},
+        content_type="multipart/form-data",
+    ).get_json()
+    results = body["queries"][0]["results"]
+    scores = [r["match"]["score"] for r in results]
+    assert None not in scores and scores == sorted(scores, reverse=True)
+    labels = [strength[r["match"]["label"]] for r in results]
+    assert labels == sorted(labels, reverse=True)
+    assert results[0]["match"]["label"] == "Same photo"

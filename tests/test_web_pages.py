@@ -68,7 +68,7 @@ def text(response) -> str:
 # ---------------------------------------------------------------- GET /
 
 
-def test_home_shows_form_filters_and_catalogue(client, styles, built_index):
+def test_home_shows_form_filters_and_catalogue(client, styles, fake_index):
     response = client.get("/")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
@@ -76,7 +76,7 @@ def test_home_shows_form_filters_and_catalogue(client, styles, built_index):
     assert 'enctype="multipart/form-data"' in page
     assert 'action="/search"' in page
     assert re.search(r'<input id="image" name="image" type="file"[^>]*multiple', page)
-    assert built_index.catalogue.name in page
+    assert fake_index.catalogue.name in page
     assert f"{len(styles)} products in" in page
     for name in FILTER_FIELDS:
         expected = sorted({row[name] for row in styles if row[name]})
@@ -182,16 +182,16 @@ def test_search_filters_are_honoured_exactly(client, demo_catalogue, meta_by_id,
     assert _api_ids(client, [photo(demo_catalogue, 2)], **filters) == [ids]
 
 
-def test_rare_filter_uses_exact_search_over_the_subset(client, demo_app, embedder, demo_catalogue, meta_by_id):
+def test_rare_filter_uses_exact_search_over_the_subset(client, fake_app, fake_embedder, demo_catalogue, meta_by_id):
     """Too few Annoy candidates pass a rare filter: the answer is the exact top k of the subset."""
     filters = {"gender": "Men", "articleType": "Casual Shoes"}
-    searcher = demo_app.extensions["fashion.service"].searcher
+    searcher = fake_app.extensions["fashion.service"].searcher
     mask = np.array([all(m.get(f) == v for f, v in filters.items()) for m in searcher.metadata])
     k = 5
     assert mask.sum() >= k and mask.sum() / len(mask) < 0.1, "premise: a rare combination with at least k items"
     data, name = photo(demo_catalogue, 100)
     array = load_for_model(data)
-    vector, colour = embedder.embed_one(array), colour_descriptor(array)
+    vector, colour = fake_embedder.embed_one(array), colour_descriptor(array)
     rows_ = np.flatnonzero(mask)
     for weight in (0.0, 0.2):  # shape alone, and the site's default share of colour
         scores = (1 - weight) * (searcher.embeddings[rows_] @ vector) + weight * (searcher.colours[rows_] @ colour)
@@ -338,7 +338,7 @@ def test_number_fields_take_only_ascii_digits(client, value):
 
 
 def test_strict_numbers_are_exactly_ascii_digits():
-    from web.queries import whole_number
+    from indexer.options import whole_number
 
     assert [whole_number(v) for v in ("0", "7", "007", "123456789")] == [0, 7, 7, 123456789]
     assert all(whole_number(v) is None for v in NOT_PLAIN_NUMBERS + ["", "-1", "1.5"])

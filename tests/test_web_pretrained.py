@@ -64,7 +64,7 @@ def test_match_labels_tell_the_best_match_from_the_fiftieth(pretrained_index):
     rows = range(0, len(searcher), 3)
     for row in rows:
         hits = searcher.search(searcher.vector(row), 50, exclude=row)
-        first, fiftieth = (match_label(match_score(h.similarity, scale), h.distance) for h in (hits[0], hits[49]))
+        first, fiftieth = (match_label(match_score(h.similarity, scale)) for h in (hits[0], hits[49]))
         assert match_score(hits[0].similarity, scale) >= match_score(hits[49].similarity, scale)
         better += order[first] < order[fiftieth]
     assert better / len(rows) >= 0.8

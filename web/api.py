@@ -6,12 +6,11 @@ import time
 
 from flask import Blueprint, jsonify, request
 
-from indexer.search import FILTER_FIELDS
+from indexer.options import FILTER_FIELDS, check_filters, reject_unknown
 
 from . import context, facets
 from .context import requires_index
 from .errors import RETRY_AFTER_S
-from .queries import parse_filters, reject_unknown
 from .searching import item_dict, result_dict, search_uploads, similar_items
 from .service import READY
 
@@ -32,14 +31,14 @@ def api_search():
     queries = [
         {
             "filename": r.filename,
-            "crop": list(r.crop) if r.crop else None,
+            "crop": list(r.photo.crop) if r.photo.crop else None,
             "box": [round(v, 4) for v in r.box],
             "located": r.located,
-            "results": [result_dict(outcome.searcher, h) for h in r.hits],
+            "results": [result_dict(outcome.searcher, ranked) for ranked in r.results],
         }
         for r in outcome.results
     ]
-    query = outcome.query
+    query = outcome.options
     timing = dict(outcome.timing_ms, total=round((time.perf_counter() - started) * 1000, 3))
     colour_weight = query.colour_weight if outcome.searcher.colours is not None else 0.0
     return jsonify(
@@ -63,8 +62,8 @@ def api_similar(item_id: str):
     return jsonify(
         {
             "item": item_dict(searcher, outcome.row),
-            "colour_weight": outcome.colour_weight if searcher.colours is not None else 0.0,
-            "results": [result_dict(searcher, h) for h in outcome.hits],
+            "colour_weight": outcome.options.colour_weight if searcher.colours is not None else 0.0,
+            "results": [result_dict(searcher, ranked) for ranked in outcome.results],
         }
     )
 
@@ -75,7 +74,7 @@ def api_facets():
     """Filter values still matching under the given filters, with counts (the search form updates from it)."""
     searcher = context.service().require_searcher()
     reject_unknown(request.args.keys(), frozenset(FILTER_FIELDS))
-    selected = parse_filters(request.args, searcher.facets())
+    selected = check_filters(request.args, searcher.facets())
     counts = facets.facet_counts(searcher, selected)
     return jsonify(
         {

@@ -16,9 +16,8 @@ import json
 import numpy as np
 from itsdangerous import BadSignature, Signer
 
-from indexer.colour import DIM as COLOUR_DIM
-
-from .queries import BadQuery
+from indexer.options import BadQuery
+from indexer.query import COLOUR_DIM
 
 # manifest fields that name a vector space (see indexer.plan.model_key)
 _SPACE_FIELDS = ("model", "weights_id", "preprocess_version", "vector_space")

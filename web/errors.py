@@ -12,10 +12,11 @@ import logging
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from indexer.search import UnknownItem
+from indexer.options import BadQuery
+from indexer.query import UnknownItem
 
 from .deadline import Busy
-from .queries import SMALL_BODY_BYTES, BadQuery
+from .queries import SMALL_BODY_BYTES
 from .service import ERROR, NotReady
 
 log = logging.getLogger(__name__)

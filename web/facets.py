@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.search import FILTER_FIELDS, Searcher
+from indexer.query import FILTER_FIELDS, Searcher
 
 # How the pages name catalogue columns (styles.csv headers are camelCase).
 FIELD_LABELS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import abort, send_file
 from werkzeug.routing import PathConverter
 
-from indexer.images import is_image_path
+from indexer.query import is_image_path
 
 _THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")

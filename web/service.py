@@ -26,6 +26,7 @@ from indexer.config import Settings
 from indexer.memory import release_free_memory
 from indexer.model import Embedder
 from indexer.plan import key_for
+from indexer.query import QueryPipeline
 from indexer.runtimes import load_for_settings
 from indexer.search import Searcher
 
@@ -133,6 +134,11 @@ class IndexService:
         if searcher is None:
             raise NotReady(self.status())
         return searcher
+
+    def pipeline(self) -> QueryPipeline:
+        """The query pipeline over the serving searcher and the model; raises ``NotReady`` without them."""
+        searcher = self.require_searcher()
+        return QueryPipeline(self.embedder, searcher)
 
     def status(self) -> dict:
         """The payload of ``/api/status``."""

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 from flask import Blueprint, render_template, request
-from PIL import Image, ImageDraw
 
-from indexer.images import preview_data_url
-from indexer.locate import to_square_box
-from indexer.search import FILTER_FIELDS, ColourQuery
+from indexer.options import BadQuery, check_colour_weight, check_filters, from_fields, reject_unknown
+from indexer.query import FILTER_FIELDS, WHOLE_PHOTO, preview_data_url, preview_with_box
 
 from . import context, facets
 from .context import requires_index
 from .errors import count_bad_query, error_response
 from .files import send_catalogue_file, send_thumbnail
-from .queries import (
-    BROWSE_FIELDS,
-    BadQuery,
-    parse_colour_weight,
-    parse_filters,
-    parse_k,
-    parse_page,
-    reject_unknown,
-)
-from .searching import WHOLE_PHOTO, card_dicts, item_dict, search_uploads, similar_items
+from .queries import BROWSE_FIELDS, parse_page
+from .searching import card_dicts, item_dict, search_uploads, similar_items
 
 bp = Blueprint("pages", __name__)
 
 BROWSE_PAGE_SIZE = 24
-BOX_COLOUR = (255, 196, 0)  # the found box on the query photo: visible on most photos
 MORE_FIELDS = frozenset({"query", "filename", "preview", "k", "colour_weight", *FILTER_FIELDS})
 _PREVIEW = re.compile(r"^data:image/jpeg;base64,[A-Za-z0-9+/=]{1,200000}$")
 
@@ -112,37 +100,23 @@ def search():
         form["colour_weight"] = _chosen_weight(request.form.get("colour_weight"), svc.settings.colour_weight)
         # through error_response, so a 503 (busy decoder) carries Retry-After like any other
         return error_response(exc.status, exc.message, template="index.html", **form)
-    links_weight = _in_links(svc, outcome.query.colour_weight)
+    options = outcome.options
+    links_weight = _in_links(svc, options.colour_weight)
     rows = [
         {
             "filename": result.filename,
-            "cropped": result.crop is not None,
-            # the photo as uploaded (or cropped), with the box that was searched drawn on it
-            "preview": preview_data_url(_with_found_box(result)),
+            "cropped": result.photo.crop is not None,
+            # the photo as uploaded (or cropped), with the box that was searched drawn into it,
+            # so it shows without scripts or inline styles
+            "preview": preview_data_url(preview_with_box(result)),
             "found_box": result.located,
             "box": ",".join(f"{v:.4g}" for v in result.box) if result.box != WHOLE_PHOTO else "",
             "vector": context.carried().dumps(result.vector, result.colour, outcome.searcher.manifest),
-            "results": card_dicts(outcome.searcher, result.hits, colour_weight=links_weight),
+            "results": card_dicts(outcome.searcher, result.results, colour_weight=links_weight),
         }
         for result in outcome.results
     ]
-    query = outcome.query
-    return _results_page(svc, rows, query.k, query.filters, query.colour_weight, outcome.timing_ms)
-
-
-def _with_found_box(result) -> np.ndarray:
-    """The photo (fitted on the model's square) with the located box drawn on it and the rest dimmed.
-
-    Drawn into the preview itself, so it shows without scripts or inline styles.
-    """
-    if not result.located or result.size is None:
-        return result.photo
-    left, top, width, height = (round(v) for v in to_square_box(result.box, result.size))
-    dimmed = (result.photo.astype(np.float32) * 0.55 + 255 * 0.1).astype(np.uint8)
-    dimmed[top : top + height, left : left + width] = result.photo[top : top + height, left : left + width]
-    image = Image.fromarray(dimmed)
-    ImageDraw.Draw(image).rectangle((left, top, left + width - 1, top + height - 1), outline=BOX_COLOUR, width=3)
-    return np.asarray(image)
+    return _results_page(svc, rows, options.k, options.filters, options.colour_weight, outcome.timing_ms)
 
 
 def _in_links(svc, colour_weight: float) -> float | None:
@@ -153,7 +127,7 @@ def _in_links(svc, colour_weight: float) -> float | None:
 def _chosen_weight(raw: str | None, default: float) -> float:
     """The colour weight to show again on a form that was refused (the default when it was the bad field)."""
     try:
-        return parse_colour_weight(raw, default)
+        return check_colour_weight(raw, default)
     except BadQuery:
         return default
 
@@ -163,12 +137,10 @@ def _chosen_weight(raw: str | None, default: float) -> float:
 def search_more():
     """Show more: the same photos' next results, from the vectors the results page carried."""
     svc = context.service()
-    searcher = svc.require_searcher()
+    pipeline = svc.pipeline()
+    searcher = pipeline.searcher
     form = request.form
-    reject_unknown(form.keys(), MORE_FIELDS)
-    k = parse_k(form.get("k"), svc.settings.top_k, svc.settings.max_k)
-    filters = parse_filters(form, searcher.facets())
-    colour_weight = parse_colour_weight(form.get("colour_weight"), svc.settings.colour_weight)
+    options = from_fields(form, svc.settings, searcher.facets(), MORE_FIELDS)
     vectors = form.getlist("query")
     names, previews = form.getlist("filename"), form.getlist("preview")
     if not vectors or len(vectors) > svc.settings.max_files or not (len(vectors) == len(names) == len(previews)):
@@ -176,15 +148,17 @@ def search_more():
     rows = []
     for vector_text, name, preview in zip(vectors, names, previews):
         vector, colour = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
-        hits = searcher.search(vector, k, filters, colour=ColourQuery(colour, colour_weight))
         rows.append({
             "filename": name[:120],
             "cropped": False,
             "preview": preview if _PREVIEW.match(preview) else None,
             "vector": vector_text,
-            "results": card_dicts(searcher, hits, colour_weight=_in_links(svc, colour_weight)),
+            "results": card_dicts(
+                searcher, pipeline.search_vector(vector, colour, options),
+                colour_weight=_in_links(svc, options.colour_weight),
+            ),
         })
-    return _results_page(svc, rows, k, filters, colour_weight)
+    return _results_page(svc, rows, options.k, options.filters, options.colour_weight)
 
 
 @bp.get("/items/<item_id>")
@@ -194,11 +168,13 @@ def item(item_id: str):
     svc = context.service()
     outcome = similar_items(svc, item_id, request.args)
     searcher = outcome.searcher
+    options = outcome.options
+    link_weight = _in_links(svc, options.colour_weight)
     return render_template(
         "item.html", item=item_dict(searcher, outcome.row),
-        results=card_dicts(searcher, outcome.hits, colour_weight=_in_links(svc, outcome.colour_weight)),
-        next_k=_next_k(svc.settings, outcome.k), link_weight=_in_links(svc, outcome.colour_weight),
-        **_form_context(svc, selected=outcome.filters, k=outcome.k, colour_weight=outcome.colour_weight),
+        results=card_dicts(searcher, outcome.results, colour_weight=link_weight),
+        next_k=_next_k(svc.settings, options.k), link_weight=link_weight,
+        **_form_context(svc, selected=options.filters, k=options.k, colour_weight=options.colour_weight),
     )
 
 
@@ -211,7 +187,7 @@ def browse():
     if len(searcher) == 0:
         return _empty_catalogue_page()
     reject_unknown(request.args.keys(), BROWSE_FIELDS)
-    filters = parse_filters(request.args, searcher.facets())
+    filters = check_filters(request.args, searcher.facets())
     number = parse_page(request.args.get("page"))
     page = facets.page_of(searcher, filters, number, BROWSE_PAGE_SIZE)
     if number > page.pages:

@@ -1,0 +1,259 @@
+"""The one query pipeline: photos and ``SearchOptions`` in, ranked hits with a match score and label out.
+
+Every entry point searches through it: the site's form and "show more",
+the JSON API, more-like-this, ``python -m indexer search`` and
+``evaluate``. The steps, in order:
+
+1. ``decode_photo``: the upload's bytes to a model-ready array (a shopper's
+   crop applied), keeping the bytes to crop a located box from again;
+2. region: the crop, or the product located in the photo
+   (``indexer.locate``), or the whole photo;
+3. vector: the region through the model;
+4. colour: the descriptor of that same region (``indexer.colour``), never
+   of a background the region left out;
+5. candidates and exact re-rank: ``Searcher.search`` by the joined score;
+6. match: the calibrated score and its words, from the very number the
+   list is ranked by, so a label never gets stronger further down.
+
+A new ranking idea is one change here, and every entry point gets it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .calibration import EXACT_DISTANCE, match_label, match_score
+from .colour import DIM as COLOUR_DIM
+from .colour import colour_descriptor
+from .images import Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
+from .locate import Photo, locate, to_square_box
+from .options import FILTER_FIELDS, BadQuery, SearchOptions
+from .search import ColourQuery, Hit, Searcher, UnknownItem
+
+# What the web layer may use of the indexer, besides loading (see tests/test_structure.py).
+__all__ = [
+    "COLOUR_DIM", "FILTER_FIELDS", "WHOLE_PHOTO", "BadQuery", "Crop", "Hit", "ImageError", "Match", "PhotoResult",
+    "QueryPhoto", "QueryPipeline", "Ranked", "SearchOptions", "Searcher", "UnknownItem", "decode_photo",
+    "is_image_path", "preview_data_url", "preview_with_box",
+]
+
+WHOLE_PHOTO: Crop = (0.0, 0.0, 1.0, 1.0)
+
+
+class Budget(Protocol):
+    """A request's time limit: ``check()`` raises once it is spent, ``remaining()`` gives the seconds left."""
+
+    def check(self) -> None: ...
+
+    def remaining(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class QueryPhoto:
+    """One photo to search with, decoded and ready for the model.
+
+    ``array`` is the whole upright photo fitted on the model's square, or
+    the shopper's ``crop`` of it. Without a crop, ``source`` keeps the bytes
+    (a located box is decoded again from them) and ``size`` the upright
+    photo's (width, height).
+    """
+
+    filename: str
+    array: np.ndarray
+    decode_ms: float = 0.0
+    crop: Crop | None = None
+    source: bytes | None = None
+    size: tuple[int, int] | None = None
+
+
+def decode_photo(data: bytes, filename: str, crop: Crop | None = None, wait_s: float | None = None) -> QueryPhoto:
+    """Decode a photo's bytes for the pipeline (``crop`` applied); raises ``ImageError``.
+
+    ``wait_s`` caps the wait for a share of the process's decode budget.
+    """
+    started = time.perf_counter()
+    if crop is None:
+        array, size = load_with_size(data, wait_s=wait_s)
+        source = data
+    else:
+        array, size, source = load_for_model(data, crop=crop, wait_s=wait_s), None, None
+    return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, size)
+
+
+@dataclass(frozen=True)
+class Match:
+    """How good a hit is, on the catalogue's own scale: ``score`` 0 to 100 and its ``label``."""
+
+    score: float | None
+    label: str | None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One result: the hit the searcher ranked and its match, from the same number."""
+
+    hit: Hit
+    match: Match
+
+    @property
+    def row(self) -> int:
+        """The hit's row in the index."""
+        return self.hit.row
+
+
+@dataclass
+class PhotoResult:
+    """What one photo found, with what was searched.
+
+    ``region`` is the model-ready array that was embedded, ``box`` that
+    region as fractions of the photo (found by locating when ``located``,
+    else the shopper's crop or the whole photo); ``vector`` and ``colour``
+    are the query's, for "show more".
+    """
+
+    photo: QueryPhoto
+    region: np.ndarray
+    box: Crop
+    located: bool
+    vector: np.ndarray
+    colour: np.ndarray
+    results: list[Ranked]
+
+    @property
+    def filename(self) -> str:
+        """The photo's display name."""
+        return self.photo.filename
+
+
+def ranking_score(hit: Hit) -> float:
+    """The number a list of hits is ranked by: the joined score, or shape similarity alone."""
+    return hit.similarity if hit.score is None else hit.score
+
+
+def matches(hits: Sequence[Hit], scale: dict | None) -> list[Ranked]:
+    """Each hit with its match, computed from the score the list is ranked by.
+
+    The scale is monotonic, so a label never gets stronger down the list;
+    "Same photo" is kept for a near-zero distance at the top of the list.
+    """
+    ranked, best = [], None
+    for hit in hits:
+        value = ranking_score(hit)
+        best = value if best is None else best
+        score = match_score(value, scale)
+        same_photo = value >= best and hit.distance <= EXACT_DISTANCE  # only the top can be the same photo
+        ranked.append(Ranked(hit, Match(score, match_label(score, same_photo))))
+    return ranked
+
+
+@dataclass(frozen=True)
+class _Region:
+    vector: np.ndarray
+    array: np.ndarray
+    box: Crop | None  # found by locating
+
+
+class QueryPipeline:
+    """Searches one index with one model: the steps of the module docstring, for every entry point."""
+
+    def __init__(self, embedder, searcher: Searcher):
+        self.embedder = embedder
+        self.searcher = searcher
+
+    # ------------------------------------------------------------ photos
+
+    def _regions(self, photos: Sequence[QueryPhoto], options: SearchOptions, budget: Budget | None) -> list[_Region]:
+        """Each photo's embedded region: the located product, or the photo (or crop) as it is."""
+        found = [i for i, p in enumerate(photos) if options.locate and p.crop is None and p.source is not None]
+        out: list[_Region | None] = [None] * len(photos)
+        rest = [i for i in range(len(photos)) if i not in found]
+        if rest:
+            vectors = self.embedder.embed(np.stack([photos[i].array for i in rest]))
+            for i, vector in zip(rest, vectors):
+                out[i] = _Region(vector, photos[i].array, None)
+        if found:
+            located = locate(
+                self.embedder,
+                [Photo(photos[i].source, photos[i].array, photos[i].size) for i in found],
+                wait_s=budget.remaining() if budget is not None else None,
+            )
+            for i, result in zip(found, located):
+                out[i] = _Region(result.vector, result.array, result.box)
+        return out
+
+    def search_photos(
+        self,
+        photos: Sequence[QueryPhoto],
+        options: SearchOptions,
+        *,
+        model_slot: Callable[[], AbstractContextManager] = nullcontext,
+        budget: Budget | None = None,
+    ) -> tuple[list[PhotoResult], dict[str, float]]:
+        """Search with each photo; one result per photo in order, and the timings in milliseconds.
+
+        ``model_slot()`` is held while the model runs (the web app bounds
+        concurrent forward passes with it); ``budget`` stops the work once a
+        request's time is spent. Raises ``ImageError`` when a located box
+        cannot be decoded again.
+        """
+        timing = {"decode": round(sum(p.decode_ms for p in photos), 3)}
+        started = time.perf_counter()
+        if budget is not None:
+            budget.check()
+        with model_slot():
+            waited = time.perf_counter()
+            regions = self._regions(photos, options, budget)
+            done = time.perf_counter()
+        timing["queue"] = round((waited - started) * 1000, 3)
+        timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the box's decode
+        colours = [colour_descriptor(region.array) for region in regions]
+        timing["colour"] = round((time.perf_counter() - done) * 1000, 3)
+        searched = time.perf_counter()
+        results = []
+        for photo, region, colour in zip(photos, regions, colours):
+            box = region.box or photo.crop or WHOLE_PHOTO
+            ranked = self.search_vector(region.vector, colour, options)
+            results.append(
+                PhotoResult(photo, region.array, tuple(box), region.box is not None, region.vector, colour, ranked)
+            )
+        timing["search"] = round((time.perf_counter() - searched) * 1000, 3)
+        return results, timing
+
+    # ------------------------------------------------------------ vectors and items
+
+    def search_vector(self, vector: np.ndarray, colour: np.ndarray | None, options: SearchOptions) -> list[Ranked]:
+        """The best items for a query vector and its colour descriptor ("show more" starts here)."""
+        query_colour = None if colour is None else ColourQuery(colour, options.colour_weight)
+        hits = self.searcher.search(vector, options.k, options.filters, colour=query_colour)
+        return matches(hits, self.searcher.manifest.get("match_scale"))
+
+    def similar(self, item_id: str, options: SearchOptions) -> tuple[int, list[Ranked]]:
+        """More like this: a catalogue item's neighbours from its stored vector and colour, itself left out.
+
+        Raises ``UnknownItem`` for an id the index does not have.
+        """
+        row, hits = self.searcher.similar(item_id, options.k, options.filters, colour_weight=options.colour_weight)
+        return row, matches(hits, self.searcher.manifest.get("match_scale"))
+
+
+BOX_COLOUR = (255, 196, 0)  # the found box on the query photo: visible on most photos
+
+
+def preview_with_box(result: PhotoResult) -> np.ndarray:
+    """The photo (fitted on the model's square) with the located box drawn on it and the rest dimmed."""
+    photo = result.photo
+    if not result.located or photo.size is None:
+        return photo.array
+    left, top, width, height = (round(v) for v in to_square_box(result.box, photo.size))
+    dimmed = (photo.array.astype(np.float32) * 0.55 + 255 * 0.1).astype(np.uint8)
+    dimmed[top : top + height, left : left + width] = photo.array[top : top + height, left : left + width]
+    image = Image.fromarray(dimmed)
+    ImageDraw.Draw(image).rectangle((left, top, left + width - 1, top + height - 1), outline=BOX_COLOUR, width=3)
+    return np.asarray(image)
