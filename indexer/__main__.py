@@ -111,7 +111,10 @@ def cmd_build(args, full: bool = False) -> int:
     else:
         model = _embedder(settings)
     # a short wait lets a web worker's status probe of the lock pass
-    report = build_index(settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2)
+    report = build_index(
+        settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2,
+        retune=getattr(args, "retune", False),
+    )
     for item in report.skipped:
         log.warning("skipped %s: %s: %s", item.relpath, item.reason, item.message)
     _print_json(args, dict(report.to_dict(), summary=report.summary()))
@@ -264,6 +267,11 @@ def make_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.add_argument("--engine", choices=("local", "ray"), default="local", help="where to embed (default: local)")
         p.add_argument("--address", help="Ray cluster address (with --engine ray); default: start a local instance")
+        if name == "build":
+            p.add_argument(
+                "--retune", action="store_true",
+                help="learn the catalogue tuning again (else kept while under 10%% of the catalogue changed)",
+            )
 
     p = sub.add_parser("search", parents=[common], help="print the nearest catalogue items to IMAGE as JSON")
     p.add_argument("image", type=Path, help="query image file")

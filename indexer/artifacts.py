@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CURRENT = "current"
 VECTORS_FILE = "embeddings.npy"
+RAW_VECTORS_FILE = ".model-vectors.npy"  # the model's vectors while a tuned generation is written
+PROJECTION_FILE = "projection.npy"  # the catalogue tuning (indexer/tuning.py), in tuned generations
 COLOURS_FILE = "colours.npy"  # one colour descriptor per item (indexer/colour.py), memory-mapped like the vectors
 LEGACY_FILES = ("embeddings.pkl", "filenames.pkl", "metadata.json", "index.ann")
 ARTIFACT_FILES = LEGACY_FILES + (VECTORS_FILE, CODES_FILE, VALUES_FILE)
@@ -328,6 +330,7 @@ def publish(
     derive=None,
     colours=None,
     vectors_dtype: str = "float32",
+    projection=None,
 ) -> Path:
     """Write a complete generation and switch ``current`` to it.
 
@@ -340,8 +343,11 @@ def publish(
     the written vectors memory-mapped and returns more manifest fields
     computed from them. ``vectors_dtype`` is what ``embeddings.npy`` (the
     re-ranking vectors workers map) is stored as: ``float32`` or ``float16``;
-    Annoy, ``derive`` and ``embeddings.pkl`` always get float32. Returns the
-    new generation folder.
+    Annoy, ``derive`` and ``embeddings.pkl`` always get float32. With a
+    ``projection`` (``indexer.tuning``), ``embeddings.pkl`` keeps the model's
+    vectors while ``embeddings.npy``, Annoy and ``derive`` get the tuned
+    ones, and the projection is written beside them. Returns the new
+    generation folder.
     """
     if vectors_dtype not in VECTOR_DTYPES:
         raise ValueError(f"vectors_dtype must be one of {VECTOR_DTYPES}, got {vectors_dtype!r}")
@@ -358,7 +364,8 @@ def publish(
     gen.mkdir()
     try:
         _write_generation(
-            gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype
+            gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype,
+            projection,
         )
     except BaseException:
         # a full disk or a crash must not leave a half-written generation for the next build to keep
@@ -370,8 +377,21 @@ def publish(
     return gen
 
 
+class _Tuned:
+    """Rows of a mapped ``.npy`` of model vectors, tuned by a projection as they are read."""
+
+    def __init__(self, path: Path, projection):
+        self._raw = np.load(path, mmap_mode="r", allow_pickle=False)
+        self._projection = projection
+        self.shape = (len(self._raw), projection.dim)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self._projection.apply(self._raw[rows])
+
+
 def _write_generation(
-    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype
+    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype,
+    projection=None,
 ):
     """Write every file of one generation, the manifest last.
 
@@ -380,10 +400,18 @@ def _write_generation(
     ``vectors_dtype`` if that is not float32.
     """
     checksums = {}
-    checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, embeddings, shape)
+    model_vectors = gen / (RAW_VECTORS_FILE if projection is not None else VECTORS_FILE)
+    checksums[VECTORS_FILE] = _write_vectors_npy(model_vectors, embeddings, shape)
+    checksums["embeddings.pkl"], pickle_offset = _write_array_pickle(gen / "embeddings.pkl", model_vectors, shape)
+    model_dim = shape[1]
+    if projection is not None:
+        # the pickle keeps the model's vectors, so relearning the tuning never embeds again
+        shape = (shape[0], projection.dim)
+        checksums[VECTORS_FILE] = _write_vectors_npy(gen / VECTORS_FILE, _Tuned(model_vectors, projection), shape)
+        os.unlink(model_vectors)
+        checksums[PROJECTION_FILE] = atomic_write_npy(gen / PROJECTION_FILE, projection.to_array())
     if colours is not None:
         checksums[COLOURS_FILE] = _write_vectors_npy(gen / COLOURS_FILE, colours, (shape[0], int(colours.shape[1])))
-    checksums["embeddings.pkl"], pickle_offset = _write_array_pickle(gen / "embeddings.pkl", gen / VECTORS_FILE, shape)
     checksums["filenames.pkl"] = atomic_write_pickle(gen / "filenames.pkl", list(filenames))
     checksums["metadata.json"] = _write_json_rows(gen / "metadata.json", metadata)
     compact = Metadata.from_rows(metadata, count=shape[0])
@@ -400,6 +428,8 @@ def _write_generation(
         format_version=FORMAT_VERSION,
         count=shape[0],
         dim=shape[1],
+        model_dim=model_dim,
+        tuning=None if projection is None else projection.tuning_id,
         vectors_dtype=vectors_dtype,
         embeddings_pkl_offset=pickle_offset,
         metric=METRIC,
@@ -518,6 +548,7 @@ class LoadedIndex:
     metadata: Metadata
     annoy: object = field(repr=False)
     colours: np.ndarray | None = None  # N x colour.DIM; None for a generation written before colours existed
+    projection: object = None  # the catalogue tuning (indexer.tuning.Projection); None: the model's own vectors
 
 
 @dataclass(frozen=True)
@@ -551,10 +582,12 @@ def stored_rows(loaded: LoadedIndex) -> tuple[ArrayFile, ArrayFile] | None:
     manifest, gen = loaded.manifest, loaded.gen_dir
     if loaded.colours is None or VECTORS_FILE not in (manifest.get("checksums") or {}):
         return None
-    if loaded.embeddings.dtype == np.float32:
+    tuned = bool(manifest.get("tuning"))
+    if loaded.embeddings.dtype == np.float32 and not tuned:
         # the file workers keep in the page cache: reading it costs no extra disk
         return ArrayFile(gen / VECTORS_FILE), ArrayFile(gen / COLOURS_FILE)
-    shape = (int(manifest["count"]), int(manifest["dim"]))
+    # a tuned generation's embeddings.npy holds tuned vectors: the model's are in the pickle
+    shape = (int(manifest["count"]), int(manifest.get("model_dim") or manifest["dim"]))
     offset = manifest.get("embeddings_pkl_offset")
     if not _raw_rows_at(gen / "embeddings.pkl", offset, shape):
         log.warning("embeddings.pkl in %s has no float32 rows where its manifest says; embedding again", gen.name)
@@ -694,6 +727,8 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
     names = LEGACY_FILES if legacy else ARTIFACT_FILES
     if COLOURS_FILE in checksums:
         names += (COLOURS_FILE,)
+    if manifest.get("tuning"):
+        names += (PROJECTION_FILE,)
     read = frozenset(LEGACY_FILES if legacy else ("filenames.pkl", VALUES_FILE))
     blobs = _verify(gen, names, checksums, read)
     colours = None
@@ -707,6 +742,7 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
             embeddings = _load_npy(gen / VECTORS_FILE, count)
             metadata = Metadata.load(_load_npy(gen / CODES_FILE, count), blobs[VALUES_FILE])
         colours = _load_npy(gen / COLOURS_FILE, count) if COLOURS_FILE in checksums else None
+        projection = _load_projection(gen, manifest) if manifest.get("tuning") else None
     except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"artifact in {gen.name} could not be decoded: {exc}") from None
     if (
@@ -726,7 +762,17 @@ def load_index(index_dir: Path, *, expect: dict | None = None) -> LoadedIndex:
         annoy.load(str(gen / "index.ann"))  # memory-mapped: shared between workers
         if annoy.get_n_items() != count:
             raise ArtifactError(f"index.ann in {gen.name} holds {annoy.get_n_items()} items, expected {count}")
-    return LoadedIndex(gen, manifest, embeddings, list(filenames), metadata, annoy, colours)
+    return LoadedIndex(gen, manifest, embeddings, list(filenames), metadata, annoy, colours, projection)
+
+
+def _load_projection(gen: Path, manifest: dict):
+    """The verified generation's catalogue tuning, checked against the manifest's id and dimensions."""
+    from .tuning import Projection
+
+    projection = Projection.load(gen / PROJECTION_FILE)
+    if projection.tuning_id != manifest.get("tuning") or projection.dim != manifest.get("dim"):
+        raise ValueError(f"{PROJECTION_FILE} is not the tuning its manifest names")
+    return projection
 
 
 # ---------------------------------------------------------------- status

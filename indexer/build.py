@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from . import artifacts, calibration, checkpoints, ids
+from . import artifacts, calibration, checkpoints, ids, tuning
 from .catalogue import CatalogueFile, scan, styles_fingerprint
 from .colour import DIM as COLOUR_DIM
 from .config import Settings
@@ -176,7 +176,12 @@ class _PlanMetadata(Sequence):
 
 
 def publish_plan(
-    plan: BuildPlan, settings: Settings, skipped: list[Skipped], dim: int, runtime: str = "tensorflow"
+    plan: BuildPlan,
+    settings: Settings,
+    skipped: list[Skipped],
+    dim: int,
+    runtime: str = "tensorflow",
+    projection: tuning.Projection | None = None,
 ) -> tuple[int, int]:
     """Merge reused vectors and colours and new shards in catalogue order and publish.
 
@@ -185,6 +190,7 @@ def publish_plan(
     the catalogue. ``plan.reuse`` is emptied once its rows are referenced.
     ``runtime`` (which engine embedded) is recorded in the
     manifest for information; ``plan.model_key`` decides compatibility.
+    ``projection`` is the catalogue tuning the vectors are published through (``None``: as the model gave them).
     Returns ``(indexed_now, total)``.
     """
     fingerprints = {item.relpath: item.fingerprint for item in plan.files}
@@ -241,10 +247,78 @@ def publish_plan(
         # how close is close in this catalogue, from the vectors as written
         derive=lambda vectors: {"match_scale": calibration.match_scale(vectors)},
         vectors_dtype=settings.vectors,
+        projection=projection,
     )
     checkpoints.clear(checkpoints.work_dir(settings.index_dir))
     _remove_stale_thumbs(settings.index_dir, set(manifest["thumbs"]))
     return indexed, len(kept)
+
+
+def _changed_share(plan: BuildPlan) -> float:
+    """How much of the catalogue this build embeds or removes, against its size."""
+    return (len(plan.to_embed) + plan.removed) / max(1, len(plan.files))
+
+
+def catalogue_tuning(
+    settings: Settings, plan: BuildPlan, skipped: list[Skipped], model, reporter: ProgressReporter, retune: bool = False
+) -> tuning.Projection | None:
+    """The projection this build publishes through: ``None`` with ``FASHION_TUNING=off``.
+
+    The current generation's projection is kept when it was learned for the
+    same model and this build changes under ``tuning.RETUNE_SHARE`` of the
+    catalogue (``retune`` relearns it anyway); otherwise it is learned again
+    from a sample of the catalogue's own products (``indexer.tuning``).
+    """
+    if not settings.tuning:
+        return None
+    previous = _previous_projection(settings, plan.model_key)
+    if previous is not None and not retune and _changed_share(plan) < tuning.RETUNE_SHARE:
+        log.info("Keeping the catalogue tuning %s", previous.tuning_id)
+        return previous
+    embed = getattr(model, "embed", None)
+    if embed is None:  # the Ray engine hands over a WeightsChoice: tune with a local model
+        from .runtimes import load_for_settings
+
+        embed = load_for_settings(settings).embed
+    skipped_paths = {s.relpath for s in skipped}
+    files = [item for item in plan.files if item.relpath not in skipped_paths]
+    rows = tuning.sample_rows(len(files), settings.tuning_products)
+    packshots = []
+    for row in rows:
+        try:
+            packshots.append(load_for_model(plan.root / files[row].relpath))
+        except (ImageError, OSError):
+            continue  # skipped by the build too, or changed since: learn from the others
+    if len(packshots) < tuning.MIN_PRODUCTS:
+        log.info("Catalogue tuning needs %d products, this catalogue has %d: vectors kept as the model gives them",
+                 tuning.MIN_PRODUCTS, len(packshots))
+        return None
+    total = len(packshots) * (tuning.SCENE_VIEWS + 1)
+    message = f"Tuning to this catalogue: {len(packshots)} products on {tuning.SCENE_VIEWS} scenes each"
+
+    def progress(done: int, _total: int) -> None:
+        reporter.update("tuning", done, total, message=message)
+
+    reporter.update("tuning", 0, total, force=True, message=message)
+    return tuning.learn_from_catalogue(embed, packshots, progress=progress)
+
+
+def _previous_projection(settings: Settings, key: dict) -> tuning.Projection | None:
+    """The current generation's projection, when it was learned for vectors of ``key``."""
+    gen = artifacts.current_generation(settings.index_dir)
+    if gen is None:
+        return None
+    try:
+        manifest = artifacts.read_manifest(gen)
+        if not manifest.get("tuning") or any(manifest.get(k) != v for k, v in key.items()):
+            return None
+        expected = (manifest.get("checksums") or {}).get(artifacts.PROJECTION_FILE)
+        if artifacts.sha256_file(gen / artifacts.PROJECTION_FILE) != expected:
+            return None
+        projection = tuning.Projection.load(gen / artifacts.PROJECTION_FILE)
+    except (artifacts.ArtifactError, OSError, ValueError):
+        return None  # damaged or gone: learn it again
+    return projection if projection.tuning_id == manifest.get("tuning") else None
 
 
 def _remove_stale_thumbs(index_dir: Path, keep: set[str]) -> None:
@@ -271,12 +345,14 @@ def build_index(
     progress_callback=None,
     lock_timeout: float = 0,
     engine_options: dict | None = None,
+    retune: bool = False,
 ) -> BuildReport:
     """Bring the index in ``settings.index_dir`` up to date with the catalogue.
 
     ``model`` is a loaded embedder, or for engines that load their own
     (``ray``) just the ``WeightsChoice``; either has ``weights_id``.
-    Incremental by default; ``full=True`` re-embeds everything. Raises
+    Incremental by default; ``full=True`` re-embeds everything; ``retune``
+    learns the catalogue tuning again (``full`` does too). Raises
     ``BuildInProgress`` if another process is building the same index dir.
     """
     embed = get_engine(engine)
@@ -290,7 +366,7 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
-        kept = None if full else _unchanged_index(settings, key_for(model))
+        kept = None if full or retune else _unchanged_index(settings, key_for(model))
         if kept is not None:
             report = BuildReport(
                 total=len(kept["items"]),
@@ -309,9 +385,12 @@ def build_index(
         )
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
+        projection = catalogue_tuning(settings, plan, skipped, model, reporter, retune=retune or full)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         dim = getattr(model, "choice", model).spec.dim
-        indexed, total = publish_plan(plan, settings, skipped, dim, runtime=getattr(model, "runtime", "tensorflow"))
+        indexed, total = publish_plan(
+            plan, settings, skipped, dim, runtime=getattr(model, "runtime", "tensorflow"), projection=projection
+        )
         report = BuildReport(
             total=total,
             indexed=indexed,
@@ -399,6 +478,8 @@ def check_freshness(settings: Settings, key: dict) -> str:
         return "incompatible"
     if manifest.get("vectors_dtype", "float32") != settings.vectors:
         return "stale"  # the vectors are comparable; publishing again stores them as FASHION_VECTORS says
+    if bool(manifest.get("tuning")) != settings.tuning:
+        return "stale"  # the model's vectors are kept: publishing again tunes them or not, embedding nothing
     try:
         files = scan(settings.catalogue)
     except FileNotFoundError:

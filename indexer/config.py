@@ -91,6 +91,8 @@ class Settings:
     vectors: str = "float32"  # dtype of the re-ranking vectors workers map (float16: half the page cache)
     colour_weight: float = 0.2  # default share of colour in a search's score (0: shape alone, 1: colour alone)
     locate: bool = True  # find the product in an uploaded photo and embed that region
+    tuning: bool = True  # the catalogue-tuned projection (indexer/tuning.py); off: the model's raw vectors
+    tuning_products: int = 800  # products sampled to learn it (each seen on 3 scenes and on white)
     batch_size: int = 32
     checkpoint_every: int = 256
     thumb_size: int = 256
@@ -152,6 +154,8 @@ class Settings:
             vectors=_choice(env, "FASHION_VECTORS", "float32", ("float32", "float16")),
             colour_weight=_float(env, "FASHION_COLOUR_WEIGHT", 0.2, minimum=0.0),
             locate=_choice(env, "FASHION_LOCATE", "on", ("on", "off")) == "on",
+            tuning=_choice(env, "FASHION_TUNING", "on", ("on", "off")) == "on",
+            tuning_products=_int(env, "FASHION_TUNING_PRODUCTS", 800, minimum=16),
             batch_size=_int(env, "FASHION_BATCH_SIZE", 32, minimum=1),
             checkpoint_every=_int(env, "FASHION_CHECKPOINT_EVERY", 256, minimum=1),
             thumb_size=_int(env, "FASHION_THUMB_SIZE", 256, minimum=32),

@@ -2,24 +2,26 @@
 
 The model's forward pass also gives an activation map: the mean over
 channels of its last feature layer (7 x 7 for a 224 x 224 input), high
-where the network sees an object. ``find_box`` smooths it up to the
+where the network sees an object. ``map_box`` smooths it up to the
 photo's part of the model square, keeps the connected region around its
 peak that is above a share of its range, and widens that region's bounding
-box by a margin. The whole photo is kept (``None``) when
+box by a margin. ``candidate_boxes`` makes one such box per threshold,
+tight to loose, and the search (``indexer.query``) keeps for each product
+its best score over the whole photo and every box: a photo where no box is
+right still has the whole photo, and a box that hugs the product wins where
+the background would mislead. No box is formed when
 
 * the photo is a packshot: its border is one uniform colour
   (``indexer.colour.foreground_mask`` finds a background), as catalogue
-  photos are, so catalogue photos uploaded as queries still find
-  themselves at distance 0; or
-* the box would cover nearly all of the photo anyway.
+  photos are, so catalogue photos uploaded as queries rank exactly as before; or
+* it would cover nearly all of the photo, which is searched anyway.
 
 Boxes are fractions ``(x, y, w, h)`` of the upright photo, the same as a
-shopper's ``crop``: a located photo is cropped and prepared exactly like a
+shopper's ``crop``: a located region is cropped and prepared exactly like a
 manual crop (``images.load_for_model(source, crop=box)``).
 
-``locate(embedder, photos)`` is the whole step for the web layer: one
-forward pass with maps for all photos, a box each, and one more forward pass
-for the photos that got a box.
+``locate(embedder, photos)`` is the whole step for the query pipeline: one
+forward pass with maps for all photos, and one more for every box.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ from PIL import Image
 from .colour import foreground_mask
 from .images import INPUT_SIZE, MIN_SIDE, Crop, Source, fitted_region, load_for_model
 
-# Tuned on benchmarks/bench_shopper.py (composited shopper photos and fashion-dev's packshots).
 THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
 MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
+# Candidate boxes, tight to loose: the search keeps, for each product, its best score over the whole
+# photo and these, so no single threshold has to be right (a wrong box only adds a weaker candidate).
+THRESHOLDS = (0.55, 0.35)
+MARGINS = (0.04, 0.12)
 MAX_COVER = 0.8  # a box covering more of the photo's area than this is no better than the whole photo
+SAME_BOX = 0.85  # boxes overlapping more than this (intersection over union) are one candidate
 
 STEP = 4  # pixels of the square per grid step when finding the region around the peak
 
@@ -52,10 +58,10 @@ class Photo:
 
 @dataclass(frozen=True)
 class Located:
-    """What to search with for one photo."""
+    """One region of a photo to search with."""
 
-    vector: np.ndarray  # the unit vector of the region below
-    box: Crop | None  # the located product as fractions (x, y, w, h) of the photo; None: the whole photo
+    vector: np.ndarray  # the model's unit vector of the region below
+    box: Crop | None  # the region as fractions (x, y, w, h) of the photo; None: the whole photo
     array: np.ndarray  # the model-ready array that was embedded (for the colour descriptor)
 
 
@@ -133,48 +139,67 @@ def map_box(
     return left + x0, top + y0, x1 - x0, y1 - y0
 
 
-def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> Crop | None:
-    """Where the product is in a photo, as fractions ``(x, y, w, h)`` of the photo; ``None`` for the whole photo.
+def _overlap(a: Crop, b: Crop) -> float:
+    """Intersection over union of two boxes."""
+    width = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / max(1e-12, a[2] * a[3] + b[2] * b[3] - inter)
 
-    ``rgb`` is the photo's model-ready array (``images.load_for_model``),
-    ``activation_map`` the map the model gave for it (``embed_with_maps``)
-    and ``photo_size`` the upright photo's (width, height)
-    (``images.load_with_size``). ``None`` for packshots and for boxes that
-    cover nearly all of the photo.
+
+def candidate_boxes(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> list[Crop]:
+    """Where the product may be in a photo: boxes as fractions ``(x, y, w, h)``, the tightest first.
+
+    One box per entry of ``THRESHOLDS`` (tight to loose), each the map's
+    peak region with its margin. None for packshots (the whole photo is the
+    product), and none that cover nearly all of the photo (the whole photo
+    is searched anyway), repeat another or keep fewer than ``MIN_SIDE`` pixels.
     """
     region = fitted_region(photo_size)
     left, top, width, height = region
     if is_packshot(rgb[top : top + height, left : left + width]):
-        return None
-    box = to_photo_box(map_box(activation_map, region), photo_size)
-    if box[2] * box[3] > MAX_COVER:
-        return None
-    # the crop must keep MIN_SIDE pixels of the photo (images.crop_box); a smaller find is not trusted
+        return []
     photo_width, photo_height = photo_size
-    if min(box[2] * photo_width, box[3] * photo_height) < MIN_SIDE:
-        return None
-    return box
+    boxes: list[Crop] = []
+    for threshold, margin in zip(THRESHOLDS, MARGINS):
+        box = to_photo_box(map_box(activation_map, region, threshold, margin), photo_size)
+        if box[2] * box[3] > MAX_COVER or min(box[2] * photo_width, box[3] * photo_height) < MIN_SIDE:
+            continue
+        if any(_overlap(box, kept) > SAME_BOX for kept in boxes):
+            continue
+        boxes.append(box)
+    return boxes
 
 
-def locate(embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[Located]:
-    """Embed each photo's product: its located box when one is found, else the whole photo.
+def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> Crop | None:
+    """The tightest box around the product (``candidate_boxes``), or ``None`` to keep the whole photo.
 
-    One forward pass with maps for all photos, then one for the photos
-    that got a box, each cropped from its source exactly as a shopper's
-    crop is (``images.load_for_model(source, crop=box)``; ``wait_s`` caps
-    each decode's wait). ``embedder`` is any runtime with
-    ``embed_with_maps``. Raises ``ImageError`` when a source cannot be
-    decoded again.
+    ``rgb`` is the photo's model-ready array (``images.load_for_model``),
+    ``activation_map`` the map the model gave for it (``embed_with_maps``)
+    and ``photo_size`` the upright photo's (width, height).
+    """
+    boxes = candidate_boxes(rgb, activation_map, photo_size)
+    return boxes[0] if boxes else None
+
+
+def locate(embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[list[Located]]:
+    """The regions to search for each photo: the whole photo first, then each candidate box, tightest first.
+
+    One forward pass with maps for all photos, then one for every box of
+    every photo, each cropped from its source exactly as a shopper's crop is
+    (``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
+    decode's wait). ``embedder`` is any runtime with ``embed_with_maps``.
+    Raises ``ImageError`` when a source cannot be decoded again.
     """
     if not photos:
         return []
     vectors, maps = embedder.embed_with_maps(np.stack([photo.array for photo in photos]))
-    boxes = [find_box(photo.array, amap, photo.size) for photo, amap in zip(photos, maps)]
-    arrays = [photo.array for photo in photos]
-    cropped = [i for i, box in enumerate(boxes) if box is not None]
-    if cropped:
-        for i in cropped:
-            arrays[i] = load_for_model(photos[i].source, crop=boxes[i], wait_s=wait_s)
-        vectors = vectors.copy()
-        vectors[cropped] = embedder.embed(np.stack([arrays[i] for i in cropped]))
-    return [Located(vector, box, array) for vector, box, array in zip(vectors, boxes, arrays)]
+    regions = [[Located(vector, None, photo.array)] for vector, photo in zip(vectors, photos)]
+    crops = [
+        (i, box) for i, photo in enumerate(photos) for box in candidate_boxes(photo.array, maps[i], photo.size)
+    ]
+    if crops:
+        arrays = [load_for_model(photos[i].source, crop=box, wait_s=wait_s) for i, box in crops]
+        for (i, box), array, vector in zip(crops, arrays, embedder.embed(np.stack(arrays))):
+            regions[i].append(Located(vector, box, array))
+    return regions

@@ -6,12 +6,14 @@ the JSON API, more-like-this, ``python -m indexer search`` and
 
 1. ``decode_photo``: the upload's bytes to a model-ready array (a shopper's
    crop applied), keeping the bytes to crop a located box from again;
-2. region: the crop, or the product located in the photo
-   (``indexer.locate``), or the whole photo;
-3. vector: the region through the model;
-4. colour: the descriptor of that same region (``indexer.colour``), never
-   of a background the region left out;
-5. candidates and exact re-rank: ``Searcher.search`` by the joined score;
+2. regions: the crop, or the whole photo and the boxes where the product
+   may be (``indexer.locate``);
+3. vectors: each region through the model, then the index's catalogue
+   tuning (``indexer.tuning``);
+4. colour: the descriptor of the tightest region (``indexer.colour``), so
+   the background does not set it;
+5. candidates and exact re-rank: ``Searcher.search`` by the joined score,
+   for each region; each product keeps its best score over the regions;
 6. match: the calibrated score and its words, from the very number the
    list is ranked by, so a label never gets stronger further down.
 
@@ -157,7 +159,23 @@ def matches(hits: Sequence[Hit], scale: dict | None) -> list[Ranked]:
 class _Region:
     vector: np.ndarray
     array: np.ndarray
-    box: Crop | None  # found by locating
+    box: Crop | None  # found by locating; None: the photo (or the shopper's crop) as it is
+
+
+def fuse(candidate_hits: Sequence[list[Hit]], k: int) -> tuple[list[Hit], list[int]]:
+    """The ``k`` best items over several regions' hits, each item at its best score, and the region of each.
+
+    Exact: an item among the fused best ``k`` is among the best ``k`` of
+    the region where it scores best, so each region's own top ``k`` is enough.
+    """
+    best: dict[int, tuple[float, int, Hit]] = {}
+    for region, hits in enumerate(candidate_hits):
+        for hit in hits:
+            value = ranking_score(hit)
+            if hit.row not in best or value > best[hit.row][0]:
+                best[hit.row] = (value, region, hit)
+    order = sorted(best.values(), key=lambda entry: (-entry[0], entry[2].row))[:k]
+    return [hit for _, _, hit in order], [region for _, region, _ in order]
 
 
 class QueryPipeline:
@@ -169,23 +187,25 @@ class QueryPipeline:
 
     # ------------------------------------------------------------ photos
 
-    def _regions(self, photos: Sequence[QueryPhoto], options: SearchOptions, budget: Budget | None) -> list[_Region]:
-        """Each photo's embedded region: the located product, or the photo (or crop) as it is."""
+    def _regions(
+        self, photos: Sequence[QueryPhoto], options: SearchOptions, budget: Budget | None
+    ) -> list[list[_Region]]:
+        """Each photo's regions to search: the whole photo (or crop) first, then any located boxes."""
         found = [i for i, p in enumerate(photos) if options.locate and p.crop is None and p.source is not None]
-        out: list[_Region | None] = [None] * len(photos)
+        out: list[list[_Region]] = [[] for _ in photos]
         rest = [i for i in range(len(photos)) if i not in found]
         if rest:
             vectors = self.embedder.embed(np.stack([photos[i].array for i in rest]))
             for i, vector in zip(rest, vectors):
-                out[i] = _Region(vector, photos[i].array, None)
+                out[i] = [_Region(vector, photos[i].array, None)]
         if found:
             located = locate(
                 self.embedder,
                 [Photo(photos[i].source, photos[i].array, photos[i].size) for i in found],
                 wait_s=budget.remaining() if budget is not None else None,
             )
-            for i, result in zip(found, located):
-                out[i] = _Region(result.vector, result.array, result.box)
+            for i, regions in zip(found, located):
+                out[i] = [_Region(region.vector, region.array, region.box) for region in regions]
         return out
 
     def search_photos(
@@ -198,10 +218,12 @@ class QueryPipeline:
     ) -> tuple[list[PhotoResult], dict[str, float]]:
         """Search with each photo; one result per photo in order, and the timings in milliseconds.
 
-        ``model_slot()`` is held while the model runs (the web app bounds
-        concurrent forward passes with it); ``budget`` stops the work once a
-        request's time is spent. Raises ``ImageError`` when a located box
-        cannot be decoded again.
+        Each photo's regions (the whole photo and any located boxes) are
+        searched, and each product keeps its best score over them; the box
+        reported is the region that found the first result. ``model_slot()``
+        is held while the model runs (the web app bounds concurrent forward
+        passes with it); ``budget`` stops the work once a request's time is
+        spent. Raises ``ImageError`` when a located box cannot be decoded again.
         """
         timing = {"decode": round(sum(p.decode_ms for p in photos), 3)}
         started = time.perf_counter()
@@ -212,27 +234,35 @@ class QueryPipeline:
             regions = self._regions(photos, options, budget)
             done = time.perf_counter()
         timing["queue"] = round((waited - started) * 1000, 3)
-        timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the box's decode
-        colours = [colour_descriptor(region.array) for region in regions]
+        timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the boxes' decodes
+        # the colour of the tightest region, so the product's colour counts and not the background's
+        colours = [colour_descriptor(candidates[1 if len(candidates) > 1 else 0].array) for candidates in regions]
         timing["colour"] = round((time.perf_counter() - done) * 1000, 3)
         searched = time.perf_counter()
         results = []
-        for photo, region, colour in zip(photos, regions, colours):
+        for photo, candidates, colour in zip(photos, regions, colours):
+            # into the index's space: the catalogue tuning, when the index has one
+            tuned = self.searcher.tune(np.stack([region.vector for region in candidates]))
+            hits, origin = fuse([self._hits(vector, colour, options) for vector in tuned], options.k)
+            chosen = origin[0] if origin else 0
+            region = candidates[chosen]
+            ranked = matches(hits, self.searcher.manifest.get("match_scale"))
             box = region.box or photo.crop or WHOLE_PHOTO
-            ranked = self.search_vector(region.vector, colour, options)
             results.append(
-                PhotoResult(photo, region.array, tuple(box), region.box is not None, region.vector, colour, ranked)
+                PhotoResult(photo, region.array, tuple(box), region.box is not None, tuned[chosen], colour, ranked)
             )
         timing["search"] = round((time.perf_counter() - searched) * 1000, 3)
         return results, timing
 
+    def _hits(self, vector: np.ndarray, colour: np.ndarray | None, options: SearchOptions) -> list[Hit]:
+        query_colour = None if colour is None else ColourQuery(colour, options.colour_weight)
+        return self.searcher.search(vector, options.k, options.filters, colour=query_colour)
+
     # ------------------------------------------------------------ vectors and items
 
     def search_vector(self, vector: np.ndarray, colour: np.ndarray | None, options: SearchOptions) -> list[Ranked]:
-        """The best items for a query vector and its colour descriptor ("show more" starts here)."""
-        query_colour = None if colour is None else ColourQuery(colour, options.colour_weight)
-        hits = self.searcher.search(vector, options.k, options.filters, colour=query_colour)
-        return matches(hits, self.searcher.manifest.get("match_scale"))
+        """The best items for a query vector already in the index's space and its colour ("show more")."""
+        return matches(self._hits(vector, colour, options), self.searcher.manifest.get("match_scale"))
 
     def similar(self, item_id: str, options: SearchOptions) -> tuple[int, list[Ranked]]:
         """More like this: a catalogue item's neighbours from its stored vector and colour, itself left out.

@@ -118,6 +118,7 @@ class Searcher:
         self.embeddings = index.embeddings
         self.colours = index.colours  # None for an index written before colour descriptors
         self.metadata = index.metadata
+        self.projection = index.projection  # the catalogue tuning queries go through; None: the model's vectors
         self._thumbs = np.array([t.encode("ascii") for t in thumbs], dtype=np.bytes_) if thumbs else None
         del thumbs
         release_free_memory()  # what parsing the per-item lists left in the heap
@@ -168,6 +169,10 @@ class Searcher:
         if row is None:
             raise UnknownItem(item_id)
         return row
+
+    def tune(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors as the model gave them, in this index's space: through its catalogue tuning, if any."""
+        return np.asarray(vectors, np.float32) if self.projection is None else self.projection.apply(vectors)
 
     def vector(self, row: int) -> np.ndarray:
         """Stored unit vector of a row (no re-embedding), as float32 whatever the stored dtype."""

@@ -1,7 +1,17 @@
-"""Shared fixtures: a generated demo catalogue, a built index, the app and its client.
+"""Shared fixtures: a generated demo catalogue, built indexes, the apps and their client.
+
+Two tiers (``python -m pytest -m "not slow"`` runs the fast one):
+
+* fast: ``fake_embedder`` (``tests/fakes.py``, no TensorFlow), ``fake_index``,
+  ``fake_app`` and pytest-flask's ``client`` over it, ``make_fake_app``;
+* slow (tests using them are marked ``slow``): the real model with seeded
+  random weights (``embedder``, ``built_index``, ``demo_app``,
+  ``make_web_app``) or its ImageNet weights (``pretrained_*``). TensorFlow
+  is imported inside these fixtures only, never when this file is loaded.
 
 Everything runs with ``FASHION_WEIGHTS=none`` (seeded random weights), so
 results are deterministic and no download is attempted.
+``tests/support/tiers.py`` fails a fast test that imports TensorFlow anyway.
 """
 
 from __future__ import annotations
@@ -18,12 +28,19 @@ os.environ.setdefault("FASHION_TF_THREADS", "2")
 # converts once per session; everything else (CLI and server subprocesses too) uses TensorFlow.
 os.environ.setdefault("FASHION_RUNTIME", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Random or fake features teach a catalogue tuning nothing, and its whitening changes every
+# distance: indexes are built with the model's own vectors unless a test asks for the tuning
+# (tests/test_tuning.py, and pretrained_index, which is built as a shop's would be).
+os.environ.setdefault("FASHION_TUNING", "off")
 # the decode budget's defaults are what the image tests expect
 for _name in ("FASHION_DECODE_MEMORY_MB", "FASHION_DECODE_SLOTS"):
     os.environ.pop(_name, None)
 
 from indexer.config import Settings  # noqa: E402
 from indexer.demo import generate_demo_catalogue  # noqa: E402
+from tests.fakes import FakeEmbedder  # noqa: E402
+
+pytest_plugins = ("tests.support.tiers",)
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +52,25 @@ def demo_catalogue(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fake_embedder() -> FakeEmbedder:
+    """The deterministic TensorFlow-free embedder of the fast tier (``tests/fakes.py``)."""
+    return FakeEmbedder()
+
+
+@pytest.fixture(scope="session")
+def fake_index(tmp_path_factory, demo_catalogue, fake_embedder) -> Settings:
+    """Settings of a complete index over the demo catalogue built with ``fake_embedder``. Read-only."""
+    from indexer.build import build_index
+
+    index_dir = tmp_path_factory.mktemp("fake-index")
+    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir))
+    build_index(settings, fake_embedder)
+    return settings
+
+
+@pytest.fixture(scope="session")
 def embedder():
-    """The process-wide embedder with seeded random weights."""
+    """The process-wide embedder with seeded random weights (slow: loads TensorFlow)."""
     from indexer.model import load_embedder
 
     return load_embedder("none", 1234, int(os.environ["FASHION_TF_THREADS"]))
@@ -96,10 +130,10 @@ def small_settings(tmp_path, small_catalogue) -> Settings:
 
 
 class CountingEmbedder:
-    """The real session embedder, with a count of the images it embedded.
+    """An embedder (the real or the fake one), with a count of the images it embedded.
 
     Everything but ``embed`` is delegated unchanged, so a build sees the same
-    weights id and model; ``embed`` runs the real forward pass and adds the
+    weights id and model; ``embed`` runs the wrapped forward pass and adds the
     batch size to ``images``.
     """
 
@@ -122,8 +156,14 @@ class CountingEmbedder:
 
 @pytest.fixture
 def counting_embedder(embedder) -> CountingEmbedder:
-    """A fresh counting wrapper around the session embedder."""
+    """A fresh counting wrapper around the session embedder (slow)."""
     return CountingEmbedder(embedder)
+
+
+@pytest.fixture
+def fake_counting_embedder(fake_embedder) -> CountingEmbedder:
+    """A fresh counting wrapper around ``fake_embedder``."""
+    return CountingEmbedder(fake_embedder)
 
 
 @pytest.fixture
@@ -149,10 +189,25 @@ def _make_app(settings: Settings, embedder, *, autobuild: bool = False, **config
 
 
 @pytest.fixture(scope="session")
-def make_web_app(embedder):
-    """Factory for extra real apps: ``make_web_app(settings, autobuild=False, **flask_config)``.
+def make_fake_app(fake_embedder):
+    """Factory for extra apps on ``fake_embedder``: ``make_fake_app(settings, autobuild=False, **flask_config)``."""
+    return lambda settings, **kwargs: _make_app(settings, fake_embedder, **kwargs)
 
-    Every app shares the session embedder, so no second model is loaded.
+
+@pytest.fixture(scope="session")
+def fake_app(fake_index, make_fake_app):
+    """One ready app over ``fake_index`` (no autobuild), shared by the fast web tests.
+
+    Shared: do not register routes on it or change its config; make your own with ``make_fake_app``.
+    """
+    return make_fake_app(fake_index)
+
+
+@pytest.fixture(scope="session")
+def make_web_app(embedder):
+    """Factory for extra apps on the real model: ``make_web_app(settings, autobuild=False, **flask_config)``.
+
+    Every app shares the session embedder, so no second model is loaded (slow).
     """
     return lambda settings, **kwargs: _make_app(settings, embedder, **kwargs)
 
@@ -165,17 +220,18 @@ def pretrained_app(pretrained_index, pretrained_embedder):
 
 @pytest.fixture(scope="session")
 def demo_app(built_index, make_web_app):
-    """One ready app over the session demo index (no autobuild), shared by the web tests.
-
-    Shared: do not register routes on it or change its config; make your own with ``make_web_app``.
-    """
+    """One ready app over the real-model demo index (no autobuild; slow). Shared: do not change it."""
     return make_web_app(built_index)
 
 
 @pytest.fixture
-def app(demo_app):
-    """The app pytest-flask builds its ``client`` fixture from."""
-    return demo_app
+def app(fake_app):
+    """The app pytest-flask builds its ``client`` fixture from: the fast ``fake_app``.
+
+    A test that needs the real model's answers over HTTP uses ``demo_app`` /
+    ``pretrained_app`` and their ``test_client()`` instead.
+    """
+    return fake_app
 
 
 @pytest.fixture(autouse=True)

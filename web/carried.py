@@ -20,7 +20,7 @@ from indexer.options import BadQuery
 from indexer.query import COLOUR_DIM
 
 # manifest fields that name a vector space (see indexer.plan.model_key)
-_SPACE_FIELDS = ("model", "weights_id", "preprocess_version", "vector_space")
+_SPACE_FIELDS = ("model", "weights_id", "preprocess_version", "vector_space", "tuning")
 _NOT_UNDERSTOOD = "The search to continue is not understood; please search again."
 
 

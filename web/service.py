@@ -42,7 +42,7 @@ STARTUP_MESSAGES = {
 # phase (indexer.progress) or start-up step each one covers.
 STEPS = ("catalogue", "model", "scanning", "embedding", "publishing")
 _STEP_OF = {"catalogue": "catalogue", "model": "model", "index": "scanning", "scanning": "scanning",
-            "embedding": "embedding", "indexing": "publishing", "done": "publishing"}
+            "embedding": "embedding", "tuning": "embedding", "indexing": "publishing", "done": "publishing"}
 BUILD_RETRY_S = 60.0  # a failed background build is retried after this long
 LOCK_WAIT_S = 2.0  # how long a build waits for the lock held by a status probe
 

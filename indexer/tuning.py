@@ -1,0 +1,192 @@
+"""Catalogue tuning: a projection of the model's vectors learned from the shop's own products.
+
+ImageNet features of a product on white and of the same product in a
+shopper's photo are often further apart than two different products. At
+build time a sample of the catalogue's products is composed onto varied
+synthetic scenes (``indexer.scenes``), every view is embedded, and a
+regularised linear discriminant analysis with one class per product learns
+a projection that pulls the views of one product together and pushes
+different products apart:
+
+* within-product scatter ``Sw`` from each product's views (on white and on
+  three scenes) around their mean;
+* between-product scatter ``Sb`` from the products' means;
+* ``W`` solves ``Sb w = lambda (Sw + r) w`` for the largest ``lambda``,
+  where ``r`` shrinks ``Sw`` towards its mean variance (``REGULARISATION``)
+  so that directions the sample never saw vary in keep their weight.
+
+A vector is tuned as ``normalise((x - mean) @ W)``: catalogue vectors once
+when an index is published, query vectors on every search. No labels are
+needed. ``projection.npy`` in a generation holds ``mean`` as its first
+column and ``W`` beside it; its checksum is in the manifest like every artifact's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TUNING_VERSION = 1
+DIMS = 256  # tuned dimensions: smaller and faster to search than the model's 1280 or 2048
+SCENE_VIEWS = 3  # views of each sampled product on scenes, besides its packshot
+REGULARISATION = 0.5  # share of Sw replaced by its mean variance (0.1 tuned tighter and lost type precision)
+RETUNE_SHARE = 0.1  # an incremental build that changes more of the catalogue than this learns it again
+SEED = 20261206
+MIN_PRODUCTS = 16  # fewer products than this teach nothing that holds: vectors stay as the model gives them
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A learned projection: ``mean`` (model dims) and ``matrix`` (model dims x tuned dims)."""
+
+    mean: np.ndarray
+    matrix: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        """Dimensions of the tuned vectors."""
+        return int(self.matrix.shape[1])
+
+    @property
+    def model_dim(self) -> int:
+        """Dimensions of the model's vectors it takes."""
+        return int(self.matrix.shape[0])
+
+    @property
+    def tuning_id(self) -> str:
+        """A short id of this exact projection, recorded in the manifest."""
+        digest = hashlib.sha256(self.mean.tobytes() + self.matrix.tobytes()).hexdigest()[:16]
+        return f"lda-v{TUNING_VERSION}-{digest}"
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Tuned unit vectors for ``(n, model_dim)`` (or one ``(model_dim,)``) model vectors."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        tuned = (vectors - self.mean) @ self.matrix
+        norms = np.linalg.norm(tuned, axis=-1, keepdims=True)
+        return (tuned / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def to_array(self) -> np.ndarray:
+        """The one array ``projection.npy`` holds: ``mean`` as the first column, then ``matrix``."""
+        return np.concatenate([self.mean[:, None], self.matrix], axis=1).astype(np.float32)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> Projection:
+        """The projection ``to_array`` wrote; ``ValueError`` for an array of another shape."""
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] < 2 or not np.isfinite(array).all():
+            raise ValueError(f"a projection is a finite (model dims, 1 + tuned dims) array, got {array.shape}")
+        return cls(np.ascontiguousarray(array[:, 0]), np.ascontiguousarray(array[:, 1:]))
+
+    def save(self, path: Path) -> None:
+        """Write ``projection.npy`` (callers write it atomically and checksum it)."""
+        np.save(path, self.to_array(), allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        """Read a ``projection.npy``."""
+        return cls.from_array(np.load(path, allow_pickle=False))
+
+
+def learn(vectors: np.ndarray, products: np.ndarray, dims: int = DIMS, regularisation: float = REGULARISATION):
+    """The projection that separates ``products`` (one label per row of ``vectors``) best.
+
+    ``vectors`` are the model's unit vectors of every view; rows with the
+    same entry in ``products`` are views of one product. Returns a
+    ``Projection`` to ``min(dims, products - 1, model dims)`` dimensions.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    labels, inverse = np.unique(products, return_inverse=True)
+    if len(labels) < 3:
+        raise ValueError("tuning needs views of at least 3 products")
+    dim = vectors.shape[1]
+    counts = np.bincount(inverse).astype(np.float64)
+    means = np.zeros((len(labels), dim))
+    np.add.at(means, inverse, vectors)
+    means /= counts[:, None]
+    centre = means.mean(axis=0)
+    within = vectors - means[inverse]
+    scatter_within = within.T @ within / len(vectors)
+    between = means - centre
+    scatter_between = between.T @ between / len(labels)
+    # shrink towards the mean variance: directions the sample saw little of keep their weight
+    spread = np.trace(scatter_within) / dim
+    scatter_within = (1 - regularisation) * scatter_within + regularisation * spread * np.eye(dim)
+    # whiten the within-product scatter, then take the between-product scatter's main axes there
+    values, axes = np.linalg.eigh(scatter_within)
+    whiten = axes / np.sqrt(np.maximum(values, 1e-12 * values.max()))
+    between_white = whiten.T @ scatter_between @ whiten
+    strengths, directions = np.linalg.eigh(between_white)
+    keep = min(dims, len(labels) - 1, dim)
+    order = np.argsort(strengths)[::-1][:keep]
+    matrix = whiten @ directions[:, order]
+    return Projection(centre.astype(np.float32), matrix.astype(np.float32))
+
+
+def tuning_views(
+    embed: Callable[[np.ndarray], np.ndarray],
+    packshots: Sequence[np.ndarray],
+    *,
+    views: int = SCENE_VIEWS,
+    seed: int = SEED,
+    batch: int = 32,
+    size: int = 224,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every product's vectors: its packshot and ``views`` scenes (``indexer.scenes``), with product labels.
+
+    ``embed`` maps a uint8 batch to unit vectors; ``progress(done, total)``
+    is told after each batch.
+    """
+    from .scenes import iter_tuning_views
+
+    total = len(packshots) * (views + 1)
+    out_vectors, out_products, done = [], [], 0
+    for start in range(0, len(packshots), batch):
+        clean = np.stack([packshots[i] for i in range(start, min(len(packshots), start + batch))])
+        out_vectors.append(embed(clean))
+        out_products.append(np.arange(start, start + len(clean)))
+        done += len(clean)
+        if progress:
+            progress(done, total)
+    rng = np.random.default_rng(seed)
+    for products, scene_views in iter_tuning_views(rng, packshots, views, batch=batch, size=size):
+        out_vectors.append(embed(scene_views))
+        out_products.append(products)
+        done += len(products)
+        if progress:
+            progress(done, total)
+    return np.concatenate(out_vectors).astype(np.float32), np.concatenate(out_products)
+
+
+def sample_rows(count: int, limit: int, seed: int = SEED) -> np.ndarray:
+    """Which of ``count`` catalogue items to learn from: all, or an even random ``limit`` of them, sorted."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def learn_from_catalogue(
+    embed: Callable[[np.ndarray], np.ndarray],
+    packshots: Sequence[np.ndarray],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    size: int = 224,
+) -> Projection:
+    """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products)."""
+    started = time.perf_counter()
+    vectors, products = tuning_views(embed, packshots, progress=progress, size=size)
+    embedded = time.perf_counter()
+    projection = learn(vectors, products)
+    log.info(
+        "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims",
+        len(packshots), len(vectors), embedded - started, time.perf_counter() - embedded, projection.dim,
+    )
+    return projection

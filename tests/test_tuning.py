@@ -1,0 +1,129 @@
+"""Catalogue tuning: the projection learned at build time, how it is stored, reused and switched off."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from indexer import artifacts, tuning
+from indexer.build import build_index
+from indexer.options import SearchOptions
+from indexer.query import QueryPipeline, decode_photo
+from indexer.search import Searcher
+
+
+def _views(rng, products: int, views: int, dim: int = 64):
+    """Unit vectors where a product's identity lives in a faint subspace and each view adds a strong nuisance."""
+    identity = rng.normal(size=(products, dim)) * np.r_[np.ones(8), np.zeros(dim - 8)] * 0.3
+    nuisance_axes = rng.normal(size=(dim, dim)) * np.r_[np.zeros(8), np.ones(dim - 8)]
+    rows, labels = [], []
+    for product in range(products):
+        for _ in range(views):
+            rows.append(identity[product] + rng.normal(size=dim) @ nuisance_axes * 0.05 + rng.normal(size=dim) * 0.01)
+            labels.append(product)
+    rows = np.asarray(rows)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True), np.asarray(labels)
+
+
+def _recall_at_1(vectors: np.ndarray, labels: np.ndarray) -> float:
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    return float(np.mean(labels[np.argmax(sims, axis=1)] == labels))
+
+
+def test_learning_pulls_views_of_one_product_together():
+    rng = np.random.default_rng(0)
+    train, train_labels = _views(rng, 60, 12)
+    projection = tuning.learn(train, train_labels, dims=16)
+    assert projection.dim == 16 and projection.model_dim == 64
+    # more views of the same products (the generator redraws the same identities from seed 0)
+    fresh, fresh_labels = _views(np.random.default_rng(0), 60, 16)
+    raw, tuned = _recall_at_1(fresh, fresh_labels), _recall_at_1(projection.apply(fresh), fresh_labels)
+    assert tuned > raw + 0.3, (raw, tuned)
+    np.testing.assert_allclose(np.linalg.norm(projection.apply(fresh), axis=1), 1.0, atol=1e-5)
+
+
+def test_a_projection_round_trips_through_its_file(tmp_path):
+    rng = np.random.default_rng(2)
+    vectors, labels = _views(rng, 20, 3)
+    projection = tuning.learn(vectors, labels, dims=8)
+    projection.save(tmp_path / "p.npy")
+    again = tuning.Projection.load(tmp_path / "p.npy")
+    assert again.tuning_id == projection.tuning_id
+    np.testing.assert_array_equal(again.apply(vectors), projection.apply(vectors))
+    with pytest.raises(ValueError):
+        tuning.Projection.from_array(np.full((4, 3), np.nan, np.float32))
+    with pytest.raises(ValueError):
+        tuning.learn(vectors[:4], np.array([0, 0, 1, 1]))  # two products teach nothing
+
+
+def _read_pickle(path):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder):
+    settings = small_settings.replace(tuning=True)
+    build_index(settings, fake_embedder)
+    manifest = artifacts.read_manifest(artifacts.current_generation(settings.index_dir))
+    assert manifest["tuning"].startswith("lda-v1-")
+    assert manifest["model_dim"] == fake_embedder.dim and manifest["dim"] < fake_embedder.dim
+    assert artifacts.PROJECTION_FILE in manifest["checksums"]
+    raw = _read_pickle(settings.index_dir / "embeddings.pkl")
+    assert raw.shape == (24, fake_embedder.dim)  # the documented artifact: the model's own vectors
+    searcher = Searcher.for_settings(settings)
+    assert searcher.embeddings.shape == (24, manifest["dim"])
+    np.testing.assert_allclose(searcher.embeddings, searcher.projection.apply(raw), atol=1e-5)
+    # a catalogue photo uploaded as a query still finds itself, at distance 0, through the tuning
+    pipeline = QueryPipeline(fake_embedder, searcher)
+    data = (settings.catalogue / "7.jpg").read_bytes()
+    (result,), _ = pipeline.search_photos([decode_photo(data, "7.jpg")], SearchOptions(k=3))
+    first = result.results[0]
+    assert searcher.filenames[first.row] == "7.jpg" and first.hit.distance < 1e-3
+    assert first.match.label == "Same photo"
+
+
+def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedder):
+    build_index(small_settings.replace(tuning=False), fake_embedder)
+    manifest = artifacts.read_manifest(artifacts.current_generation(small_settings.index_dir))
+    assert manifest["tuning"] is None and manifest["dim"] == manifest["model_dim"] == fake_embedder.dim
+    assert artifacts.PROJECTION_FILE not in manifest["checksums"]
+    searcher = Searcher.for_settings(small_settings)
+    assert searcher.projection is None
+    raw = _read_pickle(small_settings.index_dir / "embeddings.pkl")
+    np.testing.assert_array_equal(np.asarray(searcher.embeddings), raw)
+    np.testing.assert_array_equal(searcher.tune(raw[:2]), raw[:2])  # queries go through unchanged
+
+
+def test_switching_tuning_republishes_without_embedding_the_catalogue(small_settings, fake_counting_embedder):
+    off = small_settings.replace(tuning=False)
+    build_index(off, fake_counting_embedder)
+    assert fake_counting_embedder.images == 24
+    on = small_settings.replace(tuning=True, tuning_products=16)
+    report = build_index(on, fake_counting_embedder)
+    # only the tuning views were embedded: 16 products, each on white and on 3 scenes
+    assert fake_counting_embedder.images == 24 + 16 * (tuning.SCENE_VIEWS + 1)
+    assert report.reused == 24
+    tuned_id = artifacts.read_manifest(artifacts.current_generation(on.index_dir))["tuning"]
+    assert tuned_id
+    # nothing changed: up to date, the tuning kept
+    assert build_index(on, fake_counting_embedder).up_to_date
+    # one changed file (under a tenth of the catalogue) keeps the learned projection
+    photo = on.catalogue / "3.jpg"
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    before = fake_counting_embedder.images
+    build_index(on, fake_counting_embedder)
+    assert fake_counting_embedder.images == before + 1
+    assert artifacts.read_manifest(artifacts.current_generation(on.index_dir))["tuning"] == tuned_id
+    # --retune learns it again (the views are embedded again)
+    before = fake_counting_embedder.images
+    build_index(on, fake_counting_embedder, retune=True)
+    assert fake_counting_embedder.images == before + 16 * (tuning.SCENE_VIEWS + 1)
+    # and off again: the model's vectors, exactly, with nothing embedded
+    before = fake_counting_embedder.images
+    build_index(off, fake_counting_embedder)
+    assert fake_counting_embedder.images == before
+    raw = _read_pickle(off.index_dir / "embeddings.pkl")
+    np.testing.assert_array_equal(np.asarray(Searcher.for_settings(off).embeddings), raw)
