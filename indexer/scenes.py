@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _LIGHT_PAPER = 200  # a backdrop darker than this (any channel) is a scene, not 
 _PLAIN_BORDER = 0.3  # share of the border that must be paper: models and shoes often touch an edge
 _MIN_PRODUCT = 0.003  # a keyed product smaller than this share of the image means keying failed
 _RINGING = 8  # pixels the backdrop may reach past its plainest part: a JPEG block
-_MAX_HOLES = 24  # enclosed plain patches examined per packshot, largest-first is not needed: few have more
+_MAX_HOLES = 24  # enclosed plain patches examined per packshot (a busy print may have more; the rest stay opaque)
 _MIN_HOLE = 20  # pixels: smaller enclosed patches stay opaque
 _HOLE_SHARE = 0.25  # an enclosed patch larger than this share of the product is its (white) inside
 _HOLE_LEVEL = 0.6  # how much further from the paper colour than the border's paper a hole may be, on average
@@ -54,6 +54,7 @@ _POOL_REFRESH = 3  # of which this many are replaced for each batch
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """``image`` as a contiguous HxWx3 uint8 array (grey and RGBA packshots too)."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
@@ -84,18 +85,18 @@ def _flood(paper: np.ndarray, seeds: np.ndarray, runs: tuple | None = None) -> n
     rows, cols = runs or (_runs(paper), _runs(paper.T))
     paper_rows, paper_cols = paper.ravel(), paper.T.ravel()
     reached = seeds & paper
-    count = int(reached.sum())
+    count = -1
     for _ in range(_FLOOD_PASSES):
         hit = np.zeros(rows[-1] + 1, bool)
         hit[rows[reached.ravel()]] = True
         reached = (hit[rows] & paper_rows).reshape(height, width)
+        runs_hit = np.count_nonzero(hit)
         hit = np.zeros(cols[-1] + 1, bool)
         hit[cols[reached.T.ravel()]] = True
         reached = (hit[cols] & paper_cols).reshape(width, height).T
-        now = int(reached.sum())
-        if now == count:
+        if runs_hit == count:  # no new row run since the last pass: nothing more to reach
             break
-        count = now
+        count = runs_hit
     return reached
 
 
@@ -148,9 +149,16 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     return out
 
 
+def _distance(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Each pixel's largest channel difference from ``colour`` (uint8): PIL's C loops, ten times numpy's max."""
+    difference = ImageChops.difference(Image.fromarray(rgb), Image.new("RGB", rgb.shape[1::-1], tuple(colour.tolist())))
+    red, green, blue = difference.split()
+    return np.asarray(ImageChops.lighter(ImageChops.lighter(red, green), blue))
+
+
 def _opaque(rgb: np.ndarray) -> Image.Image:
-    cut = Image.fromarray(rgb).convert("RGBA")
-    return cut
+    """The whole packshot as an opaque cut-out: what keying falls back to."""
+    return Image.fromarray(rgb).convert("RGBA")
 
 
 def cut_out(packshot: np.ndarray) -> Image.Image:
@@ -158,9 +166,10 @@ def cut_out(packshot: np.ndarray) -> Image.Image:
 
     The backdrop is the light, plain colour most of the border shows (white or
     near white); the product is everything the backdrop cannot reach from the
-    border, so the inside of a white shirt stays opaque, except small enclosed
-    plain patches with a sharp rim (a handle's loop), which are holes. The alpha edge is soft
-    and pulled in by about a pixel, so no white fringe shows on dark scenes.
+    border, so the inside of a white shirt stays opaque. Only small enclosed
+    patches exactly as plain as the backdrop (a handle's loop, the gap between
+    an arm and a hip) become holes. The alpha edge is soft and pulled in by
+    about a pixel, so no white fringe shows on dark scenes.
     A packshot without a plain light border (a product photographed on a
     scene) is returned whole and opaque, and so is an image where keying
     finds no product. An RGBA packshot with real transparency keeps its alpha.
@@ -186,7 +195,7 @@ def cut_out(packshot: np.ndarray) -> Image.Image:
         return _opaque(rgb)
     # the flood runs only through pixels as plain as the border's paper, so an off-white shirt stops it...
     strict = int(np.clip(np.percentile(near, 95) + 2, 3, _KEY_TOLERANCE))
-    distance = np.abs(rgb.astype(np.int16) - paper).max(axis=2)
+    distance = _distance(rgb, paper)
     solid = _grow(distance > strict, 2)  # ...and gaps under 5 px in its outline are closed
     background = _from_border(~solid)
     background = _grow(background, 2) & (distance <= strict)  # back out to the outline
@@ -356,7 +365,8 @@ def _stripe_layer(rng: np.random.Generator, size: tuple[int, int], angle: float)
     widths = np.full(count, base) if regular else base * rng.uniform(0.25, 2.0, count)
     widths = np.maximum(1, np.round(widths)).astype(np.intp)
     order = np.arange(count) % len(colours) if rng.random() < 0.6 else rng.integers(0, len(colours), count)
-    profile = np.repeat(colours[order], widths, axis=0)[: 2 * reach + 8]
+    # np.resize repeats the stripes if random widths fell short of the sweep's length
+    profile = np.resize(np.repeat(colours[order], widths, axis=0), (2 * reach + 8, 3))
     strip = Image.fromarray(np.ascontiguousarray(np.broadcast_to(profile[None], (2, len(profile), 3))))
     cos, sin = math.cos(angle), math.sin(angle)
     # NEAREST at twice the size, then a 2x2 box reduce: anti-aliased edges at a quarter of BILINEAR's cost
@@ -452,8 +462,9 @@ def turned(cut: Image.Image, angle: float, longest: float) -> tuple[Image.Image,
     """``cut`` turned by ``angle`` degrees and scaled so its turned box's longer side is ``longest`` pixels.
 
     Returns the RGBA layer and the box of its opaque pixels (alpha >= 128). One
-    affine pass does both; it samples NEAREST at twice the size and box-reduces,
-    which anti-aliases like a proper resample at a fraction of the cost.
+    affine pass does both. Shrinking, it samples NEAREST at twice the size and
+    box-reduces, which anti-aliases like a proper resample at a fraction of the
+    cost; enlarging, it interpolates bilinearly.
     """
     theta = math.radians(angle)
     cos, sin = abs(math.cos(theta)), abs(math.sin(theta))
@@ -466,13 +477,19 @@ def turned(cut: Image.Image, angle: float, longest: float) -> tuple[Image.Image,
         src = src.reduce(factor)
         scale *= factor
         turned_w, turned_h = turned_w / factor, turned_h / factor
+    enlarging = scale > 2  # NEAREST would show blocks: interpolate at the final size instead
+    if enlarging:
+        scale /= 2
     out_w, out_h = max(2, 2 * math.ceil(turned_w * scale / 2)), max(2, 2 * math.ceil(turned_h * scale / 2))
     c, s = math.cos(theta) / scale, math.sin(theta) / scale
     # output pixel -> source pixel: rotate about the centres, undo the scale
     cx, cy = out_w / 2, out_h / 2
     data = (c, s, src.width / 2 - c * cx - s * cy, -s, c, src.height / 2 + s * cx - c * cy)
-    layer = src.transform((out_w, out_h), Image.Transform.AFFINE, data, Image.Resampling.NEAREST)
-    layer = layer.reduce(2).convert("RGBA")
+    if enlarging:
+        layer = src.transform((out_w, out_h), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+    else:
+        layer = src.transform((out_w, out_h), Image.Transform.AFFINE, data, Image.Resampling.NEAREST).reduce(2)
+    layer = layer.convert("RGBA")
     return layer, _opaque_box(layer)
 
 
