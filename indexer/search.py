@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .artifacts import LoadedIndex, load_index
 from .ids import recorded_ids
+from .loading import LoadedIndex, load_index
 from .memory import release_free_memory
 from .options import FILTER_FIELDS
 from .strings import StringColumn
@@ -38,13 +38,6 @@ def gathered(matrix: np.ndarray, rows: np.ndarray, apply) -> np.ndarray:
         chunk = rows[start : start + GATHER_ROWS]
         out[start : start + len(chunk)] = apply(matrix[chunk])
     return out
-
-
-def _dot_rows(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, consecutive: bool) -> np.ndarray:
-    """``matrix[rows] @ query``; consecutive rows are a view of the mapped file, nothing is copied."""
-    if consecutive:
-        return matrix[rows[0] : rows[-1] + 1] @ query
-    return gathered(matrix, rows, lambda picked: picked @ query)
 
 
 def joined_score(shape_similarity, colour_similarity, weight: float):
@@ -272,35 +265,76 @@ class Searcher:
     def exact(
         self, vector: np.ndarray, k: int, mask: np.ndarray | None = None, colour: ColourQuery | None = None
     ) -> list[Hit]:
-        """Brute-force best items with numpy (by shape, or the joined score with ``colour``), over ``mask``'s rows.
+        """Brute-force best items for one vector (shape, or the joined score with ``colour``) over ``mask``'s rows."""
+        joined = self._joined(colour)
+        descriptors = None if joined is None else joined.descriptor[None, :]
+        return self.exact_many(
+            np.asarray(vector, np.float32)[None, :], k, descriptors, 0.0 if joined is None else joined.weight, mask
+        )[0]
 
-        Works through the rows in blocks, so its memory stays small when the
-        vectors are a memory-mapped file of gigabytes.
+    def exact_many(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        colour_descriptors: np.ndarray | None = None,
+        colour_weight: float = 0.0,
+        mask: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """The exact ``k`` best items for each of ``vectors``: the one exact nearest-neighbour routine.
+
+        Search, more like this, the evaluation and the benchmarks all use it.
+        Scores are the shape similarity, or the joined score when
+        ``colour_descriptors`` (one per vector) and a ``colour_weight`` above
+        0 are given; only ``mask``'s rows are candidates, and ``exclude``
+        (one row per vector) leaves that row out of its vector's answer. The
+        vectors go through the catalogue a block of rows at a time (one
+        matrix product per block for all queries), so memory stays small when
+        the vectors are a memory-mapped file of gigabytes. Ties go by row.
         """
-        vector = np.asarray(vector, dtype=np.float32)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         rows = np.arange(len(self.filenames)) if mask is None else np.flatnonzero(mask)
         k = min(k, len(rows))
         if k <= 0:
-            return []
+            return [[] for _ in vectors]
+        joined = colour_descriptors is not None and colour_weight > 0 and self.colours is not None
+        if joined:
+            colour_descriptors = np.atleast_2d(np.asarray(colour_descriptors, dtype=np.float32))
         # |a-b|^2 = 2 - 2 a.b for unit vectors: cheap, but it cancels badly near
-        # 0, so each block keeps a margin of candidates that _rank recomputes
-        keep = min(len(rows), k + 16)
-        joined = self._joined(colour)
-        best_rows, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
+        # 0, so each block keeps a margin of candidates that rank() recomputes
+        keep = min(len(rows), k + 16 + (exclude is not None))
+        best_rows = np.empty((len(vectors), 0), np.int64)
+        best_scores = np.empty((len(vectors), 0), np.float32)
         for start in range(0, len(rows), EXACT_BLOCK):
             block = rows[start : start + EXACT_BLOCK]
-            consecutive = mask is None  # then block is start, start + 1, ...
-            scores = _dot_rows(self.embeddings, block, vector, consecutive)
-            if joined is not None:
-                colour_sims = _dot_rows(self.colours, block, joined.descriptor, consecutive)
-                scores = joined_score(scores, colour_sims, joined.weight)
-            scores = -scores  # argpartition keeps the smallest
-            best_rows = np.concatenate([best_rows, block])
-            best_scores = np.concatenate([best_scores, scores])
-            if len(best_rows) > keep:
-                top = np.argpartition(best_scores, keep - 1)[:keep]
-                best_rows, best_scores = best_rows[top], best_scores[top]
-        return self.rank(vector, best_rows, k, colour)
+            scores = self._products(self.embeddings, block, vectors, consecutive=mask is None)
+            if joined:
+                colour_sims = self._products(self.colours, block, colour_descriptors, consecutive=mask is None)
+                scores = joined_score(scores, colour_sims, colour_weight)
+            best_rows = np.hstack([best_rows, np.broadcast_to(block, scores.shape)])
+            best_scores = np.hstack([best_scores, -scores])  # argpartition keeps the smallest
+            if best_rows.shape[1] > keep:
+                top = np.argpartition(best_scores, keep - 1, axis=1)[:, :keep]
+                best_rows = np.take_along_axis(best_rows, top, axis=1)
+                best_scores = np.take_along_axis(best_scores, top, axis=1)
+        answers = []
+        for i, (vector, candidates) in enumerate(zip(vectors, best_rows)):
+            if exclude is not None:
+                candidates = candidates[candidates != exclude[i]]
+            colour = ColourQuery(colour_descriptors[i], colour_weight) if joined else None
+            answers.append(self.rank(vector, candidates, k, colour))
+        return answers
+
+    @staticmethod
+    def _products(matrix: np.ndarray, rows: np.ndarray, queries: np.ndarray, consecutive: bool) -> np.ndarray:
+        """``queries @ matrix[rows].T``; consecutive rows are a view of the mapped file, nothing is copied."""
+        if consecutive:
+            return queries @ np.asarray(matrix[rows[0] : rows[-1] + 1], dtype=np.float32).T
+        out = np.empty((len(queries), len(rows)), np.float32)
+        for start in range(0, len(rows), GATHER_ROWS):
+            chunk = rows[start : start + GATHER_ROWS]
+            out[:, start : start + len(chunk)] = queries @ np.asarray(matrix[chunk], dtype=np.float32).T
+        return out
 
     def similar(
         self, item_id: str, k: int, filters: dict[str, str] | None = None, colour_weight: float = 0.0
