@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from indexer.config import ConfigError, Settings
+from indexer.config import FIELDS, ConfigError, Settings, tf_threads_per_worker
 
 try:
     _settings = Settings.from_env()
@@ -74,8 +74,8 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-# Workers read FASHION_TF_THREADS through Settings: split the cores between them.
-if "FASHION_TF_THREADS" not in os.environ:
-    os.environ["FASHION_TF_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+# Workers read FASHION_TF_THREADS through Settings: unless it is set, split the cores between them.
+if not FIELDS["tf_threads"].given(os.environ):
+    os.environ[FIELDS["tf_threads"].name] = str(tf_threads_per_worker(workers))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -144,14 +144,17 @@ class _ProbingEmbedder:
         return getattr(self._inner, name)
 
 
-def _decoded_batches(files: list[Path], batch_size: int, count: int):
-    """``count`` stacked uint8 batches decoded by the shared image pipeline, cycling over ``files``."""
+def _decoded_batches(files: list[Path], batch_size: int, count: int, size: int):
+    """``count`` stacked uint8 batches decoded by the shared image pipeline, cycling over ``files``.
+
+    ``size`` is the model's input size (``embedder.input_size``).
+    """
     import numpy as np
 
     from indexer.images import load_for_model
 
     wanted = batch_size * count
-    arrays = [load_for_model(files[i % len(files)]) for i in range(wanted)]
+    arrays = [load_for_model(files[i % len(files)], size) for i in range(wanted)]
     return [np.stack(arrays[i : i + batch_size]) for i in range(0, wanted, batch_size)]
 
 
@@ -194,7 +197,8 @@ def _reference_loop(embedder, files: list[Path]) -> float:
     model = embedder.model  # the same network: float 0-255 RGB in (preprocessing inside), pooled features out
 
     def one(path):
-        x = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
+        side = embedder.input_size  # the model's square (224 for Lite0 and ResNet50, 260 for Lite2)
+        x = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(side, side)))
         feature = model.predict(np.expand_dims(x, 0), verbose=0).flatten()
         return feature / np.linalg.norm(feature)
 
@@ -234,7 +238,7 @@ def run_child(config: dict) -> dict:
     gc.collect()
 
     # 1. model-bound, right before the build
-    batches = _decoded_batches(files, settings.batch_size, config["batches"] + 2)
+    batches = _decoded_batches(files, settings.batch_size, config["batches"] + 2, embedder.input_size)
     started = time.perf_counter()
     for batch in batches[:2]:
         embedder.embed(batch)  # trace + first run at this batch shape
@@ -261,7 +265,7 @@ def run_child(config: dict) -> dict:
         log.warning("%d files skipped in the full build", len(report.skipped))
 
     # 3. model-bound, after the build
-    batches = _decoded_batches(files, settings.batch_size, config["batches"])
+    batches = _decoded_batches(files, settings.batch_size, config["batches"], embedder.input_size)
     out["model_bound_after"], out["model_bound_cpu_after"] = _model_bound(embedder, batches)
     del batches
     gc.collect()
@@ -541,10 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help="folder of images with styles.csv")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (default: all)")
     parser.add_argument("--out", help="also write the JSON line to this file")
+    from indexer.config import FIELDS
+
+    weights = FIELDS["weights"]  # read as Settings reads it, with this benchmark's own default
     parser.add_argument(
         "--weights",
-        default=os.environ.get("FASHION_WEIGHTS", "none"),
-        help="FASHION_WEIGHTS for the run (default: none, i.e. seeded random weights)",
+        default=weights.read(os.environ) if weights.given(os.environ) else "none",
+        help="FASHION_WEIGHTS for the run (default: $FASHION_WEIGHTS, else none, i.e. seeded random weights)",
     )
     parser.add_argument("--batches", type=int, default=10, help="timed batches for the model-bound figure")
     parser.add_argument(

@@ -18,7 +18,6 @@ import argparse
 import collections
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--index-dir", type=Path, default=REPO_ROOT / "benchmarks" / "out" / "match-index")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--model", default=os.environ.get("FASHION_MODEL", "efficientnet-lite0"))
-    parser.add_argument("--weights", default=os.environ.get("FASHION_WEIGHTS", "auto"))
+    # not given: FASHION_MODEL / FASHION_WEIGHTS, read and checked by Settings
+    parser.add_argument("--model", help="FASHION_MODEL name (default: FASHION_MODEL, else its default)")
+    parser.add_argument("--weights", help="FASHION_WEIGHTS value (default: FASHION_WEIGHTS, else auto)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

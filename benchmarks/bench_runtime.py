@@ -154,7 +154,7 @@ def _child(args) -> dict:
     import numpy as np
 
     from indexer.build import build_index
-    from indexer.config import Settings
+    from indexer.config import FIELDS, Settings
     from indexer.evaluate import compare_indexes, evaluate
     from indexer.images import load_for_model
     from indexer.model import load_embedder, resolve_weights
@@ -164,7 +164,7 @@ def _child(args) -> dict:
     work = Path(args.workdir)
     catalogue = work / "catalogue"
     chunks = json.loads((work / "chunks.json").read_text())
-    threads = int(os.environ.get("FASHION_TF_THREADS") or os.cpu_count() or 1)
+    threads = FIELDS["tf_threads"].read(os.environ) or os.cpu_count() or 1
     choice = resolve_weights("none", 1234)
     started = time.perf_counter()
     tf_embedder = load_embedder("none", 1234, threads)

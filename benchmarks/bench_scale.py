@@ -102,8 +102,8 @@ class Source:
 
 def load_source(dataset: Path) -> Source:
     """The real fashion-dev vectors, colour descriptors and articleTypes."""
-    from indexer.artifacts import load_index
     from indexer.catalogue import read_styles
+    from indexer.loading import load_index
 
     loaded = load_index(source_index(dataset))
     styles = read_styles(dataset)
@@ -160,6 +160,8 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id
     from indexer.build import publish_plan
     from indexer.catalogue import CatalogueFile, read_styles
     from indexer.config import Settings
+    from indexer.generation import read_current_manifest
+    from indexer.ids import ids_by_relpath, take_previous_items
     from indexer.plan import BuildPlan, model_key, previous_rows
 
     source_index(dataset)
@@ -177,13 +179,17 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id
     before = rss_mb()
     started = time.perf_counter()
     reuse = {}
+    # the manifest is read once and its items taken into columns, as plan_build does
+    current = read_current_manifest(index_dir)
+    stored = take_previous_items(current)
     if incremental:
-        previous = previous_rows(index_dir, key)
+        previous = previous_rows(current, stored, key)
         # keyed by the scanned files' own names, as plan_build does
         reuse = {item.relpath: source for item in files if (source := previous.reference(item)) is not None}
         del previous
     to_embed = [item for item in files if item.relpath not in reuse]
-    plan = BuildPlan(catalogue, files, styles, key, reuse, to_embed, 0)
+    plan = BuildPlan(catalogue, files, styles, key, reuse, to_embed, 0, previous_ids=ids_by_relpath(stored))
+    del current, stored
     reused = len(reuse)  # publish_plan empties the map once it holds the rows' references
     publish_plan(plan, settings, [], SPEC.dim)
     elapsed = time.perf_counter() - started
@@ -197,7 +203,8 @@ def publish_child(index_dir: Path, sources_path: Path, dataset: Path, weights_id
 
 
 def _source_filenames(dataset: Path) -> list[str]:
-    from indexer.artifacts import current_generation, safe_unpickle
+    from indexer.generation import current_generation
+    from indexer.loading import safe_unpickle
 
     return safe_unpickle((current_generation(source_index(dataset)) / "filenames.pkl").read_bytes())
 
@@ -293,7 +300,8 @@ def compare_float16(index_dir: Path, work_root: Path, item_ids: list[str], truth
     """
     import dataclasses
 
-    from indexer.artifacts import CHUNK_ROWS, iter_npy_rows, load_index
+    from indexer.loading import load_index
+    from indexer.vector_files import CHUNK_ROWS, iter_npy_rows
 
     wide = load_index(index_dir)
     compact_path = work_root / "embeddings-float16.npy"

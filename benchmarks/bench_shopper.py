@@ -1,48 +1,52 @@
-"""Shoppers' photos: does locating the product find the catalogue item more often than the whole photo?
+"""Shoppers' photos through the site's one query pipeline: recall per scene family, tuned-on and held-back.
 
-Every photo of the dataset (default: the shared fashion-dev set, 3,000
-white-background packshots) is embedded as the site embeds it
-(``images.load_with_size``, the default model and runtime) into an exact
-in-memory index. Then N seeded shopper-style photos are made from random
-items (``benchmarks.shopper_photos``: the product keyed out and pasted at
-45-75% of the frame on a busy background, turned, lit and JPEG-saved) and
-each is searched three ways:
+What it measures. A real index of the dataset (default: the shared
+fashion-dev set, 3,000 white-background packshots; ``--items N`` for an even
+subset) is built with ``indexer.build.build_index`` as the site builds it:
+the real pretrained weights (``FASHION_WEIGHTS=auto``), the default model
+and runtime, every setting at its default except the catalogue tuning,
+which ``--tuning on|off`` chooses. Then ``--photos N`` seeded shopper photos
+are made from random catalogue products (``benchmarks.shopper_scenes``,
+spread evenly over all its families; clutter from other packshots) and each
+is searched through ``indexer.query.QueryPipeline.search_photos``, the path
+every entry point takes, four ways:
 
-* the whole photo;
-* located: ``indexer.locate.locate``, end to end as the site runs it;
-* the true box: the photo cropped to where the product was pasted (the ceiling).
+* ``whole``: the whole photo, shape alone (colour weight 0, no locating);
+* ``located``: the product found in the photo (``locate=True``), shape alone;
+* ``located_colour``: located, with the site's default colour weight: what a
+  shopper gets;
+* ``true_box``: the photo cropped to where the product was pasted (the
+  ceiling), shape alone.
 
-Recall@1/5/20 counts how often the original item is among the first 1, 5,
-20. The catalogue's own photos are searched as queries too, leave-one-out,
-with and without locating: P@5 by articleType must not drop (packshots
-keep the whole photo).
+Recall@1/5/20 is how often the product's own row is among the first 1, 5,
+20 results; ``families`` gives recall@5 of every way per scene family and
+the p50 of one ``located_colour`` search (decode included), in-process.
+Catalogue packshots are searched as queries too (their own file bytes, the
+query's own row dropped from k=6): P@5 by articleType with and without
+locating, colour weight 0 (locating must leave packshots alone).
 
-Per photo cost: ``embed_ms_whole_p50`` is one photo's forward pass,
-``embed_ms_located_p50`` the whole locating step for one photo (map pass,
-box, crop decode and second pass when a box is found). On a real gunicorn
-(one worker, the default model and runtime), ``search_ms_p50_located`` and
-``search_ms_p50_whole`` are the client's time for ``POST /api/search`` with
-one shopper photo, ``locate=true`` and ``locate=false`` alternating.
+Tuned-on and held-back families. The tuned-on families ("wall", "noise",
+"stripes", "clutter") are the kinds of scene catalogue tuning
+(``indexer.scenes``) learns from. The held-back families ("fabric", "wood",
+"people", "room") exist only in ``benchmarks/shopper_scenes.py`` and were
+NEVER used to tune anything, neither the projection nor any setting; the
+``heldback_*`` figures therefore say whether tuning learned shopper photos
+or only its own backgrounds. Do not pick a setting by them and then report
+them as held back.
 
-With ``--colour-weights``, results are also ranked by (1 - w) x shape +
-w x colour similarity, the query's colour (``indexer.colour``) taken from
-the region that was embedded.
+Run it (10+ minutes at full size on two cores; the index in ``--work`` is
+reused by the next run when the catalogue, model and tuning still match):
 
-Targets: located recall@5 at least 2.4x the whole photo's and at least
-0.85x the true box's; catalogue P@5 drop at most 0.005; with the default
-colour weight, located recall@5 no lower than by shape alone; search p50
-with locating at most 2.5x without.
+    python -m benchmarks.bench_shopper [--photos 600] [--items N] [--tuning on|off] [--work DIR] \\
+        [--catalogue-queries 300] [--seed 7] [--dataset DIR]
 
-    python -m benchmarks.bench_shopper [--photos N] [--dataset DIR] [--seed S] [--colour-weights 0,0.1,0.2]
-
-Human-readable lines go to stderr; the last line on stdout is one JSON object.
+Human-readable progress goes to stderr; the one line on stdout is a JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
+import contextlib
 import json
 import logging
 import sys
@@ -51,304 +55,322 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from benchmarks.common import DEFAULT_DATASET, dataset_images, load_average
+from benchmarks.common import DEFAULT_DATASET, dataset_images, load_average, make_catalogue
 
 log = logging.getLogger("bench_shopper")
 
-CACHE_DIR = Path.home() / ".cache" / "fashion-bench"
 KS = (1, 5, 20)
-BATCH = 32
-CLUTTER_PHOTOS = 200  # catalogue photos the clutter backgrounds blur into shapes
-SERVER_CATALOGUE = 300  # photos in the index the server cost is measured on
+WAYS = ("whole", "located", "located_colour", "true_box")
+CLUTTER_PACKSHOTS = 6  # other products a "clutter" scene may draw from
+SUBSET_SEED = 0  # which items ``--items N`` keeps: the same N items whatever ``--seed`` says
 
 
-def rankings(
-    queries: np.ndarray,
-    catalogue: np.ndarray,
-    k: int,
-    *,
-    query_colours: np.ndarray | None = None,
-    catalogue_colours: np.ndarray | None = None,
-    colour_weight: float = 0.0,
-    exclude: np.ndarray | None = None,
-) -> np.ndarray:
-    """Each query's ``k`` best catalogue rows, best first: shape similarity, blended with colour when weighted.
-
-    The score is (1 - w) x shape + w x colour similarity (dot products of unit
-    vectors). ``exclude`` holds a row per query to leave out (leave-one-out).
-    """
-    scores = queries @ catalogue.T
-    if colour_weight:
-        scores = (1 - colour_weight) * scores + colour_weight * (query_colours @ catalogue_colours.T)
-    if exclude is not None:
-        scores[np.arange(len(queries)), exclude] = -np.inf
-    top = np.argpartition(-scores, k, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-    return np.take_along_axis(top, order, axis=1)
+def catalogue_for(dataset: Path, items: int | None, work: Path) -> Path:
+    """The catalogue to index: the dataset itself, or a copy of an even, fixed subset of ``items`` in ``work``."""
+    paths = dataset_images(dataset)
+    if not items or items >= len(paths):
+        return dataset
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(paths), size=items, replace=False))
+    chosen = [paths[i] for i in keep]
+    folder = work / f"catalogue-{items}"
+    if folder.is_dir():
+        present = {p.name for p in dataset_images(folder)}
+        if present != {p.name for p in chosen}:
+            raise SystemExit(f"{folder} holds other images than the {items}-item subset; use another --work")
+        return folder
+    log.info("copying a %d-item subset of %s to %s", items, dataset, folder)
+    return make_catalogue(chosen, folder, dataset / "styles.csv")
 
 
-def recall(ranked: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Share of queries whose true row is among their first ``k``."""
-    return float((ranked[:, :k] == truth[:, None]).any(axis=1).mean())
+def packshot(path: Path) -> np.ndarray:
+    """A catalogue photo as an RGB uint8 array."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
-def precision_at_5(ranked: np.ndarray, labels: list[str]) -> float:
-    """Mean share of each labelled query's first 5 results that have its label."""
-    values = np.array(labels, dtype=object)
-    known = np.array([bool(label) for label in labels])
-    hits = (values[ranked[:, :5]] == values[:, None]).mean(axis=1)
-    return float(hits[known].mean())
+def recall_at(ranks: list[int | None], k: int) -> float:
+    """Share of queries whose product was among their first ``k`` results (``None``: not in the results)."""
+    return float(np.mean([rank is not None and rank < k for rank in ranks])) if ranks else float("nan")
 
 
-def _cache_key(paths: list[Path], embedder) -> str:
-    from indexer.images import PREPROCESS_VERSION
+def rank_of(result, row: int) -> int | None:
+    """Where ``row`` is in one photo's results (from 0), or ``None``."""
+    for position, ranked in enumerate(result.results):
+        if ranked.row == row:
+            return position
+    return None
 
-    listing = "\n".join(f"{p.name}\0{p.stat().st_size}\0{p.stat().st_mtime_ns}" for p in paths)
-    parts = [embedder.model_id, embedder.weights_id, embedder.vector_space, PREPROCESS_VERSION, listing]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+def timed_search(pipeline, data: bytes, name: str, options, crop=None):
+    """One photo from its bytes through the pipeline, as a request would: the result and the milliseconds."""
+    from indexer.query import decode_photo
+
+    side = getattr(pipeline.embedder, "input_size", None)  # the model's square (newer pipelines ask for it)
+    started = time.perf_counter()
+    photo = decode_photo(data, name, crop=crop) if side is None else decode_photo(data, name, crop=crop, size=side)
+    results, timing = pipeline.search_photos([photo], options)
+    return results[0], (time.perf_counter() - started) * 1000, timing
 
 
-def embed_catalogue(paths: list[Path], embedder, cache_dir: Path) -> dict[str, np.ndarray]:
-    """Vectors, activation maps, photo sizes and colour descriptors of every catalogue photo (cached)."""
-    from indexer.colour import colour_descriptor
-    from indexer.images import load_with_size
+def shopper_searches(pipeline, searcher, settings, args) -> tuple[dict, dict]:
+    """Make the shopper photos and search each four ways; per family, the rank of the truth and the timings."""
+    from benchmarks.shopper_scenes import FAMILIES, make_shopper_photo
+    from indexer.query import SearchOptions
 
-    cache = cache_dir / f"catalogue-{_cache_key(paths, embedder)}.npz"
-    if cache.is_file():
-        log.info("catalogue vectors from %s", cache)
-        with np.load(cache) as stored:
-            return dict(stored)
-    vectors, maps, sizes, colours = [], [], [], []
-    for start in range(0, len(paths), BATCH):
-        loaded = [load_with_size(path) for path in paths[start : start + BATCH]]
-        batch = np.stack([array for array, _ in loaded])
-        found = embedder.embed_with_maps(batch)
-        vectors.append(found[0])
-        maps.append(found[1])
-        sizes.extend(size for _, size in loaded)
-        colours.extend(colour_descriptor(array) for array in batch)
-    result = {
-        "vectors": np.concatenate(vectors),
-        "maps": np.concatenate(maps),
-        "sizes": np.array(sizes),
-        "colours": np.stack(colours),
+    options = {
+        "whole": SearchOptions(k=max(KS), colour_weight=0.0, locate=False),
+        "located": SearchOptions(k=max(KS), colour_weight=0.0, locate=True),
+        "located_colour": SearchOptions(k=max(KS), colour_weight=settings.colour_weight, locate=True),
+        "true_box": SearchOptions(k=max(KS), colour_weight=0.0, locate=False),
     }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **result)
-    tmp.replace(cache)
-    return result
+    families = list(FAMILIES)
+    rng = np.random.default_rng(args.seed)
+    count = len(searcher)
+    ranks = {family: {way: [] for way in WAYS} for family in families}
+    stats = {family: {"ms": [], "boxes": 0, "embed_ms": []} for family in families}
+    warmed = False
+    kept = []  # the first photos' bytes, for the cost comparison
+    for number in range(args.photos):
+        family = families[number % len(families)]  # round robin: every family gets the same share
+        row = int(rng.integers(count))
+        others = [int(r) for r in rng.choice(count, size=min(count, CLUTTER_PACKSHOTS + 1), replace=False) if r != row]
+        clutter = [packshot(settings.catalogue / searcher.filenames[r]) for r in others[:CLUTTER_PACKSHOTS]]
+        data, true_box = make_shopper_photo(
+            rng, packshot(settings.catalogue / searcher.filenames[row]), family, clutter if family == "clutter" else ()
+        )
+        name = f"shopper-{number:04d}-{family}.jpg"
+        if len(kept) < COST_PHOTOS:
+            kept.append((data, name))
+        if not warmed:  # the first searches pay for lazy set-up; keep them out of the timings
+            for way in ("whole", "located_colour"):
+                timed_search(pipeline, data, name, options[way])
+            warmed = True
+        for way in WAYS:
+            crop = true_box if way == "true_box" else None
+            result, ms, timing = timed_search(pipeline, data, name, options[way], crop)
+            ranks[family][way].append(rank_of(result, row))
+            if way == "located_colour":
+                stats[family]["ms"].append(ms)
+                stats[family]["embed_ms"].append(timing.get("embed", float("nan")))
+                stats[family]["boxes"] += bool(result.located)
+        if (number + 1) % 50 == 0 or number + 1 == args.photos:
+            log.info("%d / %d shopper photos", number + 1, args.photos)
+    stats["_kept"] = kept
+    return ranks, stats
 
 
-def catalogue_located(paths: list[Path], catalogue: dict[str, np.ndarray], embedder) -> tuple[np.ndarray, int]:
-    """The catalogue photos' vectors as located queries, and how many got a box (the rest keep their vector)."""
-    from indexer.images import load_for_model
-    from indexer.locate import find_box
-
-    vectors = catalogue["vectors"].copy()
-    boxed = []
-    for row, path in enumerate(paths):
-        size = tuple(int(v) for v in catalogue["sizes"][row])
-        box = find_box(load_for_model(path), catalogue["maps"][row], size)
-        if box is not None:
-            boxed.append((row, box))
-    for start in range(0, len(boxed), BATCH):
-        chunk = boxed[start : start + BATCH]
-        crops = np.stack([load_for_model(paths[row], crop=box) for row, box in chunk])
-        vectors[[row for row, _ in chunk]] = embedder.embed(crops)
-    return vectors, len(boxed)
+COST_PHOTOS = 64
 
 
-def _labels(dataset: Path, paths: list[Path]) -> list[str]:
-    with open(dataset / "styles.csv", newline="", encoding="utf-8-sig") as handle:
-        types = {row["id"].strip(): (row.get("articleType") or "").strip() for row in csv.DictReader(handle)}
-    return [types.get(path.stem, "") for path in paths]
+@contextlib.contextmanager
+def single_box():
+    """Locating as the site did before it searched several regions: one box (half the map's range, 10% margin)."""
+    from indexer import locate
+
+    saved = locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER
+    locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER = (0.5,), (0.1,), 0.8
+    try:
+        yield
+    finally:
+        locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER = saved
 
 
-def search_shoppers(paths: list[Path], count: int, seed: int, embedder) -> dict:
-    """Make ``count`` shopper photos and embed each three ways; returns vectors, arrays, truth and timings."""
-    from PIL import Image
+def located_cost(pipeline, settings, kept) -> dict:
+    """p50 of the site's located search against a single-box search, alternating on the same photos.
 
-    from benchmarks.shopper_photos import make_shopper_photo
-    from indexer.images import load_for_model, load_with_size
-    from indexer.locate import Photo, locate
-
-    rng = np.random.default_rng(seed)
-    clutter_rows = rng.choice(len(paths), size=min(CLUTTER_PHOTOS, len(paths)), replace=False)
-    clutter = [np.asarray(Image.open(paths[row]).convert("RGB")) for row in clutter_rows]
-    truth = rng.choice(len(paths), size=count, replace=True)
-    out = {name: [] for name in ("whole", "located", "true_box", "located_arrays", "whole_ms", "located_ms")}
-    out["boxes"] = 0
-    out["photos"], out["kinds"] = [], []
-    for number, row in enumerate(truth, start=1):
-        packshot = np.asarray(Image.open(paths[row]).convert("RGB"))
-        data, true_box, kind = make_shopper_photo(rng, packshot, clutter)
-        out["photos"].append(data)
-        out["kinds"].append(kind)
-        array, size = load_with_size(data)
-        started = time.perf_counter()
-        whole = embedder.embed(array[None])[0]
-        out["whole_ms"].append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        found = locate(embedder, [Photo(data, array, size)])[0]
-        out["located_ms"].append((time.perf_counter() - started) * 1000)
-        out["whole"].append(whole)
-        out["located"].append(found.vector)
-        out["located_arrays"].append(found.array)
-        out["boxes"] += found.box is not None
-        out["true_box"].append(embedder.embed(load_for_model(data, crop=true_box)[None])[0])
-        if number % 100 == 0:
-            log.info("%d / %d shopper photos", number, count)
-    out["truth"] = truth
-    return out
-
-
-def server_cost(dataset: Path, paths: list[Path], photos: list[bytes], tmp: Path) -> dict:
-    """p50 of ``POST /api/search`` with one shopper photo, with and without locating, on a real gunicorn.
-
-    One worker serves an index of ``SERVER_CATALOGUE`` fashion-dev photos
-    (the search step is the same at any size; the forward passes are what
-    locating adds). Requests alternate ``locate=true`` and ``locate=false``
-    on the same photos, so both see the same machine.
+    A single box is what the previous rule cost at most (one forward pass for
+    the map, one for the box); alternating photo by photo puts both under the
+    same load.
     """
-    from benchmarks.common import make_catalogue
-    from benchmarks.server import FilePart, gunicorn_server, post_search
+    from indexer.query import SearchOptions
+
+    options = SearchOptions(k=5, colour_weight=settings.colour_weight, locate=True)
+    now, before = [], []
+    for data, name in kept:
+        _, ms, _ = timed_search(pipeline, data, name, options)
+        now.append(ms)
+        with single_box():
+            _, ms, _ = timed_search(pipeline, data, name, options)
+        before.append(ms)
+    p50_now, p50_before = float(np.median(now)), float(np.median(before))
+    return {"located_p50_ms": round(p50_now, 2), "single_box_p50_ms": round(p50_before, 2),
+            "located_over_single_box": round(p50_now / p50_before, 3), "cost_photos": len(kept)}
+
+
+def catalogue_precision(pipeline, searcher, settings, args) -> dict:
+    """P@5 by articleType of catalogue packshots as queries (own row dropped), with and without locating."""
+    from indexer.query import SearchOptions
+
+    rng = np.random.default_rng(args.seed + 1)
+    count = len(searcher)
+    types = [searcher.metadata[row].get("articleType", "") for row in range(count)]
+    rows = rng.choice(count, size=min(count, args.catalogue_queries), replace=False)
+    precision: dict[str, list[float]] = {"located": [], "whole": []}
+    boxes = 0
+    for row in (int(r) for r in rows):
+        label = types[row]
+        if not label:
+            continue
+        name = searcher.filenames[row]
+        data = (settings.catalogue / name).read_bytes()
+        for way, locate in (("located", True), ("whole", False)):
+            result, _, _ = timed_search(pipeline, data, name, SearchOptions(k=6, colour_weight=0.0, locate=locate))
+            found = [ranked.row for ranked in result.results if ranked.row != row][:5]
+            precision[way].append(float(np.mean([types[r] == label for r in found])) if found else 0.0)
+            boxes += locate and bool(result.located)
+    log.info("catalogue queries: %d with an articleType, %d got a box when located", len(precision["whole"]), boxes)
+    return {way: float(np.mean(values)) if values else float("nan") for way, values in precision.items()}
+
+
+def mean_of(values) -> float:
+    values = list(values)
+    return round(float(np.mean(values)), 4) if values else float("nan")
+
+
+def run(args, work: Path) -> dict:
+    from benchmarks.shopper_scenes import FAMILIES
     from indexer.build import build_index
     from indexer.config import Settings
+    from indexer.query import QueryPipeline
     from indexer.runtimes import load_for_settings
+    from indexer.search import Searcher
 
-    catalogue = make_catalogue(paths[:SERVER_CATALOGUE], tmp / "catalogue", dataset / "styles.csv")
-    settings = Settings.from_env(catalogue=catalogue, index_dir=tmp / "index")
-    build_index(settings, load_for_settings(settings))
-    times: dict[str, list[float]] = {"true": [], "false": []}
-    env = {"FASHION_WEIGHTS": "auto", "FASHION_RUNTIME": "auto"}
-    with gunicorn_server(catalogue, settings.index_dir, workers=1, extra_env=env, startup_timeout_s=300) as server:
-        for data in photos[:3]:  # warm-up
-            post_search(server.port, [FilePart("image", "warm.jpg", data)])
-        for data in photos:
-            for locate_flag in ("true", "false"):
-                answer = post_search(server.port, [FilePart("image", "shopper.jpg", data)], {"locate": locate_flag})
-                if answer.status != 200:
-                    raise RuntimeError(f"search answered {answer.status}: {answer.body[:200]!r}")
-                times[locate_flag].append(answer.elapsed_ms)
-    located, whole = float(np.median(times["true"])), float(np.median(times["false"]))
-    return {
-        "server_queries": len(photos),
-        "search_ms_p50_located": round(located, 2),
-        "search_ms_p50_whole": round(whole, 2),
-        "search_located_over_whole_p50": round(located / whole, 3),
-    }
+    work.mkdir(parents=True, exist_ok=True)
+    catalogue = catalogue_for(args.dataset, args.items, work)
+    tuning = None if args.tuning is None else args.tuning == "on"
+    settings = Settings.from_env(catalogue=catalogue, index_dir=work / "index", tuning=tuning, model=args.model)
+    embedder = load_for_settings(settings)
+    log.info(
+        "model %s, weights %s, runtime %s; catalogue %s; tuning %s",
+        embedder.choice.model,
+        embedder.weights_id,
+        embedder.runtime,
+        catalogue,
+        "on" if settings.tuning else "off",
+    )
+    if embedder.choice.random:
+        log.warning("the model has random weights (FASHION_WEIGHTS=none): the figures mean nothing")
+    started = time.perf_counter()
+    report = build_index(settings, embedder)
+    build_s = time.perf_counter() - started
+    log.info("build: %s (%.1f s)%s", report.summary(), build_s, " - existing index reused" if report.up_to_date else "")
+
+    searcher = Searcher.for_settings(settings)
+    pipeline = QueryPipeline(embedder, searcher)
+    embedder.warm_up()
+    log.info("index: %d items, tuning %s", len(searcher), searcher.manifest.get("tuning"))
+
+    ranks, stats = shopper_searches(pipeline, searcher, settings, args)
+    cost = located_cost(pipeline, settings, stats.pop("_kept"))
+    log.info("search p50 %.1f ms located, %.1f ms with a single box (%.2fx)", cost["located_p50_ms"],
+             cost["single_box_p50_ms"], cost["located_over_single_box"])
+    every = {way: [rank for family in ranks.values() for rank in family[way]] for way in WAYS}
+    results: dict = {}
+    for way in ("whole", "located", "true_box"):
+        for k in KS:
+            results[f"{way}_recall_at_{k}"] = round(recall_at(every[way], k), 4)
+    results["located_colour_recall_at_5"] = round(recall_at(every["located_colour"], 5), 4)
+    families = {}
+    for family, spec in FAMILIES.items():
+        entry: dict = {"tuned_on": bool(spec["tuned_on"])}
+        entry.update({way: round(recall_at(ranks[family][way], 5), 4) for way in WAYS})
+        entry["p50_ms"] = round(float(np.median(stats[family]["ms"])), 2) if stats[family]["ms"] else None
+        families[family] = entry
+        log.info(
+            "%-8s %-9s recall@5 whole %.3f  located %.3f  located+colour %.3f  true box %.3f  "
+            "(%d photos, %d boxes; p50 %.1f ms, embed p50 %.1f ms)",
+            family,
+            "tuned-on" if entry["tuned_on"] else "held-back",
+            entry["whole"],
+            entry["located"],
+            entry["located_colour"],
+            entry["true_box"],
+            len(stats[family]["ms"]),
+            stats[family]["boxes"],
+            entry["p50_ms"] or float("nan"),
+            float(np.median(stats[family]["embed_ms"] or [float("nan")])),
+        )
+    for way in ("whole", "located", "true_box"):
+        log.info("%-8s recall@1 %.3f  @5 %.3f  @20 %.3f", way, *(results[f"{way}_recall_at_{k}"] for k in KS))
+    log.info(
+        "located, default colour weight %.2f: recall@5 %.3f",
+        settings.colour_weight,
+        results["located_colour_recall_at_5"],
+    )
+
+    precision = catalogue_precision(pipeline, searcher, settings, args)
+    results["catalogue_p_at_5_located"] = round(precision["located"], 4)
+    results["catalogue_p_at_5_whole"] = round(precision["whole"], 4)
+    log.info(
+        "catalogue P@5 by articleType: located %.4f, whole %.4f",
+        results["catalogue_p_at_5_located"],
+        results["catalogue_p_at_5_whole"],
+    )
+
+    held = [entry for entry in families.values() if not entry["tuned_on"]]
+    tuned = [entry for entry in families.values() if entry["tuned_on"]]
+    results["families"] = families
+    results["heldback_located_recall_at_5"] = mean_of(entry["located"] for entry in held)
+    results["heldback_located_colour_recall_at_5"] = mean_of(entry["located_colour"] for entry in held)
+    results["heldback_whole_recall_at_5"] = mean_of(entry["whole"] for entry in held)
+    results["tuned_on_located_recall_at_5"] = mean_of(entry["located"] for entry in tuned)
+    log.info(
+        "located recall@5: held-back families %.3f, tuned-on families %.3f",
+        results["heldback_located_recall_at_5"],
+        results["tuned_on_located_recall_at_5"],
+    )
+    results.update(cost)
+    results.update(
+        tuning="on" if settings.tuning else "off",
+        tuning_id=searcher.manifest.get("tuning"),
+        model=embedder.choice.model,
+        runtime=embedder.runtime,
+        photos=args.photos,
+        items=len(searcher),
+        build_s=round(build_s, 1),
+    )
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=200, help="shopper photos to make and search")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="where catalogue vectors are kept")
-    parser.add_argument("--colour-weights", default="", help="e.g. 0,0.1,0.2: also rank by shape and colour")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Held-back families were never used to tune anything; see the module docstring.",
+    )
+    parser.add_argument("--photos", type=int, default=600, help="shopper photos, spread evenly over the families")
+    parser.add_argument("--items", type=int, default=None, help="index an even subset of N items (default: all)")
     parser.add_argument(
-        "--server-queries", type=int, default=60, help="shopper photos searched on a real gunicorn (0: skip)"
+        "--tuning",
+        choices=("on", "off"),
+        default=None,
+        help="catalogue tuning of the index (default: FASHION_TUNING, on)",
     )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="where the catalogue subset and index go; an index there is reused (default: a temp dir)",
+    )
+    parser.add_argument("--catalogue-queries", type=int, default=300, help="catalogue packshots searched as queries")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--model", default=None, help="FASHION_MODEL name (default: FASHION_MODEL, efficientnet-lite0)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from indexer.colour import colour_descriptor
-    from indexer.config import Settings
-    from indexer.runtimes import load_for_settings
-
+    if args.photos < 1 or args.catalogue_queries < 0 or (args.items is not None and args.items < 2):
+        parser.error("--photos must be at least 1, --catalogue-queries at least 0, --items at least 2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     started = time.perf_counter()
-    results: dict = {"photos": args.photos, "load_1min_start": round(load_average(), 2)}
-    paths = dataset_images(args.dataset)
-    settings = Settings.from_env(catalogue=args.dataset, index_dir=args.cache_dir / "index")
-    embedder = load_for_settings(settings)
-    embedder.warm_up()
-    results["model"] = f"{embedder.choice.model} ({embedder.weights_id}, {embedder.runtime})"
-    catalogue = embed_catalogue(paths, embedder, args.cache_dir)
-    vectors = catalogue["vectors"]
-
-    shoppers = search_shoppers(paths, args.photos, args.seed, embedder)
-    truth = shoppers["truth"]
-    for way in ("whole", "located", "true_box"):
-        ranked = rankings(np.stack(shoppers[way]), vectors, max(KS))
-        for k in KS:
-            results[f"{way}_recall_at_{k}"] = round(recall(ranked, truth, k), 4)
-        log.info("%-8s recall@1 %.3f  @5 %.3f  @20 %.3f", way, *(results[f"{way}_recall_at_{k}"] for k in KS))
-    results["located_boxes"] = shoppers["boxes"]
-    kinds = np.array(shoppers["kinds"])
-    by_background = {}
-    for kind in sorted(set(shoppers["kinds"])):
-        chosen = kinds == kind
-        by_background[kind] = {"photos": int(chosen.sum())}
-        for way in ("whole", "located", "true_box"):
-            ranked = rankings(np.stack(shoppers[way])[chosen], vectors, 5)
-            by_background[kind][way] = round(recall(ranked, truth[chosen], 5), 4)
-        log.info("recall@5 on %-8s backgrounds: %s", kind, by_background[kind])
-    results["recall_at_5_by_background"] = by_background
-    whole_ms, located_ms = np.median(shoppers["whole_ms"]), np.median(shoppers["located_ms"])
-    results["embed_ms_whole_p50"] = round(float(whole_ms), 2)
-    results["embed_ms_located_p50"] = round(float(located_ms), 2)
-    results["embed_located_over_whole_p50"] = round(float(located_ms / whole_ms), 3)
-
-    labels = _labels(args.dataset, paths)
-    rows = np.arange(len(paths))
-    results["catalogue_p_at_5_whole"] = round(precision_at_5(rankings(vectors, vectors, 5, exclude=rows), labels), 4)
-    located_vectors, boxed = catalogue_located(paths, catalogue, embedder)
-    located_ranked = rankings(located_vectors, vectors, 5, exclude=rows)
-    results["catalogue_p_at_5_located"] = round(precision_at_5(located_ranked, labels), 4)
-    results["catalogue_located_boxes"] = boxed
-
-    weights = [float(w) for w in args.colour_weights.split(",") if w.strip()]
-    if weights:
-        query_colours = np.stack([colour_descriptor(array) for array in shoppers["located_arrays"]])
-        by_weight = {}
-        for weight in weights:
-            ranked = rankings(
-                np.stack(shoppers["located"]),
-                vectors,
-                5,
-                query_colours=query_colours,
-                catalogue_colours=catalogue["colours"],
-                colour_weight=weight,
-            )
-            by_weight[str(weight)] = round(recall(ranked, truth, 5), 4)
-        results["located_recall_at_5_by_colour_weight"] = by_weight
-        log.info("located recall@5 by colour weight: %s", by_weight)
-
-    if args.server_queries:
+    log.info("load average %.2f at the start", load_average())
+    if args.work is None:
         with tempfile.TemporaryDirectory(prefix="bench-shopper-") as tmp:
-            results.update(server_cost(args.dataset, paths, shoppers["photos"][: args.server_queries], Path(tmp)))
-        log.info(
-            "server, one photo: search p50 %.1f ms located, %.1f ms whole (x%.2f, target <= 2.5)",
-            results["search_ms_p50_located"], results["search_ms_p50_whole"],
-            results["search_located_over_whole_p50"],
-        )
-    results["load_1min_end"] = round(load_average(), 2)
-    results["elapsed_s"] = round(time.perf_counter() - started, 1)
-    whole5 = results["whole_recall_at_5"]
-    log.info(
-        "located recall@5 %.3f = %.2fx the whole photo's (target >= 2.4), %.2fx the true box's (target >= 0.85); "
-        "%d of %d photos got a box",
-        results["located_recall_at_5"],
-        results["located_recall_at_5"] / whole5 if whole5 else float("inf"),
-        results["located_recall_at_5"] / max(results["true_box_recall_at_5"], 1e-9),
-        shoppers["boxes"],
-        args.photos,
-    )
-    log.info(
-        "catalogue P@5 by articleType: whole %.4f, located %.4f (drop target <= 0.005; %d of %d got a box)",
-        results["catalogue_p_at_5_whole"],
-        results["catalogue_p_at_5_located"],
-        boxed,
-        len(paths),
-    )
-    log.info(
-        "one photo: forward pass %.1f ms, locating %.1f ms (x%.2f)",
-        whole_ms,
-        located_ms,
-        results["embed_located_over_whole_p50"],
-    )
-    print(json.dumps(results))
+            results = run(args, Path(tmp))
+    else:
+        results = run(args, args.work.resolve())
+    log.info("done in %.1f s; load average %.2f at the end", time.perf_counter() - started, load_average())
+    print(json.dumps(results), flush=True)
     return 0
 
 

@@ -52,6 +52,7 @@ from benchmarks.server import (  # noqa: E402
     request,
     summary_ms,
 )
+from indexer.config import tf_threads_per_worker  # noqa: E402
 
 TARGET_RATIO = 1.5
 TARGET_NN_MS = 5.0
@@ -67,7 +68,7 @@ def log(line: str = "") -> None:
 
 def worker_tf_threads(workers: int = WORKERS) -> int:
     """The intra-op thread count gunicorn.conf.py gives each worker (cores // workers)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return tf_threads_per_worker(workers)
 
 
 def catalogue_images(catalogue: Path, limit: int) -> list[Path]:

@@ -15,10 +15,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
-from .config import INSTANCE_DIR, ConfigError, Settings
+from .config import INSTANCE_DIR, ConfigError, Settings, cli_epilog
 from .model import WeightsError
 
 log = logging.getLogger("indexer")
@@ -47,7 +48,7 @@ def _require_catalogue(settings: Settings) -> None:
 
 
 def _require_index(settings: Settings) -> None:
-    from .artifacts import current_generation
+    from .generation import current_generation
 
     if current_generation(settings.index_dir) is None:
         raise UsageError(
@@ -57,7 +58,7 @@ def _require_index(settings: Settings) -> None:
 
 
 def _require_same_catalogue(settings: Settings) -> None:
-    from .artifacts import current_generation, read_manifest
+    from .generation import current_generation, read_manifest
 
     built_for = read_manifest(current_generation(settings.index_dir)).get("catalogue")
     if built_for != str(settings.catalogue):
@@ -123,6 +124,7 @@ def cmd_build(args, full: bool = False) -> int:
 
 def cmd_search(args) -> int:
     """Search with one photo through the site's query pipeline and print the results as JSON."""
+    from .models import get_spec
     from .options import from_arguments
     from .plan import key_for
     from .query import QueryPipeline, decode_photo
@@ -137,7 +139,9 @@ def cmd_search(args) -> int:
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
     _require_same_catalogue(settings)
-    photo = decode_photo(args.image.read_bytes(), args.image.name, options.crop_for(0))
+    # decoded before the model loads (a bad photo costs no model load): the size comes from the spec
+    size = get_spec(settings.model).input_size
+    photo = decode_photo(args.image.read_bytes(), args.image.name, options.crop_for(0), size=size)
     embedder = _embedder(settings)
     pipeline = QueryPipeline(embedder, Searcher.for_settings(settings, expect=key_for(embedder)))
     (result,), _ = pipeline.search_photos([photo], options)
@@ -256,7 +260,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer",
         description="Index a folder of product photos for visual search, and query the index.",
-        epilog="Weights come from FASHION_WEIGHTS (auto|imagenet|none|/path/to/weights.h5).",
+        # drawn from indexer/config.py's SETTINGS, like README.md's table
+        epilog=cli_epilog(width=max(60, min(100, shutil.get_terminal_size().columns - 2))),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -341,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     args.stdout = sys.stdout
-    from .artifacts import ArtifactError
     from .build import BuildInProgress
+    from .generation import ArtifactError
     from .images import ImageError
     from .runtimes import RuntimeUnavailable
 

@@ -2,9 +2,11 @@
 
 Stages, each with plain files between them so any stage can be rerun:
 
-1. ``plan.plan_build`` scans the catalogue and decides, per file, whether
-   its vector can be reused (from the current generation or from shards of
-   an interrupted build) or must be embedded.
+1. ``plan.plan_build`` decides, per file of the catalogue's one scan,
+   whether its vector can be reused (from the current generation or from
+   shards of an interrupted build) or must be embedded. The build scans
+   the catalogue once, reads the current manifest once and verifies each
+   shard once, and hands them along.
 2. An engine from ``indexer.engines`` (``local``, or ``ray`` on a cluster)
    embeds the rest and writes shards into ``work/``.
 3. ``publish_plan`` merges everything in catalogue order and publishes a new
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,15 +25,23 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from . import artifacts, calibration, checkpoints, ids, tuning
-from .catalogue import CatalogueFile, scan, styles_fingerprint
+from . import calibration, checkpoints, ids, tuning
+from .catalogue import CatalogueFile, CatalogueSnapshot
+from .checksums import sha256_file
+from .cleaning import remove_stale_thumbs
 from .colour import DIM as COLOUR_DIM
 from .config import Settings
+from .embedder import Embedder
 from .engines import get_engine
+from .generation import LOCK_FILE, PROJECTION_FILE, ArtifactError, CurrentManifest, read_current_manifest
 from .images import ImageError, load_for_model
+from .loading import load_generation
 from .memory import release_free_memory
+from .model import WeightsChoice
 from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name, thumb_path
 from .progress import ProgressReporter
+from .publish import publish
+from .vector_files import ArrayFile
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +107,7 @@ class BuildReport:
 def build_lock(index_dir: Path) -> FileLock:
     """The lock that makes sure one process builds an index dir at a time."""
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    return FileLock(str(Path(index_dir) / artifacts.LOCK_FILE))
+    return FileLock(str(Path(index_dir) / LOCK_FILE))
 
 
 # ---------------------------------------------------------------- publishing
@@ -127,7 +136,7 @@ class _PlanVectors:
 
     Each row is a reference ``(vectors file, colours file, row)`` into the
     previous generation or a shard in ``work/``; a block is gathered when
-    ``artifacts.publish`` asks for it, mapping each file only while its rows
+    ``publish.publish`` asks for it, mapping each file only while its rows
     are copied, so publishing never holds every row at once. ``part`` picks
     the array: 0 for the vectors, 1 for the colour descriptors.
     """
@@ -143,7 +152,7 @@ class _PlanVectors:
     def __getitem__(self, rows: slice) -> np.ndarray:
         picked = self._sources[rows]
         out = np.empty((len(picked), self.shape[1]), np.float32)
-        by_file: dict[artifacts.ArrayFile, tuple[list[int], list[int]]] = {}
+        by_file: dict[ArrayFile, tuple[list[int], list[int]]] = {}
         for i, source in enumerate(picked):
             targets, file_rows = by_file.setdefault(source[self._part], ([], []))
             targets.append(i)
@@ -187,7 +196,9 @@ def publish_plan(
 
     Shards are located, not loaded: rows are read a block at a time while
     the artifacts are written, so memory stays bounded by the block, not by
-    the catalogue. ``plan.reuse`` is emptied once its rows are referenced.
+    the catalogue. Only shards written since planning are verified here
+    (the plan's are in ``plan.reuse`` already). ``plan.reuse`` and
+    ``plan.previous_ids`` are emptied once used.
     ``runtime`` (which engine embedded) is recorded in the
     manifest for information; ``plan.model_key`` decides compatibility.
     ``projection`` is the catalogue tuning the vectors are published through (``None``: as the model gave them).
@@ -195,7 +206,10 @@ def publish_plan(
     """
     fingerprints = {item.relpath: item.fingerprint for item in plan.files}
     fresh = checkpoints.locate_shards(
-        checkpoints.work_dir(settings.index_dir), model_key=plan.model_key, fingerprints=fingerprints
+        checkpoints.work_dir(settings.index_dir),
+        model_key=plan.model_key,
+        fingerprints=fingerprints,
+        skip=plan.verified_shards,
     )
     skipped_paths = {s.relpath for s in skipped}
     sources: list[checkpoints.RowSource] = []
@@ -220,13 +234,14 @@ def publish_plan(
     # dropping them keeps an incremental publish within a full one's memory.
     plan.reuse.clear()
     relpaths = [i.relpath for i in kept]
-    item_ids = ids.assign_ids(relpaths, ids.previous_ids(settings.index_dir))
+    item_ids = ids.assign_ids(relpaths, plan.previous_ids)
+    plan.previous_ids = {}  # the previous generation's columns: not needed while the artifacts are written
     manifest = dict(
         plan.model_key,
         runtime=runtime,
         created_at=time.time(),
         catalogue=str(plan.root),
-        styles=styles_fingerprint(plan.root),
+        styles=plan.styles_fingerprint,
         items=[[i.relpath, i.size, i.mtime_ns] for i in kept],
         # public ids, kept from one generation to the next (indexer/ids.py)
         ids=item_ids,
@@ -236,7 +251,7 @@ def publish_plan(
     )
     del fingerprints  # one list per item: not needed while the artifacts are written
     release_free_memory()  # what planning and the shards' item lists left in the heap
-    artifacts.publish(
+    publish(
         settings.index_dir,
         embeddings=_PlanVectors(sources, dim),
         colours=_PlanVectors(sources, COLOUR_DIM, part=1),
@@ -250,8 +265,13 @@ def publish_plan(
         projection=projection,
     )
     checkpoints.clear(checkpoints.work_dir(settings.index_dir))
-    _remove_stale_thumbs(settings.index_dir, set(manifest["thumbs"]))
+    remove_stale_thumbs(settings.index_dir, set(manifest["thumbs"]))
     return indexed, len(kept)
+
+
+def model_input_size(model: Embedder | WeightsChoice) -> int:
+    """The side of the square ``model`` takes: an embedder's ``input_size``, or a bare ``WeightsChoice``'s spec's."""
+    return getattr(model, "choice", model).spec.input_size
 
 
 def _changed_share(plan: BuildPlan) -> float:
@@ -260,7 +280,12 @@ def _changed_share(plan: BuildPlan) -> float:
 
 
 def catalogue_tuning(
-    settings: Settings, plan: BuildPlan, skipped: list[Skipped], model, reporter: ProgressReporter, retune: bool = False
+    settings: Settings,
+    plan: BuildPlan,
+    skipped: list[Skipped],
+    model: Embedder | WeightsChoice,
+    reporter: ProgressReporter,
+    retune: bool = False,
 ) -> tuning.Projection | None:
     """The projection this build publishes through: ``None`` with ``FASHION_TUNING=off``.
 
@@ -271,7 +296,7 @@ def catalogue_tuning(
     """
     if not settings.tuning:
         return None
-    previous = _previous_projection(settings, plan.model_key)
+    previous = _previous_projection(plan.previous, plan.model_key)
     if previous is not None and not retune and _changed_share(plan) < tuning.RETUNE_SHARE:
         log.info("Keeping the catalogue tuning %s", previous.tuning_id)
         return previous
@@ -283,10 +308,11 @@ def catalogue_tuning(
     skipped_paths = {s.relpath for s in skipped}
     files = [item for item in plan.files if item.relpath not in skipped_paths]
     rows = tuning.sample_rows(len(files), settings.tuning_products)
+    size = model_input_size(model)
     packshots = []
     for row in rows:
         try:
-            packshots.append(load_for_model(plan.root / files[row].relpath))
+            packshots.append(load_for_model(plan.root / files[row].relpath, size))
         except (ImageError, OSError):
             continue  # skipped by the build too, or changed since: learn from the others
     if len(packshots) < tuning.MIN_PRODUCTS:
@@ -300,37 +326,24 @@ def catalogue_tuning(
         reporter.update("tuning", done, total, message=message)
 
     reporter.update("tuning", 0, total, force=True, message=message)
-    return tuning.learn_from_catalogue(embed, packshots, progress=progress)
+    return tuning.learn_from_catalogue(embed, packshots, progress=progress, size=size)
 
 
-def _previous_projection(settings: Settings, key: dict) -> tuning.Projection | None:
-    """The current generation's projection, when it was learned for vectors of ``key``."""
-    gen = artifacts.current_generation(settings.index_dir)
-    if gen is None:
+def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Projection | None:
+    """The projection of the generation the build replaces (``plan.previous``), when learned for vectors of ``key``."""
+    gen, manifest = previous.gen, previous.manifest
+    if gen is None or manifest is None:
+        return None
+    if not manifest.get("tuning") or any(manifest.get(k) != v for k, v in key.items()):
         return None
     try:
-        manifest = artifacts.read_manifest(gen)
-        if not manifest.get("tuning") or any(manifest.get(k) != v for k, v in key.items()):
+        expected = (manifest.get("checksums") or {}).get(PROJECTION_FILE)
+        if sha256_file(gen / PROJECTION_FILE) != expected:
             return None
-        expected = (manifest.get("checksums") or {}).get(artifacts.PROJECTION_FILE)
-        if artifacts.sha256_file(gen / artifacts.PROJECTION_FILE) != expected:
-            return None
-        projection = tuning.Projection.load(gen / artifacts.PROJECTION_FILE)
-    except (artifacts.ArtifactError, OSError, ValueError):
+        projection = tuning.Projection.load(gen / PROJECTION_FILE)
+    except (OSError, ValueError):
         return None  # damaged or gone: learn it again
     return projection if projection.tuning_id == manifest.get("tuning") else None
-
-
-def _remove_stale_thumbs(index_dir: Path, keep: set[str]) -> None:
-    root = Path(index_dir) / artifacts.THUMBS_DIR
-    if not root.is_dir():
-        return
-    for path in root.glob("*/*.jpg"):
-        if path.name not in keep:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------- entry point
@@ -338,7 +351,7 @@ def _remove_stale_thumbs(index_dir: Path, keep: set[str]) -> None:
 
 def build_index(
     settings: Settings,
-    model,
+    model: Embedder | WeightsChoice,
     *,
     full: bool = False,
     engine: str = "local",
@@ -366,7 +379,14 @@ def build_index(
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
-        kept = None if full or retune else _unchanged_index(settings, key_for(model))
+        # read once, under the lock, and handed to every step below
+        catalogue = CatalogueSnapshot.take(settings.catalogue)
+        current = read_current_manifest(settings.index_dir)
+        kept = (
+            None
+            if full or retune
+            else _unchanged_index(settings, key_for(model), model_input_size(model), catalogue, current)
+        )
         if kept is not None:
             report = BuildReport(
                 total=len(kept["items"]),
@@ -378,7 +398,8 @@ def build_index(
             reporter.finish("ready", report.summary(), 0, 0)
             log.info("%s", report.summary())
             return report
-        plan = plan_build(settings, key_for(model), full=full)
+        plan = plan_build(settings, key_for(model), full=full, catalogue=catalogue, current=current)
+        del catalogue, current  # the plan holds what it needs of them
         log.info(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
@@ -427,18 +448,24 @@ def public_failure(exc: BaseException) -> str:
     return "The index could not be built; the server log has the details."
 
 
-def _unchanged_index(settings: Settings, key: dict) -> dict | None:
+def _unchanged_index(
+    settings: Settings, key: dict, size: int, catalogue: CatalogueSnapshot, current: CurrentManifest
+) -> dict | None:
     """The current manifest when a build would publish the same index again, else ``None``.
+
+    ``size`` is the model's input size, for trying skipped files again;
+    ``catalogue`` and ``current`` are the build's scan and the current
+    generation's manifest.
 
     Same vectors (``key``), same catalogue folder, files and labels, a
     generation whose files still match their checksums and every thumbnail
     in place: then rebuilding would only copy it.
     """
-    if check_freshness(settings, key) != "fresh":
+    if check_freshness(settings, key, catalogue=catalogue, current=current) != "fresh":
         return None
     try:
-        loaded = artifacts.load_index(settings.index_dir, expect=key)
-    except artifacts.ArtifactError:
+        loaded = load_generation(current.gen, current.manifest, expect=key)
+    except ArtifactError:
         return None  # damaged: the build repairs it
     loaded.annoy.unload()
     manifest = loaded.manifest
@@ -446,33 +473,42 @@ def _unchanged_index(settings: Settings, key: dict) -> dict | None:
         return None
     if not all(thumb_path(settings.index_dir, name).is_file() for name in manifest.get("thumbs", [])):
         return None  # lost thumbnails are made again without embedding anything
-    if any(_decodes_now(settings.catalogue / skipped["relpath"]) for skipped in manifest.get("skipped", [])):
+    if any(_decodes_now(settings.catalogue / skipped["relpath"], size) for skipped in manifest.get("skipped", [])):
         return None  # a file skipped before reads now (a permission fixed, a busy decoder): index it
     return manifest
 
 
-def _decodes_now(path: Path) -> bool:
+def _decodes_now(path: Path, size: int) -> bool:
     try:
-        load_for_model(path)
+        load_for_model(path, size)
     except (ImageError, OSError):
         return False
     return True
 
 
-def check_freshness(settings: Settings, key: dict) -> str:
+def check_freshness(
+    settings: Settings,
+    key: dict,
+    *,
+    catalogue: CatalogueSnapshot | None = None,
+    current: CurrentManifest | None = None,
+) -> str:
     """``missing``, ``incompatible``, ``stale`` or ``fresh`` for the current index (``key``: ``plan.model_key``).
 
     ``incompatible`` means the stored vectors cannot be compared with new
     queries (other weights or preprocessing, or damaged files); ``stale``
     means they can, but the catalogue changed since or they are stored in
-    another dtype than ``FASHION_VECTORS`` asks for.
+    another dtype than ``FASHION_VECTORS`` asks for. A build passes the
+    ``catalogue`` it scanned and the ``current`` manifest it read; without
+    them the manifest is read here, and the catalogue scanned when the
+    answer depends on it.
     """
-    gen = artifacts.current_generation(settings.index_dir)
-    if gen is None:
+    if current is None:
+        current = read_current_manifest(settings.index_dir)
+    if current.gen is None:
         return "missing"
-    try:
-        manifest = artifacts.read_manifest(gen)
-    except artifacts.ArtifactError:
+    manifest = current.manifest
+    if manifest is None:
         return "incompatible"
     if any(manifest.get(k) != v for k, v in key.items()):
         return "incompatible"
@@ -480,18 +516,19 @@ def check_freshness(settings: Settings, key: dict) -> str:
         return "stale"  # the vectors are comparable; publishing again stores them as FASHION_VECTORS says
     if bool(manifest.get("tuning")) != settings.tuning:
         return "stale"  # the model's vectors are kept: publishing again tunes them or not, embedding nothing
-    try:
-        files = scan(settings.catalogue)
-    except FileNotFoundError:
-        return "stale"
+    if catalogue is None:
+        try:
+            catalogue = CatalogueSnapshot.take(settings.catalogue)
+        except FileNotFoundError:
+            return "stale"
     indexed = {relpath: [size, mtime] for relpath, size, mtime in manifest.get("items", [])}
     # a skipped file is ignored until it changes (older manifests record no fingerprint)
     skipped = {s["relpath"]: s.get("fingerprint") for s in manifest.get("skipped", [])}
-    current = {
+    listed = {
         f.relpath: f.fingerprint
-        for f in files
+        for f in catalogue.files
         if f.relpath not in skipped or skipped[f.relpath] not in (None, f.fingerprint)
     }
-    if current != indexed or manifest.get("styles") != styles_fingerprint(settings.catalogue):
+    if listed != indexed or manifest.get("styles") != catalogue.styles:
         return "stale"
     return "fresh"

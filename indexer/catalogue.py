@@ -99,6 +99,23 @@ def styles_fingerprint(root: Path) -> list | None:
 
 
 @dataclass(frozen=True)
+class CatalogueSnapshot:
+    """One scan of the catalogue: taken once by a build and handed to every step that compares with it."""
+
+    root: Path
+    files: list[CatalogueFile]  # sorted by relative path, as ``scan`` lists them
+    rejected: list[tuple[str, str, str]]  # names that cannot be served: (printable relpath, reason, message)
+    styles: list | None  # ``styles_fingerprint`` of the folder when it was scanned
+
+    @classmethod
+    def take(cls, root: Path) -> CatalogueSnapshot:
+        """Scan ``root`` and fingerprint its ``styles.csv``; raises ``FileNotFoundError`` when the folder is missing."""
+        rejected: list[tuple[str, str, str]] = []
+        files = scan(root, rejected)
+        return cls(Path(root), files, rejected, styles_fingerprint(root))
+
+
+@dataclass(frozen=True)
 class StylesProblem:
     """A ``styles.csv`` line that was skipped, and why (1-based line number)."""
 

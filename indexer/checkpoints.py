@@ -11,18 +11,20 @@ writes the same shards.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import os
 import shutil
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import WORK_DIR, ArrayFile, atomic_write_bytes, atomic_write_json, sha256_file
+from .checksums import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from .generation import WORK_DIR
+from .vector_files import ArrayFile
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,8 @@ def write_shard(
     sidecar = dict(
         model_key,
         items=items,
-        sha256=hashlib.sha256(data).hexdigest(),
-        colours_sha256=hashlib.sha256(colour_data).hexdigest(),
+        sha256=sha256_bytes(data),
+        colours_sha256=sha256_bytes(colour_data),
     )
     atomic_write_json(Path(folder) / f"{name}.json", sidecar)  # last: the shard is complete
     return Path(folder) / f"{name}.json"
@@ -76,7 +78,12 @@ RowSource = tuple[ArrayFile, ArrayFile, int]  # where a build reads one item: (v
 
 
 def locate_shards(
-    folder: Path, *, model_key: dict, fingerprints: dict[str, list] | None = None
+    folder: Path,
+    *,
+    model_key: dict,
+    fingerprints: dict[str, list] | None = None,
+    skip: Collection[str] = (),
+    seen: set[str] | None = None,
 ) -> dict[str, tuple[list, RowSource]]:
     """Every intact, compatible row in ``folder`` as ``{relpath: (fingerprint, (vectors, colours, row))}``.
 
@@ -89,12 +96,20 @@ def locate_shards(
     is kept: a build refers to rows and reads them a block at a time when
     it publishes, so resuming from many shards holds no more memory than a
     build from a few.
+
+    Sidecars named in ``skip`` are passed over (a build's publish skips the
+    shards its plan already verified, so no shard is hashed twice); the
+    name of every other sidecar looked at is added to ``seen`` when given.
     """
     found: dict[str, tuple[list, RowSource]] = {}
     folder = Path(folder)
     if not folder.is_dir():
         return found
     for sidecar_path in sorted(folder.glob("*.json")):
+        if sidecar_path.name in skip:
+            continue
+        if seen is not None:
+            seen.add(sidecar_path.name)
         npy = sidecar_path.with_suffix(".npy")
         try:
             sidecar = json.loads(sidecar_path.read_text("utf-8"))

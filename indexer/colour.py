@@ -1,6 +1,6 @@
 """A colour descriptor per image: what colour the product is, which ImageNet features ignore.
 
-Computed from the same model-ready array as the embedding (224 x 224 RGB,
+Computed from the same model-ready array as the embedding (the model's square RGB,
 the photo fitted on a white square), from the product's pixels only: the
 background is the colour of the image's border (white for a packshot and
 for the padding), and pixels close to it are left out. When the border is

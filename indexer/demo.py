@@ -26,7 +26,7 @@ from pathlib import Path
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFilter
 
-from .artifacts import atomic_write_bytes
+from .checksums import atomic_write_bytes
 
 __all__ = ["DEMO_VERSION", "MARKER_NAME", "STYLES_HEADER", "generate_demo_catalogue"]
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from . import artifacts
+from .generation import CurrentManifest, read_current_manifest
 from .memory import release_free_memory
 from .strings import StringColumn
 
@@ -130,24 +130,34 @@ def stored_items(manifest: dict) -> StoredItems | None:
     return stored
 
 
+def take_previous_items(current: CurrentManifest) -> StoredItems | None:
+    """The current generation's items and ids as columns, taken out of its manifest as already read; None when none.
+
+    The manifest's per-item lists are then dropped from ``current`` and the
+    heap they leave is handed back, before the build goes on. Taken even
+    when the stored vectors cannot be reused (other weights, a full
+    rebuild): ids belong to the files, not to the model.
+    """
+    if current.error is not None:
+        log.warning("Cannot read the previous ids: %s", current.error)
+    stored = None if current.manifest is None else stored_items(current.manifest)
+    current.release_items()
+    release_free_memory()  # the parsed lists' leftovers
+    return stored
+
+
+def ids_by_relpath(stored: StoredItems | None) -> Mapping[str, str]:
+    """``{relpath: id}`` of ``stored`` (a compact mapping for ``assign_ids``), or ``{}``."""
+    return {} if stored is None else _StoredIds(stored)
+
+
 def previous_ids(index_dir: Path) -> Mapping[str, str]:
     """``{relpath: id}`` of the current generation (a compact mapping), or ``{}`` when there is none.
 
-    Read even when the stored vectors cannot be reused (other weights, a
-    full rebuild): ids belong to the files, not to the model.
+    Reads the manifest; a build takes the ids from the manifest it read
+    once (``take_previous_items``).
     """
-    gen = artifacts.current_generation(index_dir)
-    if gen is None:
-        return {}
-    try:
-        manifest = artifacts.read_manifest(gen)
-    except artifacts.ArtifactError as exc:
-        log.warning("Cannot read the previous ids: %s", exc)
-        return {}
-    stored = stored_items(manifest)
-    del manifest
-    release_free_memory()  # the parsed manifest's leftovers, before the build publishes
-    return {} if stored is None else _StoredIds(stored)
+    return ids_by_relpath(take_previous_items(read_current_manifest(index_dir)))
 
 
 class _StoredIds(Mapping):

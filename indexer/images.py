@@ -24,12 +24,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import Settings
+from .models import DEFAULT_INPUT_SIZE
 
 # Bump when anything below changes the pixels fed to the model: the manifest
 # records it, and an index built with another version is rebuilt.
 PREPROCESS_VERSION = "4"
 
-INPUT_SIZE = 224
+# The side of the model's square. Every function below takes the size: callers pass their
+# model's (``embedder.input_size``, ``ModelSpec.input_size``); this, the default model's,
+# is only the default for callers that have no model (tools, tests).
+INPUT_SIZE = DEFAULT_INPUT_SIZE
 MIN_SIDE = 32
 # 64 megapixels is far above any product photo; bigger is treated as a bomb
 # and refused from the header alone, before any pixel is allocated.
@@ -421,6 +425,8 @@ def load_for_model(
     source: Source, size: int = INPUT_SIZE, crop: Crop | None = None, wait_s: float | None = None
 ) -> np.ndarray:
     """Load any supported image as a ``(size, size, 3)`` uint8 RGB array.
+
+    ``size`` is the model's input size (``embedder.input_size``).
 
     ``crop`` keeps only that part of the upright (EXIF-rotated) photo before
     the shared normalisation, so a shopper can point at one garment in a

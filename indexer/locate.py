@@ -1,20 +1,21 @@
 """Finding the product in a shopper's photo, so the search embeds the product and not the bed it lies on.
 
 The model's forward pass also gives an activation map: the mean over
-channels of its last feature layer (7 x 7 for a 224 x 224 input), high
-where the network sees an object. ``map_box`` smooths it up to the
+channels of its last feature layer (7 x 7 for a 224 x 224 input, 9 x 9 for
+260), high where the network sees an object. ``map_box`` smooths it up to the
 photo's part of the model square, keeps the connected region around its
 peak that is above a share of its range, and widens that region's bounding
 box by a margin. ``candidate_boxes`` makes one such box per threshold,
 tight to loose, and the search (``indexer.query``) keeps for each product
 its best score over the whole photo and every box: a photo where no box is
 right still has the whole photo, and a box that hugs the product wins where
-the background would mislead. No box is formed when
-
-* the photo is a packshot: its border is one uniform colour
-  (``indexer.colour.foreground_mask`` finds a background), as catalogue
-  photos are, so catalogue photos uploaded as queries rank exactly as before; or
-* it would cover nearly all of the photo, which is searched anyway.
+the background would mislead. There are no thresholds to veto a box: a
+catalogue photo uploaded as a query is searched whole as well as boxed, and
+finds itself at distance 0. Boxes are formed at two thresholds of the
+map's range (0.6 with a 4% margin, and 0.3 with 12%); each is one more
+forward pass (a third box bought little and cost more, BENCHMARKS.md), and
+a box covering nearly all of the photo is dropped, since the whole photo is
+searched anyway.
 
 Boxes are fractions ``(x, y, w, h)`` of the upright photo, the same as a
 shopper's ``crop``: a located region is cropped and prepared exactly like a
@@ -22,6 +23,9 @@ manual crop (``images.load_for_model(source, crop=box)``).
 
 ``locate(embedder, photos)`` is the whole step for the query pipeline: one
 forward pass with maps for all photos, and one more for every box.
+
+Pixels "of the square" are of the model's square, whatever its side: the
+embedder's ``input_size``, which is also the side of each photo's array.
 """
 
 from __future__ import annotations
@@ -32,16 +36,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .colour import foreground_mask
+from .embedder import Embedder
 from .images import INPUT_SIZE, MIN_SIDE, Crop, Source, fitted_region, load_for_model
 
 THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
 MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
 # Candidate boxes, tight to loose: the search keeps, for each product, its best score over the whole
 # photo and these, so no single threshold has to be right (a wrong box only adds a weaker candidate).
-THRESHOLDS = (0.55, 0.35)
+THRESHOLDS = (0.6, 0.3)
 MARGINS = (0.04, 0.12)
-MAX_COVER = 0.8  # a box covering more of the photo's area than this is no better than the whole photo
+MAX_COVER = 0.95  # a box covering more of the photo's area than this is the whole photo again
 SAME_BOX = 0.85  # boxes overlapping more than this (intersection over union) are one candidate
 
 STEP = 4  # pixels of the square per grid step when finding the region around the peak
@@ -52,7 +56,7 @@ class Photo:
     """One photo to locate in: what ``images.load_with_size`` gave for it, and its source to crop from."""
 
     source: Source  # the upload's bytes or a file: a located box is decoded again from it
-    array: np.ndarray  # the whole photo, model-ready (INPUT_SIZE x INPUT_SIZE x 3 uint8)
+    array: np.ndarray  # the whole photo, model-ready (input size x input size x 3 uint8)
     size: tuple[int, int]  # the upright photo's (width, height), for where it lies on the square
 
 
@@ -65,12 +69,14 @@ class Located:
     array: np.ndarray  # the model-ready array that was embedded (for the colour descriptor)
 
 
-def to_photo_box(square_box: tuple[float, float, float, float], photo_size: tuple[int, int]) -> Crop:
-    """A box in pixels ``(left, top, width, height)`` of the model square as fractions of the photo.
+def to_photo_box(
+    square_box: tuple[float, float, float, float], photo_size: tuple[int, int], size: int = INPUT_SIZE
+) -> Crop:
+    """A box in pixels ``(left, top, width, height)`` of the ``size`` model square as fractions of the photo.
 
     Parts of the box on the white padding are cut off.
     """
-    left, top, width, height = fitted_region(photo_size)
+    left, top, width, height = fitted_region(photo_size, size)
     x0 = min(max((square_box[0] - left) / width, 0.0), 1.0)
     y0 = min(max((square_box[1] - top) / height, 0.0), 1.0)
     x1 = min(max((square_box[0] + square_box[2] - left) / width, 0.0), 1.0)
@@ -78,21 +84,18 @@ def to_photo_box(square_box: tuple[float, float, float, float], photo_size: tupl
     return x0, y0, x1 - x0, y1 - y0
 
 
-def to_square_box(box: Crop, photo_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """Fractions ``(x, y, w, h)`` of the photo as pixels ``(left, top, width, height)`` of the model square."""
-    left, top, width, height = fitted_region(photo_size)
+def to_square_box(
+    box: Crop, photo_size: tuple[int, int], size: int = INPUT_SIZE
+) -> tuple[float, float, float, float]:
+    """Fractions ``(x, y, w, h)`` of the photo as pixels ``(left, top, width, height)`` of the ``size`` model square."""
+    left, top, width, height = fitted_region(photo_size, size)
     return left + box[0] * width, top + box[1] * height, box[2] * width, box[3] * height
 
 
-def is_packshot(rgb: np.ndarray) -> bool:
-    """True when the photo's border is one uniform colour: a product on a plain background."""
-    return not foreground_mask(rgb).all()
-
-
-def _smooth_map(activation_map: np.ndarray) -> np.ndarray:
-    """The map bilinearly resized to the model square (INPUT_SIZE x INPUT_SIZE float32)."""
+def _smooth_map(activation_map: np.ndarray, size: int) -> np.ndarray:
+    """The map bilinearly resized to the model square (``size`` x ``size`` float32)."""
     image = Image.fromarray(np.ascontiguousarray(activation_map, dtype=np.float32), "F")
-    return np.asarray(image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _grow(allowed: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
@@ -113,21 +116,23 @@ def _grow(allowed: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
 
 def map_box(
     activation_map: np.ndarray,
-    region: tuple[int, int, int, int] = (0, 0, INPUT_SIZE, INPUT_SIZE),
+    region: tuple[int, int, int, int] | None = None,
     threshold: float = THRESHOLD,
     margin: float = MARGIN,
+    size: int = INPUT_SIZE,
 ) -> tuple[int, int, int, int]:
     """The box ``(left, top, width, height)``, in pixels of the square, of the map's peak inside ``region``.
 
-    ``region`` (left, top, width, height) is where the photo lies on the
-    square. The box bounds the connected pixels around the peak whose value
-    is at least ``threshold`` of the way from the region's minimum to its
-    maximum, widened by ``margin`` of its size on every side and kept
-    inside ``region``.
+    The map is upsampled to the ``size`` x ``size`` model square (the
+    embedder's ``input_size``). ``region`` (left, top, width, height) is
+    where the photo lies on the square (``None``: all of it). The box bounds
+    the connected pixels around the peak whose value is at least
+    ``threshold`` of the way from the region's minimum to its maximum,
+    widened by ``margin`` of its size on every side and kept inside ``region``.
     """
-    left, top, width, height = region
-    # every STEP-th pixel: the map is a smooth 7 x 7 upsampling, and the region grows in a few dozen steps
-    values = _smooth_map(activation_map)[top : top + height : STEP, left : left + width : STEP]
+    left, top, width, height = region if region is not None else (0, 0, size, size)
+    # every STEP-th pixel: the map is a smooth upsampling of a few cells, and the region grows in a few dozen steps
+    values = _smooth_map(activation_map, size)[top : top + height : STEP, left : left + width : STEP]
     low, high = float(values.min()), float(values.max())
     above = values >= low + threshold * (high - low)
     rows, cols = np.nonzero(_grow(above, np.unravel_index(int(np.argmax(values)), values.shape)))
@@ -151,18 +156,18 @@ def candidate_boxes(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tup
     """Where the product may be in a photo: boxes as fractions ``(x, y, w, h)``, the tightest first.
 
     One box per entry of ``THRESHOLDS`` (tight to loose), each the map's
-    peak region with its margin. None for packshots (the whole photo is the
-    product), and none that cover nearly all of the photo (the whole photo
-    is searched anyway), repeat another or keep fewer than ``MIN_SIDE`` pixels.
+    peak region with its margin; none that cover nearly all of the photo
+    (the whole photo is searched anyway), repeat another or keep fewer than
+    ``MIN_SIDE`` pixels. Packshots get boxes too: their whole photo is
+    searched beside them, so a catalogue photo still finds itself first.
+    ``rgb`` is the model-ready square: its side is the model's input size.
     """
-    region = fitted_region(photo_size)
-    left, top, width, height = region
-    if is_packshot(rgb[top : top + height, left : left + width]):
-        return []
+    size = rgb.shape[0]
+    region = fitted_region(photo_size, size)
     photo_width, photo_height = photo_size
     boxes: list[Crop] = []
     for threshold, margin in zip(THRESHOLDS, MARGINS):
-        box = to_photo_box(map_box(activation_map, region, threshold, margin), photo_size)
+        box = to_photo_box(map_box(activation_map, region, threshold, margin, size), photo_size, size)
         if box[2] * box[3] > MAX_COVER or min(box[2] * photo_width, box[3] * photo_height) < MIN_SIDE:
             continue
         if any(_overlap(box, kept) > SAME_BOX for kept in boxes):
@@ -182,14 +187,14 @@ def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int,
     return boxes[0] if boxes else None
 
 
-def locate(embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[list[Located]]:
+def locate(embedder: Embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[list[Located]]:
     """The regions to search for each photo: the whole photo first, then each candidate box, tightest first.
 
     One forward pass with maps for all photos, then one for every box of
     every photo, each cropped from its source exactly as a shopper's crop is
     (``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
-    decode's wait). ``embedder`` is any runtime with ``embed_with_maps``.
-    Raises ``ImageError`` when a source cannot be decoded again.
+    decode's wait), at the embedder's ``input_size``. Raises ``ImageError``
+    when a source cannot be decoded again.
     """
     if not photos:
         return []
@@ -199,7 +204,8 @@ def locate(embedder, photos: Sequence[Photo], wait_s: float | None = None) -> li
         (i, box) for i, photo in enumerate(photos) for box in candidate_boxes(photo.array, maps[i], photo.size)
     ]
     if crops:
-        arrays = [load_for_model(photos[i].source, crop=box, wait_s=wait_s) for i, box in crops]
+        size = embedder.input_size
+        arrays = [load_for_model(photos[i].source, size, crop=box, wait_s=wait_s) for i, box in crops]
         for (i, box), array, vector in zip(crops, arrays, embedder.embed(np.stack(arrays))):
             regions[i].append(Located(vector, box, array))
     return regions

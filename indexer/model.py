@@ -52,7 +52,7 @@ def resolve_weights(spec: str, seed: int = 1234, model: str = DEFAULT_MODEL) -> 
     model_spec = get_spec(model)
     if spec.lower() == "none":
         return WeightsChoice(None, f"random-seed{seed}", model_spec.name)
-    source, weights_id = model_spec.family_module().resolve_weights(spec)
+    source, weights_id = model_spec.family_module().resolve_weights(spec, model_spec)
     return WeightsChoice(source, weights_id, model_spec.name)
 
 
@@ -74,7 +74,10 @@ POOLINGS = {"global average": "reduce_mean", "global max": "reduce_max"}
 
 
 class Embedder:
-    """A loaded model with a compiled, thread-safe batched forward pass (TensorFlow)."""
+    """A loaded model with a compiled, thread-safe batched forward pass (TensorFlow).
+
+    Has every member of the ``indexer.embedder.Embedder`` interface.
+    """
 
     runtime = "tensorflow"
     vector_space = "fp32"  # see runtimes.py: fp32 runtimes share it, INT8 has its own
@@ -85,17 +88,18 @@ class Embedder:
 
         self.choice = choice
         self.spec = choice.spec
+        self.name = self.spec.name
         self.model_id = self.spec.model_id
         self.weights_id = choice.weights_id
         self.dim = self.spec.dim
-        size = self.spec.input_size
+        self.input_size = size = self.spec.input_size
         source = choice.source
         if source is None:
             keras.utils.set_random_seed(seed)  # same random weights in every process
         elif choice.weights_id == "imagenet" and not Path(source).is_file():
             # a Ray worker on another machine: the package or Keras cache lives elsewhere there
             source = resolve_weights("auto", seed, choice.model).source
-        self.model = self.spec.family_module().build_feature_map(keras, source)
+        self.model = self.spec.family_module().build_feature_map(keras, source, self.spec)
         pool = POOLINGS[self.spec.pooling]
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
@@ -114,7 +118,7 @@ class Embedder:
         """Trace the graph once so the first real request is not slow."""
         with self._warm_lock:
             if not self._warm:
-                size = self.spec.input_size
+                size = self.input_size
                 self.embed(np.full((1, size, size, 3), 255, dtype=np.uint8))
                 self._warm = True
 
@@ -123,7 +127,9 @@ class Embedder:
         return self.embed_with_maps(batch)[0]
 
     def embed_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors as ``embed`` gives them, and each image's activation map (``(n, 7, 7)`` float32 for 224 input).
+        """Vectors as ``embed`` gives them, and each image's activation map (``(n, h, w)`` float32).
+
+        ``h`` and ``w`` are the last feature layer's: 7 x 7 for 224 input, 9 x 9 for 260.
 
         The map is the mean over channels of the last feature layer, before
         pooling: high where the network sees an object. The same pass makes both.

@@ -148,8 +148,20 @@ def check_crop(raw: object, position: int) -> Crop | None:
     return x, y, min(w, 1 - x), min(h, 1 - y)
 
 
+def reject_repeated(fields, names: Iterable[str]) -> None:
+    """A 400 naming a single-valued field sent more than once (``k=5&k=50``: which one was meant?)."""
+    getlist = getattr(fields, "getlist", None)
+    if getlist is None:
+        return
+    for name in names:
+        count = len(getlist(name))
+        if count > 1:
+            raise BadQuery(f"The field {name!r} was sent {count} times; send it once.", field=name)
+
+
 def check_filters(values: Mapping[str, object], facets: Mapping[str, Sequence[str]]) -> dict[str, str]:
     """The filter fields of ``values``; a value the catalogue does not have is an error naming the choices."""
+    reject_repeated(values, FILTER_FIELDS)
     filters: dict[str, str] = {}
     for name in FILTER_FIELDS:
         value = ("" if values.get(name) is None else str(values.get(name))).strip()
@@ -194,6 +206,7 @@ def from_fields(
     (one per photo, in upload order).
     """
     reject_unknown(fields.keys(), allowed)
+    reject_repeated(fields, ("k", "colour_weight", "locate"))
     return SearchOptions(
         k=check_k(fields.get("k"), settings.top_k, settings.max_k),
         filters=check_filters(fields, facets),

@@ -11,14 +11,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifacts, checkpoints, ids
-from .catalogue import CatalogueFile, read_styles, scan
+from . import checkpoints, ids
+from .catalogue import CatalogueFile, CatalogueSnapshot, read_styles
+from .checksums import atomic_write_bytes
 from .colour import COLOUR_VERSION
 from .config import Settings
+from .generation import THUMBS_DIR, ArtifactError, CurrentManifest, read_current_manifest
 from .images import PREPROCESS_VERSION, ImageError, prepare
+from .loading import load_generation, stored_rows
 from .memory import release_free_memory
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,11 @@ class BuildPlan:
     removed: int
     missing_thumbs: list[CatalogueFile] = field(default_factory=list)
     rejected: list[Skipped] = field(default_factory=list)  # found by the scan, never decoded
+    styles_fingerprint: list | None = None  # of styles.csv when the catalogue was scanned; the manifest records it
+    # the generation this build replaces: its folder and its manifest's fixed fields (the per-item lists dropped)
+    previous: CurrentManifest = field(default_factory=CurrentManifest)
+    previous_ids: Mapping[str, str] = field(default_factory=dict)  # its public ids by file, which the build keeps
+    verified_shards: frozenset[str] = frozenset()  # work/ sidecars planning read; publishing reads only newer ones
 
 
 def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dict:
@@ -82,7 +91,7 @@ def thumb_name(item: CatalogueFile) -> str:
 
 def thumb_path(index_dir: Path, name: str) -> Path:
     """Where a thumbnail lives: ``thumbs/<2 chars>/<name>``."""
-    return Path(index_dir) / artifacts.THUMBS_DIR / name[:2] / name
+    return Path(index_dir) / THUMBS_DIR / name[:2] / name
 
 
 # ---------------------------------------------------------------- planning
@@ -117,38 +126,66 @@ class PreviousRows:
         return iter(()) if self._stored is None else iter(self._stored.relpaths)
 
 
-def previous_rows(index_dir: Path, key: dict) -> PreviousRows:
-    """The current generation's rows, if it is intact and compatible with ``key`` (else an empty ``PreviousRows``)."""
+def previous_rows(current: CurrentManifest, stored: ids.StoredItems | None, key: dict) -> PreviousRows:
+    """The current generation's rows, if it is intact and compatible with ``key`` (else an empty ``PreviousRows``).
+
+    ``current`` is its manifest and ``stored`` its items (``ids.take_previous_items``),
+    as the build read them once; the generation's files are verified here.
+    """
+    if current.manifest is None:
+        if current.error is not None:
+            log.warning("Not reusing the existing index: %s", current.error)
+        return PreviousRows()
     try:
-        loaded = artifacts.load_index(index_dir, expect=key)
-    except artifacts.ArtifactError as exc:
-        if artifacts.current_generation(index_dir) is not None:
-            log.warning("Not reusing the existing index: %s", exc)
+        loaded = load_generation(current.gen, current.manifest, expect=key)
+    except ArtifactError as exc:
+        log.warning("Not reusing the existing index: %s", exc)
         return PreviousRows()
     loaded.annoy.unload()
-    files = artifacts.stored_rows(loaded)
-    stored = ids.stored_items(loaded.manifest) if files is not None else None
-    del loaded  # unmaps the vectors (a publish maps them again a block at a time) and drops the parsed manifest
-    release_free_memory()  # or the parse's leftovers would stay in the heap while the build publishes
-    if stored is None:
+    files = stored_rows(loaded)
+    del loaded  # unmaps the vectors (a publish maps them again a block at a time) and drops the file names
+    release_free_memory()  # or the unpickled names' leftovers would stay in the heap while the build publishes
+    if files is None or stored is None:
         return PreviousRows()
     return PreviousRows(stored, files)
 
 
-def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPlan:
-    """Scan the catalogue and decide what to reuse and what to embed (``key``: see ``model_key``)."""
+def plan_build(
+    settings: Settings,
+    key: dict,
+    *,
+    full: bool = False,
+    catalogue: CatalogueSnapshot | None = None,
+    current: CurrentManifest | None = None,
+) -> BuildPlan:
+    """Decide what to reuse and what to embed (``key``: see ``model_key``).
+
+    ``catalogue`` is the build's one scan of the catalogue and ``current``
+    the current generation's manifest as the build read it (both are taken
+    here when not given), so nothing is scanned or parsed twice. The
+    manifest's per-item lists become compact columns and are dropped from
+    ``current``, which the plan keeps as ``previous``. Every shard in
+    ``work/`` is verified here, once.
+    """
     root = settings.catalogue
-    rejected: list[tuple[str, str, str]] = []
-    files = scan(root, rejected)
+    if catalogue is None:
+        catalogue = CatalogueSnapshot.take(root)
+    if current is None:
+        current = read_current_manifest(settings.index_dir)
+    files = catalogue.files
+    items = ids.take_previous_items(current)
     work = checkpoints.work_dir(settings.index_dir)
     checkpoints.remove_temporaries(work)
+    verified_shards: set[str] = set()
     if full:
         checkpoints.clear(work)
         previous, shards = PreviousRows(), {}
     else:
-        previous = previous_rows(settings.index_dir, key)
+        previous = previous_rows(current, items, key)
         current_fingerprints = {item.relpath: item.fingerprint for item in files}
-        shards = checkpoints.locate_shards(work, model_key=key, fingerprints=current_fingerprints)
+        shards = checkpoints.locate_shards(
+            work, model_key=key, fingerprints=current_fingerprints, seen=verified_shards
+        )
         del current_fingerprints
     reuse: dict[str, checkpoints.RowSource] = {}
     to_embed: list[CatalogueFile] = []
@@ -164,22 +201,36 @@ def plan_build(settings: Settings, key: dict, *, full: bool = False) -> BuildPla
                 missing_thumbs.append(item)
         else:
             to_embed.append(item)
-    current = {item.relpath for item in files}
-    removed = sum(1 for relpath in previous.relpaths() if relpath not in current)
-    del current
+    listed = {item.relpath for item in files}
+    removed = sum(1 for relpath in previous.relpaths() if relpath not in listed)
+    del listed
     return BuildPlan(
-        root, files, read_styles(root), key, reuse, to_embed, removed, missing_thumbs, [Skipped(*r) for r in rejected]
+        root,
+        files,
+        read_styles(root),
+        key,
+        reuse,
+        to_embed,
+        removed,
+        missing_thumbs,
+        [Skipped(*r) for r in catalogue.rejected],
+        styles_fingerprint=catalogue.styles,
+        previous=current,
+        previous_ids=ids.ids_by_relpath(items),
+        verified_shards=frozenset(verified_shards),
     )
 
 
-def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int):
+def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb_size: int, size: int):
     """Decode one file and write its thumbnail; returns the model array or an ``ImageError``.
 
-    Shared by every engine, so files are decoded, thumbnailed and skipped
-    alike; each engine takes the colour descriptor from the same array.
+    ``size`` is the model's input size (``ModelSpec.input_size``): the array
+    is ``size`` x ``size``. Shared by every engine, so files are decoded,
+    thumbnailed and skipped alike; each engine takes the colour descriptor
+    from the same array.
     """
     try:
-        array, thumb = prepare(root / item.relpath, thumb_size)
+        array, thumb = prepare(root / item.relpath, thumb_size, size)
     except ImageError as exc:
         return exc
     except OSError as exc:  # the file vanished or became unreadable mid-build
@@ -188,7 +239,7 @@ def decode_and_thumbnail(root: Path, index_dir: Path, item: CatalogueFile, thumb
     try:
         path = thumb_path(index_dir, thumb_name(item))
         path.parent.mkdir(parents=True, exist_ok=True)
-        artifacts.atomic_write_bytes(path, thumb)
+        atomic_write_bytes(path, thumb)
     except OSError as exc:
         # The vector is still good; the next build sees the thumbnail missing
         # and writes it again. Dropping the item would lose work silently.

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from .artifacts import write_status
+from .checksums import atomic_write_json
+from .generation import STATUS
 
 log = logging.getLogger(__name__)
+
+
+def write_status(index_dir: Path, status: dict) -> None:
+    """Publish build progress for the web app (atomically)."""
+    Path(index_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(index_dir) / STATUS, dict(status, updated_at=time.time()))
+
+
+def read_status(index_dir: Path) -> dict:
+    """The last published build status, or ``{}``."""
+    try:
+        return json.loads((Path(index_dir) / STATUS).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclass

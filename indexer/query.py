@@ -34,7 +34,8 @@ from PIL import Image, ImageDraw
 from .calibration import EXACT_DISTANCE, match_label, match_score
 from .colour import DIM as COLOUR_DIM
 from .colour import colour_descriptor
-from .images import Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
+from .embedder import Embedder
+from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
 from .locate import Photo, locate, to_square_box
 from .options import FILTER_FIELDS, BadQuery, SearchOptions
 from .search import ColourQuery, Hit, Searcher, UnknownItem
@@ -75,18 +76,23 @@ class QueryPhoto:
     size: tuple[int, int] | None = None
 
 
-def decode_photo(data: bytes, filename: str, crop: Crop | None = None, wait_s: float | None = None) -> QueryPhoto:
+def decode_photo(
+    data: bytes, filename: str, crop: Crop | None = None, wait_s: float | None = None, size: int | None = None
+) -> QueryPhoto:
     """Decode a photo's bytes for the pipeline (``crop`` applied); raises ``ImageError``.
 
-    ``wait_s`` caps the wait for a share of the process's decode budget.
+    ``size`` is the side of the model's square (``embedder.input_size``;
+    ``None``: the default model's). ``wait_s`` caps the wait for a share of
+    the process's decode budget.
     """
     started = time.perf_counter()
+    square = INPUT_SIZE if size is None else size
     if crop is None:
-        array, size = load_with_size(data, wait_s=wait_s)
+        array, photo_size = load_with_size(data, square, wait_s=wait_s)
         source = data
     else:
-        array, size, source = load_for_model(data, crop=crop, wait_s=wait_s), None, None
-    return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, size)
+        array, photo_size, source = load_for_model(data, square, crop=crop, wait_s=wait_s), None, None
+    return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, photo_size)
 
 
 @dataclass(frozen=True)
@@ -139,15 +145,15 @@ def ranking_score(hit: Hit) -> float:
     return hit.similarity if hit.score is None else hit.score
 
 
-def matches(hits: Sequence[Hit], scale: dict | None) -> list[Ranked]:
-    """Each hit with its match, computed from the score the list is ranked by.
+def matches(hits: Sequence[Hit], scale: dict | None, values: Sequence[float] | None = None) -> list[Ranked]:
+    """Each hit with its match, computed from the score the list is ranked by (``values``, default each hit's own).
 
     The scale is monotonic, so a label never gets stronger down the list;
     "Same photo" is kept for a near-zero distance at the top of the list.
     """
     ranked, best = [], None
-    for hit in hits:
-        value = ranking_score(hit)
+    for position, hit in enumerate(hits):
+        value = ranking_score(hit) if values is None else values[position]
         best = value if best is None else best
         score = match_score(value, scale)
         same_photo = value >= best and hit.distance <= EXACT_DISTANCE  # only the top can be the same photo
@@ -162,26 +168,36 @@ class _Region:
     box: Crop | None  # found by locating; None: the photo (or the shopper's crop) as it is
 
 
-def fuse(candidate_hits: Sequence[list[Hit]], k: int) -> tuple[list[Hit], list[int]]:
-    """The ``k`` best items over several regions' hits, each item at its best score, and the region of each.
+def fuse(
+    candidate_hits: Sequence[list[Hit]], k: int, handicaps: Sequence[float] | None = None
+) -> tuple[list[Hit], list[int], list[float]]:
+    """The ``k`` best items over several regions' hits, each at its best score: the hits, their regions and scores.
 
-    Exact: an item among the fused best ``k`` is among the best ``k`` of
-    the region where it scores best, so each region's own top ``k`` is enough.
+    A region's scores are lowered by its entry in ``handicaps`` (a box must
+    beat the whole photo by that much). Exact: an item among the fused best
+    ``k`` is among the best ``k`` of the region where it scores best, so
+    each region's own top ``k`` is enough.
     """
     best: dict[int, tuple[float, int, Hit]] = {}
     for region, hits in enumerate(candidate_hits):
+        handicap = handicaps[region] if handicaps is not None else 0.0
         for hit in hits:
-            value = ranking_score(hit)
+            value = ranking_score(hit) - handicap
             if hit.row not in best or value > best[hit.row][0]:
                 best[hit.row] = (value, region, hit)
     order = sorted(best.values(), key=lambda entry: (-entry[0], entry[2].row))[:k]
-    return [hit for _, _, hit in order], [region for _, region, _ in order]
+    return [hit for _, _, hit in order], [region for _, region, _ in order], [value for value, _, _ in order]
+
+
+# How much a located box must beat the whole photo by to rank its finds: a packshot's zoomed-in
+# crop can match other items a little better than the whole photo does, a shopper's box by far more.
+BOX_HANDICAP = 0.02
 
 
 class QueryPipeline:
     """Searches one index with one model: the steps of the module docstring, for every entry point."""
 
-    def __init__(self, embedder, searcher: Searcher):
+    def __init__(self, embedder: Embedder, searcher: Searcher):
         self.embedder = embedder
         self.searcher = searcher
 
@@ -243,10 +259,11 @@ class QueryPipeline:
         for photo, candidates, colour in zip(photos, regions, colours):
             # into the index's space: the catalogue tuning, when the index has one
             tuned = self.searcher.tune(np.stack([region.vector for region in candidates]))
-            hits, origin = fuse([self._hits(vector, colour, options) for vector in tuned], options.k)
+            handicaps = [0.0 if region.box is None else BOX_HANDICAP for region in candidates]
+            hits, origin, values = fuse([self._hits(vector, colour, options) for vector in tuned], options.k, handicaps)
             chosen = origin[0] if origin else 0
             region = candidates[chosen]
-            ranked = matches(hits, self.searcher.manifest.get("match_scale"))
+            ranked = matches(hits, self.searcher.manifest.get("match_scale"), values)
             box = region.box or photo.crop or WHOLE_PHOTO
             results.append(
                 PhotoResult(photo, region.array, tuple(box), region.box is not None, tuned[chosen], colour, ranked)
@@ -281,7 +298,8 @@ def preview_with_box(result: PhotoResult) -> np.ndarray:
     photo = result.photo
     if not result.located or photo.size is None:
         return photo.array
-    left, top, width, height = (round(v) for v in to_square_box(result.box, photo.size))
+    square = photo.array.shape[0]  # the model's input size: the photo was fitted on its square
+    left, top, width, height = (round(v) for v in to_square_box(result.box, photo.size, square))
     dimmed = (photo.array.astype(np.float32) * 0.55 + 255 * 0.1).astype(np.uint8)
     dimmed[top : top + height, left : left + width] = photo.array[top : top + height, left : left + width]
     image = Image.fromarray(dimmed)

@@ -44,8 +44,9 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from .artifacts import sha256_file
+from .checksums import sha256_file
 from .config import RUNTIMES
+from .embedder import Embedder
 from .images import INPUT_SIZE, PREPROCESS_VERSION
 from .model import WeightsChoice
 
@@ -150,15 +151,23 @@ def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -
     return Path(root) / f"{variant}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def check_images() -> np.ndarray:
-    """Four fixed uint8 images: two seeded noise images and two smooth gradients."""
+def check_images(size: int = INPUT_SIZE) -> np.ndarray:
+    """Four fixed uint8 images: two seeded noise images and two smooth gradients.
+
+    ``size`` x ``size``, the model's input size. The same images for a given
+    size, so vectors stored beside a converted model can be compared again
+    on every load.
+    """
     rng = np.random.default_rng(20240611)
-    noise = rng.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
-    ramp = np.linspace(0, 255, INPUT_SIZE, dtype=np.float32)
-    first = np.stack([ramp[None, :].repeat(INPUT_SIZE, 0), ramp[:, None].repeat(INPUT_SIZE, 1), 255 - ramp[None, :]
-                      .repeat(INPUT_SIZE, 0)], axis=-1)
-    second = np.full((INPUT_SIZE, INPUT_SIZE, 3), 245.0, dtype=np.float32)  # a dark square on white, like a product
-    second[56:168, 70:154] = (40, 60, 120)
+    noise = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    first = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), 255 - ramp[None, :]
+                      .repeat(size, 0)], axis=-1)
+    second = np.full((size, size, 3), 245.0, dtype=np.float32)  # a dark square on white, like a product
+    # in 224ths of the side: rows 56-168, columns 70-154 at 224, as the check was recorded
+    second[round(size * 56 / 224) : round(size * 168 / 224), round(size * 70 / 224) : round(size * 154 / 224)] = (
+        40, 60, 120
+    )
     return np.concatenate([noise, np.stack([first, second]).astype(np.uint8)])
 
 
@@ -216,7 +225,7 @@ def compile_config(threads: int) -> dict:
 
 
 class OpenVinoEmbedder:
-    """A converted model with the ``model.Embedder`` interface, no TensorFlow needed."""
+    """A converted model with the ``indexer.embedder.Embedder`` interface, no TensorFlow needed."""
 
     def __init__(self, choice: WeightsChoice, resolved: ResolvedRuntime, threads: int = 0):
         import openvino as ov
@@ -224,8 +233,10 @@ class OpenVinoEmbedder:
         self.choice = choice
         self.weights_id = choice.weights_id
         self.spec = choice.spec
+        self.name = self.spec.name
         self.model_id = self.spec.model_id
         self.dim = self.spec.dim
+        self.input_size = self.spec.input_size  # the converted graph's input shape: the Keras model's
         self.resolved = resolved
         self.runtime = resolved.name
         self.vector_space = resolved.vector_space
@@ -247,7 +258,8 @@ class OpenVinoEmbedder:
         """Run one image so that the first real request is not slow."""
         with self._warm_lock:
             if not self._warm:
-                self.embed(np.full((1, INPUT_SIZE, INPUT_SIZE, 3), 255, dtype=np.uint8))
+                size = self.input_size
+                self.embed(np.full((1, size, size, 3), 255, dtype=np.uint8))
                 self._warm = True
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -305,10 +317,13 @@ def _head_op_names(model) -> list[str]:
     return names
 
 
-def calibration_sample(catalogue: Path, count: int = CALIBRATION_IMAGES) -> tuple[list[np.ndarray], str]:
+def calibration_sample(
+    catalogue: Path, count: int = CALIBRATION_IMAGES, size: int = INPUT_SIZE
+) -> tuple[list[np.ndarray], str]:
     """Up to ``count`` decodable catalogue images, evenly spaced in path order, and an id of the set.
 
-    Deterministic: the same catalogue always gives the same images.
+    Each is decoded for a model whose input size is ``size``. Deterministic:
+    the same catalogue always gives the same images.
     """
     from .catalogue import scan
     from .images import ImageError, load_for_model
@@ -321,7 +336,7 @@ def calibration_sample(catalogue: Path, count: int = CALIBRATION_IMAGES) -> tupl
     for row in picks:
         item = files[int(row)]
         try:
-            images.append(load_for_model(Path(catalogue) / item.relpath))
+            images.append(load_for_model(Path(catalogue) / item.relpath, size))
         except (ImageError, OSError):
             continue  # a corrupt file is skipped by the build too
         used.append(f"{item.relpath}\0{item.size}")
@@ -343,7 +358,11 @@ def _quantize(model, images: list[np.ndarray]):
 
 
 def convert(reference, *, calibration: list[np.ndarray] | None = None):
-    """Convert a TensorFlow ``model.Embedder``'s forward function to an OpenVINO model (INT8 with ``calibration``)."""
+    """Convert a TensorFlow ``model.Embedder``'s forward function to an OpenVINO model (INT8 with ``calibration``).
+
+    The function's input signature is the model's ``input_size`` square, so
+    the converted model takes the same shape.
+    """
     import openvino as ov
 
     model = ov.convert_model(reference.forward_function)
@@ -389,12 +408,12 @@ def _create_entry(entry: Path, variant: str, version: str, reference, catalogue,
     if int8:
         if catalogue is None:
             raise RuntimeUnavailable("FASHION_RUNTIME=openvino-int8 needs a catalogue to calibrate on")
-        calibration, calibration_id = calibration_sample(catalogue, calibration_images)
+        calibration, calibration_id = calibration_sample(catalogue, calibration_images, reference.input_size)
         log.info("Quantising to INT8 with NNCF on %d catalogue images (once; cached)", len(calibration))
     else:
         log.info("Converting the Keras model to OpenVINO (once; cached)")
     model = convert(reference, calibration=calibration)
-    images = check_images()
+    images = check_images(reference.input_size)
     if int8:  # fixed images alone are far from what INT8 was calibrated for: add catalogue photos
         step = max(1, len(calibration) // INT8_CHECK_PHOTOS)
         images = np.concatenate([images, np.stack(calibration[::step][:INT8_CHECK_PHOTOS])])
@@ -440,7 +459,7 @@ def _load_checked(entry: Path, meta: dict, choice: WeightsChoice, name: str, thr
         embedder = OpenVinoEmbedder(choice, resolved, threads)
         reference_vectors = np.load(entry / REFERENCE)
         stored = entry / CHECK_BATCH
-        images = np.load(stored) if stored.is_file() else check_images()
+        images = np.load(stored) if stored.is_file() else check_images(embedder.input_size)
         result = compare(embedder.embed(images), reference_vectors, meta["variant"] == "int8")
     except (OSError, RuntimeError, ValueError) as exc:  # a damaged cache entry; OpenVINO raises RuntimeError
         log.warning("Cached OpenVINO model in %s is unusable (%s); converting again", entry, exc)
@@ -473,7 +492,7 @@ def load_runtime(
     catalogue: Path | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
     reference=None,
-):
+) -> Embedder:
     """Return an embedder for ``runtime``: a checked OpenVINO model, or TensorFlow.
 
     Loads the converted model from ``cache_dir`` when it is there (no
@@ -571,23 +590,22 @@ def _plain_name(name) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
-def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 1234, threads: int = 0):
+def open_embedder(choice: WeightsChoice, resolved: ResolvedRuntime, seed: int = 1234, threads: int = 0) -> Embedder:
     """The embedder for a runtime another process already resolved (a Ray actor): no conversion, no check."""
     if resolved.converted:
         return OpenVinoEmbedder(choice, resolved, threads)
     return _tensorflow_reference(choice, seed, threads)
 
 
-_loaded: dict[tuple, object] = {}
+_loaded: dict[tuple, Embedder] = {}
 _loaded_lock = threading.Lock()
 
 
-def load_for_settings(settings):
-    """The process-wide embedder ``settings`` ask for: weights, ``FASHION_RUNTIME``, threads.
+def load_for_settings(settings) -> Embedder:
+    """The process-wide embedder ``settings`` ask for: model, weights, ``FASHION_RUNTIME``, threads.
 
     Converted models are cached under the index dir; INT8 calibrates on the
-    catalogue. The result has ``embed``, ``embed_one``, ``warm_up``,
-    ``weights_id``, ``choice``, ``runtime`` and ``vector_space``.
+    catalogue. Whatever runs it, the result is an ``indexer.embedder.Embedder``.
     """
     from .model import load_embedder, resolve_weights
 

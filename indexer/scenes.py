@@ -27,6 +27,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from .models import DEFAULT_INPUT_SIZE
+
 log = logging.getLogger(__name__)
 
 TUNING_FAMILIES: tuple[str, ...] = ("wall", "noise", "stripes", "clutter")
@@ -566,7 +568,7 @@ def compose(
     product: Image.Image,
     family: str,
     clutter: Sequence[Image.Image] = (),
-    size: int = 224,
+    size: int = DEFAULT_INPUT_SIZE,
 ) -> tuple[np.ndarray, Box]:
     """One ``size`` x ``size`` view of ``product`` (an RGBA cut-out) on a ``family`` background.
 
@@ -625,7 +627,7 @@ def iter_tuning_views(
     packshots: Sequence[np.ndarray],
     views_per_product: int,
     batch: int = 32,
-    size: int = 224,
+    size: int = DEFAULT_INPUT_SIZE,
     families: Sequence[str] = TUNING_FAMILIES,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Views of every product of ``packshots``, ``views_per_product`` each, in batches.

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models import DEFAULT_INPUT_SIZE
+
 log = logging.getLogger(__name__)
 
 TUNING_VERSION = 1
@@ -137,13 +139,14 @@ def tuning_views(
     views: int = SCENE_VIEWS,
     seed: int = SEED,
     batch: int = 32,
-    size: int = 224,
+    size: int = DEFAULT_INPUT_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every product's vectors: its packshot and ``views`` scenes (``indexer.scenes``), with product labels.
 
-    ``embed`` maps a uint8 batch to unit vectors; ``progress(done, total)``
-    is told after each batch.
+    ``embed`` maps a uint8 batch to unit vectors; scenes are drawn ``size``
+    x ``size``, the model's input size, like the packshots; ``progress(done,
+    total)`` is told after each batch.
     """
     from .scenes import iter_tuning_views
 
@@ -178,9 +181,12 @@ def learn_from_catalogue(
     packshots: Sequence[np.ndarray],
     *,
     progress: Callable[[int, int], None] | None = None,
-    size: int = 224,
+    size: int = DEFAULT_INPUT_SIZE,
 ) -> Projection:
-    """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products)."""
+    """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products).
+
+    ``size`` is the model's input size (the packshots' side): the scenes are drawn at it.
+    """
     started = time.perf_counter()
     vectors, products = tuning_views(embed, packshots, progress=progress, size=size)
     embedded = time.perf_counter()

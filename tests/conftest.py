@@ -28,6 +28,10 @@ os.environ.setdefault("FASHION_TF_THREADS", "2")
 # converts once per session; everything else (CLI and server subprocesses too) uses TensorFlow.
 os.environ.setdefault("FASHION_RUNTIME", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One BLAS thread (read when numpy loads, below; subprocesses inherit it): on a small machine
+# shared with other processes OpenBLAS's spinning threads made a 1280 x 1280 eigh (the
+# catalogue tuning) 13 times slower than one thread. TensorFlow has its own pools.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Random or fake features teach a catalogue tuning nothing, and its whitening changes every
 # distance: indexes are built with the model's own vectors unless a test asks for the tuning
 # (tests/test_tuning.py, and pretrained_index, which is built as a shop's would be).
@@ -236,9 +240,15 @@ def app(fake_app):
 
 @pytest.fixture(autouse=True)
 def _restore_decode_budget():
-    """Every app sets the process-wide decode budget from its settings; put it back after each test."""
+    """Every app sets the process-wide decode budget from its settings; put it back after each test.
+
+    The wait observer too: an app with metrics off (or a bare ``configure_decode_budget``)
+    clears it, and the shared app's decode-wait metric would stop counting for later tests.
+    """
     from indexer.images import DECODE_BUDGET
 
     saved = (DECODE_BUDGET.limit_bytes, DECODE_BUDGET.slots, DECODE_BUDGET.wait_s)
+    observer = DECODE_BUDGET.on_wait
     yield
     DECODE_BUDGET.resize(*saved)
+    DECODE_BUDGET.on_wait = observer

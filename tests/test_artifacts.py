@@ -16,13 +16,16 @@ import numpy as np
 import pytest
 from annoy import AnnoyIndex
 
-from indexer import artifacts
-from indexer.artifacts import ArtifactError, load_index, safe_unpickle
+from indexer import generation, progress, vector_files
 from indexer.build import build_index
 from indexer.config import Settings
+from indexer.generation import ArtifactError
+from indexer.loading import load_index, safe_unpickle
 from indexer.models import DEFAULT_MODEL, get_spec
 from indexer.plan import key_for, thumb_path
+from indexer.publish import publish
 from indexer.search import Searcher
+from tests.fakes import FAKE_WEIGHTS_ID
 
 EMBEDDING_DIM = get_spec(DEFAULT_MODEL).dim
 
@@ -34,8 +37,8 @@ def _styles(catalogue: Path) -> dict[str, dict[str, str]]:
         return {row.pop("id"): row for row in csv.DictReader(handle)}
 
 
-def test_embeddings_are_float32_unit_rows(built_index):
-    with open(built_index.index_dir / "embeddings.pkl", "rb") as handle:
+def test_embeddings_are_float32_unit_rows(fake_index):
+    with open(fake_index.index_dir / "embeddings.pkl", "rb") as handle:
         embeddings = safe_unpickle(handle.read())
     assert isinstance(embeddings, np.ndarray)
     assert embeddings.dtype == np.float32
@@ -45,8 +48,8 @@ def test_embeddings_are_float32_unit_rows(built_index):
     assert len({row.tobytes() for row in embeddings}) == 144
 
 
-def test_filenames_manifest_and_annoy_agree_row_by_row(built_index):
-    index_dir, catalogue = built_index.index_dir, built_index.catalogue
+def test_filenames_manifest_and_annoy_agree_row_by_row(fake_index):
+    index_dir, catalogue = fake_index.index_dir, fake_index.catalogue
     embeddings = safe_unpickle((index_dir / "embeddings.pkl").read_bytes())
     filenames = safe_unpickle((index_dir / "filenames.pkl").read_bytes())
     manifest = json.loads((index_dir / "manifest.json").read_text())
@@ -73,9 +76,9 @@ def test_filenames_manifest_and_annoy_agree_row_by_row(built_index):
         annoy.unload()
 
 
-def test_metadata_aligned_with_styles_csv_by_stem(built_index):
-    loaded = load_index(built_index.index_dir)
-    styles = _styles(built_index.catalogue)
+def test_metadata_aligned_with_styles_csv_by_stem(fake_index):
+    loaded = load_index(fake_index.index_dir)
+    styles = _styles(fake_index.catalogue)
     assert len(loaded.metadata) == len(loaded.filenames)
     for relpath, meta in zip(loaded.filenames, loaded.metadata):
         expected = {k: v for k, v in styles[Path(relpath).stem].items() if v}
@@ -83,19 +86,19 @@ def test_metadata_aligned_with_styles_csv_by_stem(built_index):
     loaded.annoy.unload()
 
 
-def test_manifest_records_model_and_checksums(built_index, embedder):
-    index_dir = built_index.index_dir
+def test_manifest_records_model_and_checksums(fake_index, fake_embedder):
+    index_dir = fake_index.index_dir
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    assert manifest["format_version"] == artifacts.FORMAT_VERSION
+    assert manifest["format_version"] == generation.FORMAT_VERSION
     assert manifest["model"] == get_spec(DEFAULT_MODEL).model_id
-    assert manifest["weights_id"] == embedder.weights_id == "random-seed1234"
-    assert manifest["preprocess_version"] == key_for(embedder)["preprocess_version"]
+    assert manifest["weights_id"] == fake_embedder.weights_id == FAKE_WEIGHTS_ID
+    assert manifest["preprocess_version"] == key_for(fake_embedder)["preprocess_version"]
     assert manifest["dim"] == EMBEDDING_DIM
     assert manifest["count"] == 144
     assert manifest["metric"] == "euclidean"
-    assert manifest["trees"] == built_index.annoy_trees
-    gen = artifacts.current_generation(index_dir)
-    for name in artifacts.ARTIFACT_FILES:
+    assert manifest["trees"] == fake_index.annoy_trees
+    gen = generation.current_generation(index_dir)
+    for name in generation.ARTIFACT_FILES:
         assert manifest["checksums"][name] == hashlib.sha256((gen / name).read_bytes()).hexdigest()
     # thumbnails exist for every row
     assert len(manifest["thumbs"]) == 144
@@ -103,19 +106,19 @@ def test_manifest_records_model_and_checksums(built_index, embedder):
         assert thumb_path(index_dir, name).is_file()
 
 
-def test_top_level_names_point_into_current(built_index):
-    index_dir = built_index.index_dir
-    gen = artifacts.current_generation(index_dir)
+def test_top_level_names_point_into_current(fake_index):
+    index_dir = fake_index.index_dir
+    gen = generation.current_generation(index_dir)
     assert gen is not None and gen.name.startswith("gen-")
-    for name in (*artifacts.ARTIFACT_FILES, artifacts.MANIFEST):
+    for name in (*generation.ARTIFACT_FILES, generation.MANIFEST):
         link = index_dir / name
         assert link.is_symlink()
         assert link.resolve() == (gen / name).resolve()
     assert not list(gen.glob(".*"))  # no temporaries left behind
 
 
-def test_status_reports_ready(built_index):
-    status = artifacts.read_status(built_index.index_dir)
+def test_status_reports_ready(fake_index):
+    status = progress.read_status(fake_index.index_dir)
     assert status["state"] == "ready"
     assert "144 items" in status["message"]
 
@@ -137,7 +140,7 @@ def _corrupt_flip_byte(index_dir: Path, name: str) -> None:
 
 
 def _manifest_edit(index_dir: Path, change) -> None:
-    path = artifacts.current_generation(index_dir) / artifacts.MANIFEST
+    path = generation.current_generation(index_dir) / generation.MANIFEST
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
@@ -150,7 +153,7 @@ CORRUPTIONS = {
     "metadata_flipped": lambda d: _corrupt_flip_byte(d, "metadata.json"),
     "annoy_truncated": lambda d: _corrupt_truncate(d, "index.ann"),
     "annoy_flipped": lambda d: _corrupt_flip_byte(d, "index.ann"),
-    "annoy_deleted": lambda d: (artifacts.current_generation(d) / "index.ann").unlink(),
+    "annoy_deleted": lambda d: (generation.current_generation(d) / "index.ann").unlink(),
     "manifest_truncated": lambda d: _corrupt_truncate(d, "manifest.json"),
     "manifest_not_json": lambda d: (d / "manifest.json").write_text("{not json"),
     "manifest_wrong_count": lambda d: _manifest_edit(d, lambda m: m.update(count=m["count"] + 1)),
@@ -160,7 +163,7 @@ CORRUPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, demo_catalogue, embedder):
+def reference(tmp_path_factory, demo_catalogue, fake_embedder):
     """An 8-image catalogue and its index, built once for this module. Copy before changing."""
     root = tmp_path_factory.mktemp("reference")
     catalogue = root / "catalogue"
@@ -171,7 +174,7 @@ def reference(tmp_path_factory, demo_catalogue, embedder):
         shutil.copy2(demo_catalogue / f"{line.split(',')[0]}.jpg", catalogue)
     (catalogue / "styles.csv").write_text("\n".join([lines[0], *keep]) + "\n")
     settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(root / "index"))
-    assert build_index(settings, embedder).indexed == 8
+    assert build_index(settings, fake_embedder).indexed == 8
     loaded = load_index(settings.index_dir)
     loaded.annoy.unload()
     return settings, loaded.embeddings, loaded.filenames
@@ -189,7 +192,7 @@ def damaged(reference, tmp_path):
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_corrupt_artifacts_are_refused(corruption, damaged, embedder):
+def test_corrupt_artifacts_are_refused(corruption, damaged):
     CORRUPTIONS[corruption](damaged.index_dir)
     with pytest.raises(ArtifactError):
         load_index(damaged.index_dir)
@@ -198,12 +201,12 @@ def test_corrupt_artifacts_are_refused(corruption, damaged, embedder):
 
 
 @pytest.mark.parametrize("corruption", ["embeddings_truncated", "annoy_flipped", "manifest_truncated"])
-def test_corrupt_artifacts_are_rebuilt(corruption, damaged, reference, counting_embedder):
+def test_corrupt_artifacts_are_rebuilt(corruption, damaged, reference, fake_counting_embedder):
     _, vectors, names = reference
     CORRUPTIONS[corruption](damaged.index_dir)
-    report = build_index(damaged, counting_embedder)
+    report = build_index(damaged, fake_counting_embedder)
     assert (report.indexed, report.reused, report.total) == (8, 0, 8)
-    assert counting_embedder.images == 8  # nothing was trusted from the damaged set
+    assert fake_counting_embedder.images == 8  # nothing was trusted from the damaged set
     after = load_index(damaged.index_dir)
     assert after.filenames == names
     np.testing.assert_allclose(after.embeddings, vectors, atol=1e-5)
@@ -234,7 +237,7 @@ def test_malicious_pickle_is_never_executed(tmp_path):
 
 def test_malicious_pickle_with_fixed_checksum_is_refused(damaged, tmp_path):
     tiny_settings = damaged
-    gen = artifacts.current_generation(tiny_settings.index_dir)
+    gen = generation.current_generation(tiny_settings.index_dir)
     marker = tmp_path / "pwned"
     for name in ("embeddings.pkl", "filenames.pkl"):
         payload = pickle.dumps(_Boom(marker), protocol=4)
@@ -266,11 +269,11 @@ def test_safe_unpickle_accepts_plain_arrays_and_lists(protocol):
     assert safe_unpickle(pickle.dumps(["a.jpg", "b/c.jpg"], protocol=protocol)) == ["a.jpg", "b/c.jpg"]
 
 
-def test_expect_mismatch_is_refused(built_index):
+def test_expect_mismatch_is_refused(fake_index):
     with pytest.raises(ArtifactError, match="weights_id"):
-        load_index(built_index.index_dir, expect={"weights_id": "imagenet"})
+        load_index(fake_index.index_dir, expect={"weights_id": "imagenet"})
     with pytest.raises(ArtifactError, match="no index"):
-        load_index(built_index.index_dir / "nowhere")
+        load_index(fake_index.index_dir / "nowhere")
 
 
 # ---------------------------------------------------------------- publishing
@@ -280,7 +283,7 @@ def _publish(index_dir: Path, n: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return artifacts.publish(
+    return publish(
         index_dir,
         embeddings=vectors,
         filenames=[f"{i}.jpg" for i in range(n)],
@@ -292,7 +295,7 @@ def _publish(index_dir: Path, n: int, seed: int = 0) -> Path:
 
 def test_publish_switches_generations_and_keeps_one_previous(tmp_path):
     gens = [_publish(tmp_path, n, seed=n) for n in (3, 4, 5, 6)]
-    assert artifacts.current_generation(tmp_path) == gens[-1]
+    assert generation.current_generation(tmp_path) == gens[-1]
     remaining = sorted(p.name for p in tmp_path.glob("gen-*"))
     assert remaining == sorted([gens[-1].name, gens[-2].name])
     loaded = load_index(tmp_path)
@@ -308,12 +311,12 @@ def test_a_failed_publish_leaves_nothing_and_poisons_nothing(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OSError):
-        artifacts.publish(
+        publish(
             tmp_path, embeddings=np.ones((5, 8), np.float32), filenames=[f"{i}.jpg" for i in range(5)],
             metadata=[{} for _ in range(5)], manifest={}, trees=1, derive=disk_full,
         )
     assert sorted(p.name for p in tmp_path.glob("gen-*")) == sorted([first.name, second.name])
-    assert artifacts.current_generation(tmp_path) == second
+    assert generation.current_generation(tmp_path) == second
 
     # a crash that could not clean up (SIGKILL) leaves a folder without a manifest, touched last
     crashed = tmp_path / f"gen-{time.time_ns()}-999999"
@@ -330,7 +333,7 @@ def test_a_failed_publish_leaves_nothing_and_poisons_nothing(tmp_path):
 
 def test_publish_refuses_misaligned_inputs(tmp_path):
     with pytest.raises(ValueError):
-        artifacts.publish(
+        publish(
             tmp_path,
             embeddings=np.zeros((3, 8), np.float32),
             filenames=["a.jpg", "b.jpg"],
@@ -338,11 +341,11 @@ def test_publish_refuses_misaligned_inputs(tmp_path):
             manifest={},
             trees=1,
         )
-    assert artifacts.current_generation(tmp_path) is None
+    assert generation.current_generation(tmp_path) is None
 
 
 def test_empty_index_loads(tmp_path):
-    artifacts.publish(
+    publish(
         tmp_path,
         embeddings=np.zeros((0, EMBEDDING_DIM), np.float32),
         filenames=[],
@@ -367,7 +370,7 @@ def _big_index(tmp_path: Path, n: int = 3000, dim: int = 256) -> Path:
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    artifacts.publish(
+    publish(
         tmp_path,
         embeddings=vectors,
         filenames=[f"{i}.jpg" for i in range(n)],
@@ -375,7 +378,7 @@ def _big_index(tmp_path: Path, n: int = 3000, dim: int = 256) -> Path:
         manifest={"model": "test"},
         trees=2,
     )
-    return artifacts.current_generation(tmp_path)
+    return generation.current_generation(tmp_path)
 
 
 def _read_while_loading(index_dir: Path) -> int:
@@ -443,12 +446,12 @@ def test_a_swapped_file_with_the_same_size_and_mtime_is_refused(tmp_path):
 
 def test_tampered_pickle_with_a_forged_record_is_never_unpickled(damaged, tmp_path):
     # filenames.pkl is read into memory, so it is hashed on every open, record or not
-    gen = artifacts.current_generation(damaged.index_dir)
+    gen = generation.current_generation(damaged.index_dir)
     marker = tmp_path / "pwned"
     (gen / "filenames.pkl").write_bytes(pickle.dumps(_Boom(marker), protocol=4))
-    record = json.loads((gen / artifacts.VERIFIED).read_text())
-    record["filenames.pkl"]["identity"] = artifacts._identity(gen / "filenames.pkl")
-    (gen / artifacts.VERIFIED).write_text(json.dumps(record))
+    record = json.loads((gen / generation.VERIFIED).read_text())
+    record["filenames.pkl"]["identity"] = generation._identity(gen / "filenames.pkl")
+    (gen / generation.VERIFIED).write_text(json.dumps(record))
     with pytest.raises(ArtifactError, match="checksum"):
         load_index(damaged.index_dir)
     assert not marker.exists()
@@ -471,10 +474,10 @@ class _LazyRows:
 
 
 def test_publish_streams_rows_and_writes_the_same_artifacts(tmp_path):
-    n = artifacts.CHUNK_ROWS + 904  # crosses a block boundary
+    n = vector_files.CHUNK_ROWS + 904  # crosses a block boundary
     lazy = _LazyRows(n, 8)
     expected = lazy[0:n]
-    gen = artifacts.publish(
+    gen = publish(
         tmp_path,
         embeddings=lazy,
         filenames=[f"{i}.jpg" for i in range(n)],
@@ -492,7 +495,7 @@ def test_publish_streams_rows_and_writes_the_same_artifacts(tmp_path):
     annoy = AnnoyIndex(8, "euclidean")
     annoy.load(str(gen / "index.ann"))
     assert annoy.get_n_items() == n
-    assert all((gen / name).stat().st_mode & 0o777 == 0o644 for name in artifacts.ARTIFACT_FILES)
+    assert all((gen / name).stat().st_mode & 0o777 == 0o644 for name in generation.ARTIFACT_FILES)
     np.testing.assert_allclose(annoy.get_item_vector(n - 1), expected[n - 1], rtol=1e-6)
     annoy.unload()
     assert json.loads((gen / "metadata.json").read_text())[7] == {"i": "2"}
@@ -502,12 +505,12 @@ def test_a_generation_without_the_npy_files_still_loads(tmp_path):
     # the layout before embeddings.npy and the metadata codes: loaded in memory after a full check
     gen = _big_index(tmp_path, n=50, dim=8)
     expected = load_index(tmp_path)
-    manifest = json.loads((gen / artifacts.MANIFEST).read_text())
+    manifest = json.loads((gen / generation.MANIFEST).read_text())
     for name in ("embeddings.npy", "metadata-codes.npy", "metadata-values.json"):
         (gen / name).unlink()
         del manifest["checksums"][name]
-    (gen / artifacts.VERIFIED).unlink()
-    (gen / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    (gen / generation.VERIFIED).unlink()
+    (gen / generation.MANIFEST).write_text(json.dumps(manifest))
     legacy = load_index(tmp_path)
     np.testing.assert_array_equal(legacy.embeddings, expected.embeddings)
     assert list(legacy.metadata) == list(expected.metadata)

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from indexer import artifacts
+from indexer import generation
 from indexer.calibration import match_label, match_scale, match_score
 
 
@@ -51,7 +51,7 @@ def test_tiny_catalogues_get_a_clipped_or_no_scale():
 
 
 def test_the_published_manifest_carries_the_scale(fake_index):
-    manifest = artifacts.read_manifest(artifacts.current_generation(fake_index.index_dir))
+    manifest = generation.read_manifest(generation.current_generation(fake_index.index_dir))
     scale = manifest["match_scale"]
     assert scale["version"] == 1 and scale["sample"] == 144
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from indexer.artifacts import current_generation, read_manifest
 from indexer.build import build_index, check_freshness
 from indexer.catalogue import MAX_LINE_CHARS, CatalogueFile, load_styles, read_styles
+from indexer.generation import current_generation, read_manifest
 from indexer.ids import StoredItems, assign_ids, legacy_ids, previous_ids, recorded_ids
 from indexer.plan import key_for, thumb_name
 from indexer.search import Searcher
@@ -113,20 +113,22 @@ def test_no_id_column_missing_file_or_a_folder_never_raises(tmp_path):
     assert load_styles(tmp_path / "b").rows == {}
 
 
-def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(small_settings, embedder, make_web_app):
+def test_a_build_with_a_broken_styles_csv_succeeds_and_keeps_the_good_rows(
+    small_settings, fake_embedder, make_fake_app
+):
     path = small_settings.catalogue / "styles.csv"
     lines = path.read_text().splitlines()
     lines[0] = "\ufeff" + lines[0]
     lines[3] = lines[3].replace(",", ',"', 1)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report = build_index(small_settings, embedder)
+    report = build_index(small_settings, fake_embedder)
     assert report.total == 24
     searcher = Searcher.load(small_settings.index_dir)
     with_metadata = sum(1 for meta in searcher.metadata if meta)
     assert with_metadata == 23  # all but the row on line 4
     assert "Men" in searcher.facets()["gender"]
     # with the BOM unread, this answered "Unknown gender 'Men'. Choose one of: none in this catalogue."
-    client = make_web_app(small_settings).test_client()
+    client = make_fake_app(small_settings).test_client()
     answer = client.get(f"/api/items/{searcher.ids[0]}/similar?gender=Men")
     assert answer.status_code == 200
     assert all(r["metadata"]["gender"] == "Men" for r in answer.get_json()["results"])
@@ -176,17 +178,19 @@ def test_stored_items_hold_a_manifests_items_and_ids_and_refuse_malformed_lists(
     assert len(StoredItems.from_manifest({})) == 0
 
 
-def test_previous_ids_come_from_the_current_generation(tiny_settings, embedder):
+def test_previous_ids_come_from_the_current_generation(tiny_settings, fake_embedder):
     assert previous_ids(tiny_settings.index_dir) == {}
-    build_index(tiny_settings, embedder)
+    build_index(tiny_settings, fake_embedder)
     manifest = read_manifest(current_generation(tiny_settings.index_dir))
     expected = {relpath: item_id for (relpath, _size, _mtime), item_id in zip(manifest["items"], manifest["ids"])}
     assert dict(previous_ids(tiny_settings.index_dir)) == expected
 
 
-def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, embedder, demo_catalogue, make_web_app):
+def test_adding_a_file_with_the_same_stem_changes_no_public_id(
+    tiny_settings, fake_embedder, demo_catalogue, make_fake_app
+):
     """Adding sub/dir/10007.jpg turned item 10007 into images--10007 and gave it 10007's metadata."""
-    build_index(tiny_settings, embedder)
+    build_index(tiny_settings, fake_embedder)
     before = Searcher.load(tiny_settings.index_dir)
     ids_before = dict(zip(before.filenames, before.ids))
     meta_7 = before.metadata[before.row_of("7")]
@@ -194,7 +198,7 @@ def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, em
 
     (tiny_settings.catalogue / "sub" / "dir").mkdir(parents=True)
     shutil.copy2(demo_catalogue / "40.jpg", tiny_settings.catalogue / "sub" / "dir" / "7.jpg")
-    build_index(tiny_settings, embedder)
+    build_index(tiny_settings, fake_embedder)
     after = Searcher.load(tiny_settings.index_dir)
     assert read_manifest(current_generation(tiny_settings.index_dir))["ids"] == after.ids
     ids_after = dict(zip(after.filenames, after.ids))
@@ -203,12 +207,12 @@ def test_adding_a_file_with_the_same_stem_changes_no_public_id(tiny_settings, em
     assert after.filenames[after.row_of("7")] == "7.jpg"
     assert after.metadata[after.row_of("7")] == meta_7
     assert after.metadata[after.row_of("sub--dir--7")] == {}  # the row describes the product 7.jpg
-    answer = make_web_app(tiny_settings).test_client().get("/api/items/7/similar")  # was a 404
+    answer = make_fake_app(tiny_settings).test_client().get("/api/items/7/similar")  # was a 404
     assert answer.status_code == 200 and answer.get_json()["item"]["filename"] == "7.jpg"
 
     # removing the original frees nothing for the newcomer: its id stays, even across a full rebuild
     (tiny_settings.catalogue / "7.jpg").unlink()
-    build_index(tiny_settings, embedder, full=True)
+    build_index(tiny_settings, fake_embedder, full=True)
     last = Searcher.load(tiny_settings.index_dir)
     assert dict(zip(last.filenames, last.ids))["sub/dir/7.jpg"] == "sub--dir--7"
     assert {n: i for n, i in zip(last.filenames, last.ids) if n in ids_before} == {
@@ -227,13 +231,13 @@ def test_thumbnail_names_come_from_the_raw_name_bytes():
     assert len(thumb_name(CatalogueFile(raw, 5, 7))) == 28
 
 
-def test_non_utf8_and_newline_file_names(tiny_settings, embedder, demo_catalogue, caplog):
+def test_non_utf8_and_newline_file_names(tiny_settings, fake_embedder, demo_catalogue, caplog):
     """A Latin-1 name raised UnicodeEncodeError in thumb_name() on every build; a newline name is indexed."""
     folder = os.fsencode(tiny_settings.catalogue)
     shutil.copy(os.fsencode(demo_catalogue / "13.jpg"), folder + b"/caf\xe9.jpg")
     shutil.copy(demo_catalogue / "12.jpg", tiny_settings.catalogue / "new\nline.jpg")
     shutil.copy(demo_catalogue / "14.jpg", tiny_settings.catalogue / "sp ace #?%.jpg")
-    report = build_index(tiny_settings, embedder)
+    report = build_index(tiny_settings, fake_embedder)
     assert report.total == 10
     assert [(s.relpath, s.reason) for s in report.skipped] == [("caf\ufffd.jpg", "bad_name")]
     assert "rename" in report.skipped[0].message
@@ -241,20 +245,20 @@ def test_non_utf8_and_newline_file_names(tiny_settings, embedder, demo_catalogue
     searcher = Searcher.load(tiny_settings.index_dir)
     assert {"new\nline.jpg", "sp ace #?%.jpg"} <= set(searcher.filenames)
     json.dumps(searcher.manifest)  # the manifest stays plain JSON
-    assert check_freshness(tiny_settings, key_for(embedder)) == "fresh"
-    again = build_index(tiny_settings, embedder)
+    assert check_freshness(tiny_settings, key_for(fake_embedder)) == "fresh"
+    again = build_index(tiny_settings, fake_embedder)
     assert (again.indexed, again.total) == (0, 10)
 
 
-def test_a_failed_build_reports_no_path_or_exception_text(tmp_path, embedder):
+def test_a_failed_build_reports_no_path_or_exception_text(tmp_path, fake_embedder):
     """The status file (shown by /api/status and the error page) said 'Build failed: FileNotFoundError: /srv/...'."""
-    from indexer import artifacts
+    from indexer import progress
     from indexer.config import Settings
 
     settings = Settings.from_env(catalogue=str(tmp_path / "secret-folder"), index_dir=str(tmp_path / "index"))
     with pytest.raises(FileNotFoundError):
-        build_index(settings, embedder)
-    status = artifacts.read_status(settings.index_dir)
+        build_index(settings, fake_embedder)
+    status = progress.read_status(settings.index_dir)
     assert status["state"] == "error"
     assert status["message"] == "The index could not be built: the catalogue folder is missing."
     text = json.dumps(status)

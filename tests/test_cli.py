@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from indexer import artifacts
-from indexer.artifacts import load_index
+from indexer import generation
 from indexer.build import build_index
 from indexer.config import PROJECT_ROOT
+from indexer.loading import load_index
 from indexer.model import WeightsError, resolve_weights
 from indexer.models.resnet50 import IMAGENET_NOTOP_FILE
 
@@ -37,6 +37,16 @@ def _where(settings) -> list[str]:
     return ["--catalogue", str(settings.catalogue), "--index-dir", str(settings.index_dir)]
 
 
+def _index_for(request):
+    """The index a validation case runs against: ``fake_index``, or ``built_index`` for a case marked slow.
+
+    The cases fail before any model loads, so the fake's index serves, except
+    where ``evaluate`` first refuses an index of other weights (the fake's) and
+    only then reads ``--label``.
+    """
+    return request.getfixturevalue("built_index" if request.node.get_closest_marker("slow") else "fake_index")
+
+
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
@@ -52,6 +62,7 @@ def test_unknown_command_is_a_usage_error():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_search_prints_json(built_index):
     query = built_index.catalogue / "5.jpg"
     result = run_cli("search", str(query), "--k", "3", *_where(built_index))
@@ -72,6 +83,7 @@ def test_search_prints_json(built_index):
         assert r["score"] == pytest.approx(0.8 * r["similarity"] + 0.2 * r["colour_similarity"], abs=1e-5)
 
 
+@pytest.mark.slow  # precision figures of the real random-weights index
 def test_evaluate_prints_json(built_index):
     result = run_cli("evaluate", "--k", "5", *_where(built_index))
     assert result.returncode == 0, result.stderr
@@ -109,6 +121,7 @@ def test_evaluate_without_an_index_fails_cleanly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # draws all 144 demo images again, in a subprocess
 def test_demo_writes_a_catalogue(tmp_path):
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out))
@@ -119,6 +132,7 @@ def test_demo_writes_a_catalogue(tmp_path):
     assert header.startswith("id,gender,masterCategory,subCategory,articleType,baseColour")
 
 
+@pytest.mark.slow
 def test_rebuild_reembeds_everything(tiny_settings, embedder):
     build_index(tiny_settings, embedder)
     before = load_index(tiny_settings.index_dir)
@@ -147,6 +161,7 @@ def empty_keras_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.mark.slow  # Keras tries the download
 @pytest.mark.parametrize("spec", ["auto", "imagenet"])
 def test_resnet50_imagenet_unavailable_is_an_error_that_says_what_to_do(empty_keras_home, spec):
     # no internet here: the real download fails, and nothing falls back to random weights
@@ -188,6 +203,7 @@ def test_weights_file_id_follows_its_content(tmp_path):
     assert resolve_weights(str(path), model="resnet50").weights_id != first.weights_id
 
 
+@pytest.mark.slow
 def test_cli_resnet50_imagenet_unavailable_exits_with_the_message(small_settings, tmp_path):
     keras_home = tmp_path / "keras-home"
     keras_home.mkdir()
@@ -199,9 +215,10 @@ def test_cli_resnet50_imagenet_unavailable_exits_with_the_message(small_settings
     assert str(keras_home / "models") in result.stderr
     assert "FASHION_WEIGHTS" in result.stderr
     assert "Traceback" not in result.stderr
-    assert artifacts.current_generation(small_settings.index_dir) is None
+    assert generation.current_generation(small_settings.index_dir) is None
 
 
+@pytest.mark.slow
 def test_search_stdout_is_only_json_with_real_weights(pretrained_index):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
@@ -214,6 +231,7 @@ def test_search_stdout_is_only_json_with_real_weights(pretrained_index):
     assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr  # TF start-up noise
 
 
+@pytest.mark.slow
 def test_keras_download_line_never_reaches_stdout(built_index, tmp_path):
     # ResNet50 with an empty Keras cache: Keras prints "Downloading data from ..." on stdout,
     # the download fails (no internet here) and the command stops with what to do
@@ -239,36 +257,40 @@ def test_keras_download_line_never_reaches_stdout(built_index, tmp_path):
         (["search", "IMAGE", "--colour-weight", "-0"], "--colour-weight: colour_weight must be a number from 0"),
         (["evaluate", "--k", "0"], "--k: The number of results must be from 1 to 50"),
         (["evaluate", "--colour-weight", "1.5"], "--colour-weight: colour_weight must be a number from 0"),
-        (["evaluate", "--label", "nosuch"], "No item has a 'nosuch' label. Labels in this catalogue's styles.csv: "),
+        pytest.param(
+            ["evaluate", "--label", "nosuch"], "No item has a 'nosuch' label. Labels in this catalogue's styles.csv: ",
+            marks=pytest.mark.slow,  # see _index_for
+        ),
         (["search", "nosuch.jpg"], "is not a file"),
     ],
 )
-def test_cli_validates_like_the_api(built_index, args, words):
-    args = [str(built_index.catalogue / "5.jpg") if a == "IMAGE" else a for a in args]
-    result = run_cli(*args, *_where(built_index))
+def test_cli_validates_like_the_api(request, args, words):
+    index = _index_for(request)
+    args = [str(index.catalogue / "5.jpg") if a == "IMAGE" else a for a in args]
+    result = run_cli(*args, *_where(index))
     assert result.returncode == 2, result.stderr
     assert words in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
 
 
-def test_cli_says_what_to_do_about_paths(built_index, tmp_path):
-    as_file = run_cli("build", "--catalogue", str(built_index.catalogue / "5.jpg"), "--index-dir", str(tmp_path))
+def test_cli_says_what_to_do_about_paths(fake_index, tmp_path):
+    as_file = run_cli("build", "--catalogue", str(fake_index.catalogue / "5.jpg"), "--index-dir", str(tmp_path))
     assert as_file.returncode == 2 and "is a file, not a folder" in as_file.stderr
-    no_index = run_cli("search", str(built_index.catalogue / "5.jpg"), "--catalogue", str(built_index.catalogue),
+    no_index = run_cli("search", str(fake_index.catalogue / "5.jpg"), "--catalogue", str(fake_index.catalogue),
                        "--index-dir", str(tmp_path / "empty"))
     assert no_index.returncode == 2 and "run `python -m indexer build`" in no_index.stderr
 
 
-def test_search_refuses_an_index_of_another_catalogue(built_index, tmp_path):
+def test_search_refuses_an_index_of_another_catalogue(fake_index, tmp_path):
     other = tmp_path / "other-shop"
     other.mkdir()
     result = run_cli(
-        "search", str(built_index.catalogue / "5.jpg"),
-        "--catalogue", str(other), "--index-dir", str(built_index.index_dir),
+        "search", str(fake_index.catalogue / "5.jpg"),
+        "--catalogue", str(other), "--index-dir", str(fake_index.index_dir),
     )
     assert result.returncode == 2 and result.stdout == ""
-    assert f"belongs to the catalogue {built_index.catalogue}, not {other}" in result.stderr
+    assert f"belongs to the catalogue {fake_index.catalogue}, not {other}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -278,15 +300,16 @@ def test_search_refuses_an_index_of_another_catalogue(built_index, tmp_path):
         (["build", "--catalogue", "MISSING"], "The catalogue folder MISSING does not exist"),
         (["rebuild", "--catalogue", "MISSING"], "The catalogue folder MISSING does not exist"),
         (["evaluate", "--against", "MISSING"], "There is no index yet in MISSING"),
-        (["evaluate", "--label", "colour"], "No item has a 'colour' label"),
+        pytest.param(["evaluate", "--label", "colour"], "No item has a 'colour' label", marks=pytest.mark.slow),
         (["search", "MISSING"], "MISSING is not a file"),
     ],
 )
-def test_bad_arguments_fail_before_any_model_loads_and_create_nothing(built_index, tmp_path, args, words):
+def test_bad_arguments_fail_before_any_model_loads_and_create_nothing(request, tmp_path, args, words):
+    index = _index_for(request)
     missing = tmp_path / "no-such-folder"
     args = [str(missing) if a == "MISSING" else a for a in args]
-    index_dir = tmp_path / "index" if args[0] in ("build", "rebuild") else built_index.index_dir
-    catalogue = [] if "--catalogue" in args else ["--catalogue", str(built_index.catalogue)]
+    index_dir = tmp_path / "index" if args[0] in ("build", "rebuild") else index.index_dir
+    catalogue = [] if "--catalogue" in args else ["--catalogue", str(index.catalogue)]
     result = run_cli(*args, *catalogue, "--index-dir", str(index_dir))
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -295,6 +318,7 @@ def test_bad_arguments_fail_before_any_model_loads_and_create_nothing(built_inde
     assert not missing.exists() and not (tmp_path / "index").exists()  # nothing was created
 
 
+@pytest.mark.slow
 def test_every_command_prints_only_json_on_stdout(tiny_settings, tmp_path):
     """``python -m indexer <command> | python -m json.tool`` works for every command."""
     where = _where(tiny_settings)
@@ -314,6 +338,7 @@ def test_every_command_prints_only_json_on_stdout(tiny_settings, tmp_path):
     assert json.loads(run_cli("build", *where).stdout)["up_to_date"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, fields",
     [
@@ -323,7 +348,7 @@ def test_every_command_prints_only_json_on_stdout(tiny_settings, tmp_path):
         (["--colour-weight", "0", "--k", "7"], {"colour_weight": "0", "k": "7"}),
     ],
 )
-def test_the_cli_and_the_api_return_the_same_ids(client, built_index, demo_catalogue, tmp_path, flags, fields):
+def test_the_cli_and_the_api_return_the_same_ids(demo_app, built_index, demo_catalogue, tmp_path, flags, fields):
     """One query pipeline: the same photo and options give the same ids, box and scores from both."""
     from tests.test_locate import composite
 
@@ -333,7 +358,7 @@ def test_the_cli_and_the_api_return_the_same_ids(client, built_index, demo_catal
     result = run_cli("search", str(photo), *flags, *_where(built_index))
     assert result.returncode == 0, result.stderr
     cli = json.loads(result.stdout)
-    api = client.post(
+    api = demo_app.test_client().post(
         "/api/search", data={"image": (io.BytesIO(data), "shopper.jpg"), **fields}, content_type="multipart/form-data"
     ).get_json()
     (query,) = api["queries"]

@@ -9,11 +9,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from indexer import artifacts, checkpoints
+from indexer import checkpoints, generation, loading
 from indexer.build import build_index, check_freshness, publish_plan
 from indexer.colour import DIM as COLOUR_DIM
 from indexer.config import ConfigError, Settings
 from indexer.plan import key_for, model_key, plan_build
+from indexer.publish import publish
 from indexer.search import Searcher
 
 
@@ -31,7 +32,7 @@ def _clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def _publish(index_dir, vectors, colours, dtype: str):
     n = len(vectors)
-    return artifacts.publish(
+    return publish(
         index_dir,
         embeddings=vectors,
         colours=colours,
@@ -109,27 +110,27 @@ def test_a_float16_generation_is_reused_with_its_exact_float32_vectors(tmp_path)
     rng = np.random.default_rng(3)
     vectors = _unit(rng, 50, 32)
     _publish(tmp_path / "f16", vectors, _unit(rng, 50, COLOUR_DIM), "float16")
-    loaded = artifacts.load_index(tmp_path / "f16")
+    loaded = loading.load_index(tmp_path / "f16")
     loaded.annoy.unload()
-    stored, _colours = artifacts.stored_rows(loaded)
+    stored, _colours = loading.stored_rows(loaded)
     assert stored.path.name == "embeddings.pkl"
     np.testing.assert_array_equal(stored.open()[[0, 17, 49]], vectors[[0, 17, 49]])
     # a float32 generation is re-read from the file the workers already keep in the page cache
     _publish(tmp_path / "f32", vectors, _unit(rng, 50, COLOUR_DIM), "float32")
-    loaded = artifacts.load_index(tmp_path / "f32")
+    loaded = loading.load_index(tmp_path / "f32")
     loaded.annoy.unload()
-    assert artifacts.stored_rows(loaded)[0].path.name == "embeddings.npy"
+    assert loading.stored_rows(loaded)[0].path.name == "embeddings.npy"
 
 
 @pytest.mark.parametrize("offset", [12, -3, True, "50", 10**9, None])
 def test_a_wrong_pickle_offset_is_not_trusted(tmp_path, offset):
     rng = np.random.default_rng(4)
     _publish(tmp_path, _unit(rng, 20, 16), _unit(rng, 20, COLOUR_DIM), "float16")
-    loaded = artifacts.load_index(tmp_path)
+    loaded = loading.load_index(tmp_path)
     loaded.annoy.unload()
-    assert artifacts.stored_rows(loaded) is not None
+    assert loading.stored_rows(loaded) is not None
     loaded.manifest["embeddings_pkl_offset"] = offset
-    assert artifacts.stored_rows(loaded) is None  # its items are embedded again, never read as garbage
+    assert loading.stored_rows(loaded) is None  # its items are embedded again, never read as garbage
 
 
 def test_an_unknown_vectors_dtype_is_an_artifact_error(tmp_path):
@@ -138,8 +139,8 @@ def test_an_unknown_vectors_dtype_is_an_artifact_error(tmp_path):
     manifest = json.loads((gen / "manifest.json").read_text())
     manifest["vectors_dtype"] = "bfloat7"
     (gen / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(artifacts.ArtifactError):
-        artifacts.load_index(tmp_path)
+    with pytest.raises(generation.ArtifactError):
+        loading.load_index(tmp_path)
 
 
 def test_fashion_vectors_setting_is_validated():
@@ -149,31 +150,31 @@ def test_fashion_vectors_setting_is_validated():
         Settings.from_env({"FASHION_VECTORS": "int8"})
 
 
-def test_switching_to_float16_republishes_without_embedding(tiny_settings, counting_embedder):
-    build_index(tiny_settings, counting_embedder)
-    before = artifacts.load_index(tiny_settings.index_dir)
+def test_switching_to_float16_republishes_without_embedding(tiny_settings, fake_counting_embedder):
+    build_index(tiny_settings, fake_counting_embedder)
+    before = loading.load_index(tiny_settings.index_dir)
     before.annoy.unload()
     float32_vectors = np.array(before.embeddings)
-    embedded = counting_embedder.images
+    embedded = fake_counting_embedder.images
 
     # the site's freshness check sees it too, so a server's own rebuild applies the setting
-    assert check_freshness(tiny_settings.replace(vectors="float16"), key_for(counting_embedder)) == "stale"
-    report = build_index(tiny_settings.replace(vectors="float16"), counting_embedder)
+    assert check_freshness(tiny_settings.replace(vectors="float16"), key_for(fake_counting_embedder)) == "stale"
+    report = build_index(tiny_settings.replace(vectors="float16"), fake_counting_embedder)
     assert not report.up_to_date and report.indexed == 0 and report.reused == len(float32_vectors)
-    assert counting_embedder.images == embedded
-    compact = artifacts.load_index(tiny_settings.index_dir)
+    assert fake_counting_embedder.images == embedded
+    compact = loading.load_index(tiny_settings.index_dir)
     compact.annoy.unload()
     assert compact.embeddings.dtype == np.float16
     np.testing.assert_allclose(compact.embeddings, float32_vectors, atol=1e-3)
 
     # and back: the float32 vectors come back exactly (from embeddings.pkl), not rounded
-    report = build_index(tiny_settings, counting_embedder)
-    assert report.indexed == 0 and counting_embedder.images == embedded
-    restored = artifacts.load_index(tiny_settings.index_dir)
+    report = build_index(tiny_settings, fake_counting_embedder)
+    assert report.indexed == 0 and fake_counting_embedder.images == embedded
+    restored = loading.load_index(tiny_settings.index_dir)
     restored.annoy.unload()
     assert restored.embeddings.dtype == np.float32
     np.testing.assert_array_equal(restored.embeddings, float32_vectors)
-    assert build_index(tiny_settings, counting_embedder).up_to_date
+    assert build_index(tiny_settings, fake_counting_embedder).up_to_date
 
 
 # ---------------------------------------------------------------- resuming from shards
@@ -201,7 +202,7 @@ def _resume_peak_bytes(tmp_path, name: str, in_shards: int) -> int:
     )
     files = plan_build(settings, KEY).files
     kept = files[: ITEMS - in_shards]
-    artifacts.publish(
+    publish(
         settings.index_dir,
         embeddings=_unit(rng, len(kept), DIM),
         colours=_unit(rng, len(kept), COLOUR_DIM),
@@ -232,6 +233,7 @@ def _resume_peak_bytes(tmp_path, name: str, in_shards: int) -> int:
     return peak
 
 
+@pytest.mark.slow  # plans and publishes 6,144 items twice under tracemalloc: half a minute
 def test_resuming_from_many_shards_holds_no_more_memory_than_from_one(tmp_path):
     one_shard = _resume_peak_bytes(tmp_path, "one", SHARD_ROWS)
     many_shards = _resume_peak_bytes(tmp_path, "many", 20 * SHARD_ROWS)

@@ -72,6 +72,7 @@ def test_gunicorn_reads_the_same_settings():
     assert done.returncode != 0 and "FASHION_WORKERS must be a whole number" in done.stderr
 
 
+@pytest.mark.slow  # starts gunicorn (and the CLI) in subprocesses
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [

@@ -26,9 +26,9 @@ def _photos(demo_catalogue: Path, count: int) -> list[tuple[io.BytesIO, str]]:
 
 
 @pytest.fixture
-def deadline_app(built_index, make_web_app):
+def deadline_app(fake_index, make_fake_app):
     """A ready app whose searches must finish within one second; the model queue alone would allow 20."""
-    return make_web_app(built_index.replace(request_deadline_s=1.0, queue_timeout_s=20.0))
+    return make_fake_app(fake_index.replace(request_deadline_s=1.0, queue_timeout_s=20.0))
 
 
 def test_deadline_counts_the_wait_for_a_thread():

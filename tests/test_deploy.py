@@ -28,7 +28,10 @@ from tests.support.proxy import (
 )
 from web.security import CONTENT_SECURITY_POLICY
 
-pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh")
+pytestmark = [
+    pytest.mark.slow,  # real nginx and gunicorn
+    pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh"),
+]
 
 SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "referrer-policy", "x-frame-options")
 

@@ -34,11 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-from indexer import artifacts, checkpoints
+import pytest
+
+from indexer import checkpoints, generation, loading, progress
 from indexer.catalogue import scan
 from indexer.model import resolve_weights
 from indexer.models import DEFAULT_MODEL, get_spec
 from indexer.plan import key_for
+
+pytestmark = pytest.mark.slow  # ten real `python -m indexer build` processes, killed
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20240611
@@ -55,6 +59,7 @@ def child_env() -> dict:
         FASHION_BATCH_SIZE="8",
         FASHION_TF_THREADS="1",
         FASHION_RUNTIME="tensorflow",  # kill points are timed against TensorFlow's pace
+        FASHION_TUNING="off",  # the model's own vectors: the kill points fall in embedding, not tuning
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=str(ROOT),
     )
@@ -111,7 +116,7 @@ class Harness:
     def _reached(self, phase: str, min_done: int, started: float) -> bool:
         if phase == "start":
             return True
-        status = artifacts.read_status(self.index_dir)
+        status = progress.read_status(self.index_dir)
         return (
             status.get("updated_at", 0) >= started
             and status.get("state") == "building"
@@ -134,7 +139,7 @@ class Harness:
             while proc.poll() is None and time.monotonic() < fire_at:
                 time.sleep(0.002)
             if proc.poll() is None:
-                status = artifacts.read_status(self.index_dir)
+                status = progress.read_status(self.index_dir)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=60)
                 outcome = "killed"
@@ -177,19 +182,19 @@ class Harness:
 
     def current_items(self, listings: list[list[str]]) -> list[str] | None:
         """Check the index dir holds one complete set from ``listings`` (or none yet); return its items."""
-        gen = artifacts.current_generation(self.index_dir)
+        gen = generation.current_generation(self.index_dir)
         if gen is None:
             assert not self.ever_completed, "a complete set existed and is gone"
             assert not (self.index_dir / "current").exists()
             return None
-        loaded = artifacts.load_index(self.index_dir, expect=self.key)  # every checksum verified
+        loaded = loading.load_index(self.index_dir, expect=self.key)  # every checksum verified
         try:
             items = [relpath for relpath, _size, _mtime in loaded.manifest["items"]]
             assert items in listings, f"{len(items)} items match neither the previous nor the new catalogue"
             assert loaded.filenames == items
             assert loaded.embeddings.shape == (len(items), get_spec(DEFAULT_MODEL).dim)
             assert loaded.annoy.get_n_items() == len(items)
-            for name in (*artifacts.ARTIFACT_FILES, artifacts.MANIFEST):
+            for name in (*generation.ARTIFACT_FILES, generation.MANIFEST):
                 link = self.index_dir / name
                 if link.is_symlink():  # the fixed top-level links always lead into current
                     assert link.resolve() == (gen / name).resolve()
@@ -204,7 +209,7 @@ class Harness:
         self.timeline[-1] += f"; index holds {held}"
 
     def shard_paths(self) -> set[str]:
-        return set(checkpoints.locate_shards(self.index_dir / artifacts.WORK_DIR, model_key=self.key))
+        return set(checkpoints.locate_shards(self.index_dir / generation.WORK_DIR, model_key=self.key))
 
 
 def test_sigkill_at_ten_points_keeps_a_complete_set(tmp_path, demo_catalogue):
@@ -283,7 +288,7 @@ def test_sigkill_at_ten_points_keeps_a_complete_set(tmp_path, demo_catalogue):
         assert report["indexed"] == len(must_embed)
         assert report["reused"] == len(final) - len(must_embed)
         assert report["reused"] >= len(shards & new_files) > 0
-        assert not list((h.index_dir / artifacts.WORK_DIR).glob("shard-*")), "finished shards are cleared"
+        assert not list((h.index_dir / generation.WORK_DIR).glob("shard-*")), "finished shards are cleared"
     except BaseException:
         print("\n".join(h.timeline))
         raise

@@ -25,9 +25,9 @@ REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin", "strict-orig
 
 
 @pytest.fixture(scope="module")
-def hdr_app(built_index, make_web_app):
+def hdr_app(fake_index, make_fake_app):
     """A fresh production-like app (TESTING off, 1 MB limit) with two routes that fail on purpose."""
-    app = make_web_app(built_index.replace(max_upload_mb=1), TESTING=False)
+    app = make_fake_app(fake_index.replace(max_upload_mb=1), TESTING=False)
 
     @app.get("/boom")
     def boom():
@@ -153,14 +153,14 @@ def test_internal_error_hides_the_traceback(hclient, path):
         assert "Something went wrong" in body
 
 
-def test_debug_is_off(hdr_app, demo_app):
+def test_debug_is_off(hdr_app, fake_app):
     assert hdr_app.debug is False
-    assert demo_app.debug is False
+    assert fake_app.debug is False
 
 
-def test_debug_stays_off_with_flask_debug_in_the_environment(monkeypatch, built_index, make_web_app):
+def test_debug_stays_off_with_flask_debug_in_the_environment(monkeypatch, fake_index, make_fake_app):
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = make_web_app(built_index)
+    app = make_fake_app(fake_index)
     assert app.debug is False
     assert app.config["PROPAGATE_EXCEPTIONS"] is not True
 

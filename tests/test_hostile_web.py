@@ -33,7 +33,7 @@ def test_redirects_are_relative(client):
 
 
 @pytest.fixture
-def odd_site(small_settings, embedder, demo_catalogue, make_web_app):
+def odd_site(small_settings, fake_embedder, demo_catalogue, make_fake_app):
     """24 demo images plus files with odd names and a symlink that is re-pointed later."""
     catalogue = small_settings.catalogue
     shutil.copy(demo_catalogue / "30.jpg", catalogue / "new\nline.jpg")
@@ -42,8 +42,8 @@ def odd_site(small_settings, embedder, demo_catalogue, make_web_app):
     (catalogue / "images").mkdir()
     os.symlink("../real.jpg", catalogue / "images" / "linked.jpg")
     (catalogue / ".env").write_text("SECRET_KEY=do-not-serve\n")
-    build_index(small_settings, embedder)
-    return make_web_app(small_settings)
+    build_index(small_settings, fake_embedder)
+    return make_fake_app(small_settings)
 
 
 def _result_for(client, photo: bytes, filename: str) -> dict:
@@ -113,9 +113,9 @@ def test_an_oversized_body_still_names_the_size_limit(client):
     assert "larger than the 10 MB limit" in response.get_json()["error"]["message"]
 
 
-def test_status_while_building_names_no_path(small_settings, embedder, make_web_app):
+def test_status_while_building_names_no_path(small_settings, fake_embedder, make_fake_app):
     """During a build /api/status said 'Scanning /srv/...'."""
-    app = make_web_app(small_settings, autobuild=True)
+    app = make_fake_app(small_settings, autobuild=True)
     client = app.test_client()
     seen = []
     service = app.extensions["fashion.service"]
@@ -142,17 +142,17 @@ def test_a_photo_that_cannot_get_decode_memory_in_time_gets_503_with_retry_after
     assert _search(client, photo, url).status_code == 200  # released: served again
 
 
-def test_the_decode_memory_setting_bounds_each_process(built_index, make_web_app):
+def test_the_decode_memory_setting_bounds_each_process(fake_index, make_fake_app):
     from indexer import images
     from tests.corpus import make_png
 
     photo = make_png((3000, 2000))  # a few KB uploaded, about 23 MB decoded
-    small = make_web_app(built_index.replace(decode_memory_mb=16)).test_client()
+    small = make_fake_app(fake_index.replace(decode_memory_mb=16)).test_client()
     response = _search(small, photo)
     assert response.status_code == 413
     assert "the limit is 16 MB per photo" in response.get_json()["error"]["message"]
     assert images.DECODE_BUDGET.limit_bytes == 16 * 1024 * 1024
-    default = make_web_app(built_index).test_client()  # the next app sets the default back
+    default = make_fake_app(fake_index).test_client()  # the next app sets the default back
     assert _search(default, photo).status_code == 200
     assert images.DECODE_BUDGET.limit_bytes == images.DECODE_BUDGET_BYTES
 
@@ -197,9 +197,9 @@ _EVERY_KIND_OF_ANSWER = [
 
 
 @pytest.mark.parametrize(("method", "path", "data"), _EVERY_KIND_OF_ANSWER, ids=lambda v: str(v)[:40])
-def test_no_answer_names_a_server_path(client, built_index, method, path, data):
+def test_no_answer_names_a_server_path(client, fake_index, method, path, data):
     """Pages, JSON and headers, for successes and every kind of error: no folder of the server is named."""
     response = client.open(path, method=method, data=data, content_type="multipart/form-data" if data else None)
     text = response.get_data().decode("utf-8", "replace") + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
-    for folder in (built_index.catalogue, built_index.index_dir, built_index.catalogue.parent):
+    for folder in (fake_index.catalogue, fake_index.index_dir, fake_index.catalogue.parent):
         assert str(folder) not in text, (response.status_code, folder)

@@ -12,10 +12,15 @@ from PIL import Image
 
 from indexer import images
 from indexer.images import INPUT_SIZE, ImageError, load_for_model, normalise, open_validated, prepare
-from tests.corpus import BOMB_SIDE, EXIF_ORIENTATION, build_corpus, make_image, make_jpeg
+from tests.corpus import BOMB_SIDE, EXIF_ORIENTATION, MEGAPIXEL_CASES, build_corpus, make_image, make_jpeg
 
 CORPUS = {upload.name: upload for upload in build_corpus()}
-OK_CASES = [u for u in build_corpus() if u.expect == "ok"]
+# the 64-megapixel cases take a second or more each: the slow tier's
+OK_CASES = [
+    pytest.param(u, id=u.name, marks=[pytest.mark.slow] if u.name in MEGAPIXEL_CASES else [])
+    for u in build_corpus()
+    if u.expect == "ok"
+]
 REJECT_REASONS = {
     "empty_file": "empty",
     "text_as_jpg": "not_an_image",
@@ -48,7 +53,17 @@ def test_corpus_reasons_cover_every_reject_case():
     assert set(REJECT_REASONS) == {u.name for u in build_corpus() if u.expect == "reject"}
 
 
-@pytest.mark.parametrize("upload", OK_CASES, ids=lambda u: u.name)
+@pytest.mark.slow  # makes every 64-megapixel case
+def test_the_slow_tier_holds_exactly_the_64_megapixel_cases():
+    sizes = {}
+    for upload in build_corpus():
+        if upload.expect == "ok":
+            with Image.open(io.BytesIO(upload.data)) as img:  # the header only: no decode
+                sizes[upload.name] = img.width * img.height
+    assert {name for name, pixels in sizes.items() if pixels >= 60_000_000} == MEGAPIXEL_CASES
+
+
+@pytest.mark.parametrize("upload", OK_CASES)
 def test_valid_images_load_as_model_ready_rgb(upload):
     array = load_for_model(upload.data)
     assert array.shape == (INPUT_SIZE, INPUT_SIZE, 3)
@@ -59,7 +74,7 @@ def test_valid_images_load_as_model_ready_rgb(upload):
     assert _is_white(array[:3, :3]) or upload.name == "png_16bit"
 
 
-@pytest.mark.parametrize("upload", OK_CASES, ids=lambda u: u.name)
+@pytest.mark.parametrize("upload", OK_CASES)
 def test_prepare_gives_the_same_array_as_load_for_model(upload):
     """The build (prepare) and the query side (load_for_model) must agree pixel for pixel."""
     array, thumb = prepare(upload.data, thumb_size=64)
@@ -252,6 +267,7 @@ def test_is_image_path():
     assert not images.is_image_path("styles.csv")
 
 
+@pytest.mark.slow  # decodes a 64-megapixel image
 def test_long_thin_image_is_fitted_without_a_huge_canvas():
     """A 32 x 2,000,000 PNG (192 KB) must not ask for a 2M x 2M padded square."""
     import io
@@ -306,6 +322,7 @@ print((peak_kb() - before) // 1024, int(array.min()), int(array.max()))
 """
 
 
+@pytest.mark.slow  # decodes a 64-megapixel image in a fresh process
 @pytest.mark.parametrize(("case", "decoded_mb"), [("png_16bit_huge", 128), ("tiff_float_huge", 256)])
 def test_huge_high_bit_depth_image_costs_little_more_than_its_decoded_size(case, decoded_mb):
     """A 64-megapixel 16-bit PNG grew a worker by 1.7 GB when converted as float64 in one piece."""
@@ -316,6 +333,7 @@ def test_huge_high_bit_depth_image_costs_little_more_than_its_decoded_size(case,
     assert (low, high) == expected
 
 
+@pytest.mark.slow  # decodes a 64-megapixel image in a fresh process
 @pytest.mark.parametrize(
     ("case", "decoded_mb"),
     [("png_16bit_wide", 128), ("png_16bit_tall", 128), ("tiff_float_wide", 256), ("png_palette_wide", 64)],

@@ -24,7 +24,10 @@ import pytest
 from tests.support.gunicorn import REPO, stop_gunicorn
 from tests.support.proxy import nginx_binary, nginx_only, socket_path_for_tests
 
-pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh")
+pytestmark = [
+    pytest.mark.slow,  # real nginx and gunicorn
+    pytest.mark.skipif(nginx_binary() is None, reason="nginx not installed: run scripts/install.sh"),
+]
 
 
 def _unit(path: Path) -> dict[str, str]:

@@ -83,11 +83,12 @@ def test_boxes_convert_between_the_square_and_the_photo():
     assert to_photo_box((0, 0, INPUT_SIZE, INPUT_SIZE), size) == pytest.approx((0, 0, 1, 1))
 
 
-def test_a_packshot_and_an_everywhere_map_keep_the_whole_photo(demo_catalogue):
+def test_a_peak_gives_a_box_and_an_everywhere_map_none(demo_catalogue):
     packshot = load_for_model(demo_catalogue / "13.jpg")
     hot_centre = np.zeros((7, 7), np.float32)
     hot_centre[3, 3] = 1.0
-    assert find_box(packshot, hot_centre, (300, 300)) is None  # plain white border: a packshot
+    # no veto for packshots: their whole photo is searched beside the boxes
+    assert find_box(packshot, hot_centre, (300, 300)) is not None
     scene = np.random.default_rng(3).integers(0, 256, (INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
     assert find_box(scene, hot_centre, (INPUT_SIZE, INPUT_SIZE)) is not None
     everywhere = np.ones((7, 7), np.float32)  # no peak: the box would cover it all
@@ -110,8 +111,9 @@ def on_grainy_ground(path, seed: int, frame=(480, 400), cover: float = 0.5) -> t
     alpha = Image.fromarray(np.where(255 - pixels.min(axis=2) > 18, 255, 0).astype(np.uint8))
     product, alpha = product.crop(alpha.getbbox()), alpha.crop(alpha.getbbox())
     width, height = frame
-    grain = np.clip(190 + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
-    scene = Image.fromarray(grain)
+    # coarse grain (8-pixel blocks): it survives the fit onto the model square, which averages finer noise away
+    grain = np.clip(190 + rng.normal(0, 30, (height // 8, width // 8, 3)), 0, 255).astype(np.uint8)
+    scene = Image.fromarray(grain).resize(frame, Image.Resampling.NEAREST)
     scale = cover * min(width / product.width, height / product.height)
     size = (round(product.width * scale), round(product.height * scale))
     left, top = int(rng.integers(0, width - size[0])), int(rng.integers(0, height - size[1]))
@@ -137,7 +139,7 @@ def test_locate_crops_and_embeds_the_found_box_and_keeps_packshots_whole(demo_ca
     # the photo's own vector is another one: the box is searched as well as the photo
     assert np.linalg.norm(located.vector - fake_embedder.embed_one(photos[0].array)) > 0.05
 
-    (whole,) = packshot_regions  # a catalogue photo: white border, searched whole
+    whole = packshot_regions[0]  # a catalogue photo is searched whole too, so it finds itself at distance 0
     assert whole.box is None
     np.testing.assert_array_equal(whole.array, photos[1].array)
     np.testing.assert_allclose(whole.vector, fake_embedder.embed_one(photos[1].array), atol=1e-6)
@@ -166,14 +168,14 @@ def test_locating_finds_the_pasted_product(demo_catalogue, pretrained_embedder):
 
 
 @pytest.mark.slow
-def test_a_catalogue_photo_keeps_the_whole_photo(demo_catalogue, pretrained_embedder):
+def test_a_catalogue_photo_is_searched_whole_first(demo_catalogue, pretrained_embedder):
     photos = []
     for item in ITEMS:
         data = (demo_catalogue / f"{item}.jpg").read_bytes()
         array, size = load_with_size(data)
         photos.append(Photo(data, array, size))
     for photo, regions in zip(photos, locate(pretrained_embedder, photos)):
-        assert [found.box for found in regions] == [None]  # a packshot is searched whole, as before
+        assert regions[0].box is None  # the whole photo first, then any boxes
         np.testing.assert_array_equal(regions[0].array, photo.array)
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from indexer.artifacts import load_index
+from indexer.loading import load_index
 from indexer.metadata import Metadata
 from indexer.search import FILTER_FIELDS
 
@@ -19,9 +19,9 @@ def _per_row_mask(rows: list[dict], filters: dict[str, str]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def demo(built_index):
-    loaded = load_index(built_index.index_dir)
-    rows = json.loads((built_index.index_dir / "metadata.json").read_text())
+def demo(fake_index):
+    loaded = load_index(fake_index.index_dir)
+    rows = json.loads((fake_index.index_dir / "metadata.json").read_text())
     yield loaded.metadata, rows
     loaded.annoy.unload()
 

@@ -11,7 +11,7 @@ import pytest
 from indexer.build import build_index, check_freshness
 from indexer.config import ConfigError, Settings
 from indexer.images import INPUT_SIZE
-from indexer.model import WeightsError, resolve_weights
+from indexer.model import WeightsChoice, WeightsError, resolve_weights
 from indexer.models import DEFAULT_MODEL, MODELS, get_spec
 from indexer.models import efficientnet_lite as lite
 from indexer.models.torch_weights import (
@@ -186,6 +186,7 @@ def lite0_classifier(packaged_file):
     return lite.build_classifier(keras, str(packaged_file))
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_keras_parameter_count_equals_the_state_dict(lite0_classifier, state):
     assert lite0_classifier.count_params() == LITE0_PARAMETERS
     kernel = lite0_classifier.get_layer("blocks_3_depthwise_conv").get_weights()[0]
@@ -216,12 +217,14 @@ def lite0():
     return Embedder(resolve_weights("auto"))
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_pretrained_vectors_match_the_recorded_reference(lite0):
     vectors = lite0.embed(check_images())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(_projections(vectors), REFERENCE_PROJECTIONS, atol=REFERENCE_TOLERANCE)
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_the_same_pass_gives_an_activation_map_that_finds_the_object(lite0):
     vectors, maps = lite0.embed_with_maps(check_images())
     np.testing.assert_array_equal(vectors, lite0.embed(check_images()))
@@ -231,6 +234,7 @@ def test_the_same_pass_gives_an_activation_map_that_finds_the_object(lite0):
     assert square > 2 * np.concatenate([maps[3, 0], maps[3, -1], maps[3, :, 0], maps[3, :, -1]]).mean()
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 @pytest.mark.parametrize(
     "mistake",
     [
@@ -245,6 +249,7 @@ def test_reference_check_catches_mapping_mistakes(lite0, mistake):
     assert moved > 10 * REFERENCE_TOLERANCE
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_random_lite0_weights_give_healthy_unit_vectors(embedder):
     # seeded random weights (the tests' embedder) must still give distinct unit vectors
     vectors = embedder.embed(check_images())
@@ -262,8 +267,10 @@ def test_default_model_is_efficientnet_lite0():
 
 
 @pytest.mark.parametrize("spec", MODELS.values(), ids=list(MODELS))
-def test_every_model_takes_the_shared_input_size(spec):
-    assert spec.input_size == INPUT_SIZE
+def test_every_model_names_its_own_input_size(spec):
+    # the default square is the default model's; each model's own size is honoured (tests/test_input_size.py)
+    assert get_spec(DEFAULT_MODEL).input_size == INPUT_SIZE
+    assert spec.input_size >= 32 and spec.input_size == {"efficientnet-lite2": 260}.get(spec.name, 224)
 
 
 def test_unknown_model_is_a_settings_error_naming_the_choices():
@@ -272,6 +279,7 @@ def test_unknown_model_is_a_settings_error_naming_the_choices():
     assert Settings.from_env(env={"FASHION_MODEL": " ResNet50 "}).model == "resnet50"
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_a_lite0_weights_file_that_is_not_a_torch_file_is_refused(tmp_path):
     import keras
 
@@ -282,6 +290,7 @@ def test_a_lite0_weights_file_that_is_not_a_torch_file_is_refused(tmp_path):
         lite.build_feature_map(keras, choice.source)
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 @pytest.mark.parametrize(
     "change, words",
     [
@@ -304,6 +313,7 @@ def test_a_user_state_dict_must_fit_the_architecture_exactly(state, tmp_path, ch
         lite.build_feature_map(keras, choice.source)
 
 
+@pytest.mark.slow  # Keras/TensorFlow
 def test_a_user_copy_of_the_state_dict_loads_unpinned(state, tmp_path, lite0):
     import keras
 
@@ -315,7 +325,9 @@ def test_a_user_copy_of_the_state_dict_loads_unpinned(state, tmp_path, lite0):
     np.testing.assert_allclose(model(images.astype(np.float32)).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_switching_models_makes_the_index_incompatible(tiny_settings, embedder):
-    build_index(tiny_settings, embedder)
-    assert check_freshness(tiny_settings, key_for(embedder)) == "fresh"
-    assert check_freshness(tiny_settings, key_for(resolve_weights("none", model="resnet50"))) == "incompatible"
+def test_switching_models_makes_the_index_incompatible(tiny_settings, fake_embedder):
+    build_index(tiny_settings, fake_embedder)
+    assert check_freshness(tiny_settings, key_for(fake_embedder)) == "fresh"
+    # the same weights id, only the model differs
+    other_model = WeightsChoice(None, fake_embedder.weights_id, "resnet50")
+    assert check_freshness(tiny_settings, key_for(other_model)) == "incompatible"

@@ -24,7 +24,7 @@ SECRET_SOURCE = "100.jpg"
 
 
 @pytest.fixture(scope="module")
-def trap(tmp_path_factory, demo_catalogue, embedder, make_web_app):
+def trap(tmp_path_factory, demo_catalogue, fake_embedder, make_fake_app):
     """Build a small index over a catalogue surrounded by traps; return (app, settings, facts)."""
     root = tmp_path_factory.mktemp("paths")
     catalogue = root / "catalogue"
@@ -46,8 +46,8 @@ def trap(tmp_path_factory, demo_catalogue, embedder, make_web_app):
     os.symlink("/etc/passwd", catalogue / "passwd.jpg")
 
     settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(root / "index"))
-    build_index(settings, embedder)
-    app = make_web_app(settings)
+    build_index(settings, fake_embedder)
+    app = make_fake_app(settings)
     searcher = app.extensions["fashion.service"].searcher
     assert searcher is not None
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from indexer import checkpoints
-from indexer.artifacts import load_index
 from indexer.build import build_index
 from indexer.catalogue import scan
+from indexer.loading import load_index
 from indexer.plan import key_for, plan_build
 from indexer.progress import ProgressReporter
 from tests.corpus import build_corpus, make_png
@@ -70,6 +70,7 @@ def _shards(index_dir: Path) -> list[Path]:
     return sorted(checkpoints.work_dir(index_dir).glob("*.json"))
 
 
+@pytest.mark.slow  # a local Ray instance whose actors load the real model
 def test_ray_engine_builds_the_same_index_as_the_local_engine(small_settings, embedder, tmp_path):
     assert not ray.is_initialized()
     local_settings = small_settings.replace(index_dir=tmp_path / "local-index")
@@ -91,6 +92,7 @@ def test_ray_engine_builds_the_same_index_as_the_local_engine(small_settings, em
     assert embedding and embedding[-1].done == embedding[-1].total == 24
 
 
+@pytest.mark.slow  # a local Ray instance whose actors load the real model
 def test_incremental_add_embeds_only_the_new_images(small_settings, embedder, demo_catalogue, shared_ray):
     first = build_index(small_settings, embedder)  # either engine's index is the other's starting point
     assert first.indexed == 24
@@ -108,6 +110,7 @@ def test_incremental_add_embeds_only_the_new_images(small_settings, embedder, de
     assert again.to_embed == [] and len(again.reuse) == 27
 
 
+@pytest.mark.slow  # a local Ray instance whose actors load the real model
 def test_killed_worker_is_retried_and_corrupt_images_are_skipped(small_settings, embedder, tmp_path, shared_ray):
     catalogue = small_settings.catalogue
     (catalogue / "notes.jpg").write_bytes(b"Shopping list:\n- red dress\n")
@@ -130,6 +133,7 @@ def test_killed_worker_is_retried_and_corrupt_images_are_skipped(small_settings,
     assert len(names) == 24 and "notes.jpg" not in names
 
 
+@pytest.mark.slow  # a local Ray instance whose actors load the real model
 def test_an_interrupted_run_resumes_from_its_shards(small_settings, embedder, shared_ray):
     settings = small_settings.replace(batch_size=8)
     plan = plan_build(settings, key_for(embedder))

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 from indexer import runtimes
-from indexer.artifacts import ArtifactError, load_index
 from indexer.build import build_index, check_freshness
 from indexer.config import ConfigError, Settings
+from indexer.generation import ArtifactError
 from indexer.images import load_for_model
+from indexer.loading import load_index
 from indexer.model import WeightsChoice, resolve_weights
 from indexer.plan import key_for, model_key
 
@@ -32,6 +33,8 @@ HAS_NNCF = HAS_OPENVINO and importlib.util.find_spec("nncf") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="OpenVINO is not installed")
 needs_nncf = pytest.mark.skipif(not HAS_NNCF, reason="NNCF is not installed")
 TINY_CALIBRATION = 6
+# Tests that convert or run a model (TensorFlow, OpenVINO) are marked slow; the cache keys,
+# the check's arithmetic and the settings are the fast tier's.
 
 
 def _demo_batch(catalogue: Path, count: int = 8) -> np.ndarray:
@@ -88,6 +91,7 @@ def _installed_runtimes() -> list:
 # ---------------------------------------------------------------- the check, on every installed runtime
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", _installed_runtimes())
 def test_converted_model_passes_the_tensorflow_check(fixture, request, embedder, demo_catalogue):
     converted = request.getfixturevalue(fixture)
@@ -99,6 +103,7 @@ def test_converted_model_passes_the_tensorflow_check(fixture, request, embedder,
         assert result.max_abs_diff <= 1e-5
 
 
+@pytest.mark.slow
 def test_fp32_embedder_keeps_the_interface(ov_fp32, embedder, demo_catalogue):
     image = _demo_batch(demo_catalogue, 1)[0]
     vector = ov_fp32.embed_one(image)
@@ -108,6 +113,7 @@ def test_fp32_embedder_keeps_the_interface(ov_fp32, embedder, demo_catalogue):
     ov_fp32.warm_up()
 
 
+@pytest.mark.slow
 def test_converted_model_gives_the_same_activation_maps(ov_fp32, embedder, demo_catalogue):
     batch = _demo_batch(demo_catalogue, 4)
     vectors, maps = ov_fp32.embed_with_maps(batch)
@@ -118,6 +124,7 @@ def test_converted_model_gives_the_same_activation_maps(ov_fp32, embedder, demo_
     assert np.abs(vectors - tf_vectors).max() <= 1e-5
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_int8_leaves_in_float_exactly_what_follows_the_feature_map(embedder):
     model = runtimes.convert(embedder)
@@ -129,12 +136,14 @@ def test_int8_leaves_in_float_exactly_what_follows_the_feature_map(embedder):
     assert not {"Convolution", "GroupConvolution", "Clamp"} & set(kept)
 
 
+@pytest.mark.slow
 def test_int8_keeps_unit_norms(ov_int8, demo_catalogue):
     vectors = ov_int8.embed(_demo_batch(demo_catalogue, 16))
     assert np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() < 1e-3
     assert ov_int8.vector_space.startswith("int8-")
 
 
+@pytest.mark.slow
 def test_int8_is_checked_on_catalogue_photos_too(ov_int8):
     entry = Path(ov_int8.resolved.model_dir)
     checked = np.load(entry / runtimes.CHECK_BATCH)
@@ -179,6 +188,7 @@ def test_cache_key_covers_weights_preprocessing_and_runtime_version(tmp_path, we
     assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1") != base
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_cached_entry_records_the_check(ov_fp32, ov_index_dir, weights_choice):
     entry = runtimes.cache_entry(
@@ -196,6 +206,7 @@ def _copy_cache(ov_index_dir: Path, target: Path) -> Path:
     return runtimes.cache_root(target)
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, caplog):
     cache = _copy_cache(ov_index_dir, tmp_path)
@@ -212,6 +223,7 @@ def test_damaged_cached_model_is_converted_again(ov_fp32, ov_index_dir, tmp_path
     assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5
 
 
+@pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize(
     "damage",
@@ -258,6 +270,7 @@ def other_weights_entry(tmp_path_factory):
     return runtimes.cache_entry(cache, choice, "fp32", runtimes.openvino_version())
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_entry_swapped_for_a_conversion_of_other_weights_is_converted_again(
     ov_fp32, ov_index_dir, other_weights_entry, tmp_path, weights_choice, embedder, caplog
@@ -274,6 +287,7 @@ def test_entry_swapped_for_a_conversion_of_other_weights_is_converted_again(
     assert np.abs(again.embed(batch) - embedder.embed(batch)).max() <= 1e-5  # this model's vectors, not the other's
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_whole_entry_of_other_weights_under_this_key_is_converted_again(
     ov_fp32, ov_index_dir, other_weights_entry, tmp_path, weights_choice, embedder, caplog
@@ -302,6 +316,7 @@ def test_cache_key_follows_the_weights_file_not_just_its_id(tmp_path):
     assert entry_for(first) == entry_for(second)
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_failed_check_falls_back_to_tensorflow_and_is_remembered(
     ov_fp32, ov_index_dir, tmp_path, weights_choice, embedder, monkeypatch, caplog
@@ -323,6 +338,7 @@ def test_failed_check_falls_back_to_tensorflow_and_is_remembered(
     assert "Converting" not in caplog.text  # the failed result is cached, not recomputed on every start
 
 
+@pytest.mark.slow
 def test_tensorflow_runtime_is_the_keras_model(weights_choice, embedder, tmp_path):
     chosen = runtimes.load_runtime(weights_choice, "tensorflow", cache_dir=tmp_path, reference=embedder)
     assert chosen is embedder and not (tmp_path / runtimes.CACHE_DIR).exists()
@@ -338,6 +354,7 @@ def test_runtime_setting_is_validated():
 # ---------------------------------------------------------------- manifest and vector spaces
 
 
+@pytest.mark.slow
 @needs_nncf
 def test_manifest_records_runtime_and_vector_spaces_stay_apart(tmp_path, tiny_settings, ov_fp32, ov_int8, embedder):
     fp32_settings = tiny_settings
@@ -359,6 +376,7 @@ def test_manifest_records_runtime_and_vector_spaces_stay_apart(tmp_path, tiny_se
         load_index(int8_settings.index_dir, expect=model_key(embedder.model_id, embedder.weights_id, "fp32"))
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_web_app_with_cached_model_never_imports_tensorflow(ov_fp32, ov_index_dir, tmp_path, tiny_settings):
     index_dir = tmp_path / "served-index"
@@ -390,6 +408,7 @@ def test_web_app_with_cached_model_never_imports_tensorflow(ov_fp32, ov_index_di
     assert seen == {"state": "ready", "runtime": "openvino", "tensorflow": False, "keras": False}
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_runtime_command_reports_the_cached_model(ov_fp32, ov_index_dir, tmp_path):
     index_dir = tmp_path / "index"
@@ -404,6 +423,7 @@ def test_runtime_command_reports_the_cached_model(ov_fp32, ov_index_dir, tmp_pat
     assert Path(reported["model_dir"]).parent == runtimes.cache_root(index_dir)
 
 
+@pytest.mark.slow
 @needs_nncf
 def test_ray_actors_run_the_drivers_runtime(tiny_settings, tmp_path, ov_int8, embedder):
     pytest.importorskip("ray", reason="Ray is not installed (requirements-ray.txt)")

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import artifacts
 from indexer.images import load_for_model
 from indexer.plan import key_for
+from indexer.publish import publish
 from indexer.search import FILTER_FIELDS, ColourQuery, Searcher, UnknownItem
 from tests.corpus import EXIF_ORIENTATION
 
 
 @pytest.fixture(scope="module")
-def searcher(built_index, embedder):
-    found = Searcher.load(built_index.index_dir, expect=key_for(embedder))
+def searcher(fake_index, fake_embedder):
+    found = Searcher.load(fake_index.index_dir, expect=key_for(fake_embedder))
     yield found
     found.index.annoy.unload()
 
@@ -57,8 +57,8 @@ def _sideways_with_exif(upright: Image.Image, fmt: str, **kwargs) -> bytes:
 
 # 1 is 300x300, 3 is portrait 240x320, 6 is landscape 320x240
 @pytest.mark.parametrize("name", ["1.jpg", "3.jpg", "6.jpg", "100.jpg"])
-def test_catalogue_image_finds_itself_first(name, searcher, embedder, built_index):
-    vector = embedder.embed_one(load_for_model(built_index.catalogue / name))
+def test_catalogue_image_finds_itself_first(name, searcher, fake_embedder, fake_index):
+    vector = fake_embedder.embed_one(load_for_model(fake_index.catalogue / name))
     hits = searcher.search(vector, 5)
     assert len(hits) == 5
     assert searcher.filenames[hits[0].row] == name
@@ -68,6 +68,7 @@ def test_catalogue_image_finds_itself_first(name, searcher, embedder, built_inde
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["3.jpg", "6.jpg"])
 def test_exif_rotated_copy_of_a_non_square_image_finds_it(name, pretrained_searcher, pretrained_embedder):
     # real features: with random weights a sideways picture is barely further than a re-encode
@@ -133,8 +134,8 @@ def test_ids_are_file_stems_and_describe(searcher):
 # ---------------------------------------------------------------- filters
 
 
-def test_facets_list_the_distinct_values(searcher, built_index):
-    styles = _styles(built_index.catalogue)
+def test_facets_list_the_distinct_values(searcher, fake_index):
+    styles = _styles(fake_index.catalogue)
     facets = searcher.facets()
     assert set(facets) == set(FILTER_FIELDS)
     for name in FILTER_FIELDS:
@@ -154,7 +155,7 @@ FILTERS = [
 
 @pytest.mark.parametrize("filters", FILTERS, ids=lambda f: "+".join(f.values()))
 @pytest.mark.parametrize("k", [1, 5, 20])
-def test_filters_are_exact_and_fill_k(filters, k, searcher, embedder, built_index):
+def test_filters_are_exact_and_fill_k(filters, k, searcher, fake_embedder, fake_index):
     matching = [row for row, meta in enumerate(searcher.metadata) if all(meta.get(f) == v for f, v in filters.items())]
     assert matching, "the demo catalogue should have items for every filter here"
     for query in ("1.jpg", "77.jpg"):
@@ -185,7 +186,7 @@ def _synthetic_searcher(tmp_path: Path) -> tuple[Searcher, np.ndarray]:
     vectors = np.vstack([near, far]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     metadata = [{"baseColour": "near"}] * 90 + [{"baseColour": "far"}] * 10
-    artifacts.publish(
+    publish(
         tmp_path,
         embeddings=vectors,
         filenames=[f"{i}.jpg" for i in range(100)],
@@ -239,7 +240,7 @@ def _clustered_searcher(
     vectors = (centres[rng.integers(0, 30, n)] + spread * rng.normal(size=(n, dim))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     colours = ["Red", "Blue", "Green"]
-    artifacts.publish(
+    publish(
         tmp_path,
         embeddings=vectors,
         filenames=[f"{i}.jpg" for i in range(n)],
@@ -297,11 +298,11 @@ def test_rerank_pool_is_larger_than_k(tmp_path):
     searcher.index.annoy.unload()
 
 
-def test_compare_indexes_counts_agreement_against_per_item_exact_search(searcher, built_index):
+def test_compare_indexes_counts_agreement_against_per_item_exact_search(searcher, fake_index):
     """``compare_indexes`` (one batched exact pass per index) agrees with exact search item by item."""
     from indexer.evaluate import compare_indexes
 
-    other = Searcher.load(built_index.index_dir)
+    other = Searcher.load(fake_index.index_dir)
     same = compare_indexes(searcher, other, k=5)
     assert same["common_items"] == len(searcher)
     assert (same["top_k_agreement"], same["identical_lists"], same["max_abs_diff"]) == (1.0, 1.0, 0.0)
@@ -331,7 +332,7 @@ def _searcher_with_colours(tmp_path: Path, n: int = 3000, dim: int = 24) -> Sear
     vectors = (centres[rng.integers(0, 12, n)] + 0.4 * rng.normal(size=(n, dim))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     colours = np.sqrt(rng.dirichlet(np.full(77, 0.2), n)).astype(np.float32)  # unit, non-negative, like the real ones
-    artifacts.publish(
+    publish(
         tmp_path,
         embeddings=vectors,
         colours=colours,

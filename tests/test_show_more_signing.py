@@ -43,11 +43,11 @@ def test_the_page_carries_a_signed_vector_that_show_more_accepts(client, demo_ca
 
 
 @pytest.mark.parametrize("forgery", ["float32", "unsigned_float16", "edited", "other_secret", "signature_only"])
-def test_show_more_refuses_a_vector_the_server_did_not_sign(client, demo_app, demo_catalogue, forgery):
+def test_show_more_refuses_a_vector_the_server_did_not_sign(client, fake_app, demo_catalogue, forgery):
     data = _show_more_form(client, demo_catalogue)
     token = data["query"][0]
     value, signature = token.rsplit(".", 1)
-    dim = demo_app.extensions["fashion.service"].searcher.embeddings.shape[1]
+    dim = fake_app.extensions["fashion.service"].searcher.embeddings.shape[1]
     length = dim + COLOUR_DIM  # a vector and its colour descriptor
     if forgery == "float32":  # the same byte size as a real vector, read as float16 it has the right length
         forged = _unsigned(np.random.default_rng(0).random(length // 2).astype("<f4"))
@@ -56,7 +56,7 @@ def test_show_more_refuses_a_vector_the_server_did_not_sign(client, demo_app, de
     elif forgery == "edited":  # one value changed, old signature kept
         forged = f"{'B' if value[0] != 'B' else 'C'}{value[1:]}.{signature}"
     elif forgery == "other_secret":  # signed properly, by another installation
-        manifest = demo_app.extensions["fashion.service"].searcher.manifest
+        manifest = fake_app.extensions["fashion.service"].searcher.manifest
         forged = CarriedVectors(b"x" * 64).dumps(np.ones(dim, np.float32), np.ones(COLOUR_DIM, np.float32), manifest)
     else:
         forged = signature
@@ -83,9 +83,9 @@ def test_a_token_is_bound_to_the_vector_space_it_came_from():
         carried.loads("é" * 10, SPACE, 16)
 
 
-def test_every_worker_of_an_installation_accepts_the_others_pages(built_index, make_web_app, demo_catalogue):
+def test_every_worker_of_an_installation_accepts_the_others_pages(fake_index, make_fake_app, demo_catalogue):
     """Two apps over one index folder stand for two gunicorn workers: a page from one works on the other."""
-    first, second = make_web_app(built_index), make_web_app(built_index)
+    first, second = make_fake_app(fake_index), make_fake_app(fake_index)
     data = _show_more_form(first.test_client(), demo_catalogue)
     assert second.test_client().post("/search/more", data=data).status_code == 200
 

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from indexer import artifacts, tuning
+from indexer import generation, tuning
 from indexer.build import build_index
 from indexer.options import SearchOptions
 from indexer.query import QueryPipeline, decode_photo
@@ -67,10 +67,10 @@ def _read_pickle(path):
 def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder):
     settings = small_settings.replace(tuning=True)
     build_index(settings, fake_embedder)
-    manifest = artifacts.read_manifest(artifacts.current_generation(settings.index_dir))
+    manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
     assert manifest["tuning"].startswith("lda-v1-")
     assert manifest["model_dim"] == fake_embedder.dim and manifest["dim"] < fake_embedder.dim
-    assert artifacts.PROJECTION_FILE in manifest["checksums"]
+    assert generation.PROJECTION_FILE in manifest["checksums"]
     raw = _read_pickle(settings.index_dir / "embeddings.pkl")
     assert raw.shape == (24, fake_embedder.dim)  # the documented artifact: the model's own vectors
     searcher = Searcher.for_settings(settings)
@@ -87,9 +87,9 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
 
 def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedder):
     build_index(small_settings.replace(tuning=False), fake_embedder)
-    manifest = artifacts.read_manifest(artifacts.current_generation(small_settings.index_dir))
+    manifest = generation.read_manifest(generation.current_generation(small_settings.index_dir))
     assert manifest["tuning"] is None and manifest["dim"] == manifest["model_dim"] == fake_embedder.dim
-    assert artifacts.PROJECTION_FILE not in manifest["checksums"]
+    assert generation.PROJECTION_FILE not in manifest["checksums"]
     searcher = Searcher.for_settings(small_settings)
     assert searcher.projection is None
     raw = _read_pickle(small_settings.index_dir / "embeddings.pkl")
@@ -106,7 +106,7 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     # only the tuning views were embedded: 16 products, each on white and on 3 scenes
     assert fake_counting_embedder.images == 24 + 16 * (tuning.SCENE_VIEWS + 1)
     assert report.reused == 24
-    tuned_id = artifacts.read_manifest(artifacts.current_generation(on.index_dir))["tuning"]
+    tuned_id = generation.read_manifest(generation.current_generation(on.index_dir))["tuning"]
     assert tuned_id
     # nothing changed: up to date, the tuning kept
     assert build_index(on, fake_counting_embedder).up_to_date
@@ -116,7 +116,7 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     before = fake_counting_embedder.images
     build_index(on, fake_counting_embedder)
     assert fake_counting_embedder.images == before + 1
-    assert artifacts.read_manifest(artifacts.current_generation(on.index_dir))["tuning"] == tuned_id
+    assert generation.read_manifest(generation.current_generation(on.index_dir))["tuning"] == tuned_id
     # --retune learns it again (the views are embedded again)
     before = fake_counting_embedder.images
     build_index(on, fake_counting_embedder, retune=True)

@@ -4,7 +4,8 @@
 Checks the documented shapes exactly, that an uploaded catalogue photo
 finds itself first at distance ~0, one result list per photo in upload
 order, k and filter handling, and that every image URL in a result is
-fetchable. Runs against the session demo index with the real model.
+fetchable. Runs against the session demo index built with the fake embedder
+(``tests/fakes.py``): the API's shapes and checks do not depend on real features.
 """
 
 from __future__ import annotations

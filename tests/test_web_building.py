@@ -6,7 +6,7 @@
   ``/api/status`` says ``building`` with done/total, and the search routes
   answer 503 with Retry-After. After the lock is released the *same* app
   builds and becomes ready without a restart.
-* Mid-build progress: the real embedder is wrapped so that the build pauses
+* Mid-build progress: the (fake) embedder is wrapped so that the build pauses
   inside its second batch; the page and ``/api/status`` then show 8 of 24.
 * A failing build (catalogue folder missing) gives an error page that says
   why, and ``/api/status`` state ``error``.
@@ -83,11 +83,11 @@ def _assert_ready(client, catalogue, count):
     assert response.get_json()["queries"][0]["results"][0]["id"] == "3"
 
 
-def test_build_in_progress_elsewhere_then_ready_without_restart(small_settings, make_web_app):
+def test_build_in_progress_elsewhere_then_ready_without_restart(small_settings, make_fake_app):
     lock = build_lock(small_settings.index_dir)
     lock.acquire()
     try:
-        app = make_web_app(small_settings, autobuild=True)
+        app = make_fake_app(small_settings, autobuild=True)
         service = app.extensions["fashion.service"]
         client = app.test_client()
         _assert_building_everywhere(client, small_settings.catalogue)
@@ -101,7 +101,7 @@ def test_build_in_progress_elsewhere_then_ready_without_restart(small_settings, 
 
 
 class PausingEmbedder:
-    """The real session embedder; the build's second ``embed`` call waits for ``release``.
+    """The session's fake embedder; the build's second ``embed`` call waits for ``release``.
 
     The first call returns after a short rest so that the throttled progress
     writer (0.5 s) publishes its result before the pause.
@@ -130,11 +130,11 @@ class PausingEmbedder:
         return getattr(self._inner, name)
 
 
-def test_building_page_shows_live_progress(small_settings, embedder):
+def test_building_page_shows_live_progress(small_settings, fake_embedder):
     from web import create_app
 
     settings = small_settings.replace(batch_size=8, checkpoint_every=8)
-    pausing = PausingEmbedder(embedder)
+    pausing = PausingEmbedder(fake_embedder)
     app = create_app(settings, embedder=pausing, autobuild=True, TESTING=True)
     service = app.extensions["fashion.service"]
     client = app.test_client()
@@ -155,10 +155,10 @@ def test_building_page_shows_live_progress(small_settings, embedder):
     _assert_ready(client, settings.catalogue, 24)
 
 
-def test_failed_build_shows_why(small_settings, make_web_app, tmp_path):
+def test_failed_build_shows_why(small_settings, make_fake_app, tmp_path):
     missing = tmp_path / "no-such-catalogue"
     settings = small_settings.replace(catalogue=missing)
-    app = make_web_app(settings, autobuild=True)
+    app = make_fake_app(settings, autobuild=True)
     service = app.extensions["fashion.service"]
     client = app.test_client()
     assert service.wait_until_ready(timeout=300) is False

@@ -32,9 +32,9 @@ def _upload(client, url, demo_catalogue, item_id, **fields):
 # ---------------------------------------------------------------- facet counts
 
 
-def test_facet_counts_list_only_values_matching_the_other_filters(built_index):
-    searcher = Searcher.load(built_index.index_dir)
-    rows = _styles(built_index.catalogue)
+def test_facet_counts_list_only_values_matching_the_other_filters(fake_index):
+    searcher = Searcher.load(fake_index.index_dir)
+    rows = _styles(fake_index.catalogue)
     chosen = {"gender": "Men", "baseColour": "Red"}
     counts = facets.facet_counts(searcher, chosen)
     for name, listed in counts.items():
@@ -48,8 +48,8 @@ def test_facet_counts_list_only_values_matching_the_other_filters(built_index):
     assert int(facets.matching_rows(searcher, chosen).sum()) == sum(n for _, n in counts["articleType"])
 
 
-def test_forms_show_counts_and_the_api_gives_them(client, built_index):
-    rows = _styles(built_index.catalogue)
+def test_forms_show_counts_and_the_api_gives_them(client, fake_index):
+    rows = _styles(fake_index.catalogue)
     women = sum(r["gender"] == "Women" for r in rows)
     page = client.get("/").get_data(as_text=True)
     assert f'<option value="Women">Women ({women})</option>' in page
@@ -95,9 +95,9 @@ def test_a_long_list_of_choices_says_it_is_cut(client):
 # ---------------------------------------------------------------- browse
 
 
-def test_browse_pages_through_the_catalogue_with_filters(client, built_index):
+def test_browse_pages_through_the_catalogue_with_filters(client, fake_index):
     # catalogue order: the index's file order
-    rows = sorted(_styles(built_index.catalogue), key=lambda r: Searcher.load(built_index.index_dir).filenames.index(
+    rows = sorted(_styles(fake_index.catalogue), key=lambda r: Searcher.load(fake_index.index_dir).filenames.index(
         f"{r['id']}.jpg"))
     first = client.get("/browse").get_data(as_text=True)
     ids = CARD_LINK.findall(first)
@@ -151,7 +151,7 @@ def test_more_like_this_has_show_more_and_human_labels(client):
 # ---------------------------------------------------------------- product details and empty catalogue
 
 
-def test_product_names_prices_and_safe_shop_links(small_settings, embedder, make_web_app):
+def test_product_names_prices_and_safe_shop_links(small_settings, fake_embedder, make_fake_app):
     styles = small_settings.catalogue / "styles.csv"
     lines = styles.read_text().splitlines()
     out = [lines[0] + ",price,url"]
@@ -160,8 +160,8 @@ def test_product_names_prices_and_safe_shop_links(small_settings, embedder, make
         url = {"1": "javascript:alert(1)", "2": "ftp://shop.example/2"}.get(item_id, f"https://shop.example/p/{item_id}")
         out.append(f"{line},€{item_id}9.95,{url}")
     styles.write_text("\n".join(out) + "\n")
-    build_index(small_settings, embedder)
-    client = make_web_app(small_settings).test_client()
+    build_index(small_settings, fake_embedder)
+    client = make_fake_app(small_settings).test_client()
     page = client.get("/browse").get_data(as_text=True)
     assert '<p class="card-title"><span class="card-name">Unisex Red Solid Tshirt</span></p>' in page
     assert '<p class="price">€39.95</p>' in page
@@ -171,14 +171,14 @@ def test_product_names_prices_and_safe_shop_links(small_settings, embedder, make
     assert 'href="https://shop.example/p/3" rel="noopener"' in item
 
 
-def test_an_empty_catalogue_says_what_to_do(tmp_path, embedder, make_web_app):
+def test_an_empty_catalogue_says_what_to_do(tmp_path, fake_embedder, make_fake_app):
     from indexer.config import Settings
 
     empty = tmp_path / "shop"
     empty.mkdir()
     settings = Settings.from_env(catalogue=str(empty), index_dir=str(tmp_path / "index"))
-    build_index(settings, embedder)
-    client = make_web_app(settings).test_client()
+    build_index(settings, fake_embedder)
+    client = make_fake_app(settings).test_client()
     page = client.get("/")
     body = page.get_data(as_text=True)
     assert "The catalogue is empty" in body and "python -m indexer build" in body and "<code>shop</code>" in body
@@ -191,11 +191,11 @@ def test_an_empty_catalogue_says_what_to_do(tmp_path, embedder, make_web_app):
     assert api.status_code == 503 and "no products yet" in api.get_json()["error"]["message"]
 
 
-def test_an_index_of_another_catalogue_is_never_served(tiny_settings, embedder, make_web_app, tmp_path):
-    build_index(tiny_settings, embedder)  # the demo's products, say
+def test_an_index_of_another_catalogue_is_never_served(tiny_settings, fake_embedder, make_fake_app, tmp_path):
+    build_index(tiny_settings, fake_embedder)  # the demo's products, say
     other = tmp_path / "real-shop"
     shutil.copytree(tiny_settings.catalogue, other)  # same file names: the old index would even "work"
-    app = make_web_app(tiny_settings.replace(catalogue=other.resolve()))
+    app = make_fake_app(tiny_settings.replace(catalogue=other.resolve()))
     client = app.test_client()
     status = client.get("/api/status").get_json()
     assert status["state"] != "ready" and status["items"] == 0
@@ -203,18 +203,18 @@ def test_an_index_of_another_catalogue_is_never_served(tiny_settings, embedder, 
     assert client.get("/catalogue/3.jpg").status_code != 200
     page = client.get("/").get_data(as_text=True)
     assert '<input id="image"' not in page  # the building page, not a search over someone else's products
-    same = make_web_app(tiny_settings).test_client()  # control: the catalogue it was built from is served
+    same = make_fake_app(tiny_settings).test_client()  # control: the catalogue it was built from is served
     assert same.get("/api/status").get_json()["state"] == "ready"
 
 
-def test_cards_without_product_names_are_told_apart_by_file_name(small_settings, embedder, make_web_app):
+def test_cards_without_product_names_are_told_apart_by_file_name(small_settings, fake_embedder, make_fake_app):
     """Without productDisplayName every card read "Handbags" or "Casual Shoes"."""
     styles = small_settings.catalogue / "styles.csv"
     rows = list(csv.reader(styles.read_text().splitlines()))
     drop = rows[0].index("productDisplayName")
     styles.write_text("\n".join(",".join(cell for i, cell in enumerate(row) if i != drop) for row in rows) + "\n")
-    build_index(small_settings, embedder)
-    page = make_web_app(small_settings).test_client().get("/browse").get_data(as_text=True)
+    build_index(small_settings, fake_embedder)
+    page = make_fake_app(small_settings).test_client().get("/browse").get_data(as_text=True)
     names = re.findall(r'<span class="card-name">([^<]*)</span>', page)
     assert names and len(set(names)) == len(names)  # every card's title is its own
     assert all(name.isdigit() for name in names)  # the file names of the demo catalogue: 1.jpg, 2.jpg, ...

@@ -7,8 +7,9 @@ filter values), ``GET /items/<id>`` (more like this, itself excluded, 404,
 bad k/filters), the catalogue image and thumbnail routes with their cache
 headers, and HTML (not JSON) errors outside ``/api``.
 
-Everything runs against the session demo index (144 images) with the real
-random-weights ResNet50 and the real Annoy index.
+Everything runs against the session demo index (144 images) built with the
+fake embedder (``tests/fakes.py``) and the real Annoy index: what a page
+shows for a query does not depend on real features here.
 """
 
 from __future__ import annotations

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 from indexer.evaluate import evaluate
 from indexer.search import Searcher
+
+pytestmark = pytest.mark.slow  # EfficientNet-Lite0 with its ImageNet weights
 
 
 def test_status_names_the_model_and_its_weights(pretrained_app):

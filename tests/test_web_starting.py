@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import io
 
+import pytest
 from filelock import FileLock
+
+pytestmark = pytest.mark.slow  # the app loads the real model in its start-up thread
 
 
 def test_pages_and_api_answer_while_the_model_loads(tmp_path, built_index, demo_catalogue):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from indexer.config import PROJECT_ROOT, Settings
+from indexer.embedder import Embedder
 from indexer.images import configure_decode_budget
 
 from . import api, views
@@ -24,7 +25,9 @@ from .security import add_cache_policy, add_security_headers, shop_link
 from .service import IndexService
 
 
-def create_app(settings: Settings | None = None, *, embedder=None, autobuild: bool = True, **flask_config) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, embedder: Embedder | None = None, autobuild: bool = True, **flask_config
+) -> Flask:
     """Build the site.
 
     ``settings`` defaults to ``Settings.from_env()``; ``embedder`` shares an

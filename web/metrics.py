@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from indexer import artifacts
+from indexer.progress import read_status
 
 bp = Blueprint("metrics", __name__)
 
@@ -112,7 +112,7 @@ class IndexCollector:
             age = GaugeMetricFamily("fashion_index_age_seconds", "Age of the served index generation")
             age.add_metric([], max(0.0, time.time() - published / 1e9))
             yield age
-        yield from _build_gauges(artifacts.read_status(self.service.settings.index_dir))
+        yield from _build_gauges(read_status(self.service.settings.index_dir))
 
 
 def _build_gauges(status: dict):

@@ -86,12 +86,18 @@ def parse_page(raw: str | None) -> int:
 
 
 def read_images(
-    files: MultiDict, max_files: int, crops: tuple[Crop | None, ...] = (), deadline: Deadline | None = None
+    files: MultiDict,
+    max_files: int,
+    crops: tuple[Crop | None, ...] = (),
+    deadline: Deadline | None = None,
+    size: int | None = None,
 ) -> list[QueryPhoto]:
     """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry.
 
-    With a ``deadline``, each photo is started only while time is left and
-    waits for its decode share at most that long; past it, ``Busy``.
+    ``size`` is the side of the square the model takes: the service's
+    ``embedder.input_size`` (``None``: the default model's). With a
+    ``deadline``, each photo is started only while time is left and waits
+    for its decode share at most that long; past it, ``Busy``.
     """
     uploads = [f for f in files.getlist("image") if f is not None]
     if not uploads:
@@ -113,7 +119,7 @@ def read_images(
         data = upload.read()
         crop = crops[position - 1] if position <= len(crops) else None
         try:
-            photos.append(decode_photo(data, name, crop, wait_s=deadline.remaining() if deadline else None))
+            photos.append(decode_photo(data, name, crop, wait_s=deadline.remaining() if deadline else None, size=size))
         except ImageError as exc:
             raise image_error(name, exc) from None
     return photos
@@ -125,11 +131,14 @@ def image_error(name: str, exc: ImageError) -> BadQuery:
 
 
 def parse_upload(
-    form: MultiDict, files: MultiDict, settings, facets, deadline: Deadline | None = None
+    form: MultiDict, files: MultiDict, settings, facets, deadline: Deadline | None = None, size: int | None = None
 ) -> UploadRequest:
-    """Validate a whole search request, form fields first (they are cheap), then decode its photos."""
+    """Validate a whole search request, form fields first (they are cheap), then decode its photos.
+
+    ``size``: the model's input size, as ``read_images`` takes it.
+    """
     fields = MultiDict(form)
     for name in files.keys():
         fields.add(name, "")  # so that an unknown file field is refused like any other
     options = from_fields(fields, settings, facets)
-    return UploadRequest(options, read_images(files, settings.max_files, options.crops, deadline))
+    return UploadRequest(options, read_images(files, settings.max_files, options.crops, deadline, size))

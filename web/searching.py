@@ -153,7 +153,8 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
             status=503,
         )
     deadline = Deadline(cfg.request_deadline_s, already_waited_s=pool_wait_s())
-    upload = parse_upload(form, files, cfg, searcher.facets(), deadline)
+    # photos are fitted on the square of the model that will embed them
+    upload = parse_upload(form, files, cfg, searcher.facets(), deadline, size=pipeline.embedder.input_size)
 
     def model_slot():
         return gate.slot(already_waited_s=pool_wait_s(), max_wait_s=deadline.remaining())

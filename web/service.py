@@ -20,12 +20,13 @@ import time
 
 from filelock import Timeout
 
-from indexer import artifacts
 from indexer.build import BuildInProgress, build_index, build_lock, check_freshness, public_failure
 from indexer.config import Settings
+from indexer.embedder import Embedder
+from indexer.generation import ArtifactError, current_generation
 from indexer.memory import release_free_memory
-from indexer.model import Embedder
 from indexer.plan import key_for
+from indexer.progress import read_status
 from indexer.query import QueryPipeline
 from indexer.runtimes import load_for_settings
 from indexer.search import Searcher
@@ -143,7 +144,7 @@ class IndexService:
     def status(self) -> dict:
         """The payload of ``/api/status``."""
         state = self.state
-        progress = artifacts.read_status(self.settings.index_dir) if state != STARTING else {}
+        progress = read_status(self.settings.index_dir) if state != STARTING else {}
         if state == STARTING:
             message = STARTUP_MESSAGES[self.startup_step]
         elif state == ERROR:
@@ -204,7 +205,7 @@ class IndexService:
             return
         try:
             self._last_refresh = now
-            gen = artifacts.current_generation(self.settings.index_dir)
+            gen = current_generation(self.settings.index_dir)
             if gen is not None and gen.name != self._failed_gen and (
                 self.searcher is None or self.searcher.generation != gen.name
             ):
@@ -237,7 +238,7 @@ class IndexService:
     def _load(self, gen_name: str) -> None:
         try:
             searcher = Searcher.for_settings(self.settings, expect=self.key)
-        except artifacts.ArtifactError as exc:
+        except ArtifactError as exc:
             # not retried until `current` changes; a build replaces it
             log.warning("Index %s not usable: %s", gen_name, exc)
             self._failed_gen = gen_name

@@ -17,8 +17,10 @@ from .. import checkpoints
 from ..catalogue import CatalogueFile
 from ..colour import colour_descriptor
 from ..config import Settings
+from ..embedder import Embedder
 from ..images import ImageError
-from ..model import Embedder, WeightsChoice, configure_threads
+from ..model import Embedder as TensorFlowEmbedder
+from ..model import WeightsChoice, configure_threads
 from ..plan import BuildPlan, Skipped, decode_and_thumbnail
 from ..progress import ProgressReporter
 
@@ -27,11 +29,14 @@ log = logging.getLogger(__name__)
 _DONE = object()
 
 
-def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Queue, thumb_size: int, stop):
+def _decode_worker(
+    root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Queue, thumb_size: int, size: int, stop
+):
     """Decode images, write thumbnails and describe colours until the job queue is drained.
 
-    The colour descriptor is computed here, beside the decode, so it runs
-    in parallel with the forward pass instead of before it.
+    Arrays are ``size`` x ``size``: the input size of the model that
+    embeds them. The colour descriptor is computed here, beside the decode,
+    so it runs in parallel with the forward pass instead of before it.
     """
     try:
         while not stop.is_set():
@@ -40,7 +45,7 @@ def _decode_worker(root: Path, index_dir: Path, jobs: queue.Queue, out: queue.Qu
             except queue.Empty:
                 break
             try:
-                result = decode_and_thumbnail(root, index_dir, item, thumb_size)
+                result = decode_and_thumbnail(root, index_dir, item, thumb_size, size)
             except Exception:  # noqa: BLE001 - one file must not stall the build
                 log.exception("Unexpected error decoding %s", item.relpath)
                 result = ImageError("unreadable", "The image could not be decoded.")
@@ -81,7 +86,7 @@ def embed(
     """
     if isinstance(model, WeightsChoice):
         configure_threads(settings.tf_threads)
-        embedder = Embedder(model, settings.random_seed)
+        embedder: Embedder = TensorFlowEmbedder(model, settings.random_seed)
     else:
         embedder = model
     work = checkpoints.work_dir(settings.index_dir)
@@ -95,7 +100,7 @@ def embed(
     threads = [
         threading.Thread(
             target=_decode_worker,
-            args=(plan.root, settings.index_dir, jobs, out, settings.thumb_size, stop),
+            args=(plan.root, settings.index_dir, jobs, out, settings.thumb_size, embedder.input_size, stop),
             name=f"decode-{n}",
             daemon=True,
         )

@@ -55,7 +55,7 @@ from ..catalogue import CatalogueFile
 from ..colour import DIM as COLOUR_DIM
 from ..colour import colour_descriptor
 from ..config import Settings
-from ..images import DECODE_BUDGET_BYTES, DECODE_SLOTS, INPUT_SIZE, ImageError, configure_decode_budget
+from ..images import DECODE_BUDGET_BYTES, DECODE_SLOTS, ImageError, configure_decode_budget
 from ..model import WeightsChoice
 from ..plan import BuildPlan, Skipped, decode_and_thumbnail
 from ..progress import ProgressReporter
@@ -83,13 +83,18 @@ class WorkerConfig:
     decode_budget_bytes: int = DECODE_BUDGET_BYTES
     decode_slots: int = DECODE_SLOTS
 
+    @property
+    def input_size(self) -> int:
+        """The side of the model's square: every decode of this build is for it."""
+        return self.choice.spec.input_size
+
 
 # ---------------------------------------------------------------- worker side
 
 
 def _decode_one(cfg: WorkerConfig, item: CatalogueFile) -> tuple[np.ndarray | None, ImageError | None]:
     """Decode one file and write its thumbnail with the local engine's code."""
-    result = decode_and_thumbnail(Path(cfg.root), Path(cfg.index_dir), item, cfg.thumb_size)
+    result = decode_and_thumbnail(Path(cfg.root), Path(cfg.index_dir), item, cfg.thumb_size, cfg.input_size)
     return (None, result) if isinstance(result, ImageError) else (result, None)
 
 
@@ -103,7 +108,8 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: WorkerConfig) -> dict[str, n
     # a Ray worker is its own process: apply the build's decode budget here
     configure_decode_budget(cfg.decode_budget_bytes, cfg.decode_slots)
     count = len(batch["relpath"])
-    images = np.zeros((count, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    size = cfg.input_size
+    images = np.zeros((count, size, size, 3), dtype=np.uint8)
     colours = np.zeros((count, COLOUR_DIM), dtype=np.float32)
     status, reason, message = [], [], []
     for row in range(count):

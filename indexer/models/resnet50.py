@@ -56,19 +56,29 @@ def fetch_imagenet() -> Path:
     return Path(path)
 
 
-def resolve_weights(spec: str) -> tuple[str, str]:
-    """``auto``/``imagenet``: the ImageNet file (cached or downloaded); else ``spec`` is a weights file."""
-    if spec.lower() in ("auto", "imagenet"):
+def resolve_weights(weights: str, spec=None) -> tuple[str, str]:
+    """``auto``/``imagenet``: the ImageNet file (cached or downloaded); else ``weights`` is a weights file.
+
+    ``spec`` (the model's ``ModelSpec``) is not needed: there is one ResNet50.
+    """
+    if weights.lower() in ("auto", "imagenet"):
         return str(fetch_imagenet()), "imagenet"
-    return weights_file(spec, imagenet_help("no such file"))
+    return weights_file(weights, imagenet_help("no such file"))
 
 
-def build_feature_map(keras, source: str | None):
-    """ResNet50 from float 0-255 RGB (caffe preprocessing in the graph) to its last feature map (n x 7 x 7 x 2048)."""
+def build_feature_map(keras, source: str | None, spec=None):
+    """ResNet50 from float 0-255 RGB (caffe preprocessing in the graph) to its last feature map.
+
+    The input is the spec's ``input_size`` square (n x 7 x 7 x 2048 out for
+    224); without a spec, the ``resnet50`` entry's.
+    """
+    from . import get_spec
+
+    size = (spec or get_spec("resnet50")).input_size
     try:
-        base = keras.applications.ResNet50(weights=source, include_top=False, input_shape=(224, 224, 3))
+        base = keras.applications.ResNet50(weights=source, include_top=False, input_shape=(size, size, 3))
     except (OSError, ValueError) as exc:
         raise WeightsError(f"Could not load ResNet50 weights from {source}: {exc}") from None
-    inputs = keras.Input((224, 224, 3), dtype="float32")
+    inputs = keras.Input((size, size, 3), dtype="float32")
     x = keras.applications.resnet50.preprocess_input(inputs)  # RGB->BGR, ImageNet mean subtraction
     return keras.Model(inputs, base(x), name="resnet50_features")

@@ -9,7 +9,7 @@ import pytest
 
 from .browser import By, Select, open_page, page_complete, save_screenshot, submit_search, wait
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _styles(catalogue) -> list[dict]:

@@ -22,7 +22,7 @@ import pytest
 from .browser import By, save_screenshot, wait
 from .server import start_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 COPIES = int(os.environ.get("FASHION_E2E_BUILD_COPIES", "1"))
 BATCH_SIZE = os.environ.get("FASHION_E2E_BUILD_BATCH", "8")

@@ -11,7 +11,7 @@ import pytest
 
 from .browser import By, card_facts, cards, open_page, save_screenshot, wait_for_results
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _search_with_match(driver, base_url: str, image, label: str) -> list[str]:

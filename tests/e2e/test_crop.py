@@ -13,7 +13,7 @@ from PIL import Image
 
 from .browser import ActionChains, By, Keys, open_page, save_screenshot, wait, wait_for_results
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LEFT, RIGHT = "4", "13"  # casual shoes and a handbag, both 300x300
 

@@ -15,7 +15,7 @@ from tests.test_locate import composite
 
 from .browser import By, Keys, cards, open_page, save_screenshot, wait, wait_for_results
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture

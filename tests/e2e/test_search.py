@@ -30,7 +30,7 @@ from .browser import (
     wait_images_loaded,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TOP_K = 5
 

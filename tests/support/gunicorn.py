@@ -40,6 +40,9 @@ def gunicorn_env(catalogue: Path, index_dir: Path, bind: str, *, workers: int = 
         # model anew for every server's fresh index dir would cost each start
         # tens of seconds (tests/test_runtime.py covers the converted path)
         FASHION_RUNTIME="tensorflow",
+        # as the session's fixtures build their indexes (tests/conftest.py): a server
+        # that disagreed would find them stale and rebuild them
+        FASHION_TUNING=os.environ.get("FASHION_TUNING", "off"),
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
     )

@@ -1,0 +1,236 @@
+"""Writing a complete generation and switching ``current`` to it.
+
+Every file is written into a fresh ``gen-<id>`` folder through a temporary
+name and hashed on its way to disk; the manifest, with every checksum, is
+written last, and only then is ``current`` switched in one ``os.replace``.
+A crash at any point leaves the previous complete set or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checksums import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_npy,
+    atomic_write_pickle,
+    fsync_dir,
+    fsync_file,
+    sha256_file,
+    unlink_quietly,
+)
+from .cleaning import remove_old_generations
+from .generation import (
+    ARTIFACT_FILES,
+    COLOURS_FILE,
+    CURRENT,
+    FORMAT_VERSION,
+    MANIFEST,
+    METRIC,
+    PROJECTION_FILE,
+    RAW_VECTORS_FILE,
+    VECTOR_DTYPES,
+    VECTORS_FILE,
+    record_verified,
+    write_manifest,
+)
+from .metadata import CODES_FILE, VALUES_FILE, Metadata
+from .vector_files import convert_npy, iter_npy_rows, write_array_pickle, write_vectors_npy
+
+
+def publish(
+    index_dir: Path,
+    *,
+    embeddings,
+    filenames: list[str],
+    metadata,
+    manifest: dict,
+    trees: int,
+    derive=None,
+    colours=None,
+    vectors_dtype: str = "float32",
+    projection=None,
+) -> Path:
+    """Write a complete generation and switch ``current`` to it.
+
+    ``embeddings`` is an N x dim float array or anything with ``shape`` that
+    slices by row ranges (rows are read a chunk at a time, so a lazy source
+    keeps publishing in bounded memory); ``colours``, if given, is the same
+    kind of source for the N colour descriptors; ``metadata`` is a sequence of N
+    dicts. ``manifest`` holds the descriptive fields; checksums, count and
+    the format version are added here. ``derive(vectors)``, if given, gets
+    the written vectors memory-mapped and returns more manifest fields
+    computed from them. ``vectors_dtype`` is what ``embeddings.npy`` (the
+    re-ranking vectors workers map) is stored as: ``float32`` or ``float16``;
+    Annoy, ``derive`` and ``embeddings.pkl`` always get float32. With a
+    ``projection`` (``indexer.tuning``), ``embeddings.pkl`` keeps the model's
+    vectors while ``embeddings.npy``, Annoy and ``derive`` get the tuned
+    ones, and the projection is written beside them. Returns the new
+    generation folder.
+    """
+    if vectors_dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vectors_dtype must be one of {VECTOR_DTYPES}, got {vectors_dtype!r}")
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    shape = tuple(getattr(embeddings, "shape", ()))
+    if len(shape) != 2 or shape[0] != len(filenames) or len(metadata) != len(filenames):
+        raise ValueError("embeddings, filenames and metadata must have the same length")
+    shape = (int(shape[0]), int(shape[1]))
+    if colours is not None and (len(colours.shape) != 2 or colours.shape[0] != shape[0]):
+        raise ValueError("colours must have one row per embedding")
+    published_ns = time.time_ns()
+    gen = index_dir / f"gen-{published_ns}-{os.getpid()}"
+    gen.mkdir()
+    try:
+        _write_generation(
+            gen, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype,
+            projection,
+        )
+    except BaseException:
+        # a full disk or a crash must not leave a half-written generation for the next build to keep
+        shutil.rmtree(gen, ignore_errors=True)
+        raise
+    _switch_current(index_dir, gen)
+    _ensure_top_level_links(index_dir)
+    remove_old_generations(index_dir)
+    return gen
+
+
+class _Tuned:
+    """Rows of a mapped ``.npy`` of model vectors, tuned by a projection as they are read."""
+
+    def __init__(self, path: Path, projection):
+        self._raw = np.load(path, mmap_mode="r", allow_pickle=False)
+        self._projection = projection
+        self.shape = (len(self._raw), projection.dim)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self._projection.apply(self._raw[rows])
+
+
+def _write_generation(
+    gen: Path, embeddings, shape, filenames, metadata, manifest, trees, derive, published_ns, colours, vectors_dtype,
+    projection=None,
+):
+    """Write every file of one generation, the manifest last.
+
+    The vectors are written once as a float32 ``.npy``; the pickle, Annoy and
+    ``derive`` read that file, and only then is it converted to
+    ``vectors_dtype`` if that is not float32.
+    """
+    checksums = {}
+    model_vectors = gen / (RAW_VECTORS_FILE if projection is not None else VECTORS_FILE)
+    checksums[VECTORS_FILE] = write_vectors_npy(model_vectors, embeddings, shape)
+    checksums["embeddings.pkl"], pickle_offset = write_array_pickle(gen / "embeddings.pkl", model_vectors, shape)
+    model_dim = shape[1]
+    if projection is not None:
+        # the pickle keeps the model's vectors, so relearning the tuning never embeds again
+        shape = (shape[0], projection.dim)
+        checksums[VECTORS_FILE] = write_vectors_npy(gen / VECTORS_FILE, _Tuned(model_vectors, projection), shape)
+        os.unlink(model_vectors)
+        checksums[PROJECTION_FILE] = atomic_write_npy(gen / PROJECTION_FILE, projection.to_array())
+    if colours is not None:
+        checksums[COLOURS_FILE] = write_vectors_npy(gen / COLOURS_FILE, colours, (shape[0], int(colours.shape[1])))
+    checksums["filenames.pkl"] = atomic_write_pickle(gen / "filenames.pkl", list(filenames))
+    checksums["metadata.json"] = _write_json_rows(gen / "metadata.json", metadata)
+    compact = Metadata.from_rows(metadata, count=shape[0])
+    checksums[CODES_FILE] = atomic_write_npy(gen / CODES_FILE, compact.codes)
+    checksums[VALUES_FILE] = atomic_write_bytes(gen / VALUES_FILE, compact.values_json())
+    del compact
+    checksums["index.ann"] = build_annoy(gen / VECTORS_FILE, trees, gen / "index.ann")
+    manifest = dict(manifest)
+    if derive is not None:
+        manifest.update(derive(np.load(gen / VECTORS_FILE, mmap_mode="r", allow_pickle=False)))
+    if vectors_dtype != "float32":
+        checksums[VECTORS_FILE] = convert_npy(gen / VECTORS_FILE, vectors_dtype)
+    manifest.update(
+        format_version=FORMAT_VERSION,
+        count=shape[0],
+        dim=shape[1],
+        model_dim=model_dim,
+        tuning=None if projection is None else projection.tuning_id,
+        vectors_dtype=vectors_dtype,
+        embeddings_pkl_offset=pickle_offset,
+        metric=METRIC,
+        trees=trees,
+        checksums=checksums,
+        published_ns=published_ns,
+    )
+    record_verified(gen, checksums)  # hashed while writing: workers need not hash again
+    write_manifest(gen, manifest)  # last: marks the set complete
+    fsync_dir(gen)
+
+
+def _write_json_rows(path: Path, rows) -> str:
+    """Write a JSON list one row at a time (no whole-document string in memory)."""
+
+    def write(handle):
+        handle.write(b"[")
+        for i, row in enumerate(rows):
+            handle.write((",\n" if i else "\n").encode() + json.dumps(row, sort_keys=True).encode("utf-8"))
+        handle.write(b"\n]\n")
+
+    return atomic_write(path, write)
+
+
+def build_annoy(vectors_npy: Path, trees: int, path: Path, seed: int = 42) -> str:
+    """Build an Annoy (euclidean) index over the vectors in a ``.npy``; save it atomically.
+
+    Annoy builds straight into the file (``on_disk_build``), so the index is
+    never held in memory beside a copy of the vectors. Returns its SHA-256.
+    """
+    from annoy import AnnoyIndex
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    unlink_quietly(tmp)
+    index = None
+    try:
+        for start, chunk in iter_npy_rows(vectors_npy):
+            if index is None:
+                index = AnnoyIndex(chunk.shape[1], METRIC)
+                index.set_seed(seed)
+                index.on_disk_build(str(tmp))
+            for offset, vector in enumerate(chunk):
+                index.add_item(start + offset, vector)
+        if index is None:  # no rows: an empty file, as the loader expects nothing from it
+            atomic_write_bytes(tmp, b"")
+        else:
+            index.build(trees, n_jobs=-1)
+            index.unload()
+        os.chmod(tmp, 0o644)  # Annoy creates it 0600, which would hide it from a web server user
+        fsync_file(tmp)  # Annoy does not fsync; the other artifacts are
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+    return sha256_file(path)
+
+
+# ---------------------------------------------------------------- switching current
+
+
+def _switch_current(index_dir: Path, gen: Path) -> None:
+    tmp = index_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    unlink_quietly(tmp)
+    os.symlink(gen.name, tmp)
+    os.replace(tmp, index_dir / CURRENT)
+    fsync_dir(index_dir)
+
+
+def _ensure_top_level_links(index_dir: Path) -> None:
+    for name in ARTIFACT_FILES + (COLOURS_FILE, MANIFEST):
+        link = index_dir / name
+        target = f"{CURRENT}/{name}"
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        tmp = index_dir / f".{name}.{os.getpid()}.link"
+        unlink_quietly(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
