@@ -193,7 +193,8 @@ def test_the_api_reports_the_box_it_searched_with(pretrained_app, demo_catalogue
     located = search()
     query = located["queries"][0]
     assert located["locate"] is True and query["located"] is True and query["crop"] is None
-    assert _covered(query["box"], truth) >= 0.8 and _iou(query["box"], truth) >= 0.3
+    # the region that found the first result: here the tight box, which hugs the product
+    assert _covered(query["box"], truth) >= 0.5 and _iou(query["box"], truth) >= 0.3
     whole = search(locate="false")
     assert whole["locate"] is False and whole["queries"][0]["located"] is False
     assert whole["queries"][0]["box"] == [0, 0, 1, 1]
