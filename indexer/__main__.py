@@ -57,14 +57,28 @@ def _require_index(settings: Settings) -> None:
         )
 
 
-def _require_same_catalogue(settings: Settings) -> None:
+def _require_same_catalogue(settings: Settings, verb: str = "Search") -> None:
     from .generation import current_generation, read_manifest
 
     built_for = read_manifest(current_generation(settings.index_dir)).get("catalogue")
     if built_for != str(settings.catalogue):
         raise UsageError(
             f"The index in {settings.index_dir} belongs to the catalogue {built_for}, not {settings.catalogue}. "
-            f"Search that one with --catalogue {built_for}, or index this one first: python -m indexer build."
+            f"{verb} that one with --catalogue {built_for}, or index this one first: python -m indexer build."
+        )
+
+
+def _require_same_tuning(settings: Settings) -> None:
+    """The index must be tuned as ``FASHION_TUNING`` says, or it is not what the site would serve."""
+    from .generation import current_generation, read_manifest
+
+    tuned = bool(read_manifest(current_generation(settings.index_dir)).get("tuning"))
+    if tuned != settings.tuning:
+        built, wanted = ("on", "off") if tuned else ("off", "on")
+        raise UsageError(
+            f"The index in {settings.index_dir} was published with FASHION_TUNING={built}, but it is {wanted} here, "
+            f"so the site would publish it again before serving it. Run python -m indexer build first "
+            f"(it embeds nothing), or set FASHION_TUNING={built}."
         )
 
 
@@ -187,6 +201,8 @@ def cmd_evaluate(args) -> int:
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
     _require_index(settings)
+    _require_same_catalogue(settings, verb="Evaluate")
+    _require_same_tuning(settings)
     against = Path(args.against).expanduser().resolve() if args.against else None
     if against is not None:
         _require_index(settings.replace(index_dir=against))

@@ -370,3 +370,17 @@ def test_the_cli_and_the_api_return_the_same_ids(demo_app, built_index, demo_cat
 
 def query_locate(fields: dict) -> bool:
     return fields.get("locate") != "false"
+
+
+def test_evaluate_refuses_an_index_that_is_not_what_the_site_would_serve(fake_index, tmp_path):
+    """Another catalogue's index, or one tuned otherwise than FASHION_TUNING says: one line, exit 2, at once."""
+    other = tmp_path / "other-catalogue"
+    other.mkdir()
+    elsewhere = run_cli("evaluate", "--catalogue", str(other), "--index-dir", str(fake_index.index_dir))
+    assert elsewhere.returncode == 2 and elsewhere.stdout == ""
+    assert f"belongs to the catalogue {fake_index.catalogue}" in elsewhere.stderr
+    assert "Evaluate that one with --catalogue" in elsewhere.stderr
+    tuned = run_cli("evaluate", *_where(fake_index), FASHION_TUNING="on")
+    assert tuned.returncode == 2 and tuned.stdout == ""
+    assert "published with FASHION_TUNING=off, but it is on here" in tuned.stderr
+    assert "Traceback" not in elsewhere.stderr + tuned.stderr
