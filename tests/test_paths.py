@@ -186,3 +186,17 @@ def test_demo_app_refuses_the_same_variants(client):
     """The session demo app (no traps) refuses too: index files and styles.csv stay private."""
     for path in ["/catalogue/styles.csv", "/catalogue/../demo-index0/manifest.json", "/thumbs/../manifest.json"]:
         assert get_final(client, path).status_code == 404
+
+
+def test_several_byte_ranges_get_the_whole_file_and_one_range_a_part(client):
+    """A satisfiable multi-range request is never 416: the whole file, 200; a single range stays 206."""
+    page = client.get("/api/items/1/similar").get_json()
+    url = page["item"]["image_url"]
+    whole = client.get(url)
+    assert whole.status_code == 200
+    several = client.get(url, headers={"Range": "bytes=0-10,20-30"})
+    assert several.status_code == 200 and several.data == whole.data
+    one = client.get(url, headers={"Range": "bytes=0-10"})
+    assert one.status_code == 206 and one.data == whole.data[:11]
+    thumb = page["item"]["thumb_url"]
+    assert client.get(thumb, headers={"Range": "bytes=0-1,4-5"}).status_code == 200

@@ -7,7 +7,7 @@ import re
 from collections.abc import Container
 from pathlib import Path
 
-from flask import abort, send_file
+from flask import abort, request, send_file
 from werkzeug.routing import PathConverter
 
 from indexer.query import is_image_path
@@ -65,10 +65,22 @@ def send_catalogue_file(root: Path, relpath: str, indexed: Container[str]):
         abort(404)
     # the name goes into Content-Disposition, where a newline is not allowed
     download_name = _CONTROL_CHARS.sub("_", path.name)
+    _ignore_multiple_ranges()
     response = send_file(
         os.fspath(path), conditional=True, etag=True, max_age=ORIGINAL_MAX_AGE, download_name=download_name
     )
     return response
+
+
+def _ignore_multiple_ranges() -> None:
+    """Answer a request for several byte ranges with the whole file (200), as RFC 9110 allows.
+
+    Werkzeug serves one range and answers several with 416, which tells a
+    client that asked for satisfiable ranges that they are not.
+    """
+    asked = request.range
+    if asked is not None and len(asked.ranges) > 1:
+        request.environ.pop("HTTP_RANGE", None)
 
 
 def send_thumbnail(thumbs_root: Path, name: str):
@@ -78,6 +90,7 @@ def send_thumbnail(thumbs_root: Path, name: str):
     path = thumbs_root / name[:2] / name
     if not _inside(thumbs_root, path):
         abort(404)
+    _ignore_multiple_ranges()
     response = send_file(os.fspath(path), mimetype="image/jpeg", conditional=True, etag=True, max_age=THUMB_MAX_AGE)
     response.cache_control.immutable = True
     response.cache_control.public = True
