@@ -266,7 +266,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FASHION_METRICS", "metrics", bool, True, "`off` drops `/metrics` and the counting behind it"),
     Setting(
         "FASHION_METRICS_TOKEN", "metrics_token", str, "", "when set, `/metrics` needs `Authorization: Bearer <token>`",
-        secret=True, shown_default="unset",
+        min_length=16, example="openssl rand -hex 16", secret=True, shown_default="unset",
     ),
     Setting(
         "FASHION_SECRET_KEY", "secret_key", str, "", "signs the vectors results pages carry for \"show more\"",

@@ -91,12 +91,12 @@ def test_503s_are_counted_by_reason(fake_index, make_fake_app, demo_catalogue):
 
 
 def test_a_token_is_required_when_configured(fake_index, make_fake_app):
-    app = make_fake_app(fake_index.replace(metrics_token="s3cret-token"))
+    app = make_fake_app(fake_index.replace(metrics_token="s3cret-token-0123456789"))
     client = app.test_client()
     refused = client.get("/metrics")
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer s3cret-token-0123456789"}).status_code == 200
 
 
 def test_metrics_can_be_switched_off(fake_index, make_fake_app):
