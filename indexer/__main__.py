@@ -97,8 +97,40 @@ def _flag_errors():
 def _embedder(settings: Settings):
     from .runtimes import load_for_settings
 
+    # tests look for this line: a command that fails or has nothing to do never logs it
+    log.info("Loading the model (%s, FASHION_RUNTIME=%s)", settings.model, settings.runtime)
     _quiet_tensorflow()
     return load_for_settings(settings)
+
+
+def _expected_key(settings: Settings) -> dict:
+    """The model key the settings' model would give, without loading it (``plan.model_key``).
+
+    TensorFlow and every fp32 runtime share the ``fp32`` vector space; only
+    ``openvino-int8`` has its own (named by its calibration), so for it the
+    vector space is left out here and checked once the model is loaded.
+    """
+    from .plan import key_for
+
+    key = key_for(_weights_choice(settings))
+    if settings.runtime == "openvino-int8":
+        key.pop("vector_space")
+    return key
+
+
+def _require_same_model(settings: Settings) -> None:
+    """The index must hold the vectors of the settings' model and weights, or a query cannot be compared with them."""
+    from .generation import current_generation, read_manifest
+
+    manifest = read_manifest(current_generation(settings.index_dir))
+    differ = [name for name, value in _expected_key(settings).items() if manifest.get(name) != value]
+    if differ:
+        built = ", ".join(f"{name} {manifest.get(name)}" for name in differ)
+        raise UsageError(
+            f"The index in {settings.index_dir} was built with {built}, not what FASHION_MODEL={settings.model}, "
+            f"FASHION_WEIGHTS={settings.weights} and FASHION_RUNTIME={settings.runtime} give here: run python -m "
+            "indexer build first, or set them as they were for that build."
+        )
 
 
 def _ensure_catalogue(settings: Settings) -> None:
@@ -118,6 +150,14 @@ def cmd_build(args, full: bool = False) -> int:
     _ensure_catalogue(settings)
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
+    vectors = getattr(args, "vectors", None)
+    if not full and not getattr(args, "retune", False) and not vectors and settings.runtime != "openvino-int8":
+        from .build import report_if_unchanged
+
+        # nothing to do is decided before the model loads (seconds), from the key it would give
+        unchanged = report_if_unchanged(settings, _weights_choice(settings), lock_timeout=2)
+        if unchanged is not None:
+            return _print_build_report(args, unchanged)
     if engine == "ray" and settings.runtime == "tensorflow":
         # the actors load the model; the driver only needs to know which weights
         from .model import resolve_weights
@@ -128,8 +168,12 @@ def cmd_build(args, full: bool = False) -> int:
     # a short wait lets a web worker's status probe of the lock pass
     report = build_index(
         settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2,
-        retune=getattr(args, "retune", False),
+        retune=getattr(args, "retune", False), vectors=vectors,
     )
+    return _print_build_report(args, report)
+
+
+def _print_build_report(args, report) -> int:
     for item in report.skipped:
         log.warning("skipped %s: %s: %s", item.relpath, item.reason, item.message)
     _print_json(args, dict(report.to_dict(), summary=report.summary()))
@@ -153,6 +197,8 @@ def cmd_search(args) -> int:
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
     _require_index(settings)
     _require_same_catalogue(settings)
+    _require_same_model(settings)
+    _require_same_tuning(settings)
     # decoded before the model loads (a bad photo costs no model load): the size comes from the spec
     size = get_spec(settings.model).input_size
     photo = decode_photo(args.image.read_bytes(), args.image.name, options.crop_for(0), size=size)
@@ -255,6 +301,23 @@ def cmd_runtime(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    """List the index folders (catalogue, items, size, last built, in use), or remove an unused one."""
+    from . import config
+    from .index_dirs import IndexDirError, remove, status
+
+    settings = _settings(args)
+    try:
+        if args.remove:
+            payload = remove(Path(args.remove), settings, config.INDEX_ROOT)
+        else:
+            payload = status(settings, config.INDEX_ROOT)
+    except IndexDirError as exc:
+        raise UsageError(str(exc)) from None
+    _print_json(args, payload)
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate the demo catalogue."""
     from .demo import generate_demo_catalogue
@@ -270,7 +333,10 @@ def make_parser() -> argparse.ArgumentParser:
     """The argparse parser with every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalogue", help="folder of product images (default: $FASHION_CATALOGUE)")
-    common.add_argument("--index-dir", help="where the artifacts live (default: $FASHION_INDEX_DIR or instance/index)")
+    common.add_argument(
+        "--index-dir",
+        help="where the artifacts live (default: $FASHION_INDEX_DIR, else the catalogue's folder in instance/index)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     parser = argparse.ArgumentParser(
@@ -289,6 +355,11 @@ def make_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.add_argument("--engine", choices=("local", "ray"), default="local", help="where to embed (default: local)")
         p.add_argument("--address", help="Ray cluster address (with --engine ray); default: start a local instance")
+        p.add_argument(
+            "--vectors", choices=("float16", "float32"),
+            help="store the vectors in this dtype, publishing again if the index holds another "
+            "(else the index keeps its own; FASHION_VECTORS only sets a first build's)",
+        )
         if name == "build":
             p.add_argument(
                 "--retune", action="store_true",
@@ -325,6 +396,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "runtime", parents=[common], help="convert, check and cache the model for FASHION_RUNTIME; print the result"
+    )
+
+    p = sub.add_parser(
+        "status", parents=[common],
+        help="list the index folders in instance/index: catalogue, items, size, last built, which one is in use",
+    )
+    p.add_argument(
+        "--remove", metavar="FOLDER", help="remove this index folder (not the one in use; only inside instance/index)"
     )
 
     p = sub.add_parser("demo", parents=[common], help="generate the demo catalogue (deterministic, Pillow only)")
@@ -375,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "demo": cmd_demo,
         "runtime": cmd_runtime,
+        "status": cmd_status,
     }
     try:
         # only the JSON answer goes to the real stdout (args.stdout)

@@ -33,7 +33,14 @@ from .colour import DIM as COLOUR_DIM
 from .config import Settings
 from .embedder import Embedder
 from .engines import get_engine
-from .generation import LOCK_FILE, PROJECTION_FILE, ArtifactError, CurrentManifest, read_current_manifest
+from .generation import (
+    LOCK_FILE,
+    PROJECTION_FILE,
+    VECTOR_DTYPES,
+    ArtifactError,
+    CurrentManifest,
+    read_current_manifest,
+)
 from .images import ImageError, load_for_model
 from .loading import load_generation
 from .memory import release_free_memory
@@ -61,6 +68,7 @@ class BuildReport:
     skipped: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
     up_to_date: bool = False  # nothing new, changed or removed: the current generation was kept
+    id_collisions: int = 0  # files whose name gives a public id another file holds (each logged; indexer.ids)
 
     @property
     def images_per_s(self) -> float:
@@ -83,9 +91,10 @@ class BuildReport:
                 f"nothing new, changed or removed (checked in {self.elapsed_s:.1f}s)"
             )
         rate = f" ({self.images_per_s:.1f} images/s)" if self.indexed else ""
+        collisions = f", {self.id_collisions} id collisions (see the log)" if self.id_collisions else ""
         return (
             f"{self.total} items in index: indexed {self.indexed}, reused {self.reused}, "
-            f"removed {self.removed}, skipped {len(self.skipped)} ({reasons}) "
+            f"removed {self.removed}, skipped {len(self.skipped)} ({reasons}){collisions} "
             f"in {self.elapsed_s:.1f}s{rate}"
         )
 
@@ -101,6 +110,7 @@ class BuildReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "images_per_s": round(self.images_per_s, 2),
             "up_to_date": self.up_to_date,
+            "id_collisions": self.id_collisions,
         }
 
 
@@ -169,13 +179,13 @@ class _PlanMetadata(Sequence):
 
     def __init__(self, relpaths: list[str], item_ids: list[str], styles: dict):
         self._relpaths, self._ids, self._styles = relpaths, item_ids, styles
-        self._id_set = set(item_ids)
+        self._holders = dict(zip(item_ids, relpaths))
 
     def __len__(self) -> int:
         return len(self._relpaths)
 
     def _row(self, row: int) -> dict:
-        key = ids.metadata_key(self._relpaths[row], self._ids[row], self._id_set)
+        key = ids.metadata_key(self._relpaths[row], self._ids[row], self._holders)
         return dict(self._styles.get(key, {})) if key else {}
 
     def __getitem__(self, row):
@@ -235,6 +245,10 @@ def publish_plan(
     plan.reuse.clear()
     relpaths = [i.relpath for i in kept]
     item_ids = ids.assign_ids(relpaths, plan.previous_ids)
+    collisions = ids.id_collisions(relpaths, item_ids)
+    for relpath, item_id, wanted, holder in collisions:
+        log.warning("Id collision: %s would be %r, which %s holds; its id is %r", relpath, wanted, holder, item_id)
+    plan.id_collisions = len(collisions)
     plan.previous_ids = {}  # the previous generation's columns: not needed while the artifacts are written
     manifest = dict(
         plan.model_key,
@@ -245,6 +259,7 @@ def publish_plan(
         items=[[i.relpath, i.size, i.mtime_ns] for i in kept],
         # public ids, kept from one generation to the next (indexer/ids.py)
         ids=item_ids,
+        id_collisions=len(collisions),
         thumbs=[thumb_name(i) for i in kept],
         # the fingerprint lets check_freshness notice when a skipped file is fixed
         skipped=[dict(vars(s), fingerprint=fingerprints.get(s.relpath)) for s in skipped],
@@ -359,8 +374,14 @@ def build_index(
     lock_timeout: float = 0,
     engine_options: dict | None = None,
     retune: bool = False,
+    vectors: str | None = None,
 ) -> BuildReport:
     """Bring the index in ``settings.index_dir`` up to date with the catalogue.
+
+    The vectors keep the dtype the current generation stores them in
+    (``FASHION_VECTORS`` only for a first build); ``vectors`` (``float16``
+    or ``float32``, ``build --vectors``) stores them in that one, publishing
+    again when it differs.
 
     ``model`` is a loaded embedder, or for engines that load their own
     (``ray``) just the ``WeightsChoice``; either has ``weights_id``.
@@ -382,22 +403,14 @@ def build_index(
         # read once, under the lock, and handed to every step below
         catalogue = CatalogueSnapshot.take(settings.catalogue)
         current = read_current_manifest(settings.index_dir)
+        settings, convert = _vectors_to_store(settings, current, vectors)
         kept = (
             None
-            if full or retune
+            if full or retune or convert
             else _unchanged_index(settings, key_for(model), model_input_size(model), catalogue, current)
         )
         if kept is not None:
-            report = BuildReport(
-                total=len(kept["items"]),
-                reused=len(kept["items"]),
-                skipped=[Skipped(s["relpath"], s["reason"], s["message"]) for s in kept.get("skipped", [])],
-                elapsed_s=time.time() - started,
-                up_to_date=True,
-            )
-            reporter.finish("ready", report.summary(), 0, 0)
-            log.info("%s", report.summary())
-            return report
+            return _kept_report(kept, started, reporter)
         plan = plan_build(settings, key_for(model), full=full, catalogue=catalogue, current=current)
         del catalogue, current  # the plan holds what it needs of them
         log.info(
@@ -419,6 +432,7 @@ def build_index(
             removed=plan.removed,
             skipped=skipped,
             elapsed_s=time.time() - started,
+            id_collisions=plan.id_collisions,
         )
         reporter.finish("ready", report.summary(), len(plan.to_embed), len(plan.to_embed))
         log.info("Build finished: %s", report.summary())
@@ -429,6 +443,59 @@ def build_index(
         log.error("Build failed: %s: %s", type(exc).__name__, exc)
         reporter.finish("error", public_failure(exc), 0, 0)
         raise
+    finally:
+        lock.release()
+
+
+def _vectors_to_store(settings: Settings, current: CurrentManifest, vectors: str | None) -> tuple[Settings, bool]:
+    """``settings`` with the dtype this build stores vectors in, and whether that changes the published one."""
+    if vectors is not None and vectors not in VECTOR_DTYPES:
+        raise ValueError(f"vectors must be one of {VECTOR_DTYPES}, got {vectors!r}")
+    published = published_vectors_dtype(current.manifest) if current.gen is not None else None
+    if vectors is None:
+        note_vectors_setting(current.manifest if current.gen is not None else None, settings)
+        return (settings if published is None else settings.replace(vectors=published)), False
+    return settings.replace(vectors=vectors), published is not None and published != vectors
+
+
+def _kept_report(kept: dict, started: float, reporter: ProgressReporter) -> BuildReport:
+    report = BuildReport(
+        total=len(kept["items"]),
+        reused=len(kept["items"]),
+        skipped=[Skipped(s["relpath"], s["reason"], s["message"]) for s in kept.get("skipped", [])],
+        elapsed_s=time.time() - started,
+        up_to_date=True,
+        id_collisions=kept.get("id_collisions", 0) if isinstance(kept.get("id_collisions"), int) else 0,
+    )
+    reporter.finish("ready", report.summary(), 0, 0)
+    log.info("%s", report.summary())
+    return report
+
+
+def report_if_unchanged(settings: Settings, choice: WeightsChoice, *, lock_timeout: float = 0) -> BuildReport | None:
+    """The up-to-date report of a build that would change nothing, decided without loading the model.
+
+    ``choice`` (``model.resolve_weights``) gives the model key of an fp32
+    vector space: TensorFlow's and every fp32 runtime's. ``None`` when a
+    build has work to do; the caller then loads the model and builds.
+    Raises ``BuildInProgress`` like ``build_index``.
+    """
+    started = time.time()
+    lock = build_lock(settings.index_dir)
+    try:
+        lock.acquire(timeout=lock_timeout)
+    except Timeout:
+        raise BuildInProgress(f"another build is running in {settings.index_dir}") from None
+    try:
+        current = read_current_manifest(settings.index_dir)
+        if current.gen is None:
+            return None
+        settings, _ = _vectors_to_store(settings, current, None)  # as build_index judges it: the published dtype
+        catalogue = CatalogueSnapshot.take(settings.catalogue)
+        kept = _unchanged_index(settings, key_for(choice), model_input_size(choice), catalogue, current)
+        if kept is None:
+            return None
+        return _kept_report(kept, started, ProgressReporter(settings.index_dir))
     finally:
         lock.release()
 
@@ -486,6 +553,35 @@ def _decodes_now(path: Path, size: int) -> bool:
     return True
 
 
+_NOTED_DTYPES: set[tuple[str, str, str]] = set()  # (index dir, published dtype, setting) already logged
+
+
+def published_vectors_dtype(manifest: dict | None) -> str | None:
+    """The dtype a generation stores its vectors in (manifest ``vectors_dtype``), or None without one."""
+    if manifest is None:
+        return None
+    dtype = manifest.get("vectors_dtype", "float32")
+    return dtype if dtype in VECTOR_DTYPES else None
+
+
+def note_vectors_setting(manifest: dict | None, settings: Settings) -> None:
+    """Log, once per process and index, that ``FASHION_VECTORS`` differs from what the generation stores.
+
+    The published generation is served as it is: only ``python -m indexer
+    build --vectors <dtype>`` stores the vectors in another dtype.
+    """
+    published = published_vectors_dtype(manifest)
+    key = (str(settings.index_dir), str(published), settings.vectors)
+    if published is None or published == settings.vectors or key in _NOTED_DTYPES:
+        return
+    _NOTED_DTYPES.add(key)
+    log.warning(
+        "The index stores %s vectors and FASHION_VECTORS is %s; serving them as published. "
+        "To store them as %s: python -m indexer build --vectors %s",
+        published, settings.vectors, settings.vectors, settings.vectors,
+    )
+
+
 def check_freshness(
     settings: Settings,
     key: dict,
@@ -497,8 +593,10 @@ def check_freshness(
 
     ``incompatible`` means the stored vectors cannot be compared with new
     queries (other weights or preprocessing, or damaged files); ``stale``
-    means they can, but the catalogue changed since or they are stored in
-    another dtype than ``FASHION_VECTORS`` asks for. A build passes the
+    means they can, but the catalogue changed since. The dtype the vectors
+    are stored in is the generation's (manifest ``vectors_dtype``): a
+    ``FASHION_VECTORS`` that differs is logged once and changes nothing
+    until a build is told to (``build --vectors``). A build passes the
     ``catalogue`` it scanned and the ``current`` manifest it read; without
     them the manifest is read here, and the catalogue scanned when the
     answer depends on it.
@@ -512,8 +610,7 @@ def check_freshness(
         return "incompatible"
     if any(manifest.get(k) != v for k, v in key.items()):
         return "incompatible"
-    if manifest.get("vectors_dtype", "float32") != settings.vectors:
-        return "stale"  # the vectors are comparable; publishing again stores them as FASHION_VECTORS says
+    note_vectors_setting(manifest, settings)  # another dtype is no reason to publish again
     if bool(manifest.get("tuning")) != settings.tuning:
         return "stale"  # the model's vectors are kept: publishing again tunes them or not, embedding nothing
     if catalogue is None:

@@ -44,14 +44,24 @@ def _name_problem(relpath: str) -> str | None:
     return None
 
 
+def _nameless(name: str) -> bool:
+    """True for an image file with nothing but dots before its extension (``..jpg``, ``.png``).
+
+    Such a name is no hidden file a tool left behind but a photo whose name
+    was lost; it gives no id or styles.csv row, so it is skipped and counted.
+    """
+    stem, dot, extension = name.rpartition(".")
+    return bool(dot) and is_image_path(f"x.{extension}") and not stem.strip(".")
+
+
 def scan(root: Path, rejected: list[tuple[str, str, str]] | None = None) -> list[CatalogueFile]:
     """List image files below ``root``, recursively, sorted by relative path.
 
     Hidden files and folders are skipped, symlinks are not followed out of
     the folder tree (a file symlink pointing outside is ignored), and non-image extensions are ignored.
-    Image files whose name cannot be served (not valid UTF-8) are left out
-    and, when ``rejected`` is given, appended to it as
-    ``(printable relpath, reason, message)``.
+    Image files whose name cannot be served (not valid UTF-8) or has nothing
+    but dots before its extension (``..jpg``) are left out and, when
+    ``rejected`` is given, appended to it as ``(printable relpath, reason, message)``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -61,6 +71,13 @@ def scan(root: Path, rejected: list[tuple[str, str, str]] | None = None) -> list
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
+            if _nameless(name):
+                relpath = (Path(dirpath) / name).relative_to(root).as_posix()
+                problem = "The file has no name before its extension; rename the file to index it."
+                log.warning("Skipping %s: %s", printable_name(relpath), problem)
+                if rejected is not None:
+                    rejected.append((printable_name(relpath), "bad_name", problem))
+                continue
             if name.startswith(".") or not is_image_path(name):
                 continue
             path = Path(dirpath) / name

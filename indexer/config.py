@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -37,6 +38,8 @@ from .models import DEFAULT_MODEL, MODEL_NAMES
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 README = PROJECT_ROOT / "README.md"
+# Each catalogue's own index folder lives under here (see index_dir_for); FASHION_INDEX_DIR overrides.
+INDEX_ROOT = INSTANCE_DIR / "index"
 
 
 # which engine executes the Keras model (see indexer/runtimes.py)
@@ -168,8 +171,10 @@ SETTINGS: tuple[Setting, ...] = (
         shown_default="`instance/catalogue`, else the generated demo",
     ),
     Setting(
-        "FASHION_INDEX_DIR", "index_dir", Path, INSTANCE_DIR / "index", "where the artifacts live", cli=True,
-        accepts="a folder", shown_default="`instance/index`",
+        "FASHION_INDEX_DIR", "index_dir", Path, None, "where the artifacts live", cli=True,
+        accepts="a folder", shown_default="`instance/index/<catalogue folder name>-<short hash of its resolved path>`",
+        more="Each catalogue has a folder of its own by default, so switching catalogues keeps every index "
+        "(`python -m indexer status` lists them)",
     ),
     Setting(
         "FASHION_MODEL", "model", str, DEFAULT_MODEL, "the network (see Models and weights)", choices=MODEL_NAMES,
@@ -206,8 +211,9 @@ SETTINGS: tuple[Setting, ...] = (
         "dtype of the re-ranking vectors the workers map (`embeddings.npy`): `float16` halves them, for large "
         "catalogues",
         choices=("float32", "float16"), cli=True,
-        more="`embeddings.pkl` stays float32; takes effect at the next build, which embeds nothing again "
-        "(see Scaling out)",
+        more="`embeddings.pkl` stays float32; the first build's dtype: an index keeps the one it was published "
+        "with (a process set otherwise serves it and logs that) until `python -m indexer build --vectors "
+        "<dtype>`, which embeds nothing again (see Scaling out)",
     ),
     Setting(
         "FASHION_LOCATE", "locate", bool, True,
@@ -249,6 +255,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("FASHION_DECODE_SLOTS", "decode_slots", int, 2, "photos one process decodes at once", minimum=1, cli=True),
     # the web app
+    Setting(
+        "FASHION_SHOP_NAME", "shop_name", str, "Visual search",
+        "the shop's name, in every page's header and browser tab title", accepts="a name",
+    ),
     Setting(
         "FASHION_QUEUE_TIMEOUT_S", "queue_timeout_s", float, 20.0,
         "longest wait for the model before a 503 + `Retry-After`, in seconds", minimum=0.0,
@@ -328,6 +338,7 @@ class Settings:
     tf_threads: int = _default("tf_threads")
     decode_memory_mb: int = _default("decode_memory_mb")
     decode_slots: int = _default("decode_slots")
+    shop_name: str = _default("shop_name")
     queue_timeout_s: float = _default("queue_timeout_s")
     request_deadline_s: float = _default("request_deadline_s")
     rescan_s: int = _default("rescan_s")
@@ -374,6 +385,8 @@ class Settings:
                 values["catalogue"] = INSTANCE_DIR / "demo-catalogue"
                 is_demo = True
         values["catalogue"] = Path(values["catalogue"]).expanduser().resolve()
+        if values["index_dir"] is None:
+            values["index_dir"] = default_index_dir(values["catalogue"])
         values["index_dir"] = Path(values["index_dir"]).expanduser().resolve()
         values["is_demo"] = is_demo
         if values["top_k"] > values["max_k"]:
@@ -395,6 +408,35 @@ class Settings:
     def max_upload_bytes(self) -> int:
         """Largest accepted request body, in bytes."""
         return self.max_upload_mb * 1024 * 1024
+
+
+def index_dir_for(catalogue: Path) -> Path:
+    """The index folder of ``catalogue`` when FASHION_INDEX_DIR is unset: ``INDEX_ROOT/<name>-<hash>``.
+
+    The name is the catalogue folder's (for people), the hash the first 8 hex
+    digits of the SHA-256 of its resolved path (two folders of one name apart).
+    """
+    resolved = Path(catalogue).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", resolved.name).strip("._") or "catalogue"
+    digest = hashlib.sha256(str(resolved).encode("utf-8")).hexdigest()[:8]
+    return INDEX_ROOT / f"{name}-{digest}"
+
+
+def default_index_dir(catalogue: Path) -> Path:
+    """Where ``catalogue``'s index lives when FASHION_INDEX_DIR is unset.
+
+    Its own folder (``index_dir_for``), except on an install from before
+    catalogues had their own folders: an index of this catalogue published
+    straight into ``instance/index`` keeps serving there (never re-embedded)
+    while its own folder does not exist.
+    """
+    own = index_dir_for(catalogue)
+    if not own.exists() and (INDEX_ROOT / "current").is_symlink():
+        from .index_dirs import index_catalogue
+
+        if index_catalogue(INDEX_ROOT) == str(Path(catalogue).expanduser().resolve()):
+            return INDEX_ROOT
+    return own
 
 
 def tf_threads_per_worker(workers: int) -> int:

@@ -179,8 +179,19 @@ class _StoredIds(Mapping):
         return iter(self._stored.relpaths)
 
 
+def _exact(relpath: str) -> bool:
+    """True when the file's name (without extension) is a public id as it stands: its styles.csv row's id."""
+    stem = PurePosixPath(relpath).stem
+    return _stem_id(relpath) == stem
+
+
 def assign_ids(relpaths: list[str], previous: Mapping[str, str]) -> list[str]:
-    """Ids for ``relpaths`` (in catalogue order): previous ids kept, new ones unused."""
+    """Ids for ``relpaths`` (in catalogue order): previous ids kept, new ones unused.
+
+    Among new files, those whose name is already a valid id (``a_b.jpg``,
+    ``10007.jpg``) choose first, so ``a b.jpg`` or ``café.jpg`` never takes
+    the id a file named exactly so (and its styles.csv row) would have.
+    """
     ids: list[str | None] = [None] * len(relpaths)
     taken: set[str] = set()
     for row, relpath in enumerate(relpaths):
@@ -188,9 +199,9 @@ def assign_ids(relpaths: list[str], previous: Mapping[str, str]) -> list[str]:
         if old and old not in taken and _UNSAFE.search(old) is None:
             ids[row] = old
             taken.add(old)
-    for row, relpath in enumerate(relpaths):
-        if ids[row] is not None:
-            continue
+    new_rows = [row for row in range(len(relpaths)) if ids[row] is None]
+    for row in sorted(new_rows, key=lambda row: not _exact(relpaths[row])):  # stable: catalogue order otherwise
+        relpath = relpaths[row]
         candidate = next((c for c in (_stem_id(relpath), _path_id(relpath)) if c not in taken), None)
         number = 2
         while candidate is None or candidate in taken:
@@ -201,13 +212,34 @@ def assign_ids(relpaths: list[str], previous: Mapping[str, str]) -> list[str]:
     return [item_id for item_id in ids if item_id is not None]
 
 
-def metadata_key(relpath: str, item_id: str, ids: set[str]) -> str | None:
+def id_collisions(relpaths: list[str], item_ids: list[str]) -> list[tuple[str, str, str, str]]:
+    """``(file, its id, the id its name gives, the file holding that one)`` for each file whose id another holds.
+
+    ``a b.jpg`` and ``a_b.jpg`` (or ``café.jpg`` and ``cafè.jpg``) give one
+    id; ``assign_ids`` keeps ids unique, and this names every file that
+    had to take another, so a build can log and count them.
+    """
+    holder = {item_id: relpath for relpath, item_id in zip(relpaths, item_ids)}
+    found = []
+    for relpath, item_id in zip(relpaths, item_ids):
+        wanted = _stem_id(relpath)
+        if item_id != wanted and wanted in holder:
+            found.append((relpath, item_id, wanted, holder[wanted]))
+    return found
+
+
+def metadata_key(relpath: str, item_id: str, holders: Mapping[str, str]) -> str | None:
     """The styles.csv id whose row describes this file, or None.
 
-    The file stem, as the Kaggle layout has it, unless another item holds
-    the stem as its public id: that item is the product the row describes.
+    ``holders`` maps each public id to the file holding it. A row describes
+    the file whose name (without extension) is exactly the row's id; when
+    several are (``7.jpg`` and ``sub/dir/7.jpg``), the one whose public id
+    is the row's id is the product, and the others get no row.
     """
     stem = PurePosixPath(relpath).stem
-    if item_id != _safe(stem) and _safe(stem) in ids:
+    if item_id == stem:
+        return stem
+    holder = holders.get(stem)
+    if holder is not None and PurePosixPath(holder).stem == stem:
         return None
     return stem

@@ -55,6 +55,7 @@ class BuildPlan:
     previous: CurrentManifest = field(default_factory=CurrentManifest)
     previous_ids: Mapping[str, str] = field(default_factory=dict)  # its public ids by file, which the build keeps
     verified_shards: frozenset[str] = frozenset()  # work/ sidecars planning read; publishing reads only newer ones
+    id_collisions: int = 0  # files whose name gives an id another file holds (set when published: indexer.ids)
 
 
 def model_key(model_id: str, weights_id: str, vector_space: str = "fp32") -> dict:

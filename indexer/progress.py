@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -15,18 +17,49 @@ from .generation import STATUS
 log = logging.getLogger(__name__)
 
 
+INTERRUPTED = "interrupted"
+INTERRUPTED_MESSAGE = "The index build was interrupted; the next build goes on from where it stopped."
+
+
 def write_status(index_dir: Path, status: dict) -> None:
-    """Publish build progress for the web app (atomically)."""
+    """Publish build progress for the web app (atomically), with the writing process's pid and host."""
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(index_dir) / STATUS, dict(status, updated_at=time.time()))
+    record = dict(status, updated_at=time.time(), pid=os.getpid(), host=socket.gethostname())
+    atomic_write_json(Path(index_dir) / STATUS, record)
 
 
 def read_status(index_dir: Path) -> dict:
-    """The last published build status, or ``{}``."""
+    """The last published build status, or ``{}``.
+
+    A ``building`` status whose process is gone (killed, the machine
+    restarted) reads as ``interrupted``, not as a build that is still going.
+    """
     try:
-        return json.loads((Path(index_dir) / STATUS).read_text("utf-8"))
+        status = json.loads((Path(index_dir) / STATUS).read_text("utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(status, dict):
+        return {}
+    if status.get("state") == "building" and _writer_is_gone(status):
+        status.update(state=INTERRUPTED, message=INTERRUPTED_MESSAGE, rate=0.0, eta_s=None)
+    return status
+
+
+def _writer_is_gone(status: dict) -> bool:
+    """True when the status names a process on this host that no longer runs (unknown: False)."""
+    pid = status.get("pid")
+    if type(pid) is not int or pid <= 0 or status.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by someone else
+        return False
+    try:  # killed but not yet reaped by its parent: a zombie runs no build
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @dataclass

@@ -8,9 +8,14 @@
 #   fashion-search.env       the settings (EnvironmentFile); kept if it exists
 #   fashion-search.service   the systemd unit, its paths pointing into PREFIX
 #   nginx/                   fashion-search.conf (the site) and nginx.conf (the main config)
-# With --system (as root) it also creates the `fashion` user and the catalogue
-# folder, installs the unit and the nginx configs, checks them (nginx -t,
-# systemd-analyze verify) and starts or restarts the site.
+# Without --system every path the settings and the unit name lies under PREFIX:
+#   run/ (the socket), var/ (index, Keras cache) and catalogue/.
+# With --system (as root) the settings and the unit use the system's folders
+# instead (/run/fashion-search, /var/lib/fashion-search, /srv/fashion-search/
+# catalogue; a settings file an earlier run without --system wrote is moved
+# over to them, other edits kept); it also creates the `fashion` user and the
+# catalogue folder, installs the unit and the nginx configs, checks them
+# (nginx -t, systemd-analyze verify) and starts or restarts the site.
 set -euo pipefail
 
 usage() { echo "usage: bash scripts/install.sh --deploy [PREFIX] [--system]" >&2; exit 2; }
@@ -69,12 +74,41 @@ if [ -d "$PREFIX/app" ]; then mv "$PREFIX/app" "$PREFIX/app.old"; fi
 mv "$PREFIX/app.new" "$PREFIX/app"
 rm -rf "$PREFIX/app.old"
 
+# The shipped files name the system's folders; without --system they move under PREFIX.
+LOCAL_MARK="# paths under the prefix (install.sh --deploy without --system)"
+to_prefix() {
+  sed -e "s#$SHIPPED_PREFIX\b#$PREFIX#g" -e "s#/run/fashion-search\b#$PREFIX/run#g" \
+      -e "s#/var/lib/fashion-search\b#$PREFIX/var#g" -e "s#/srv/fashion-search/catalogue\b#$PREFIX/catalogue#g" "$@"
+}
+to_system() {
+  sed -e "\|^$LOCAL_MARK\$|d" -e "s#$PREFIX/run\b#/run/fashion-search#g" \
+      -e "s#$PREFIX/var\b#/var/lib/fashion-search#g" -e "s#$PREFIX/catalogue\b#/srv/fashion-search/catalogue#g" "$@"
+}
 if [ ! -f "$PREFIX/fashion-search.env" ]; then
-  install -m 0640 "$SOURCE/deploy/fashion-search.env" "$PREFIX/fashion-search.env"
+  if [ "$SYSTEM" = 1 ]; then
+    install -m 0640 "$SOURCE/deploy/fashion-search.env" "$PREFIX/fashion-search.env"
+  else
+    { echo "$LOCAL_MARK"; to_prefix "$SOURCE/deploy/fashion-search.env"; } > "$PREFIX/fashion-search.env.new"
+    chmod 0640 "$PREFIX/fashion-search.env.new"
+    mv "$PREFIX/fashion-search.env.new" "$PREFIX/fashion-search.env"
+  fi
   say "settings -> $PREFIX/fashion-search.env (edit FASHION_CATALOGUE there)"
+elif [ "$SYSTEM" = 1 ] && grep -qxF "$LOCAL_MARK" "$PREFIX/fashion-search.env"; then
+  to_system "$PREFIX/fashion-search.env" > "$PREFIX/fashion-search.env.new"
+  chmod 0640 "$PREFIX/fashion-search.env.new"
+  mv "$PREFIX/fashion-search.env.new" "$PREFIX/fashion-search.env"
+  say "settings: $PREFIX/fashion-search.env now names the system's folders"
 fi
-# the shipped unit names the default prefix; point every path at this one
-sed "s#$SHIPPED_PREFIX/#$PREFIX/#g" "$SOURCE/deploy/fashion-search.service" > "$PREFIX/fashion-search.service"
+if [ "$SYSTEM" = 1 ]; then
+  # the shipped unit names the default prefix; point every path at this one
+  sed "s#$SHIPPED_PREFIX\b#$PREFIX#g" "$SOURCE/deploy/fashion-search.service" > "$PREFIX/fashion-search.service"
+else
+  # no /run or /var/lib folders of its own: the socket and the index live under PREFIX
+  to_prefix -e '/^RuntimeDirectory/d' -e '/^StateDirectory/d' \
+      -e "s#^ReadWritePaths=.*#ReadWritePaths=$PREFIX/var $PREFIX/run#" -e 's#^ExecReload=/bin/kill #ExecReload=kill #' \
+      "$SOURCE/deploy/fashion-search.service" > "$PREFIX/fashion-search.service"
+  mkdir -p "$PREFIX/run" "$PREFIX/var" "$PREFIX/catalogue"
+fi
 mkdir -p "$PREFIX/nginx"
 cp "$SOURCE/deploy/nginx.conf" "$PREFIX/nginx/fashion-search.conf"
 cp "$SOURCE/deploy/nginx-main.conf" "$PREFIX/nginx/nginx.conf"

@@ -2,6 +2,14 @@
 (function () {
   "use strict";
 
+  // Counts as the server writes them (its "number" filter): 3000 -> "3,000".
+  function number(value) {
+    return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+
+  // Text about what only works with this file (dragging, pasting, the crop box) shows only with it.
+  Array.prototype.forEach.call(document.querySelectorAll(".needs-js"), function (el) { el.hidden = false; });
+
   function setupUpload() {
     var form = document.getElementById("search-form");
     var input = document.getElementById("image");
@@ -344,7 +352,7 @@
               values.forEach(function (entry) {
                 var option = document.createElement("option");
                 option.value = entry.value;
-                option.textContent = entry.value + " (" + entry.count + ")";
+                option.textContent = entry.value + " (" + number(entry.count) + ")";
                 if (entry.value === current) option.selected = true;
                 select.appendChild(option);
               });
@@ -386,7 +394,7 @@
             bar.max = status.total;
             bar.value = status.done;
             var eta = status.eta_s ? ", about " + Math.round(status.eta_s) + " s left" : ", measuring the speed";
-            text.textContent = status.done + " of " + status.total + " photos" + eta + ".";
+            text.textContent = number(status.done) + " of " + number(status.total) + " photos" + eta + ".";
           } else {
             bar.removeAttribute("value");  // an indeterminate bar: this step has no count
             text.textContent = status.message || "Starting…";

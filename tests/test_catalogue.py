@@ -263,3 +263,52 @@ def test_a_failed_build_reports_no_path_or_exception_text(tmp_path, fake_embedde
     assert status["message"] == "The index could not be built: the catalogue folder is missing."
     text = json.dumps(status)
     assert "secret-folder" not in text and str(tmp_path) not in text and "Error" not in text
+
+
+def test_colliding_names_get_unique_ids_their_own_rows_and_are_counted(tmp_path, demo_catalogue, fake_embedder, caplog):
+    """``a b.jpg`` took id ``a_b`` and ``a_b.jpg``, named exactly as its styles.csv row, lost its details."""
+    from indexer.config import Settings
+
+    catalogue = tmp_path / "cat"
+    catalogue.mkdir()
+    names = ["a b.jpg", "a_b.jpg", "caf\u00e9.jpg", "caf\u00e8.jpg", "plain.jpg"]
+    for number, name in enumerate(names, start=10):
+        shutil.copy(demo_catalogue / f"{number}.jpg", catalogue / name)
+    rows = [("a_b", "Exact"), ("a b", "Spaced"), ("caf\u00e9", "Acute"), ("caf\u00e8", "Grave"), ("plain", "Plain")]
+    (catalogue / "styles.csv").write_text(
+        "id,productDisplayName\n" + "".join(f"{i},{title}\n" for i, title in rows), encoding="utf-8"
+    )
+    settings = Settings.from_env(catalogue=str(catalogue), index_dir=str(tmp_path / "index"))
+    with caplog.at_level("WARNING", logger="indexer.build"):
+        report = build_index(settings, fake_embedder)
+    searcher = Searcher.load(settings.index_dir)
+    ids = dict(zip(searcher.filenames, searcher.ids))
+    assert len(set(ids.values())) == len(names)
+    assert ids["a_b.jpg"] == "a_b" and ids["plain.jpg"] == "plain"  # the exactly named file keeps its id
+    titles = {name: searcher.metadata[searcher.row_of(ids[name])].get("productDisplayName") for name in names}
+    assert titles == {"a b.jpg": "Spaced", "a_b.jpg": "Exact", "caf\u00e9.jpg": "Acute",
+                      "caf\u00e8.jpg": "Grave", "plain.jpg": "Plain"}
+    assert report.id_collisions == 2 and report.to_dict()["id_collisions"] == 2
+    assert "2 id collisions" in report.summary()
+    assert sum("Id collision" in r.getMessage() for r in caplog.records) == 2
+    assert read_manifest(current_generation(settings.index_dir))["id_collisions"] == 2
+    again = build_index(settings, fake_embedder)  # nothing changed: the count is still reported
+    assert again.up_to_date and again.id_collisions == 2
+
+
+def test_a_file_with_only_dots_before_its_extension_is_skipped_and_counted(
+    tiny_settings, fake_embedder, demo_catalogue
+):
+    """``..jpg`` was dropped silently as a hidden file: no count, no reason, no log line."""
+    (tiny_settings.catalogue / "sub").mkdir()
+    shutil.copy(demo_catalogue / "12.jpg", tiny_settings.catalogue / "..jpg")
+    shutil.copy(demo_catalogue / "13.jpg", tiny_settings.catalogue / "sub" / "...PNG")
+    shutil.copy(demo_catalogue / "14.jpg", tiny_settings.catalogue / ".hidden.jpg")  # a hidden file: still ignored
+    report = build_index(tiny_settings, fake_embedder)
+    assert report.total == 8
+    assert sorted((s.relpath, s.reason) for s in report.skipped) == [("..jpg", "bad_name"), ("sub/...PNG", "bad_name")]
+    assert all("rename" in s.message for s in report.skipped)
+    assert report.skipped_by_reason() == {"bad_name": 2}
+    assert check_freshness(tiny_settings, key_for(fake_embedder)) == "fresh"
+    again = build_index(tiny_settings, fake_embedder)
+    assert (again.indexed, again.total, len(again.skipped)) == (0, 8, 2)

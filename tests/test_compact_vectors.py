@@ -150,31 +150,59 @@ def test_fashion_vectors_setting_is_validated():
         Settings.from_env({"FASHION_VECTORS": "int8"})
 
 
-def test_switching_to_float16_republishes_without_embedding(tiny_settings, fake_counting_embedder):
+def test_switching_to_float16_republishes_only_when_told_and_without_embedding(
+    tiny_settings, fake_counting_embedder, caplog
+):
+    """A FASHION_VECTORS that differed made the generation "stale": the CLI and the site republished back and forth."""
     build_index(tiny_settings, fake_counting_embedder)
     before = loading.load_index(tiny_settings.index_dir)
     before.annoy.unload()
     float32_vectors = np.array(before.embeddings)
     embedded = fake_counting_embedder.images
+    float16_settings = tiny_settings.replace(vectors="float16")
 
-    # the site's freshness check sees it too, so a server's own rebuild applies the setting
-    assert check_freshness(tiny_settings.replace(vectors="float16"), key_for(fake_counting_embedder)) == "stale"
-    report = build_index(tiny_settings.replace(vectors="float16"), fake_counting_embedder)
+    # another setting: what is published is served as it is, and the difference logged once
+    with caplog.at_level("WARNING", logger="indexer.build"):
+        assert check_freshness(float16_settings, key_for(fake_counting_embedder)) == "fresh"
+        assert check_freshness(float16_settings, key_for(fake_counting_embedder)) == "fresh"
+        assert build_index(float16_settings, fake_counting_embedder).up_to_date
+    assert sum("FASHION_VECTORS is float16" in r.getMessage() for r in caplog.records) == 1
+    assert loading.load_index(tiny_settings.index_dir).manifest["vectors_dtype"] == "float32"
+
+    # told to: published again in float16, nothing embedded
+    report = build_index(tiny_settings, fake_counting_embedder, vectors="float16")
     assert not report.up_to_date and report.indexed == 0 and report.reused == len(float32_vectors)
     assert fake_counting_embedder.images == embedded
     compact = loading.load_index(tiny_settings.index_dir)
     compact.annoy.unload()
     assert compact.embeddings.dtype == np.float16
     np.testing.assert_allclose(compact.embeddings, float32_vectors, atol=1e-3)
+    # a process still set to float32 keeps it: fresh, and a build with other work keeps float16 too
+    assert check_freshness(tiny_settings, key_for(fake_counting_embedder)) == "fresh"
+    assert build_index(tiny_settings, fake_counting_embedder, full=True).indexed > 0
+    assert loading.load_index(tiny_settings.index_dir).manifest["vectors_dtype"] == "float16"
 
-    # and back: the float32 vectors come back exactly (from embeddings.pkl), not rounded
-    report = build_index(tiny_settings, fake_counting_embedder)
+    # and back when told: the float32 vectors come back exactly (from embeddings.pkl), not rounded
+    embedded = fake_counting_embedder.images
+    report = build_index(float16_settings, fake_counting_embedder, vectors="float32")
     assert report.indexed == 0 and fake_counting_embedder.images == embedded
     restored = loading.load_index(tiny_settings.index_dir)
     restored.annoy.unload()
     assert restored.embeddings.dtype == np.float32
     np.testing.assert_array_equal(restored.embeddings, float32_vectors)
     assert build_index(tiny_settings, fake_counting_embedder).up_to_date
+    assert build_index(tiny_settings, fake_counting_embedder, vectors="float32").up_to_date
+
+
+def test_build_takes_a_vectors_flag():
+    """``python -m indexer build --vectors float16|float32`` (and ``rebuild``); nothing else."""
+    from indexer.__main__ import make_parser as build_parser
+
+    assert build_parser().parse_args(["build", "--vectors", "float16"]).vectors == "float16"
+    assert build_parser().parse_args(["rebuild", "--vectors", "float32"]).vectors == "float32"
+    assert build_parser().parse_args(["build"]).vectors is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--vectors", "int8"])
 
 
 # ---------------------------------------------------------------- resuming from shards

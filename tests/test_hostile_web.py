@@ -203,3 +203,39 @@ def test_no_answer_names_a_server_path(client, fake_index, method, path, data):
     text = response.get_data().decode("utf-8", "replace") + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
     for folder in (fake_index.catalogue, fake_index.index_dir, fake_index.catalogue.parent):
         assert str(folder) not in text, (response.status_code, folder)
+
+
+def _raw_multipart(disposition: bytes, photo: bytes) -> tuple[bytes, str]:
+    """A one-photo multipart body built by hand: ``disposition`` goes into the part header as raw bytes."""
+    boundary = b"----round4boundary"
+    body = b"".join([
+        b"--" + boundary + b"\r\n",
+        b'Content-Disposition: form-data; name="image"; ' + disposition + b"\r\n",
+        b"Content-Type: image/jpeg\r\n\r\n",
+        photo,
+        b"\r\n--" + boundary + b"--\r\n",
+    ])
+    return body, "multipart/form-data; boundary=" + boundary.decode()
+
+
+@pytest.mark.parametrize(
+    ("disposition", "shown"),
+    [
+        (b'filename="caf\xe9.jpg"', "café.jpg"),  # Latin-1, as older browsers and tools send it
+        (b"filename*=UTF-8''caf%C3%A9.jpg", "café.jpg"),  # RFC 5987
+        (b'filename="caf\xc3\xa9.jpg"', "café.jpg"),  # raw UTF-8, as browsers send it today
+        (b'filename="x"; filename*=UTF-8\'\'%E2%9C%93%20ok.jpg', "✓ ok.jpg"),
+        (b'filename="\xff\xfe\x80.jpg"', "ÿþ.jpg"),  # bytes that are no UTF-8 at all; C1 controls dropped
+        (b'filename="   .jpg"', ".jpg"),
+        (b'filename="..\\\\..\\\\a\xe9.jpg"', "aé.jpg"),
+    ],
+)
+def test_upload_file_names_in_any_encoding_are_accepted(client, demo_catalogue, disposition, shown):
+    """A raw Latin-1 byte in ``filename=`` made werkzeug drop the whole form: "No photo was uploaded"."""
+    body, content_type = _raw_multipart(disposition, (demo_catalogue / "42.jpg").read_bytes())
+    response = client.post("/api/search", data=body, content_type=content_type)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["queries"][0]["filename"] == shown
+    page = client.post("/search", data=body, content_type=content_type)
+    assert page.status_code == 200
+    assert "No photo was uploaded" not in page.get_data(as_text=True)

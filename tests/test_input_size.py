@@ -296,9 +296,13 @@ def test_the_site_decodes_uploads_for_the_loaded_model(lite2_index, lite2_fake):
 
 def test_the_cli_search_decodes_for_the_configured_model(lite2_index, lite2_fake, monkeypatch, capsys):
     import indexer.__main__ as cli
+    from indexer.plan import key_for
 
     monkeypatch.setenv("FASHION_MODEL", LITE2)
+    monkeypatch.setenv("FASHION_TUNING", "on")  # as the index was published
     monkeypatch.setattr(cli, "_embedder", lambda settings: lite2_fake)  # the decode happens before this
+    # the fake's weights stand in for the settings' (checked before the model loads)
+    monkeypatch.setattr(cli, "_expected_key", lambda settings: key_for(lite2_fake))
     photo = str(lite2_index.catalogue / "5.jpg")
     code = cli.main(["search", photo, "--k", "2", "--catalogue", str(lite2_index.catalogue),
                      "--index-dir", str(lite2_index.index_dir)])

@@ -69,8 +69,10 @@ def test_install_writes_a_self_contained_prefix(prefix):
     assert (prefix / "app" / "app.py").is_file() and not list((prefix / "app").rglob("__pycache__"))
     assert (prefix / "nginx" / "fashion-search.conf").read_text() == (REPO / "deploy" / "nginx.conf").read_text()
     settings = _environment_file(prefix / "fashion-search.env")
-    assert settings["BIND"] == "unix:/run/fashion-search/gunicorn.sock"
-    assert settings["FASHION_INDEX_DIR"].startswith("/var/lib/fashion-search/")  # the unit's only writable path
+    # without --system everything lies under the prefix (tests/test_deploy_prefix.py checks every path)
+    assert settings["BIND"] == f"unix:{prefix}/run/gunicorn.sock"
+    assert settings["FASHION_INDEX_DIR"] == f"{prefix}/var/index"  # under the unit's writable paths
+    assert unit["ReadWritePaths"] == f"{prefix}/var {prefix}/run"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

@@ -82,9 +82,10 @@ def test_dataclass_defaults_are_the_tables():
 def test_an_empty_environment_gives_the_defaults():
     settings = Settings.from_env(env={})
     for s in SETTINGS:
-        if s.field and s.field not in ("catalogue", "bind"):
+        if s.field and s.field not in ("catalogue", "index_dir", "bind"):
             expected = Path(s.default).resolve() if s.kind is Path else s.default
             assert getattr(settings, s.field) == expected, s.name
+    assert settings.index_dir == config.default_index_dir(settings.catalogue)  # the catalogue's own folder
     assert settings.bind == "127.0.0.1:8000"
     assert (settings.tuning, settings.tuning_products) == (True, 800)
 

@@ -74,7 +74,7 @@ def _assert_ready(client, catalogue, count):
     assert page.status_code == 200
     body = page.get_data(as_text=True)
     assert '<input id="image"' in body
-    assert f"{count} products in" in body
+    assert f"<strong>{count}</strong> products" in body
     assert client.get("/healthz").status_code == 200
     status = client.get("/api/status").get_json()
     assert status["state"] == "ready" and status["items"] == count
@@ -195,3 +195,25 @@ def test_ready_app_never_shows_building(client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert "Preparing the catalogue" not in response.get_data(as_text=True)
+
+
+def test_a_build_whose_process_is_gone_reads_as_interrupted(small_settings, make_fake_app):
+    """status.json said "building" for ever after its build was killed."""
+    import subprocess
+    import sys
+
+    from indexer.progress import read_status, write_status
+
+    write_status(small_settings.index_dir, {"state": "building", "phase": "embedding", "done": 3, "total": 9})
+    assert read_status(small_settings.index_dir)["state"] == "building"  # this process: alive
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = small_settings.index_dir / "status.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), pid=gone.pid)))
+    status = read_status(small_settings.index_dir)
+    assert status["state"] == "interrupted" and "interrupted" in status["message"]
+    app = make_fake_app(small_settings)  # no index, no autobuild
+    payload = app.test_client().get("/api/status").get_json()
+    assert payload["build_state"] == "interrupted" and "interrupted" in payload["message"]
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "fashion_build_running 0.0" in metrics

@@ -207,19 +207,41 @@ def test_an_index_of_another_catalogue_is_never_served(tiny_settings, fake_embed
     assert same.get("/api/status").get_json()["state"] == "ready"
 
 
-def test_cards_without_product_names_are_told_apart_by_file_name(small_settings, fake_embedder, make_fake_app):
-    """Without productDisplayName every card read "Handbags" or "Casual Shoes"."""
+def test_cards_without_product_names_are_named_from_their_facts(small_settings, fake_embedder, make_fake_app):
+    """Without productDisplayName a card read "13" (its file name) with the product type twice below it."""
     styles = small_settings.catalogue / "styles.csv"
     rows = list(csv.reader(styles.read_text().splitlines()))
     drop = rows[0].index("productDisplayName")
     styles.write_text("\n".join(",".join(cell for i, cell in enumerate(row) if i != drop) for row in rows) + "\n")
     build_index(small_settings, fake_embedder)
     page = make_fake_app(small_settings).test_client().get("/browse").get_data(as_text=True)
-    names = re.findall(r'<span class="card-name">([^<]*)</span>', page)
-    assert names and len(set(names)) == len(names)  # every card's title is its own
-    assert all(name.isdigit() for name in names)  # the file names of the demo catalogue: 1.jpg, 2.jpg, ...
-    subtitles = re.findall(r'<p class="card-subtitle">([^<]*)</p>', page)
-    assert len(subtitles) == len(names)  # the product type below each
+    by_id = {row["id"]: row for row in _styles(small_settings.catalogue)}
+    cards = re.findall(r'<li class="card">(.*?)</li>', page, re.S)
+    assert cards
+    for card in cards:
+        meta = by_id[CARD_LINK.search(card).group(1)]
+        name = html.unescape(re.search(r'<span class="card-name">([^<]*)</span>', card).group(1))
+        assert name == f"{meta['baseColour']} {meta['articleType']}, {meta['gender']}"  # "Navy Blue Tshirt, Men"
+        assert not name.isdigit()
+        assert "card-subtitle" not in card
+        facts = [html.unescape(v) for v in re.findall(r"<dd>([^<]*)</dd>", card)]
+        assert not {meta["articleType"], meta["baseColour"], meta["gender"]} & set(facts)  # each fact once
+
+
+def test_a_product_title_never_falls_back_to_a_file_name():
+    from web.titles import number, product_title, title_facts
+
+    assert product_title({"productDisplayName": " Puma Men Blue Tee ", "articleType": "Tshirts"}) == "Puma Men Blue Tee"
+    assert product_title({"baseColour": "Navy Blue", "articleType": "Tshirts", "gender": "Men"}) == (
+        "Navy Blue Tshirts, Men"
+    )
+    assert product_title({"subCategory": "Bags"}) == "Bags"
+    assert product_title({}) == product_title(None) == "Product"
+    assert title_facts({"baseColour": "Red", "articleType": "Bags", "subCategory": "Bags"}) == {
+        "baseColour", "articleType",
+    }
+    assert title_facts({"productDisplayName": "X", "baseColour": "Red"}) == set()
+    assert number(3000) == "3,000" and number(7) == "7" and number(1234567) == "1,234,567"
 
 
 def test_a_filter_without_matches_says_so_once(client, demo_catalogue):
@@ -227,3 +249,51 @@ def test_a_filter_without_matches_says_so_once(client, demo_catalogue):
     page = response.get_data(as_text=True)
     matches = page.count("No product matches these filters") + page.count("Only 0 products")
     assert response.status_code == 200 and matches == 1
+
+
+def _noise_jpeg(seed: int, side: int = 1000, block: int = 8) -> bytes:
+    """A detailed photo: random colour blocks about one preview pixel wide (~20 KB of preview each)."""
+    import numpy as np
+    from PIL import Image
+
+    cells = side // block + 1
+    pixels = np.random.default_rng(seed).integers(0, 256, (cells, cells, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).resize((cells * block,) * 2, Image.Resampling.NEAREST).crop((0, 0, side, side))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_show_more_after_four_detailed_photos_is_answered(client):
+    """The show-more form carries each photo's preview: with four detailed photos it passed 64 KB and got 413."""
+    photos = [(io.BytesIO(_noise_jpeg(seed)), f"noise{seed}.jpg") for seed in range(4)]
+    page = client.post("/search", data={"image": photos}, content_type="multipart/form-data")
+    assert page.status_code == 200
+    form = re.search(r'<form class="show-more"[^>]*>.*?</form>', page.get_data(as_text=True), re.S).group(0)
+    opening = form[: form.index(">") + 1]
+    enctype = re.search(r'enctype="([^"]+)"', opening)
+    data: dict[str, list[str]] = {}
+    for name, value in re.findall(r'name="([^"]+)" value="([^"]*)"', form):
+        data.setdefault(html.unescape(name), []).append(html.unescape(value))
+    assert len(data["preview"]) == 4 and sum(map(len, data["preview"])) > 64 * 1024
+    # as a browser sends the form: in its declared encoding (urlencoded when it declares none)
+    if enctype and enctype.group(1) == "multipart/form-data":
+        more = client.post("/search/more", data=data, content_type="multipart/form-data")
+    else:
+        more = client.post("/search/more", data=data)
+    assert more.status_code == 200, more.get_data(as_text=True)[:300]
+    assert more.get_data(as_text=True).count('src="data:image/jpeg;base64,') >= 4
+
+
+def test_healthz_on_an_empty_catalogue_is_503_with_the_reason(tmp_path, fake_embedder, make_fake_app):
+    """An index of an empty catalogue answered /healthz 200: a balancer sent shoppers to nothing to find."""
+    from indexer.config import Settings
+
+    empty = tmp_path / "shop"
+    empty.mkdir()
+    settings = Settings.from_env(catalogue=str(empty), index_dir=str(tmp_path / "index"))
+    build_index(settings, fake_embedder)
+    health = make_fake_app(settings).test_client().get("/healthz")
+    assert health.status_code == 503 and health.headers.get("Retry-After")
+    body = health.get_json()
+    assert body["reason"] == "empty_catalogue" and body["items"] == 0 and body["message"]

@@ -23,6 +23,7 @@ from .searching import ModelGate
 from .secret import load_secret
 from .security import add_cache_policy, add_security_headers, shop_link
 from .service import IndexService
+from .titles import number, product_title, title_facts
 
 
 def create_app(
@@ -76,12 +77,18 @@ def create_app(
     app.after_request(add_security_headers)
     app.after_request(add_cache_policy)
     register_error_handlers(app)
-    app.jinja_env.globals.update(field_labels=FIELD_LABELS, filter_labels=FILTER_LABELS, shop_link=shop_link)
+    app.jinja_env.globals.update(
+        field_labels=FIELD_LABELS, filter_labels=FILTER_LABELS, shop_link=shop_link,
+        product_title=product_title, title_facts=title_facts,
+    )
+    app.jinja_env.filters["number"] = number  # every count on every page: "3,000"
 
     @app.context_processor
     def site_context():
         return {
             "catalogue_name": service.settings.catalogue.name,
+            "shop_name": service.settings.shop_name,
+            "locate_products": service.settings.locate,
             "catalogue_is_demo": service.settings.is_demo,
             "catalogue_count": len(service.searcher) if service.searcher else 0,
             "random_weights": service.random_weights,

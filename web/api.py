@@ -93,10 +93,19 @@ def api_status():
 
 @bp.get("/healthz")
 def healthz():
-    """200 when searches can be served, 503 (with Retry-After) otherwise."""
+    """200 when searches can be served, 503 (with Retry-After) otherwise, with the reason in ``reason``.
+
+    An index of an empty catalogue serves no search: 503 ``empty_catalogue``,
+    so a load balancer does not send shoppers to a site with nothing to find.
+    """
     svc = context.service()
     state = svc.state
-    body = jsonify({"state": state, "items": len(svc.searcher) if svc.searcher else 0})
+    items = len(svc.searcher) if svc.searcher else 0
+    body = {"state": state, "items": items}
+    if state == READY and items:
+        return jsonify(body), 200
     if state == READY:
-        return body, 200
-    return body, 503, {"Retry-After": str(RETRY_AFTER_S)}
+        body.update(reason="empty_catalogue", message="The catalogue has no products to search.")
+    else:
+        body.update(reason=state, message=svc.status().get("message") or "")
+    return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER_S)}

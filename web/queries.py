@@ -33,13 +33,64 @@ _STATUS_FOR_REASON = {
 SMALL_BODY_BYTES = 64 * 1024  # any body that is not a multipart upload: forms, JSON, anything else
 
 
+def part_headers_as_utf8(body: bytes, boundary: bytes) -> bytes:
+    """``body`` with every multipart part's header lines in UTF-8; a line that is not UTF-8 is read as Latin-1.
+
+    Werkzeug decodes part headers as strict UTF-8, and one raw Latin-1 byte
+    (``filename="caf\xe9.jpg"``, as older browsers and tools send) made its
+    parser drop the whole form: "No photo was uploaded". Every byte is a
+    Latin-1 character, so such a line always reads. Only the header blocks
+    (from a delimiter line to the blank line after it) are looked at; a body
+    whose headers are all UTF-8 comes back as it was, not copied.
+    """
+    delimiter = b"--" + boundary
+    blocks: list[tuple[int, int]] = []
+    position = body.find(delimiter)
+    while position >= 0:
+        start = position + len(delimiter)
+        end = body.find(b"\r\n\r\n", start)
+        if end < 0:
+            break
+        try:
+            body[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            blocks.append((start, end))
+        position = body.find(delimiter, end)
+    if not blocks:
+        return body
+    out, done = [], 0
+    for start, end in blocks:
+        lines = body[start:end].split(b"\r\n")
+        out += [body[done:start], b"\r\n".join(_utf8_line(line) for line in lines)]
+        done = end
+    out.append(body[done:])
+    return b"".join(out)
+
+
+def _utf8_line(line: bytes) -> bytes:
+    try:
+        line.decode("utf-8")
+        return line
+    except UnicodeDecodeError:
+        return line.decode("latin-1").encode("utf-8")
+
+
 class InMemoryRequest(Request):
     """A request whose uploaded files stay in memory.
 
     Werkzeug spools file parts over 500 KB to a temporary file; here the
     whole body is bounded by ``MAX_CONTENT_LENGTH``, so memory is the safer
-    place and no upload byte ever reaches the disk.
+    place and no upload byte ever reaches the disk. Part headers that are
+    not UTF-8 are read as Latin-1 (``part_headers_as_utf8``).
     """
+
+    def _get_stream_for_parsing(self):
+        """The body to parse; a multipart body with part headers that are not UTF-8 gets them in UTF-8."""
+        stream = super()._get_stream_for_parsing()
+        boundary = self.mimetype_params.get("boundary", "")
+        if self.mimetype != "multipart/form-data" or not boundary:
+            return stream
+        return io.BytesIO(part_headers_as_utf8(stream.read(), boundary.encode("latin-1")))
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()

@@ -161,6 +161,8 @@ class IndexService:
             "eta_s": progress.get("eta_s"),
             "message": message,
             "rebuilding": self.building_now(),
+            # the last build's own state: "interrupted" when its process is gone (indexer.progress.read_status)
+            "build_state": progress.get("state"),
             "items": len(self.searcher) if self.searcher else 0,
             "catalogue": self.settings.catalogue.name,
             "demo": self.settings.is_demo,
