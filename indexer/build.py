@@ -15,6 +15,7 @@ Stages, each with plain files between them so any stage can be rerun:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -375,6 +376,7 @@ def build_index(
     engine_options: dict | None = None,
     retune: bool = False,
     vectors: str | None = None,
+    catalogue: CatalogueSnapshot | None = None,
 ) -> BuildReport:
     """Bring the index in ``settings.index_dir`` up to date with the catalogue.
 
@@ -386,22 +388,45 @@ def build_index(
     ``model`` is a loaded embedder, or for engines that load their own
     (``ray``) just the ``WeightsChoice``; either has ``weights_id``.
     Incremental by default; ``full=True`` re-embeds everything; ``retune``
-    learns the catalogue tuning again (``full`` does too). Raises
-    ``BuildInProgress`` if another process is building the same index dir.
+    learns the catalogue tuning again (``full`` does too). ``catalogue``
+    is a scan already taken (``check_before_model``), so it is not taken
+    twice. Raises ``BuildInProgress`` if another process is building the
+    same index dir.
     """
     embed = get_engine(engine)
     started = time.time()
-    lock = build_lock(settings.index_dir)
+    with holding_build_lock(settings.index_dir, lock_timeout):
+        return _build_locked(
+            settings, model, embed, started, full=full, progress_callback=progress_callback,
+            engine_options=engine_options, retune=retune, vectors=vectors, catalogue=catalogue,
+        )
+
+
+@contextlib.contextmanager
+def holding_build_lock(index_dir: Path, timeout: float):
+    """Hold the index dir's build lock for the block; ``BuildInProgress`` when another process holds it."""
+    lock = build_lock(index_dir)
     try:
-        lock.acquire(timeout=lock_timeout)
+        lock.acquire(timeout=timeout)
     except Timeout:
-        raise BuildInProgress(f"another build is running in {settings.index_dir}") from None
+        raise BuildInProgress(f"another build is running in {index_dir}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _build_locked(
+    settings, model, embed, started, *, full, progress_callback, engine_options, retune, vectors, catalogue
+) -> BuildReport:
+    """``build_index``'s work, with the build lock held."""
     reporter = ProgressReporter(settings.index_dir, callback=progress_callback)
     report = BuildReport()
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
         # read once, under the lock, and handed to every step below
-        catalogue = CatalogueSnapshot.take(settings.catalogue)
+        if catalogue is None:
+            catalogue = CatalogueSnapshot.take(settings.catalogue)
         current = read_current_manifest(settings.index_dir)
         settings, convert = _vectors_to_store(settings, current, vectors)
         kept = (
@@ -443,8 +468,6 @@ def build_index(
         log.error("Build failed: %s: %s", type(exc).__name__, exc)
         reporter.finish("error", public_failure(exc), 0, 0)
         raise
-    finally:
-        lock.release()
 
 
 def _vectors_to_store(settings: Settings, current: CurrentManifest, vectors: str | None) -> tuple[Settings, bool]:
@@ -472,32 +495,28 @@ def _kept_report(kept: dict, started: float, reporter: ProgressReporter) -> Buil
     return report
 
 
-def report_if_unchanged(settings: Settings, choice: WeightsChoice, *, lock_timeout: float = 0) -> BuildReport | None:
-    """The up-to-date report of a build that would change nothing, decided without loading the model.
+def check_before_model(
+    settings: Settings, choice: WeightsChoice, *, lock_timeout: float = 0
+) -> tuple[BuildReport | None, CatalogueSnapshot | None]:
+    """Whether a build would change nothing, decided without loading the model.
 
     ``choice`` (``model.resolve_weights``) gives the model key of an fp32
-    vector space: TensorFlow's and every fp32 runtime's. ``None`` when a
-    build has work to do; the caller then loads the model and builds.
-    Raises ``BuildInProgress`` like ``build_index``.
+    vector space: TensorFlow's and every fp32 runtime's. Returns the
+    up-to-date report, or ``None`` and the catalogue's scan when a build has
+    work to do: the caller then loads the model and hands the scan to
+    ``build_index``. Raises ``BuildInProgress`` like ``build_index``.
     """
     started = time.time()
-    lock = build_lock(settings.index_dir)
-    try:
-        lock.acquire(timeout=lock_timeout)
-    except Timeout:
-        raise BuildInProgress(f"another build is running in {settings.index_dir}") from None
-    try:
+    with holding_build_lock(settings.index_dir, lock_timeout):
+        catalogue = CatalogueSnapshot.take(settings.catalogue)
         current = read_current_manifest(settings.index_dir)
         if current.gen is None:
-            return None
+            return None, catalogue
         settings, _ = _vectors_to_store(settings, current, None)  # as build_index judges it: the published dtype
-        catalogue = CatalogueSnapshot.take(settings.catalogue)
         kept = _unchanged_index(settings, key_for(choice), model_input_size(choice), catalogue, current)
         if kept is None:
-            return None
-        return _kept_report(kept, started, ProgressReporter(settings.index_dir))
-    finally:
-        lock.release()
+            return None, catalogue
+        return _kept_report(kept, started, ProgressReporter(settings.index_dir)), None
 
 
 def public_failure(exc: BaseException) -> str:

@@ -101,3 +101,20 @@ def test_the_counting_wrapper_reaches_names_imported_elsewhere(monkeypatch):
     hashes = _count_calls(monkeypatch, checksums.sha256_file)
     checkpoints.sha256_file(__file__)
     assert hashes == Counter({__file__: 1})
+
+
+def test_the_cli_build_scans_once_when_it_checks_before_loading_the_model(
+    tiny_settings, fake_embedder, demo_catalogue, monkeypatch, capsys
+):
+    """``python -m indexer build`` decides "nothing to do" before the model loads, and hands that scan on."""
+    import indexer.__main__ as cli
+
+    build_index(tiny_settings, fake_embedder)
+    shutil.copy2(demo_catalogue / "9.jpg", tiny_settings.catalogue / "9.jpg")  # work to do
+    monkeypatch.setattr(cli, "_embedder", lambda settings: fake_embedder)
+    monkeypatch.setattr(cli, "_weights_choice", lambda settings: fake_embedder.choice)
+    scans, _, _ = _count_reads(monkeypatch)
+    where = ["--catalogue", str(tiny_settings.catalogue), "--index-dir", str(tiny_settings.index_dir)]
+    assert cli.main(["build", *where]) == 0
+    assert sum(scans.values()) == 1
+    assert '"indexed": 1' in capsys.readouterr().out

@@ -21,13 +21,30 @@ from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, to_photo
 ITEMS = (2, 13, 17, 23, 101)  # a shoe, a bag, a T-shirt, ... of the demo catalogue
 
 
-def composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[bytes, tuple[float, ...]]:
-    """A JPEG of the product in ``path`` on a busy background, and its true box (fractions of the photo)."""
-    rng = np.random.default_rng(seed)
+def _cut(path) -> tuple[Image.Image, Image.Image]:
+    """The product of a white-background photo, cropped to it, and its mask."""
     product = Image.open(path).convert("RGB")
     pixels = np.asarray(product)
     alpha = Image.fromarray(np.where(255 - pixels.min(axis=2) > 18, 255, 0).astype(np.uint8))
-    product, alpha = product.crop(alpha.getbbox()), alpha.crop(alpha.getbbox())
+    return product.crop(alpha.getbbox()), alpha.crop(alpha.getbbox())
+
+
+def _paste(scene: Image.Image, path, rng, cover: float) -> tuple[bytes, tuple[float, ...]]:
+    """``scene`` with the product of ``path`` pasted at a random place, as a JPEG, and the product's true box."""
+    product, alpha = _cut(path)
+    width, height = scene.size
+    scale = cover * min(width / product.width, height / product.height)
+    size = (round(product.width * scale), round(product.height * scale))
+    left, top = int(rng.integers(0, width - size[0])), int(rng.integers(0, height - size[1]))
+    scene.paste(product.resize(size), (left, top), alpha.resize(size))
+    out = io.BytesIO()
+    scene.save(out, "JPEG", quality=90)
+    return out.getvalue(), (left / width, top / height, size[0] / width, size[1] / height)
+
+
+def composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[bytes, tuple[float, ...]]:
+    """A JPEG of the product in ``path`` on a busy background, and its true box (fractions of the photo)."""
+    rng = np.random.default_rng(seed)
     width, height = frame
     noise = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
     scene = Image.fromarray(noise).resize(frame, Image.Resampling.BICUBIC)
@@ -36,14 +53,7 @@ def composite(path, seed: int, frame=(480, 400), cover: float = 0.6) -> tuple[by
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         draw.rectangle((x, y, x + rng.uniform(20, 120), y + rng.uniform(20, 120)), fill=colour)
-    scene = scene.filter(ImageFilter.GaussianBlur(3))
-    scale = cover * min(width / product.width, height / product.height)
-    size = (round(product.width * scale), round(product.height * scale))
-    left, top = int(rng.integers(0, width - size[0])), int(rng.integers(0, height - size[1]))
-    scene.paste(product.resize(size), (left, top), alpha.resize(size))
-    out = io.BytesIO()
-    scene.save(out, "JPEG", quality=90)
-    return out.getvalue(), (left / width, top / height, size[0] / width, size[1] / height)
+    return _paste(scene.filter(ImageFilter.GaussianBlur(3)), path, rng, cover)
 
 
 def _iou(a, b) -> float:
@@ -102,25 +112,14 @@ def test_a_peak_gives_a_box_and_an_everywhere_map_none(demo_catalogue):
 def on_grainy_ground(path, seed: int, frame=(480, 400), cover: float = 0.5) -> tuple[bytes, tuple[float, ...]]:
     """A JPEG of the product in ``path`` on a grainy grey background, and its true box (fractions of the photo).
 
-    The grain makes the border non-uniform, so it is not taken for a packshot,
-    while the fake model's map (distance from the border colour) still finds the product.
+    The grain makes the border non-uniform, while the fake model's map
+    (distance from the border colour) still finds the product.
     """
     rng = np.random.default_rng(seed)
-    product = Image.open(path).convert("RGB")
-    pixels = np.asarray(product)
-    alpha = Image.fromarray(np.where(255 - pixels.min(axis=2) > 18, 255, 0).astype(np.uint8))
-    product, alpha = product.crop(alpha.getbbox()), alpha.crop(alpha.getbbox())
     width, height = frame
     # coarse grain (8-pixel blocks): it survives the fit onto the model square, which averages finer noise away
     grain = np.clip(190 + rng.normal(0, 30, (height // 8, width // 8, 3)), 0, 255).astype(np.uint8)
-    scene = Image.fromarray(grain).resize(frame, Image.Resampling.NEAREST)
-    scale = cover * min(width / product.width, height / product.height)
-    size = (round(product.width * scale), round(product.height * scale))
-    left, top = int(rng.integers(0, width - size[0])), int(rng.integers(0, height - size[1]))
-    scene.paste(product.resize(size), (left, top), alpha.resize(size))
-    out = io.BytesIO()
-    scene.save(out, "JPEG", quality=90)
-    return out.getvalue(), (left / width, top / height, size[0] / width, size[1] / height)
+    return _paste(Image.fromarray(grain).resize(frame, Image.Resampling.NEAREST), path, rng, cover)
 
 
 def test_locate_crops_and_embeds_the_found_box_and_keeps_packshots_whole(demo_catalogue, fake_embedder):
