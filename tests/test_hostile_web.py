@@ -239,3 +239,23 @@ def test_upload_file_names_in_any_encoding_are_accepted(client, demo_catalogue, 
     page = client.post("/search", data=body, content_type=content_type)
     assert page.status_code == 200
     assert "No photo was uploaded" not in page.get_data(as_text=True)
+
+
+def test_a_boundary_that_is_not_ascii_is_a_clear_400_not_a_crash(client, demo_catalogue):
+    body, _ = _raw_multipart(b'filename="a.jpg"', (demo_catalogue / "42.jpg").read_bytes())
+    response = client.post(
+        "/api/search", data=body, content_type="multipart/form-data; boundary*=UTF-8''%E2%82%AC"
+    )
+    assert response.status_code == 400
+    assert "No photo was uploaded" in response.get_json()["error"]["message"]
+
+
+def test_a_chunked_upload_over_the_limit_is_413(client, demo_catalogue, fake_app):
+    """Without a length, the body is cut at the limit: that must be a 413, never a form parsed from half a body."""
+    limit = fake_app.config["MAX_CONTENT_LENGTH"]
+    body, content_type = _raw_multipart(b'filename="big.jpg"', b"\xff" * (limit + 1024))
+    response = client.post(
+        "/api/search", input_stream=io.BytesIO(body), content_type=content_type,
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413

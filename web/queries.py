@@ -87,10 +87,22 @@ class InMemoryRequest(Request):
     def _get_stream_for_parsing(self):
         """The body to parse; a multipart body with part headers that are not UTF-8 gets them in UTF-8."""
         stream = super()._get_stream_for_parsing()
-        boundary = self.mimetype_params.get("boundary", "")
+        try:
+            boundary = self.mimetype_params.get("boundary", "").encode("ascii")
+        except UnicodeEncodeError:  # werkzeug answers such a body with an empty form; so do we
+            return stream
         if self.mimetype != "multipart/form-data" or not boundary:
             return stream
-        return io.BytesIO(part_headers_as_utf8(stream.read(), boundary.encode("latin-1")))
+        body = bytearray()
+        # read until the end: a body over the limit raises 413 on the way, as werkzeug's own parser would
+        while chunk := stream.read(64 * 1024):
+            body += chunk
+        return io.BytesIO(part_headers_as_utf8(bytes(body), boundary))
+
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        # the parsed body is no longer needed: the form and files hold their own copies
+        self.__dict__["stream"] = io.BytesIO()
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
