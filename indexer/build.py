@@ -16,6 +16,7 @@ Stages, each with plain files between them so any stage can be rerun:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import time
@@ -306,14 +307,16 @@ def catalogue_tuning(
     """The projection this build publishes through: ``None`` with ``FASHION_TUNING=off``.
 
     The current generation's projection is kept when it was learned for the
-    same model and this build changes under ``tuning.RETUNE_SHARE`` of the
-    catalogue (``retune`` relearns it anyway); otherwise it is learned again
-    from a sample of the catalogue's own products (``indexer.tuning``).
+    same model and still fits (``_still_fits``; ``retune`` relearns it
+    anyway); otherwise it is learned again from a sample of the catalogue's
+    own products (``indexer.tuning``).
     """
     if not settings.tuning:
         return None
+    skipped_paths = {s.relpath for s in skipped}
+    files = [item for item in plan.files if item.relpath not in skipped_paths]
     previous = _previous_projection(plan.previous, plan.model_key)
-    if previous is not None and not retune and _changed_share(plan) < tuning.RETUNE_SHARE:
+    if previous is not None and not retune and _still_fits(previous, plan, len(files), settings):
         log.info("Keeping the catalogue tuning %s", previous.tuning_id)
         return previous
     embed = getattr(model, "embed", None)
@@ -321,8 +324,6 @@ def catalogue_tuning(
         from .runtimes import load_for_settings
 
         embed = load_for_settings(settings).embed
-    skipped_paths = {s.relpath for s in skipped}
-    files = [item for item in plan.files if item.relpath not in skipped_paths]
     rows = tuning.sample_rows(len(files), settings.tuning_products)
     size = model_input_size(model)
     packshots = []
@@ -342,7 +343,24 @@ def catalogue_tuning(
         reporter.update("tuning", done, total, message=message)
 
     reporter.update("tuning", 0, total, force=True, message=message)
-    return tuning.learn_from_catalogue(embed, packshots, progress=progress, size=size)
+    projection = tuning.learn_from_catalogue(embed, packshots, progress=progress, size=size)
+    return dataclasses.replace(projection, learned_from=len(files))
+
+
+def _still_fits(projection: tuning.Projection, plan: BuildPlan, items: int, settings: Settings) -> bool:
+    """Whether a kept projection still suits the catalogue: it changed little, since this build and since learning.
+
+    A catalogue that grows by small builds is learned again once it is
+    ``RETUNE_SHARE`` larger (or smaller) than when it was learned, and a
+    small catalogue's projection, whose dimensions are bounded by its
+    products, as soon as more products would give it more.
+    """
+    if _changed_share(plan) >= tuning.RETUNE_SHARE:
+        return False
+    learned_from = projection.learned_from or items  # older manifests did not record it
+    if abs(items - learned_from) >= tuning.RETUNE_SHARE * learned_from:
+        return False
+    return projection.dim >= min(tuning.DIMS, min(items, settings.tuning_products) - 1)
 
 
 def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Projection | None:
@@ -359,7 +377,10 @@ def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Project
         projection = tuning.Projection.load(gen / PROJECTION_FILE)
     except (OSError, ValueError):
         return None  # damaged or gone: learn it again
-    return projection if projection.tuning_id == manifest.get("tuning") else None
+    if projection.tuning_id != manifest.get("tuning"):
+        return None
+    learned_from = manifest.get("tuning_items")
+    return dataclasses.replace(projection, learned_from=learned_from if isinstance(learned_from, int) else None)
 
 
 # ---------------------------------------------------------------- entry point

@@ -156,6 +156,7 @@ def _write_generation(
         dim=shape[1],
         model_dim=model_dim,
         tuning=None if projection is None else projection.tuning_id,
+        tuning_items=None if projection is None else projection.learned_from,
         vectors_dtype=vectors_dtype,
         embeddings_pkl_offset=pickle_offset,
         metric=METRIC,

@@ -120,18 +120,19 @@ class Ranked:
 class PhotoResult:
     """What one photo found, with what was searched.
 
-    ``region`` is the model-ready array that was embedded, ``box`` that
-    region as fractions of the photo (found by locating when ``located``,
-    else the shopper's crop or the whole photo); ``vector`` and ``colour``
-    are the query's, for "show more".
+    ``region`` is the model-ready array of the region that found the first
+    result, ``box`` that region as fractions of the photo (found by locating
+    when ``located``, else the shopper's crop or the whole photo).
+    ``vectors`` and ``colours`` hold every region searched, the whole photo
+    (or crop) first, in the index's space: "show more" searches them all again.
     """
 
     photo: QueryPhoto
     region: np.ndarray
     box: Crop
     located: bool
-    vector: np.ndarray
-    colour: np.ndarray
+    vectors: np.ndarray
+    colours: np.ndarray
     results: list[Ranked]
 
     @property
@@ -251,22 +252,19 @@ class QueryPipeline:
             done = time.perf_counter()
         timing["queue"] = round((waited - started) * 1000, 3)
         timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the boxes' decodes
-        # the colour of the tightest region, so the product's colour counts and not the background's
-        colours = [colour_descriptor(candidates[1 if len(candidates) > 1 else 0].array) for candidates in regions]
+        # each region's own colour: a box's is its product's, the whole photo's that of all of it
+        colours = [np.stack([colour_descriptor(region.array) for region in candidates]) for candidates in regions]
         timing["colour"] = round((time.perf_counter() - done) * 1000, 3)
         searched = time.perf_counter()
         results = []
-        for photo, candidates, colour in zip(photos, regions, colours):
+        for photo, candidates, region_colours in zip(photos, regions, colours):
             # into the index's space: the catalogue tuning, when the index has one
             tuned = self.searcher.tune(np.stack([region.vector for region in candidates]))
-            handicaps = [0.0 if region.box is None else BOX_HANDICAP for region in candidates]
-            hits, origin, values = fuse([self._hits(vector, colour, options) for vector in tuned], options.k, handicaps)
-            chosen = origin[0] if origin else 0
+            ranked, chosen = self._fused(tuned, region_colours, options)
             region = candidates[chosen]
-            ranked = matches(hits, self.searcher.manifest.get("match_scale"), values)
             box = region.box or photo.crop or WHOLE_PHOTO
             results.append(
-                PhotoResult(photo, region.array, tuple(box), region.box is not None, tuned[chosen], colour, ranked)
+                PhotoResult(photo, region.array, tuple(box), region.box is not None, tuned, region_colours, ranked)
             )
         timing["search"] = round((time.perf_counter() - searched) * 1000, 3)
         return results, timing
@@ -277,9 +275,20 @@ class QueryPipeline:
 
     # ------------------------------------------------------------ vectors and items
 
-    def search_vector(self, vector: np.ndarray, colour: np.ndarray | None, options: SearchOptions) -> list[Ranked]:
-        """The best items for a query vector already in the index's space and its colour ("show more")."""
-        return matches(self._hits(vector, colour, options), self.searcher.manifest.get("match_scale"))
+    def _fused(self, vectors: np.ndarray, colours: np.ndarray, options: SearchOptions) -> tuple[list[Ranked], int]:
+        """Search each region (the first the whole photo or crop, the rest boxes) and fuse: results, first's region."""
+        handicaps = [0.0] + [BOX_HANDICAP] * (len(vectors) - 1)
+        per_region = [self._hits(vector, colour, options) for vector, colour in zip(vectors, colours)]
+        hits, origin, values = fuse(per_region, options.k, handicaps)
+        return matches(hits, self.searcher.manifest.get("match_scale"), values), (origin[0] if origin else 0)
+
+    def search_vectors(self, vectors: np.ndarray, colours: np.ndarray, options: SearchOptions) -> list[Ranked]:
+        """The best items for a photo's regions, already in the index's space ("show more" starts here).
+
+        ``vectors`` and ``colours`` are a ``PhotoResult``'s, whole photo first:
+        the same fusion as the first page, so "show more" continues it.
+        """
+        return self._fused(np.atleast_2d(vectors), np.atleast_2d(colours), options)[0]
 
     def similar(self, item_id: str, options: SearchOptions) -> tuple[int, list[Ranked]]:
         """More like this: a catalogue item's neighbours from its stored vector and colour, itself left out.

@@ -47,10 +47,16 @@ MIN_PRODUCTS = 16  # fewer products than this teach nothing that holds: vectors 
 
 @dataclass(frozen=True)
 class Projection:
-    """A learned projection: ``mean`` (model dims) and ``matrix`` (model dims x tuned dims)."""
+    """A learned projection: ``mean`` (model dims) and ``matrix`` (model dims x tuned dims).
+
+    ``learned_from`` is how many items the catalogue had when it was learned
+    (recorded in the manifest, not part of the projection's id): a catalogue
+    that has since grown or shrunk by ``RETUNE_SHARE`` learns it again.
+    """
 
     mean: np.ndarray
     matrix: np.ndarray
+    learned_from: int | None = None
 
     @property
     def dim(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -97,6 +98,7 @@ def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedde
     np.testing.assert_array_equal(searcher.tune(raw[:2]), raw[:2])  # queries go through unchanged
 
 
+@pytest.mark.slow  # several builds, each learning from 64 composed views
 def test_switching_tuning_republishes_without_embedding_the_catalogue(small_settings, fake_counting_embedder):
     off = small_settings.replace(tuning=False)
     build_index(off, fake_counting_embedder)
@@ -127,3 +129,22 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     assert fake_counting_embedder.images == before
     raw = _read_pickle(off.index_dir / "embeddings.pkl")
     np.testing.assert_array_equal(np.asarray(Searcher.for_settings(off).embeddings), raw)
+
+
+@pytest.mark.slow  # several builds, each learning from 64 composed views
+def test_a_catalogue_growing_by_small_builds_learns_its_tuning_again(small_settings, fake_counting_embedder,
+                                                                     demo_catalogue):
+    """Each build adds under a tenth, but once the catalogue is a tenth larger than when it was learned, relearn."""
+    settings = small_settings.replace(tuning=True, tuning_products=16)
+    build_index(settings, fake_counting_embedder)  # 24 items, learned from them
+    views = 16 * (tuning.SCENE_VIEWS + 1)  # what learning embeds besides the new photos
+    learned = []
+    for new in ((25, 26), (27, 28)):
+        for image_id in new:
+            shutil.copy2(demo_catalogue / f"{image_id}.jpg", settings.catalogue / f"{image_id}.jpg")
+        before = fake_counting_embedder.images
+        build_index(settings, fake_counting_embedder)
+        learned.append(fake_counting_embedder.images - before == len(new) + views)
+    assert learned == [False, True]  # 26 is within a tenth of 24; 28 is not
+    manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
+    assert manifest["tuning_items"] == 28

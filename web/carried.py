@@ -34,22 +34,30 @@ class CarriedVectors:
         space = json.dumps({name: manifest.get(name) for name in _SPACE_FIELDS}, sort_keys=True)
         return Signer(self._secret, salt=f"show-more {space}")
 
-    def dumps(self, vector: np.ndarray, colour: np.ndarray, manifest: dict) -> str:
-        """``vector`` and its ``colour`` descriptor as signed text for a hidden form field."""
-        values = np.concatenate([np.ravel(vector), np.ravel(colour)]).astype("<f2")
+    def dumps(self, vectors: np.ndarray, colours: np.ndarray, manifest: dict) -> str:
+        """A photo's searched regions (one vector and colour descriptor each) as signed text for a hidden field."""
+        vectors = np.atleast_2d(vectors)
+        colours = np.atleast_2d(colours)
+        values = np.concatenate([vectors, colours], axis=1).astype("<f2")
         text = base64.b64encode(values.tobytes()).decode("ascii")
         return self._signer(manifest).sign(text).decode("ascii")
 
-    def loads(self, token: str, manifest: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """The unit vector and colour descriptor behind a token from ``dumps``; ``BadQuery`` for anything else."""
+    def loads(self, token: str, manifest: dict, dim: int, max_regions: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """The regions behind a token from ``dumps``: unit vectors ``(n, dim)`` and colours; ``BadQuery`` otherwise."""
         try:
             text = self._signer(manifest).unsign((token or "").strip().encode("ascii"))
             values = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f2").astype(np.float32)
         except (BadSignature, UnicodeEncodeError, ValueError):
             raise BadQuery(_NOT_UNDERSTOOD, field="query") from None
-        if values.shape != (dim + COLOUR_DIM,) or not np.isfinite(values).all():
+        width = dim + COLOUR_DIM
+        if not values.size or values.size % width or values.size // width > max_regions:
             raise BadQuery(_NOT_UNDERSTOOD, field="query")
-        vector, colour = values[:dim], values[dim:]
-        if not np.linalg.norm(vector) or not np.linalg.norm(colour):
+        values = values.reshape(-1, width)
+        if not np.isfinite(values).all():
             raise BadQuery(_NOT_UNDERSTOOD, field="query")
-        return vector / np.linalg.norm(vector), colour / np.linalg.norm(colour)
+        vectors, colours = values[:, :dim], values[:, dim:]
+        vector_norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        colour_norms = np.linalg.norm(colours, axis=1, keepdims=True)
+        if not vector_norms.all() or not colour_norms.all():
+            raise BadQuery(_NOT_UNDERSTOOD, field="query")
+        return vectors / vector_norms, colours / colour_norms

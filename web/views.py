@@ -111,7 +111,7 @@ def search():
             "preview": preview_data_url(preview_with_box(result)),
             "found_box": result.located,
             "box": ",".join(f"{v:.4g}" for v in result.box) if result.box != WHOLE_PHOTO else "",
-            "vector": context.carried().dumps(result.vector, result.colour, outcome.searcher.manifest),
+            "vector": context.carried().dumps(result.vectors, result.colours, outcome.searcher.manifest),
             "results": card_dicts(outcome.searcher, result.results, colour_weight=links_weight),
         }
         for result in outcome.results
@@ -147,14 +147,14 @@ def search_more():
         raise BadQuery("The search to continue is not understood; please search again.", field="query")
     rows = []
     for vector_text, name, preview in zip(vectors, names, previews):
-        vector, colour = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
+        vectors, colours = context.carried().loads(vector_text, searcher.manifest, searcher.embeddings.shape[1])
         rows.append({
             "filename": name[:120],
             "cropped": False,
             "preview": preview if _PREVIEW.match(preview) else None,
             "vector": vector_text,
             "results": card_dicts(
-                searcher, pipeline.search_vector(vector, colour, options),
+                searcher, pipeline.search_vectors(vectors, colours, options),
                 colour_weight=_in_links(svc, options.colour_weight),
             ),
         })
