@@ -10,8 +10,8 @@ the JSON API, more-like-this, ``python -m indexer search`` and
    may be (``indexer.locate``);
 3. vectors: each region through the model, then the index's catalogue
    tuning (``indexer.tuning``);
-4. colour: the descriptor of the tightest region (``indexer.colour``), so
-   the background does not set it;
+4. colour: each region's own descriptor (``indexer.colour``), so a box's
+   colour is its product's;
 5. candidates and exact re-rank: ``Searcher.search`` by the joined score,
    for each region; each product keeps its best score over the regions;
 6. match: the calibrated score and its words, from the very number the
