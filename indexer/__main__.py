@@ -151,13 +151,13 @@ def cmd_build(args, full: bool = False) -> int:
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
     vectors = getattr(args, "vectors", None)
-    catalogue = None
+    early = None
     if not full and not getattr(args, "retune", False) and not vectors and settings.runtime != "openvino-int8":
         from .build import check_before_model
 
         # nothing to do is decided before the model loads (seconds), from the key it would give;
-        # otherwise the build goes on with the same scan
-        unchanged, catalogue = check_before_model(settings, _weights_choice(settings), lock_timeout=2)
+        # otherwise the build goes on with what it read
+        unchanged, early = check_before_model(settings, _weights_choice(settings), lock_timeout=2)
         if unchanged is not None:
             return _print_build_report(args, unchanged)
     if engine == "ray" and settings.runtime == "tensorflow":
@@ -170,7 +170,7 @@ def cmd_build(args, full: bool = False) -> int:
     # a short wait lets a web worker's status probe of the lock pass
     report = build_index(
         settings, model, full=full, engine=engine, engine_options=options, lock_timeout=2,
-        retune=getattr(args, "retune", False), vectors=vectors, catalogue=catalogue,
+        retune=getattr(args, "retune", False), vectors=vectors, early=early,
     )
     return _print_build_report(args, report)
 

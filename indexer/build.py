@@ -41,6 +41,7 @@ from .generation import (
     VECTOR_DTYPES,
     ArtifactError,
     CurrentManifest,
+    current_generation,
     read_current_manifest,
 )
 from .images import ImageError, load_for_model
@@ -397,7 +398,7 @@ def build_index(
     engine_options: dict | None = None,
     retune: bool = False,
     vectors: str | None = None,
-    catalogue: CatalogueSnapshot | None = None,
+    early: EarlyCheck | None = None,
 ) -> BuildReport:
     """Bring the index in ``settings.index_dir`` up to date with the catalogue.
 
@@ -409,17 +410,17 @@ def build_index(
     ``model`` is a loaded embedder, or for engines that load their own
     (``ray``) just the ``WeightsChoice``; either has ``weights_id``.
     Incremental by default; ``full=True`` re-embeds everything; ``retune``
-    learns the catalogue tuning again (``full`` does too). ``catalogue``
-    is a scan already taken (``check_before_model``), so it is not taken
-    twice. Raises ``BuildInProgress`` if another process is building the
-    same index dir.
+    learns the catalogue tuning again (``full`` does too). ``early`` is
+    what ``check_before_model`` read, used again unless another process
+    published since. Raises ``BuildInProgress`` if another process is
+    building the same index dir.
     """
     embed = get_engine(engine)
     started = time.time()
     with holding_build_lock(settings.index_dir, lock_timeout):
         return _build_locked(
             settings, model, embed, started, full=full, progress_callback=progress_callback,
-            engine_options=engine_options, retune=retune, vectors=vectors, catalogue=catalogue,
+            engine_options=engine_options, retune=retune, vectors=vectors, early=early,
         )
 
 
@@ -438,7 +439,7 @@ def holding_build_lock(index_dir: Path, timeout: float):
 
 
 def _build_locked(
-    settings, model, embed, started, *, full, progress_callback, engine_options, retune, vectors, catalogue
+    settings, model, embed, started, *, full, progress_callback, engine_options, retune, vectors, early
 ) -> BuildReport:
     """``build_index``'s work, with the build lock held."""
     reporter = ProgressReporter(settings.index_dir, callback=progress_callback)
@@ -446,9 +447,11 @@ def _build_locked(
     try:
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
         # read once, under the lock, and handed to every step below
-        if catalogue is None:
+        if early is not None and current_generation(settings.index_dir) == early.current.gen:
+            catalogue, current = early.catalogue, early.current
+        else:  # no early check, or another process published since: read afresh
             catalogue = CatalogueSnapshot.take(settings.catalogue)
-        current = read_current_manifest(settings.index_dir)
+            current = read_current_manifest(settings.index_dir)
         settings, convert = _vectors_to_store(settings, current, vectors)
         kept = (
             None
@@ -516,27 +519,35 @@ def _kept_report(kept: dict, started: float, reporter: ProgressReporter) -> Buil
     return report
 
 
+@dataclass(frozen=True)
+class EarlyCheck:
+    """What ``check_before_model`` read: the catalogue's scan and the current generation's manifest."""
+
+    catalogue: CatalogueSnapshot
+    current: CurrentManifest
+
+
 def check_before_model(
     settings: Settings, choice: WeightsChoice, *, lock_timeout: float = 0
-) -> tuple[BuildReport | None, CatalogueSnapshot | None]:
+) -> tuple[BuildReport | None, EarlyCheck | None]:
     """Whether a build would change nothing, decided without loading the model.
 
     ``choice`` (``model.resolve_weights``) gives the model key of an fp32
     vector space: TensorFlow's and every fp32 runtime's. Returns the
-    up-to-date report, or ``None`` and the catalogue's scan when a build has
-    work to do: the caller then loads the model and hands the scan to
-    ``build_index``. Raises ``BuildInProgress`` like ``build_index``.
+    up-to-date report, or ``None`` and what was read when a build has work
+    to do: the caller then loads the model and hands that to ``build_index``,
+    which reuses it unless another process published in between. Raises
+    ``BuildInProgress`` like ``build_index``.
     """
     started = time.time()
     with holding_build_lock(settings.index_dir, lock_timeout):
-        catalogue = CatalogueSnapshot.take(settings.catalogue)
-        current = read_current_manifest(settings.index_dir)
-        if current.gen is None:
-            return None, catalogue
-        settings, _ = _vectors_to_store(settings, current, None)  # as build_index judges it: the published dtype
-        kept = _unchanged_index(settings, key_for(choice), model_input_size(choice), catalogue, current)
+        early = EarlyCheck(CatalogueSnapshot.take(settings.catalogue), read_current_manifest(settings.index_dir))
+        if early.current.gen is None:
+            return None, early
+        settings, _ = _vectors_to_store(settings, early.current, None)  # as build_index judges it
+        kept = _unchanged_index(settings, key_for(choice), model_input_size(choice), early.catalogue, early.current)
         if kept is None:
-            return None, catalogue
+            return None, early
         return _kept_report(kept, started, ProgressReporter(settings.index_dir)), None
 
 

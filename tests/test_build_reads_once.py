@@ -113,8 +113,10 @@ def test_the_cli_build_scans_once_when_it_checks_before_loading_the_model(
     shutil.copy2(demo_catalogue / "9.jpg", tiny_settings.catalogue / "9.jpg")  # work to do
     monkeypatch.setattr(cli, "_embedder", lambda settings: fake_embedder)
     monkeypatch.setattr(cli, "_weights_choice", lambda settings: fake_embedder.choice)
-    scans, _, _ = _count_reads(monkeypatch)
+    previous = generation.current_generation(tiny_settings.index_dir)
+    scans, parses, _ = _count_reads(monkeypatch)
     where = ["--catalogue", str(tiny_settings.catalogue), "--index-dir", str(tiny_settings.index_dir)]
     assert cli.main(["build", *where]) == 0
     assert sum(scans.values()) == 1
+    assert parses[str(previous)] == 1  # the check before the model read it; the build took it from there
     assert '"indexed": 1' in capsys.readouterr().out
