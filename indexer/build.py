@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from . import calibration, checkpoints, ids, tuning
 from .catalogue import CatalogueFile, CatalogueSnapshot
 from .checksums import sha256_file
-from .cleaning import remove_stale_thumbs
+from .cleaning import remove_orphan_generations, remove_stale_thumbs
 from .colour import DIM as COLOUR_DIM
 from .config import Settings
 from .embedder import Embedder
@@ -50,7 +50,7 @@ from .memory import release_free_memory
 from .model import WeightsChoice
 from .plan import BuildPlan, Skipped, key_for, plan_build, thumb_name, thumb_path
 from .progress import ProgressReporter
-from .publish import publish
+from .publish import NotEnoughSpace, ensure_free_space, generation_bytes, publish
 from .vector_files import ArrayFile
 
 log = logging.getLogger(__name__)
@@ -445,6 +445,7 @@ def _build_locked(
     reporter = ProgressReporter(settings.index_dir, callback=progress_callback)
     report = BuildReport()
     try:
+        remove_orphan_generations(settings.index_dir)  # what a killed publish left: never served, never complete
         reporter.update("scanning", 0, 0, force=True, message="Scanning the catalogue")
         # read once, under the lock, and handed to every step below
         if early is not None and current_generation(settings.index_dir) == early.current.gen:
@@ -466,6 +467,8 @@ def _build_locked(
             "Catalogue %s: %d images, %d to embed, %d reused, %d removed",
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
         )
+        # refuse now, with the sizes, rather than fill the disk half-way through
+        ensure_free_space(settings.index_dir, build_bytes(settings, plan, getattr(model, "choice", model).spec.dim))
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         projection = catalogue_tuning(settings, plan, skipped, model, reporter, retune=retune or full)
@@ -490,8 +493,44 @@ def _build_locked(
         # the status file is shown to shoppers: the kind of failure only; the
         # path and exception text go to the log (and the caller's traceback)
         log.error("Build failed: %s: %s", type(exc).__name__, exc)
-        reporter.finish("error", public_failure(exc), 0, 0)
+        reporter.finish("error", public_failure(exc), 0, 0, reason=failure_reason(exc))
         raise
+
+
+# what a thumbnail and a shard row take, per item embedded, at most (a 256 px JPEG is 10-20 KB)
+_THUMB_BYTES_PER_PIXEL = 0.5
+_SHARD_ROW_OVERHEAD = 512
+
+
+def build_bytes(settings: Settings, plan: BuildPlan, dim: int) -> int:
+    """An upper bound on what a build of ``plan`` writes to the index dir's disk.
+
+    The new generation (``publish.generation_bytes``: vectors, pickle, tuned
+    vectors, colours, Annoy, metadata) plus, for each item to embed, its
+    thumbnail and its shard row in ``work/``. The current and previous
+    generations stay on disk until the new one is published.
+    """
+    tuned = min(dim, tuning.DIMS) if settings.tuning else None
+    generation = generation_bytes(len(plan.files), dim, settings.annoy_trees, tuned_dim=tuned, colour_dim=COLOUR_DIM)
+    per_new = int(settings.thumb_size**2 * _THUMB_BYTES_PER_PIXEL) + (dim + COLOUR_DIM) * 4 + _SHARD_ROW_OVERHEAD
+    return generation + len(plan.to_embed) * per_new
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A short label for the kind of failure (status.json ``reason``, ``fashion_build_failures_total{reason}``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if isinstance(exc, MemoryError):
+        return "out_of_memory"
+    if isinstance(exc, FileNotFoundError):
+        return "catalogue_missing"
+    if isinstance(exc, PermissionError):
+        return "permission"
+    if isinstance(exc, OSError):
+        return "io_error"
+    return "other"
 
 
 def _vectors_to_store(settings: Settings, current: CurrentManifest, vectors: str | None) -> tuple[Settings, bool]:
@@ -555,11 +594,13 @@ def public_failure(exc: BaseException) -> str:
     """What a failed build may tell the public: the kind of failure, never a path or exception text."""
     if isinstance(exc, KeyboardInterrupt):
         return "The index build was interrupted."
+    if isinstance(exc, NotEnoughSpace):
+        return exc.public_message()  # the free and needed sizes, no path
     if isinstance(exc, FileNotFoundError):
         return "The index could not be built: the catalogue folder is missing."
     if isinstance(exc, PermissionError):
         return "The index could not be built: a folder it needs is not readable or writable."
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "The index could not be built: the disk is full."
     if isinstance(exc, MemoryError):
         return "The index could not be built: the server ran out of memory."

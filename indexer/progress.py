@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .checksums import atomic_write_json
@@ -45,6 +45,14 @@ def read_status(index_dir: Path) -> dict:
     return status
 
 
+def _failure_counts(status: dict) -> dict[str, int]:
+    """The failed-build counts a status records (``{}`` when it has none or they are malformed)."""
+    counts = status.get("failures")
+    if not isinstance(counts, dict):
+        return {}
+    return {str(k)[:40]: v for k, v in counts.items() if type(v) is int and v >= 0}
+
+
 def _writer_is_gone(status: dict) -> bool:
     """True when the status names a process on this host that no longer runs (unknown: False)."""
     pid = status.get("pid")
@@ -74,6 +82,9 @@ class Progress:
     rate: float = 0.0  # images per second
     eta_s: float | None = None
     message: str = ""
+    reason: str | None = None  # with "error": the kind of failure (``indexer.build.failure_reason``), e.g. disk_full
+    # failed builds of this index dir so far, by reason: carried from one status.json to the next (for /metrics)
+    failures: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready form, as served by ``/api/status``."""
@@ -99,6 +110,7 @@ class ProgressReporter:
         self._bar = None
         self._embedding_started = None
         self._embedding_base = 0
+        self.failures = _failure_counts(read_status(index_dir))
 
     def _tty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
@@ -113,20 +125,29 @@ class ProgressReporter:
             rate = (done - self._embedding_base) / (now - self._embedding_started)
             if rate > 0:
                 eta = max(0.0, (total - done) / rate)
-        snapshot = Progress("building", phase, done, total, self.started_at, round(rate, 2), eta, message)
+        snapshot = Progress(
+            "building", phase, done, total, self.started_at, round(rate, 2), eta, message, failures=dict(self.failures)
+        )
         if force or now - self._last_write >= self.interval_s:
             self._last_write = now
             self._publish(snapshot)
             self._show(snapshot, now)
         return snapshot
 
-    def finish(self, state: str, message: str, done: int, total: int) -> None:
-        """Publish the final state (``ready`` or ``error``)."""
+    def finish(self, state: str, message: str, done: int, total: int, *, reason: str | None = None) -> None:
+        """Publish the final state (``ready`` or ``error``; an error counted under ``reason``, ``other`` by default)."""
         if self._bar is not None:
             self._bar.n = done
             self._bar.close()
             self._bar = None
-        final = Progress(state, "done", done, total, self.started_at, message=message)
+        if state == "error":
+            reason = reason or "other"
+            self.failures[reason] = self.failures.get(reason, 0) + 1
+        else:
+            reason = None
+        final = Progress(
+            state, "done", done, total, self.started_at, message=message, reason=reason, failures=dict(self.failures)
+        )
         self._publish(final)
 
     def _publish(self, snapshot: Progress) -> None:

@@ -9,7 +9,9 @@ Flask test client, ``flask run``) the process's own registry is served.
 Counted as things happen: requests by route and status, search time by
 stage, waits for a decode share, and every 503 by its reason. Read at
 scrape time, from the files every worker shares: the index's size and age
-and the last build's progress and duration.
+and the last build's progress and duration, and failed builds by reason
+(``fashion_build_failures_total``: counted in status.json, so a build of
+the CLI counts too, and a full disk shows as ``reason="disk_full"``).
 
 Not public: the shipped nginx config answers ``/metrics`` only to the host
 itself, and ``FASHION_METRICS_TOKEN`` makes the app require
@@ -24,7 +26,7 @@ import time
 
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from indexer.progress import read_status
 
@@ -134,6 +136,17 @@ def _build_gauges(status: dict):
         failed = GaugeMetricFamily("fashion_last_build_failed", "1 when the last build failed")
         failed.add_metric([], 1.0 if state == "error" else 0.0)
         yield failed
+    failures = status.get("failures")
+    counted = CounterMetricFamily(
+        "fashion_build_failures",
+        "Failed builds of this index, by reason (disk_full, out_of_memory, ...)",
+        labels=["reason"],
+    )
+    if isinstance(failures, dict):
+        for reason, count in sorted(failures.items()):
+            if type(count) is int and count >= 0:
+                counted.add_metric([str(reason)], count)
+    yield counted
 
 
 class _ThisProcess:
