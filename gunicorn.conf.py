@@ -79,3 +79,44 @@ if not FIELDS["tf_threads"].given(os.environ):
     os.environ[FIELDS["tf_threads"].name] = str(tf_threads_per_worker(workers))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+
+# ---------------------------------------------------------------- memory after a burst of large uploads
+# Decoding large photos on several threads at once leaves freed memory in
+# glibc's per-thread arenas (8 per core by default), where it still counts as
+# the worker's RSS. glibc reads MALLOC_ARENA_MAX when the process starts, so
+# the unit sets it (deploy/fashion-search.service); for a gunicorn started by
+# hand without it, each worker bounds its arenas right after the fork, before
+# it starts any thread (mallopt(M_ARENA_MAX) applies to arenas made from then
+# on). After a request whose body was large, the worker hands free heap pages
+# back (malloc_trim), once the answer has been sent.
+_ARENA_MAX = 2
+_M_ARENA_MAX = -8  # glibc's malloc.h
+TRIM_AFTER_BYTES = 1024 * 1024
+
+
+def post_fork(server, worker):
+    """Bound this worker's malloc arenas unless MALLOC_ARENA_MAX already did at process start."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    import ctypes
+
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):
+        return
+    if mallopt is not None:  # not glibc (musl has one arena anyway): nothing to bound
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        mallopt(_M_ARENA_MAX, _ARENA_MAX)
+
+
+def post_request(worker, req, environ, resp):
+    """After a large upload has been answered, return the freed heap to the system."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length >= TRIM_AFTER_BYTES:
+        from indexer.memory import release_free_memory
+
+        release_free_memory()
