@@ -590,21 +590,21 @@ def check_before_model(
         return _kept_report(kept, started, ProgressReporter(settings.index_dir)), None
 
 
+# What a failed build may tell the public for each kind of failure (``failure_reason``)
+_PUBLIC_FAILURES = {
+    "interrupted": "The index build was interrupted.",
+    "catalogue_missing": "The index could not be built: the catalogue folder is missing.",
+    "permission": "The index could not be built: a folder it needs is not readable or writable.",
+    "disk_full": "The index could not be built: the disk is full.",
+    "out_of_memory": "The index could not be built: the server ran out of memory.",
+}
+
+
 def public_failure(exc: BaseException) -> str:
     """What a failed build may tell the public: the kind of failure, never a path or exception text."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "The index build was interrupted."
     if isinstance(exc, NotEnoughSpace):
         return exc.public_message()  # the free and needed sizes, no path
-    if isinstance(exc, FileNotFoundError):
-        return "The index could not be built: the catalogue folder is missing."
-    if isinstance(exc, PermissionError):
-        return "The index could not be built: a folder it needs is not readable or writable."
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "The index could not be built: the disk is full."
-    if isinstance(exc, MemoryError):
-        return "The index could not be built: the server ran out of memory."
-    return "The index could not be built; the server log has the details."
+    return _PUBLIC_FAILURES.get(failure_reason(exc), "The index could not be built; the server log has the details.")
 
 
 def _unchanged_index(

@@ -61,15 +61,20 @@ def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
 
 
+def _demo_index(tmp_path_factory, demo_catalogue, embedder, name: str, **overrides) -> Settings:
+    """Settings of an index over the demo catalogue, built with ``embedder`` into a fresh folder."""
+    from indexer.build import build_index
+
+    index_dir = tmp_path_factory.mktemp(name)
+    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir), **overrides)
+    build_index(settings, embedder)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def fake_index(tmp_path_factory, demo_catalogue, fake_embedder) -> Settings:
     """Settings of a complete index over the demo catalogue built with ``fake_embedder``. Read-only."""
-    from indexer.build import build_index
-
-    index_dir = tmp_path_factory.mktemp("fake-index")
-    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir))
-    build_index(settings, fake_embedder)
-    return settings
+    return _demo_index(tmp_path_factory, demo_catalogue, fake_embedder, "fake-index")
 
 
 @pytest.fixture(scope="session")
@@ -94,23 +99,13 @@ def pretrained_embedder():
 @pytest.fixture(scope="session")
 def pretrained_index(tmp_path_factory, demo_catalogue, pretrained_embedder) -> Settings:
     """Settings of an index over the demo catalogue built with ``pretrained_embedder``. Read-only."""
-    from indexer.build import build_index
-
-    index_dir = tmp_path_factory.mktemp("pretrained-index")
-    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir), weights="auto")
-    build_index(settings, pretrained_embedder)
-    return settings
+    return _demo_index(tmp_path_factory, demo_catalogue, pretrained_embedder, "pretrained-index", weights="auto")
 
 
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory, demo_catalogue, embedder) -> Settings:
     """Settings of a complete index over the demo catalogue, built once. Read-only."""
-    from indexer.build import build_index
-
-    index_dir = tmp_path_factory.mktemp("demo-index")
-    settings = Settings.from_env(catalogue=str(demo_catalogue), index_dir=str(index_dir))
-    build_index(settings, embedder)
-    return settings
+    return _demo_index(tmp_path_factory, demo_catalogue, embedder, "demo-index")
 
 
 @pytest.fixture
