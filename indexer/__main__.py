@@ -47,20 +47,21 @@ def _require_catalogue(settings: Settings) -> None:
         )
 
 
-def _require_index(settings: Settings) -> None:
-    from .generation import current_generation
+def _require_index(settings: Settings) -> dict:
+    """The current generation's manifest, read once for the checks below; a usage error without an index."""
+    from .generation import current_generation, read_manifest
 
-    if current_generation(settings.index_dir) is None:
+    gen = current_generation(settings.index_dir)
+    if gen is None:
         raise UsageError(
             f"There is no index yet in {settings.index_dir}: run `python -m indexer build` first"
             + ("" if settings.is_demo else f" (catalogue: {settings.catalogue}).")
         )
+    return read_manifest(gen)
 
 
-def _require_same_catalogue(settings: Settings, verb: str = "Search") -> None:
-    from .generation import current_generation, read_manifest
-
-    built_for = read_manifest(current_generation(settings.index_dir)).get("catalogue")
+def _require_same_catalogue(settings: Settings, manifest: dict, verb: str = "Search") -> None:
+    built_for = manifest.get("catalogue")
     if built_for != str(settings.catalogue):
         raise UsageError(
             f"The index in {settings.index_dir} belongs to the catalogue {built_for}, not {settings.catalogue}. "
@@ -68,11 +69,9 @@ def _require_same_catalogue(settings: Settings, verb: str = "Search") -> None:
         )
 
 
-def _require_same_tuning(settings: Settings) -> None:
+def _require_same_tuning(settings: Settings, manifest: dict) -> None:
     """The index must be tuned as ``FASHION_TUNING`` says, or it is not what the site would serve."""
-    from .generation import current_generation, read_manifest
-
-    tuned = bool(read_manifest(current_generation(settings.index_dir)).get("tuning"))
+    tuned = bool(manifest.get("tuning"))
     if tuned != settings.tuning:
         built, wanted = ("on", "off") if tuned else ("off", "on")
         raise UsageError(
@@ -118,11 +117,8 @@ def _expected_key(settings: Settings) -> dict:
     return key
 
 
-def _require_same_model(settings: Settings) -> None:
+def _require_same_model(settings: Settings, manifest: dict) -> None:
     """The index must hold the vectors of the settings' model and weights, or a query cannot be compared with them."""
-    from .generation import current_generation, read_manifest
-
-    manifest = read_manifest(current_generation(settings.index_dir))
     differ = [name for name, value in _expected_key(settings).items() if manifest.get(name) != value]
     if differ:
         built = ", ".join(f"{name} {manifest.get(name)}" for name in differ)
@@ -197,10 +193,10 @@ def cmd_search(args) -> int:
         )
     if not args.image.is_file():
         raise UsageError(f"{args.image} is not a file: give the path of a photo to search with.")
-    _require_index(settings)
-    _require_same_catalogue(settings)
-    _require_same_model(settings)
-    _require_same_tuning(settings)
+    manifest = _require_index(settings)
+    _require_same_catalogue(settings, manifest)
+    _require_same_model(settings, manifest)
+    _require_same_tuning(settings, manifest)
     # decoded before the model loads (a bad photo costs no model load): the size comes from the spec
     size = get_spec(settings.model).input_size
     photo = decode_photo(args.image.read_bytes(), args.image.name, options.crop_for(0), size=size)
@@ -248,9 +244,9 @@ def cmd_evaluate(args) -> int:
         colour_weight = check_colour_weight(args.colour_weight, settings.colour_weight)
     if args.sample < 0:
         raise UsageError(f"--sample must be 0 (every item) or more; got {args.sample}.")
-    _require_index(settings)
-    _require_same_catalogue(settings, verb="Evaluate")
-    _require_same_tuning(settings)
+    manifest = _require_index(settings)
+    _require_same_catalogue(settings, manifest, verb="Evaluate")
+    _require_same_tuning(settings, manifest)
     against = Path(args.against).expanduser().resolve() if args.against else None
     if against is not None:
         _require_index(settings.replace(index_dir=against))

@@ -36,7 +36,7 @@ from .colour import DIM as COLOUR_DIM
 from .colour import colour_descriptor
 from .embedder import Embedder
 from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
-from .locate import Photo, locate, to_square_box
+from .locate import Located, Photo, locate, to_square_box
 from .options import FILTER_FIELDS, BadQuery, SearchOptions
 from .search import ColourQuery, Hit, Searcher, UnknownItem
 
@@ -162,13 +162,6 @@ def matches(hits: Sequence[Hit], scale: dict | None, values: Sequence[float] | N
     return ranked
 
 
-@dataclass(frozen=True)
-class _Region:
-    vector: np.ndarray
-    array: np.ndarray
-    box: Crop | None  # found by locating; None: the photo (or the shopper's crop) as it is
-
-
 def fuse(
     candidate_hits: Sequence[list[Hit]], k: int, handicaps: Sequence[float] | None = None
 ) -> tuple[list[Hit], list[int], list[float]]:
@@ -206,15 +199,15 @@ class QueryPipeline:
 
     def _regions(
         self, photos: Sequence[QueryPhoto], options: SearchOptions, budget: Budget | None
-    ) -> list[list[_Region]]:
+    ) -> list[list[Located]]:
         """Each photo's regions to search: the whole photo (or crop) first, then any located boxes."""
         found = [i for i, p in enumerate(photos) if options.locate and p.crop is None and p.source is not None]
-        out: list[list[_Region]] = [[] for _ in photos]
+        out: list[list[Located]] = [[] for _ in photos]
         rest = [i for i in range(len(photos)) if i not in found]
         if rest:
             vectors = self.embedder.embed(np.stack([photos[i].array for i in rest]))
             for i, vector in zip(rest, vectors):
-                out[i] = [_Region(vector, photos[i].array, None)]
+                out[i] = [Located(vector, None, photos[i].array)]  # the photo, or the shopper's crop, as it is
         if found:
             located = locate(
                 self.embedder,
@@ -222,7 +215,7 @@ class QueryPipeline:
                 wait_s=budget.remaining() if budget is not None else None,
             )
             for i, regions in zip(found, located):
-                out[i] = [_Region(region.vector, region.array, region.box) for region in regions]
+                out[i] = regions
         return out
 
     def search_photos(
