@@ -317,14 +317,17 @@ def catalogue_tuning(
     skipped_paths = {s.relpath for s in skipped}
     files = [item for item in plan.files if item.relpath not in skipped_paths]
     previous = _previous_projection(plan.previous, plan.model_key)
-    if previous is not None and not retune and _still_fits(previous, plan, len(files), settings):
+    # a projection learned before tuning also learned where products are is learned again, once
+    outdated = previous is not None and previous.objectness is None
+    outdated = outdated and (isinstance(model, WeightsChoice) or hasattr(model, "embed_with_features"))
+    if previous is not None and not (retune or outdated) and _still_fits(previous, plan, len(files), settings):
         log.info("Keeping the catalogue tuning %s", previous.tuning_id)
         return previous
-    embed = getattr(model, "embed", None)
-    if embed is None:  # the Ray engine hands over a WeightsChoice: tune with a local model
+    embedder = model if hasattr(model, "embed") else None
+    if embedder is None:  # the Ray engine hands over a WeightsChoice: tune with a local model
         from .runtimes import load_for_settings
 
-        embed = load_for_settings(settings).embed
+        embedder = load_for_settings(settings)
     rows = tuning.sample_rows(len(files), settings.tuning_products)
     size = model_input_size(model)
     packshots = []
@@ -344,7 +347,13 @@ def catalogue_tuning(
         reporter.update("tuning", done, total, message=message)
 
     reporter.update("tuning", 0, total, force=True, message=message)
-    projection = tuning.learn_from_catalogue(embed, packshots, progress=progress, size=size)
+    projection = tuning.learn_from_catalogue(
+        embedder.embed,
+        packshots,
+        progress=progress,
+        size=size,
+        embed_features=getattr(embedder, "embed_with_features", None),
+    )
     return dataclasses.replace(projection, learned_from=len(files))
 
 
@@ -375,7 +384,7 @@ def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Project
         expected = (manifest.get("checksums") or {}).get(PROJECTION_FILE)
         if sha256_file(gen / PROJECTION_FILE) != expected:
             return None
-        projection = tuning.Projection.load(gen / PROJECTION_FILE)
+        projection = tuning.Projection.load(gen / PROJECTION_FILE, manifest.get("dim"))
     except (OSError, ValueError):
         return None  # damaged or gone: learn it again
     if projection.tuning_id != manifest.get("tuning"):

@@ -49,6 +49,15 @@ class Embedder(Protocol):
         """The vectors of ``embed`` and each image's ``(n, h, w)`` float32 activation map, from one pass."""
         ...
 
+    def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of ``embed`` and each image's last feature layer, ``(n, h, w, channels)`` float32.
+
+        The activation map of ``embed_with_maps`` is its mean over channels;
+        a catalogue's learned objectness (``indexer.objectness``) weighs the
+        channels instead.
+        """
+        ...
+
     def embed_one(self, image: np.ndarray) -> np.ndarray:
         """One ``(input_size, input_size, 3)`` uint8 image to a ``(dim,)`` unit vector."""
         ...

@@ -225,7 +225,7 @@ def _load_projection(gen: Path, manifest: dict):
     """The verified generation's catalogue tuning, checked against the manifest's id and dimensions."""
     from .tuning import Projection
 
-    projection = Projection.load(gen / PROJECTION_FILE)
+    projection = Projection.load(gen / PROJECTION_FILE, manifest.get("dim"))
     if projection.tuning_id != manifest.get("tuning") or projection.dim != manifest.get("dim"):
         raise ValueError(f"{PROJECTION_FILE} is not the tuning its manifest names")
     return projection

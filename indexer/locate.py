@@ -1,8 +1,11 @@
 """Finding the product in a shopper's photo, so the search embeds the product and not the bed it lies on.
 
-The model's forward pass also gives an activation map: the mean over
-channels of its last feature layer (7 x 7 for a 224 x 224 input, 9 x 9 for
-260), high where the network sees an object. ``map_box`` smooths it up to the
+The model's forward pass also gives its last feature layer (7 x 7 cells for
+a 224 x 224 input, 9 x 9 for 260). A tuned catalogue weighs its channels
+with the objectness its tuning learned (``indexer.objectness``): a map high
+where this shop's kind of product is, and low on people, furniture and
+patterns; without tuning the map is the channels' mean, high wherever the
+network sees any object. ``map_box`` smooths it up to the
 photo's part of the model square, keeps the connected region around its
 peak that is above a share of its range, and widens that region's bounding
 box by a margin. ``candidate_boxes`` makes one such box per threshold,
@@ -38,6 +41,7 @@ from PIL import Image
 
 from .embedder import Embedder
 from .images import INPUT_SIZE, MIN_SIDE, Crop, Source, fitted_region, load_for_model
+from .objectness import product_maps
 
 THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
 MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
@@ -187,18 +191,30 @@ def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int,
     return boxes[0] if boxes else None
 
 
-def locate(embedder: Embedder, photos: Sequence[Photo], wait_s: float | None = None) -> list[list[Located]]:
+def locate(
+    embedder: Embedder,
+    photos: Sequence[Photo],
+    wait_s: float | None = None,
+    objectness: np.ndarray | None = None,
+) -> list[list[Located]]:
     """The regions to search for each photo: the whole photo first, then each candidate box, tightest first.
 
     One forward pass with maps for all photos, then one for every box of
     every photo, each cropped from its source exactly as a shopper's crop is
     (``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
-    decode's wait), at the embedder's ``input_size``. Raises ``ImageError``
-    when a source cannot be decoded again.
+    decode's wait), at the embedder's ``input_size``. The map is the
+    catalogue's product map (``objectness``: the channel weights its tuning
+    learned, ``indexer.objectness``) or, without one, the channel mean.
+    Raises ``ImageError`` when a source cannot be decoded again.
     """
     if not photos:
         return []
-    vectors, maps = embedder.embed_with_maps(np.stack([photo.array for photo in photos]))
+    batch = np.stack([photo.array for photo in photos])
+    if objectness is None:
+        vectors, maps = embedder.embed_with_maps(batch)
+    else:
+        vectors, features = embedder.embed_with_features(batch)
+        maps = product_maps(features, objectness)
     regions = [[Located(vector, None, photo.array)] for vector, photo in zip(vectors, photos)]
     crops = [
         (i, box) for i, photo in enumerate(photos) for box in candidate_boxes(photo.array, maps[i], photo.size)

@@ -106,11 +106,11 @@ class Embedder:
         def forward(batch):
             feature_map = self.model(tf.cast(batch, tf.float32), training=False)
             vectors = tf.math.l2_normalize(getattr(tf.math, pool)(feature_map, axis=[1, 2]), axis=1, epsilon=1e-12)
-            # where the features fire: the located product's box comes from it (indexer.locate)
-            return vectors, tf.math.reduce_mean(feature_map, axis=3)
+            # the whole last feature layer: where the product is comes from it (indexer.locate)
+            return vectors, feature_map
 
         self._forward = forward
-        self.forward_function = forward  # what runtimes.convert hands to OpenVINO: outputs (vectors, maps)
+        self.forward_function = forward  # what runtimes.convert hands to OpenVINO: outputs (vectors, features)
         self._warm_lock = threading.Lock()
         self._warm = False
 
@@ -134,10 +134,15 @@ class Embedder:
         The map is the mean over channels of the last feature layer, before
         pooling: high where the network sees an object. The same pass makes both.
         """
+        vectors, features = self.embed_with_features(batch)
+        return vectors, features.mean(axis=3)
+
+    def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors as ``embed`` gives them, and each image's last feature layer (``(n, h, w, channels)`` float32)."""
         if batch.ndim == 3:
             batch = batch[None]
-        vectors, maps = self._forward(batch)
-        return np.asarray(vectors, dtype=np.float32), np.asarray(maps, dtype=np.float32)
+        vectors, features = self._forward(batch)
+        return np.asarray(vectors, dtype=np.float32), np.asarray(features, dtype=np.float32)
 
     def embed_one(self, image: np.ndarray) -> np.ndarray:
         """Embed one ``(size, size, 3)`` uint8 image to a ``(dim,)`` unit vector."""

@@ -213,6 +213,7 @@ class QueryPipeline:
                 self.embedder,
                 [Photo(photos[i].source, photos[i].array, photos[i].size) for i in found],
                 wait_s=budget.remaining() if budget is not None else None,
+                objectness=getattr(self.searcher.projection, "objectness", None),
             )
             for i, regions in zip(found, located):
                 out[i] = regions

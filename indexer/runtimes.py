@@ -62,10 +62,11 @@ INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
 # near 0.85) while retrieval keeps its precision (BENCHMARKS.md); a broken model is far below
 INT8_MIN_MEDIAN_COSINE = 0.95
 INT8_MIN_COSINE = 0.75  # and no image far off: vectors of the wrong image sit near 0.6 for these features
-CHECK_VERSION = 4  # part of the cache key: entries judged by an older check are converted and judged again
+# part of the cache key: entries judged by an older check, or with other outputs, are converted and judged again
+CHECK_VERSION = 5  # 5: the second output is the whole last feature layer, not its mean over channels
 INT8_CHECK_PHOTOS = 16  # catalogue photos (from the calibration sample) checked beside the fixed images
 CALIBRATION_IMAGES = 300
-VECTORS_OUTPUT, MAPS_OUTPUT = 0, 1  # the converted forward function's outputs, as model.Embedder returns them
+VECTORS_OUTPUT, FEATURES_OUTPUT = 0, 1  # the converted forward function's outputs, as model.Embedder returns them
 META = "meta.json"
 MODEL_XML = "model.xml"
 REFERENCE = "reference.npy"  # TensorFlow's vectors of the check images
@@ -269,10 +270,15 @@ class OpenVinoEmbedder:
     def embed_with_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectors as ``embed`` gives them, and each image's activation map, from the same pass.
 
-        The same outputs as ``model.Embedder.embed_with_maps``: the converted
-        model carries both.
+        The same outputs as ``model.Embedder.embed_with_maps``: the map is the
+        mean over channels of the feature layer the converted model carries.
         """
-        return self._infer(batch, VECTORS_OUTPUT, MAPS_OUTPUT)
+        vectors, features = self.embed_with_features(batch)
+        return vectors, features.mean(axis=3)
+
+    def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors and the last feature layer (``(n, h, w, channels)``), as ``model.Embedder`` gives them."""
+        return self._infer(batch, VECTORS_OUTPUT, FEATURES_OUTPUT)
 
     def _infer(self, batch: np.ndarray, *outputs: int) -> tuple[np.ndarray, ...]:
         if batch.ndim == 3:
@@ -289,20 +295,22 @@ class OpenVinoEmbedder:
 # ---------------------------------------------------------------- conversion and the cache
 
 
-# global max (ResNet50) or average (EfficientNet-Lite) pooling, and the activation map's mean over channels
+# global max (ResNet50) or average (EfficientNet-Lite) pooling
 POOLING_OPS = ("ReduceMax", "ReduceMean")
 
 
 def _head_op_names(model) -> list[str]:
     """Names of the ops between the last feature map and each output: kept in float for INT8.
 
-    For the vectors that is the global pooling and the L2 step, for the
-    activation map its mean over channels. Found by walking up from each
-    output to the first reduction, so the order OpenVINO lists ops in does
-    not matter.
+    For the vectors that is the global pooling and the L2 step, found by
+    walking up from the output to the first reduction, so the order OpenVINO
+    lists ops in does not matter. The feature layer output has no head: it
+    is the network's own last layer.
     """
     names: list[str] = []
-    for result in model.get_results():
+    for number, result in enumerate(model.get_results()):
+        if number == FEATURES_OUTPUT:
+            continue
         pending = [result.input_value(0).get_node()]
         while pending:
             op = pending.pop()

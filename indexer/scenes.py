@@ -632,8 +632,9 @@ def iter_tuning_views(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Views of every product of ``packshots``, ``views_per_product`` each, in batches.
 
-    Yields ``(product_indices, views)``: an int64 array and a uint8 array of
+    Yields ``(product_indices, views, boxes)``: an int64 array, a uint8 array of
     shape (n, size, size, 3), n = ``batch`` except maybe for the last batch,
+    and each view's product box (n, 4: x, y, w, h as fractions of the view),
     products in order and each product's views next to each other. A product's
     views go through ``families`` from a random start, so four views of one
     product meet all four families. Clutter comes from a rolling pool of other
@@ -659,8 +660,9 @@ def iter_tuning_views(
         _refresh_pool(rng, pool, packshots, set(members), clutter_side)
         outside = [cut for i, cut in pool.items() if i not in cuts]
         views = np.empty((stop - start, size, size, 3), np.uint8)
+        boxes = np.empty((stop - start, 4), np.float64)
         for row, (flat, index) in enumerate(zip(range(start, stop), indices.tolist())):
             family = families[(offsets[index] + flat % views_per_product) % len(families)]
             clutter = outside or [fit(cut, clutter_side) for i, cut in cuts.items() if i != index]
-            views[row], _ = compose(rng, cuts[index], family, clutter, size)
-        yield indices, views
+            views[row], boxes[row] = compose(rng, cuts[index], family, clutter, size)
+        yield indices, views, boxes

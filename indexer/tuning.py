@@ -17,12 +17,16 @@ different products apart:
 
 A vector is tuned as ``normalise((x - mean) @ W)``: catalogue vectors once
 when an index is published, query vectors on every search. No labels are
-needed. ``projection.npy`` in a generation holds ``mean`` as its first
-column and ``W`` beside it; its checksum is in the manifest like every artifact's.
+needed. The same views teach where this shop's products are in a photo: the
+scene views' feature layers, with the box each product was pasted in, give
+channel weights for locating (``indexer.objectness``). ``projection.npy`` in
+a generation holds ``mean`` as its first column, ``W`` beside it and those
+weights as its last column; its checksum is in the manifest like every artifact's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -33,10 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from .models import DEFAULT_INPUT_SIZE
+from .objectness import ObjectnessStats
 
 log = logging.getLogger(__name__)
 
-TUNING_VERSION = 1
+TUNING_VERSION = 2  # 2: the projection carries the objectness weights
 DIMS = 256  # tuned dimensions: smaller and faster to search than the model's 1280 or 2048
 SCENE_VIEWS = 3  # views of each sampled product on scenes, besides its packshot
 REGULARISATION = 0.5  # share of Sw replaced by its mean variance (0.1 tuned tighter and lost type precision)
@@ -49,14 +54,19 @@ MIN_PRODUCTS = 16  # fewer products than this teach nothing that holds: vectors 
 class Projection:
     """A learned projection: ``mean`` (model dims) and ``matrix`` (model dims x tuned dims).
 
-    ``learned_from`` is how many items the catalogue had when it was learned
-    (recorded in the manifest, not part of the projection's id): a catalogue
-    that has since grown or shrunk by ``RETUNE_SHARE`` learns it again.
+    ``objectness`` (one weight per channel of the model's feature layer, which
+    has as many channels as the model's vectors have dimensions) says where
+    the shop's products are in a photo (``indexer.objectness``); ``None`` for
+    a projection learned without it. ``learned_from`` is how many items the
+    catalogue had when it was learned (recorded in the manifest, not part of
+    the projection's id): a catalogue that has since grown or shrunk by
+    ``RETUNE_SHARE`` learns it again.
     """
 
     mean: np.ndarray
     matrix: np.ndarray
     learned_from: int | None = None
+    objectness: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -71,7 +81,10 @@ class Projection:
     @property
     def tuning_id(self) -> str:
         """A short id of this exact projection, recorded in the manifest."""
-        digest = hashlib.sha256(self.mean.tobytes() + self.matrix.tobytes()).hexdigest()[:16]
+        parts = self.mean.tobytes() + self.matrix.tobytes()
+        if self.objectness is None:
+            return f"lda-v1-{hashlib.sha256(parts).hexdigest()[:16]}"
+        digest = hashlib.sha256(parts + self.objectness.tobytes()).hexdigest()[:16]
         return f"lda-v{TUNING_VERSION}-{digest}"
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
@@ -82,25 +95,37 @@ class Projection:
         return (tuned / np.maximum(norms, 1e-12)).astype(np.float32)
 
     def to_array(self) -> np.ndarray:
-        """The one array ``projection.npy`` holds: ``mean`` as the first column, then ``matrix``."""
-        return np.concatenate([self.mean[:, None], self.matrix], axis=1).astype(np.float32)
+        """The one array ``projection.npy`` holds: ``mean`` as its first column, ``matrix``, then ``objectness``."""
+        columns = [self.mean[:, None], self.matrix]
+        if self.objectness is not None:
+            columns.append(self.objectness[:, None])
+        return np.concatenate(columns, axis=1).astype(np.float32)
 
     @classmethod
-    def from_array(cls, array: np.ndarray) -> Projection:
-        """The projection ``to_array`` wrote; ``ValueError`` for an array of another shape."""
+    def from_array(cls, array: np.ndarray, dim: int | None = None) -> Projection:
+        """The projection ``to_array`` wrote, to ``dim`` tuned dimensions; ``ValueError`` for another shape.
+
+        ``dim`` (the manifest's) tells whether the last column is the
+        objectness: ``None`` reads every column after the mean as the matrix.
+        """
         array = np.asarray(array, dtype=np.float32)
         if array.ndim != 2 or array.shape[1] < 2 or not np.isfinite(array).all():
             raise ValueError(f"a projection is a finite (model dims, 1 + tuned dims) array, got {array.shape}")
-        return cls(np.ascontiguousarray(array[:, 0]), np.ascontiguousarray(array[:, 1:]))
+        if dim is None or array.shape[1] == dim + 1:
+            return cls(np.ascontiguousarray(array[:, 0]), np.ascontiguousarray(array[:, 1:]))
+        if array.shape[1] != dim + 2:
+            raise ValueError(f"a projection to {dim} dims has {dim + 1} or {dim + 2} columns, not {array.shape[1]}")
+        matrix, objectness = array[:, 1:-1], array[:, -1]
+        return cls(np.ascontiguousarray(array[:, 0]), np.ascontiguousarray(matrix), objectness=objectness.copy())
 
     def save(self, path: Path) -> None:
         """Write ``projection.npy`` (callers write it atomically and checksum it)."""
         np.save(path, self.to_array(), allow_pickle=False)
 
     @classmethod
-    def load(cls, path: Path) -> Projection:
-        """Read a ``projection.npy``."""
-        return cls.from_array(np.load(path, allow_pickle=False))
+    def load(cls, path: Path, dim: int | None = None) -> Projection:
+        """Read a ``projection.npy`` to ``dim`` tuned dimensions (see ``from_array``)."""
+        return cls.from_array(np.load(path, allow_pickle=False), dim)
 
 
 def learn(vectors: np.ndarray, products: np.ndarray, dims: int = DIMS, regularisation: float = REGULARISATION):
@@ -147,12 +172,17 @@ def tuning_views(
     batch: int = 32,
     size: int = DEFAULT_INPUT_SIZE,
     progress: Callable[[int, int], None] | None = None,
+    embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    objectness: ObjectnessStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every product's vectors: its packshot and ``views`` scenes (``indexer.scenes``), with product labels.
 
     ``embed`` maps a uint8 batch to unit vectors; scenes are drawn ``size``
     x ``size``, the model's input size, like the packshots; ``progress(done,
-    total)`` is told after each batch.
+    total)`` is told after each batch. With ``embed_features`` (the
+    embedder's ``embed_with_features``) and ``objectness``, the scene views'
+    feature layers and product boxes are added to ``objectness`` from the
+    same pass, until it has its ``max_views``.
     """
     from .scenes import iter_tuning_views
 
@@ -166,8 +196,13 @@ def tuning_views(
         if progress:
             progress(done, total)
     rng = np.random.default_rng(seed)
-    for products, scene_views in iter_tuning_views(rng, packshots, views, batch=batch, size=size):
-        out_vectors.append(embed(scene_views))
+    for products, scene_views, boxes in iter_tuning_views(rng, packshots, views, batch=batch, size=size):
+        if embed_features is not None and objectness is not None and objectness.wants_more:
+            vectors, features = embed_features(scene_views)
+            objectness.add(features, boxes)
+            out_vectors.append(vectors)
+        else:
+            out_vectors.append(embed(scene_views))
         out_products.append(products)
         done += len(products)
         if progress:
@@ -188,17 +223,28 @@ def learn_from_catalogue(
     *,
     progress: Callable[[int, int], None] | None = None,
     size: int = DEFAULT_INPUT_SIZE,
+    embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Projection:
     """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products).
 
-    ``size`` is the model's input size (the packshots' side): the scenes are drawn at it.
+    ``size`` is the model's input size (the packshots' side): the scenes are
+    drawn at it. With ``embed_features`` (the embedder's
+    ``embed_with_features``) the projection also carries the objectness
+    weights learned from the same views.
     """
     started = time.perf_counter()
-    vectors, products = tuning_views(embed, packshots, progress=progress, size=size)
+    stats = ObjectnessStats() if embed_features is not None else None
+    vectors, products = tuning_views(
+        embed, packshots, progress=progress, size=size, embed_features=embed_features, objectness=stats
+    )
     embedded = time.perf_counter()
     projection = learn(vectors, products)
+    weights = stats.solve() if stats is not None else None
+    if weights is not None and len(weights) == projection.model_dim:
+        projection = dataclasses.replace(projection, objectness=weights)
     log.info(
-        "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims",
+        "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims%s",
         len(packshots), len(vectors), embedded - started, time.perf_counter() - embedded, projection.dim,
+        ", with objectness" if projection.objectness is not None else "",
     )
     return projection

@@ -131,9 +131,9 @@ def small_settings(tmp_path, small_catalogue) -> Settings:
 class CountingEmbedder:
     """An embedder (the real or the fake one), with a count of the images it embedded.
 
-    Everything but ``embed`` is delegated unchanged, so a build sees the same
-    weights id and model; ``embed`` runs the wrapped forward pass and adds the
-    batch size to ``images``.
+    Everything but ``embed`` and ``embed_with_features`` is delegated
+    unchanged, so a build sees the same weights id and model; those two run
+    the wrapped forward pass and add the batch size to ``images``.
     """
 
     def __init__(self, inner):
@@ -148,6 +148,11 @@ class CountingEmbedder:
 
     def embed_one(self, image):
         return self.embed(image[None])[0]
+
+    def embed_with_features(self, batch):
+        self.calls += 1
+        self.images += 1 if batch.ndim == 3 else len(batch)
+        return self._inner.embed_with_features(batch)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)

@@ -185,6 +185,26 @@ class FakeEmbedder:
         fine = fine_grid(batch)
         return self._vectors(fine), activation_maps(batch, fine, self.map_cells)
 
+    def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors as ``embed`` gives them, and a ``(cells, cells, dim)`` feature layer per image.
+
+        Like a real backbone's, its mean over channels is the activation map
+        of ``embed_with_maps``; on top, each cell carries its mean colour
+        through fixed channel weights that average to zero, so a learned
+        weighing of the channels can tell a product's cells from a scene's.
+        """
+        batch = self._check(batch)
+        cells = self.map_cells
+        if not len(batch):
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, cells, cells, self.dim), np.float32)
+        fine = fine_grid(batch)
+        maps = activation_maps(batch, fine, cells)
+        colours = pool(fine, cells) / 255.0
+        mixing = np.random.default_rng(7).standard_normal((3, self.dim)).astype(np.float32)
+        mixing -= mixing.mean(axis=1, keepdims=True)  # zero mean over channels: the map stays the mean
+        features = maps[..., None] + np.einsum("nhwc,cd->nhwd", colours, mixing)
+        return self._vectors(fine), features.astype(np.float32)
+
     def _vectors(self, fine: np.ndarray) -> np.ndarray:
         # einsum's own loops, not BLAS: the same vector for a photo alone or in a batch of any
         # size (a BLAS matmul rounds differently), and no BLAS threads to contend for the CPUs

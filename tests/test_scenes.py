@@ -155,19 +155,33 @@ def test_iter_tuning_views_batches_every_product():
     colours = ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200))
     shots = [packshot(colour, size=(96, 96)) for colour in colours]
     batches = list(scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64))
-    assert [len(indices) for indices, _ in batches] == [4, 4, 4, 3]
-    indices = np.concatenate([i for i, _ in batches])
+    assert [len(indices) for indices, _, _ in batches] == [4, 4, 4, 3]
+    indices = np.concatenate([i for i, _, _ in batches])
     assert indices.dtype == np.int64 and indices.tolist() == np.repeat(np.arange(5), 3).tolist()
-    views = np.concatenate([v for _, v in batches])
+    views = np.concatenate([v for _, v, _ in batches])
     assert views.shape == (15, 64, 64, 3) and views.dtype == np.uint8
+    boxes = np.concatenate([b for _, _, b in batches])
+    assert boxes.shape == (15, 4) and (boxes >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 1 + 1e-9).all()
     again = np.concatenate(
-        [v for _, v in scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64)]
+        [v for _, v, _ in scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64)]
     )
     assert np.array_equal(views, again)
 
 
+def test_tuning_view_boxes_are_where_the_product_is():
+    shots = [packshot((200, 0, 0), size=(96, 96)) for _ in range(3)]
+    for _, views, boxes in scenes.iter_tuning_views(np.random.default_rng(2), shots, 4, batch=12, size=64):
+        for view, (x, y, w, h) in zip(views, boxes):
+            pixels = view.astype(int)
+            red = (pixels[..., 0] > 120) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+            inside = np.zeros_like(red)
+            inside[int(y * 64) : int(np.ceil((y + h) * 64)), int(x * 64) : int(np.ceil((x + w) * 64))] = True
+            # scenes may hold some red too, but the red product makes its box far redder than the rest
+            assert red[inside].mean() > 2 * red[~inside].mean() if (~inside).any() else red.any()
+
+
 def test_iter_tuning_views_of_one_product():
-    ((indices, views),) = scenes.iter_tuning_views(np.random.default_rng(0), [packshot()], 4, batch=8, size=48)
+    ((indices, views, _),) = scenes.iter_tuning_views(np.random.default_rng(0), [packshot()], 4, batch=8, size=48)
     assert indices.tolist() == [0, 0, 0, 0] and views.shape == (4, 48, 48, 3)
 
 

@@ -65,11 +65,17 @@ def _read_pickle(path):
         return pickle.load(handle)
 
 
+def searcher_objectness_shape(settings):
+    objectness = Searcher.for_settings(settings).projection.objectness
+    return None if objectness is None else objectness.shape
+
+
 def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder):
     settings = small_settings.replace(tuning=True)
     build_index(settings, fake_embedder)
     manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
-    assert manifest["tuning"].startswith("lda-v1-")
+    assert manifest["tuning"].startswith("lda-v2-")  # with the objectness learned from the same views
+    assert searcher_objectness_shape(settings) == (fake_embedder.dim,)
     assert manifest["model_dim"] == fake_embedder.dim and manifest["dim"] < fake_embedder.dim
     assert generation.PROJECTION_FILE in manifest["checksums"]
     raw = _read_pickle(settings.index_dir / "embeddings.pkl")
@@ -148,3 +154,37 @@ def test_a_catalogue_growing_by_small_builds_learns_its_tuning_again(small_setti
     assert learned == [False, True]  # 26 is within a tenth of 24; 28 is not
     manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
     assert manifest["tuning_items"] == 28
+
+
+class _VectorsOnly:
+    """An embedder without ``embed_with_features``, as one written before objectness existed."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def embed(self, batch):
+        return self._inner.embed(batch)
+
+    def __getattr__(self, name):
+        if name == "embed_with_features":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.mark.slow  # three builds, two of them learning from 64 composed views
+def test_a_tuning_learned_without_objectness_is_learned_again_once(small_settings, fake_counting_embedder):
+    settings = small_settings.replace(tuning=True, tuning_products=16)
+    build_index(settings, _VectorsOnly(fake_counting_embedder))
+    old = generation.read_manifest(generation.current_generation(settings.index_dir))["tuning"]
+    assert old.startswith("lda-v1-")  # control: learned without objectness
+    photo = settings.catalogue / "3.jpg"  # a small change, which would keep an up-to-date tuning
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    before = fake_counting_embedder.images
+    build_index(settings, fake_counting_embedder)
+    assert fake_counting_embedder.images == before + 1 + 16 * (tuning.SCENE_VIEWS + 1)  # learned again
+    new = generation.read_manifest(generation.current_generation(settings.index_dir))["tuning"]
+    assert new.startswith("lda-v2-") and Searcher.for_settings(settings).projection.objectness is not None
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    before = fake_counting_embedder.images
+    build_index(settings, fake_counting_embedder)
+    assert fake_counting_embedder.images == before + 1  # and kept from then on
