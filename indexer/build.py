@@ -197,25 +197,25 @@ class _PlanMetadata(Sequence):
         return self._row(row)
 
 
-def publish_plan(
-    plan: BuildPlan,
-    settings: Settings,
-    skipped: list[Skipped],
-    dim: int,
-    runtime: str = "tensorflow",
-    projection: tuning.Projection | None = None,
-) -> tuple[int, int]:
-    """Merge reused vectors and colours and new shards in catalogue order and publish.
+@dataclass
+class PlanRows:
+    """Where each item a build publishes reads its vector and colours, reused or new, in catalogue order."""
 
-    Shards are located, not loaded: rows are read a block at a time while
-    the artifacts are written, so memory stays bounded by the block, not by
-    the catalogue. Only shards written since planning are verified here
-    (the plan's are in ``plan.reuse`` already). ``plan.reuse`` and
-    ``plan.previous_ids`` are emptied once used.
-    ``runtime`` (which engine embedded) is recorded in the
-    manifest for information; ``plan.model_key`` decides compatibility.
-    ``projection`` is the catalogue tuning the vectors are published through (``None``: as the model gave them).
-    Returns ``(indexed_now, total)``.
+    sources: list[checkpoints.RowSource]
+    kept: list[CatalogueFile]
+    indexed: int  # items embedded by this build
+    fingerprints: dict[str, list]
+
+    def vectors(self, positions, dim: int) -> np.ndarray:
+        """The model's vectors of the items at ``positions`` of ``kept`` (``(n, dim)`` float32)."""
+        return _PlanVectors([self.sources[i] for i in positions], dim)[:]
+
+
+def plan_rows(plan: BuildPlan, settings: Settings, skipped: list[Skipped]) -> PlanRows:
+    """Locate every item's vector and colours, reused or just embedded; ``plan.reuse`` is emptied once used.
+
+    Shards are located, not loaded: only shards written since planning are
+    verified here (the plan's are in ``plan.reuse`` already).
     """
     fingerprints = {item.relpath: item.fingerprint for item in plan.files}
     fresh = checkpoints.locate_shards(
@@ -246,6 +246,32 @@ def publish_plan(
     # strings of the previous manifest (about 150 MB at a million items), and
     # dropping them keeps an incremental publish within a full one's memory.
     plan.reuse.clear()
+    return PlanRows(sources, kept, indexed, fingerprints)
+
+
+def publish_plan(
+    plan: BuildPlan,
+    settings: Settings,
+    skipped: list[Skipped],
+    dim: int,
+    runtime: str = "tensorflow",
+    projection: tuning.Projection | None = None,
+    rows: PlanRows | None = None,
+) -> tuple[int, int]:
+    """Merge reused vectors and colours and new shards in catalogue order and publish.
+
+    Rows are read a block at a time while the artifacts are written, so
+    memory stays bounded by the block, not by the catalogue (``rows``: where
+    they lie, ``plan_rows``; located here when not given). ``plan.reuse`` and
+    ``plan.previous_ids`` are emptied once used.
+    ``runtime`` (which engine embedded) is recorded in the
+    manifest for information; ``plan.model_key`` decides compatibility.
+    ``projection`` is the catalogue tuning the vectors are published through (``None``: as the model gave them).
+    Returns ``(indexed_now, total)``.
+    """
+    if rows is None:
+        rows = plan_rows(plan, settings, skipped)
+    sources, kept, indexed, fingerprints = rows.sources, rows.kept, rows.indexed, rows.fingerprints
     relpaths = [i.relpath for i in kept]
     item_ids = ids.assign_ids(relpaths, plan.previous_ids)
     collisions = ids.id_collisions(relpaths, item_ids)
@@ -300,7 +326,7 @@ def _changed_share(plan: BuildPlan) -> float:
 def catalogue_tuning(
     settings: Settings,
     plan: BuildPlan,
-    skipped: list[Skipped],
+    rows: PlanRows,
     model: Embedder | WeightsChoice,
     reporter: ProgressReporter,
     retune: bool = False,
@@ -314,8 +340,7 @@ def catalogue_tuning(
     """
     if not settings.tuning:
         return None
-    skipped_paths = {s.relpath for s in skipped}
-    files = [item for item in plan.files if item.relpath not in skipped_paths]
+    files = rows.kept
     previous = _previous_projection(plan.previous, plan.model_key)
     # a projection learned before tuning also learned where products are is learned again, once
     outdated = previous is not None and previous.objectness is None
@@ -328,19 +353,19 @@ def catalogue_tuning(
         from .runtimes import load_for_settings
 
         embedder = load_for_settings(settings)
-    rows = tuning.sample_rows(len(files), settings.tuning_products)
     size = model_input_size(model)
-    packshots = []
-    for row in rows:
+    packshots, positions = [], []
+    for row in tuning.sample_rows(len(files), settings.tuning_products):
         try:
             packshots.append(load_for_model(plan.root / files[row].relpath, size))
         except (ImageError, OSError):
-            continue  # skipped by the build too, or changed since: learn from the others
+            continue  # changed since it was embedded: learn from the others
+        positions.append(int(row))
     if len(packshots) < tuning.MIN_PRODUCTS:
         log.info("Catalogue tuning needs %d products, this catalogue has %d: vectors kept as the model gives them",
                  tuning.MIN_PRODUCTS, len(packshots))
         return None
-    total = len(packshots) * (tuning.SCENE_VIEWS + 1)
+    total = len(packshots) * tuning.SCENE_VIEWS
     message = f"Tuning to this catalogue: {len(packshots)} products on {tuning.SCENE_VIEWS} scenes each"
 
     def progress(done: int, _total: int) -> None:
@@ -353,6 +378,8 @@ def catalogue_tuning(
         progress=progress,
         size=size,
         embed_features=getattr(embedder, "embed_with_features", None),
+        # the packshots' own vectors were just embedded or reused: read, not embedded again
+        packshot_vectors=rows.vectors(positions, getattr(model, "choice", model).spec.dim),
     )
     return dataclasses.replace(projection, learned_from=len(files))
 
@@ -480,11 +507,18 @@ def _build_locked(
         ensure_free_space(settings.index_dir, build_bytes(settings, plan, getattr(model, "choice", model).spec.dim))
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
-        projection = catalogue_tuning(settings, plan, skipped, model, reporter, retune=retune or full)
+        rows = plan_rows(plan, settings, skipped)
+        projection = catalogue_tuning(settings, plan, rows, model, reporter, retune=retune or full)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         dim = getattr(model, "choice", model).spec.dim
         indexed, total = publish_plan(
-            plan, settings, skipped, dim, runtime=getattr(model, "runtime", "tensorflow"), projection=projection
+            plan,
+            settings,
+            skipped,
+            dim,
+            runtime=getattr(model, "runtime", "tensorflow"),
+            projection=projection,
+            rows=rows,
         )
         report = BuildReport(
             total=total,

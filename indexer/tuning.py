@@ -174,6 +174,7 @@ def tuning_views(
     progress: Callable[[int, int], None] | None = None,
     embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     objectness: ObjectnessStats | None = None,
+    packshot_vectors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every product's vectors: its packshot and ``views`` scenes (``indexer.scenes``), with product labels.
 
@@ -182,13 +183,17 @@ def tuning_views(
     total)`` is told after each batch. With ``embed_features`` (the
     embedder's ``embed_with_features``) and ``objectness``, the scene views'
     feature layers and product boxes are added to ``objectness`` from the
-    same pass, until it has its ``max_views``.
+    same pass, until it has its ``max_views``. ``packshot_vectors`` (one
+    row per packshot, as ``embed`` gives them) saves embedding the packshots again.
     """
     from .scenes import iter_tuning_views
 
-    total = len(packshots) * (views + 1)
+    total = len(packshots) * (views + (packshot_vectors is None))
     out_vectors, out_products, done = [], [], 0
-    for start in range(0, len(packshots), batch):
+    if packshot_vectors is not None:
+        out_vectors.append(np.asarray(packshot_vectors, np.float32).reshape(len(packshots), -1))
+        out_products.append(np.arange(len(packshots)))
+    for start in range(0, len(packshots) if packshot_vectors is None else 0, batch):
         clean = np.stack([packshots[i] for i in range(start, min(len(packshots), start + batch))])
         out_vectors.append(embed(clean))
         out_products.append(np.arange(start, start + len(clean)))
@@ -224,18 +229,26 @@ def learn_from_catalogue(
     progress: Callable[[int, int], None] | None = None,
     size: int = DEFAULT_INPUT_SIZE,
     embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    packshot_vectors: np.ndarray | None = None,
 ) -> Projection:
     """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products).
 
     ``size`` is the model's input size (the packshots' side): the scenes are
     drawn at it. With ``embed_features`` (the embedder's
     ``embed_with_features``) the projection also carries the objectness
-    weights learned from the same views.
+    weights learned from the same views. ``packshot_vectors``: the
+    packshots' vectors when the catalogue already has them.
     """
     started = time.perf_counter()
     stats = ObjectnessStats() if embed_features is not None else None
     vectors, products = tuning_views(
-        embed, packshots, progress=progress, size=size, embed_features=embed_features, objectness=stats
+        embed,
+        packshots,
+        progress=progress,
+        size=size,
+        embed_features=embed_features,
+        objectness=stats,
+        packshot_vectors=packshot_vectors,
     )
     embedded = time.perf_counter()
     projection = learn(vectors, products)

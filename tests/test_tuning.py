@@ -111,8 +111,8 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     assert fake_counting_embedder.images == 24
     on = small_settings.replace(tuning=True, tuning_products=16)
     report = build_index(on, fake_counting_embedder)
-    # only the tuning views were embedded: 16 products, each on white and on 3 scenes
-    assert fake_counting_embedder.images == 24 + 16 * (tuning.SCENE_VIEWS + 1)
+    # only the tuning views were embedded: 16 products on 3 scenes each (their packshots are the catalogue's)
+    assert fake_counting_embedder.images == 24 + 16 * tuning.SCENE_VIEWS
     assert report.reused == 24
     tuned_id = generation.read_manifest(generation.current_generation(on.index_dir))["tuning"]
     assert tuned_id
@@ -128,7 +128,7 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     # --retune learns it again (the views are embedded again)
     before = fake_counting_embedder.images
     build_index(on, fake_counting_embedder, retune=True)
-    assert fake_counting_embedder.images == before + 16 * (tuning.SCENE_VIEWS + 1)
+    assert fake_counting_embedder.images == before + 16 * tuning.SCENE_VIEWS
     # and off again: the model's vectors, exactly, with nothing embedded
     before = fake_counting_embedder.images
     build_index(off, fake_counting_embedder)
@@ -143,7 +143,7 @@ def test_a_catalogue_growing_by_small_builds_learns_its_tuning_again(small_setti
     """Each build adds under a tenth, but once the catalogue is a tenth larger than when it was learned, relearn."""
     settings = small_settings.replace(tuning=True, tuning_products=16)
     build_index(settings, fake_counting_embedder)  # 24 items, learned from them
-    views = 16 * (tuning.SCENE_VIEWS + 1)  # what learning embeds besides the new photos
+    views = 16 * tuning.SCENE_VIEWS  # what learning embeds besides the new photos
     learned = []
     for new in ((25, 26), (27, 28)):
         for image_id in new:
@@ -181,10 +181,31 @@ def test_a_tuning_learned_without_objectness_is_learned_again_once(small_setting
     photo.write_bytes(photo.read_bytes() + b"\0")
     before = fake_counting_embedder.images
     build_index(settings, fake_counting_embedder)
-    assert fake_counting_embedder.images == before + 1 + 16 * (tuning.SCENE_VIEWS + 1)  # learned again
+    assert fake_counting_embedder.images == before + 1 + 16 * tuning.SCENE_VIEWS  # learned again
     new = generation.read_manifest(generation.current_generation(settings.index_dir))["tuning"]
     assert new.startswith("lda-v2-") and Searcher.for_settings(settings).projection.objectness is not None
     photo.write_bytes(photo.read_bytes() + b"\0")
     before = fake_counting_embedder.images
     build_index(settings, fake_counting_embedder)
     assert fake_counting_embedder.images == before + 1  # and kept from then on
+
+
+def test_learning_reads_the_packshots_vectors_instead_of_embedding_them(fake_embedder):
+    rng = np.random.default_rng(2)
+    shots = [np.full((224, 224, 3), 255, np.uint8) for _ in range(4)]
+    for shot in shots:
+        top, left = rng.integers(20, 120, 2)
+        shot[top : top + 80, left : left + 60] = rng.integers(0, 200, 3)
+    given = fake_embedder.embed(np.stack(shots))
+    counted = []
+
+    def embed(batch):
+        counted.append(len(batch))
+        return fake_embedder.embed(batch)
+
+    vectors, products = tuning.tuning_views(embed, shots, views=2, packshot_vectors=given)
+    assert sum(counted) == 4 * 2  # the scenes only
+    np.testing.assert_array_equal(vectors[:4], given)
+    assert products.tolist() == [0, 1, 2, 3, 0, 0, 1, 1, 2, 2, 3, 3]
+    again, _ = tuning.tuning_views(fake_embedder.embed, shots, views=2)  # embedding them gives the same
+    np.testing.assert_allclose(again, vectors, atol=1e-6)
