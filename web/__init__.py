@@ -23,7 +23,9 @@ from .searching import ModelGate
 from .secret import load_secret
 from .security import add_cache_policy, add_security_headers, shop_link
 from .service import IndexService
+from .site_health import worker_state
 from .titles import number, product_title, title_facts
+from .worker_states import StateKeeper, this_worker
 
 
 def create_app(
@@ -82,6 +84,12 @@ def create_app(
         product_title=product_title, title_facts=title_facts,
     )
     app.jinja_env.filters["number"] = number  # every count on every page: "3,000"
+
+    # a gunicorn worker shares its state with its siblings, so that /healthz answers for the site
+    states = this_worker()
+    if states is not None:
+        app.extensions["fashion.worker_states"] = states
+        StateKeeper(states, read_state=lambda: worker_state(service), pick_up=service.pick_up_published).start()
 
     @app.context_processor
     def site_context():

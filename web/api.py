@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from indexer.options import FILTER_FIELDS, check_filters, reject_unknown
 
@@ -12,7 +12,7 @@ from . import context, facets
 from .context import requires_index
 from .errors import RETRY_AFTER_S
 from .searching import item_dict, result_dict, search_uploads, similar_items
-from .service import READY
+from .site_health import site_health
 
 bp = Blueprint("api", __name__)
 
@@ -93,19 +93,14 @@ def api_status():
 
 @bp.get("/healthz")
 def healthz():
-    """200 when searches can be served, 503 (with Retry-After) otherwise, with the reason in ``reason``.
+    """200 when the whole site can serve searches, 503 (with Retry-After) otherwise, with the reason in ``reason``.
 
-    An index of an empty catalogue serves no search: 503 ``empty_catalogue``,
-    so a load balancer does not send shoppers to a site with nothing to find.
+    Under gunicorn, every worker taking requests must serve the published
+    index (``web/site_health.py``); the JSON counts them. An index of an
+    empty catalogue serves no search: 503 ``empty_catalogue``, so a load
+    balancer does not send shoppers to a site with nothing to find.
     """
-    svc = context.service()
-    state = svc.state
-    items = len(svc.searcher) if svc.searcher else 0
-    body = {"state": state, "items": items}
-    if state == READY and items:
+    status, body = site_health(context.service(), current_app.extensions.get("fashion.worker_states"))
+    if status == 200:
         return jsonify(body), 200
-    if state == READY:
-        body.update(reason="empty_catalogue", message="The catalogue has no products to search.")
-    else:
-        body.update(reason=state, message=svc.status().get("message") or "")
-    return jsonify(body), 503, {"Retry-After": str(RETRY_AFTER_S)}
+    return jsonify(body), status, {"Retry-After": str(RETRY_AFTER_S)}

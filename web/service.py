@@ -6,10 +6,17 @@ missing or stale starts the indexer's build in a background thread. The
 build lock in the index dir makes sure only one worker builds; the others
 see ``building`` and pick the new generation up once ``current`` switches.
 
-Loading TensorFlow and the model takes tens of seconds on a small machine,
-so it happens in a background thread too: the worker answers HTTP at once,
-with the state ``starting`` (a page that says what it is doing, 503 +
-``Retry-After`` from the API) until the model is ready.
+When an index is already published (a reload, a restarted worker, any start
+but the first), the model and the index are loaded before the constructor
+returns, so the worker takes its first request ready to search: a reload
+never answers with the starting page. Only the comparison of the catalogue
+with the index (a scan of every file) runs in the background.
+
+On a first start there is nothing to serve yet, and loading TensorFlow and
+the model takes tens of seconds on a small machine, so it happens in a
+background thread: the worker answers HTTP at once, with the state
+``starting`` (a page that says what it is doing, 503 + ``Retry-After`` from
+the API) until the model is ready, then ``building`` while it indexes.
 """
 
 from __future__ import annotations
@@ -81,12 +88,19 @@ class IndexService:
         if embedder is not None:
             # an embedder handed in is already loaded: nothing worth a thread
             self._start(embedder)
+        elif current_generation(settings.index_dir) is not None:
+            # an index is published: be ready to search before taking a request
+            self._start(scan_later=True)
         else:
             self._startup_thread = threading.Thread(target=self._start, name="model-load", daemon=True)
             self._startup_thread.start()
 
-    def _start(self, embedder: Embedder | None = None) -> None:
-        """Prepare the catalogue, load and warm up the model, then serve or build the index."""
+    def _start(self, embedder: Embedder | None = None, *, scan_later: bool = False) -> None:
+        """Prepare the catalogue, load and warm up the model, then serve or build the index.
+
+        With ``scan_later`` only the published generation is opened here, and
+        the catalogue is compared with it in a background thread.
+        """
         try:
             if self.settings.is_demo:
                 self.startup_step = "catalogue"
@@ -106,9 +120,18 @@ class IndexService:
         self.embedder = embedder
         self.startup_step = "index"
         try:
-            self.refresh(force=True)
+            if scan_later:
+                with self._lock:
+                    self._serve_published()
+            else:
+                self.refresh(force=True)
         finally:
             self._started = True
+        if scan_later:
+            self._startup_thread = threading.Thread(
+                target=self.refresh, kwargs={"force": True}, name="index-check", daemon=True
+            )
+            self._startup_thread.start()
 
     # ------------------------------------------------------------ state
 
@@ -172,6 +195,11 @@ class IndexService:
         }
         return payload
 
+    def published_generation(self) -> str | None:
+        """The name of the generation ``current`` points at (what every worker should serve), or None."""
+        gen = current_generation(self.settings.index_dir)
+        return gen.name if gen is not None else None
+
     def building_now(self) -> bool:
         """True while this or another process holds the build lock."""
         if self._build_thread is not None and self._build_thread.is_alive():
@@ -207,11 +235,7 @@ class IndexService:
             return
         try:
             self._last_refresh = now
-            gen = current_generation(self.settings.index_dir)
-            if gen is not None and gen.name != self._failed_gen and (
-                self.searcher is None or self.searcher.generation != gen.name
-            ):
-                self._load(gen.name)
+            self._serve_published()
             if self.error is not None and now - self._failed_at >= BUILD_RETRY_S:
                 log.info("Retrying the index build that failed %.0f s ago", now - self._failed_at)
                 self.error = None  # a missing mount or a full disk may have been fixed
@@ -225,6 +249,27 @@ class IndexService:
                     self.start_build()
         finally:
             self._lock.release()
+
+    def pick_up_published(self) -> None:
+        """Switch to a newly published generation, without comparing the catalogue with it.
+
+        Cheap (one ``readlink``) when nothing changed; skipped while another
+        thread is refreshing.
+        """
+        if self.embedder is None or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._serve_published()
+        finally:
+            self._lock.release()
+
+    def _serve_published(self) -> None:
+        """Load the generation ``current`` points at unless it is served already or failed (lock held)."""
+        gen = current_generation(self.settings.index_dir)
+        if gen is not None and gen.name != self._failed_gen and (
+            self.searcher is None or self.searcher.generation != gen.name
+        ):
+            self._load(gen.name)
 
     def _rescan_due(self, now: float, force: bool) -> bool:
         """Whether to compare the catalogue with the index again.
