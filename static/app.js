@@ -209,11 +209,15 @@
   // server's crop field takes, so the size the preview is shown at never matters.
   var STEP = 0.05;  // keyboard: one arrow press moves or resizes by 5% of the photo
   var MIN = 0.05;   // the smallest box, as a fraction of each side
+  var CORNERS = ["nw", "ne", "sw", "se"];  // the box's resize handles
 
   // Show the photo as large as its list item allows (and at most 60% of the
   // window's height), so a small photo is not drawn on at thumbnail size.
   function fitToWidth(img, li) {
-    var width = li.clientWidth, height = window.innerHeight * 0.6;
+    // less the crop area's margins, which leave room for the corner handles outside the photo
+    var area = img.closest(".crop-area"), style = area ? window.getComputedStyle(area) : null;
+    var room = style ? parseFloat(style.marginLeft) + parseFloat(style.marginRight) : 0;
+    var width = li.clientWidth - room, height = window.innerHeight * 0.6;
     if (!img.naturalWidth || !img.naturalHeight || !width) return;
     var scale = Math.min(width / img.naturalWidth, height / img.naturalHeight);
     img.style.width = Math.round(img.naturalWidth * scale) + "px";  // height follows; max-width caps it on resize
@@ -227,14 +231,31 @@
     wrap.className = "crop-editor";
     var area = document.createElement("div");
     area.className = "crop-area";
-    area.appendChild(img);
+    // the photo and the shade that dims it outside the box are clipped to the photo;
+    // the box and its corner handles are not, so a handle on the photo's edge stays whole
+    var frame = document.createElement("div");
+    frame.className = "crop-frame";
+    frame.appendChild(img);
+    var shade = document.createElement("div");
+    shade.className = "crop-shade";
+    frame.appendChild(shade);
+    area.appendChild(frame);
     var box = document.createElement("div");
     box.className = "crop-box";
     box.tabIndex = 0;
     box.id = "crop-box-" + (index + 1);
     box.setAttribute("role", "group");
     box.setAttribute("aria-label", "Search area of " + name +
-      ". Drag on the photo to draw it; arrow keys move it, Shift with arrow keys resizes it.");
+      ". Drag on the photo to draw it, drag inside it to move it, drag a corner to resize it;" +
+      " arrow keys move it, Shift with arrow keys resizes it.");
+    CORNERS.forEach(function (corner) {
+      // pointer targets only: the keyboard resizes the box itself (Shift+arrows)
+      var handle = document.createElement("span");
+      handle.className = "crop-handle crop-handle-" + corner;
+      handle.setAttribute("data-corner", corner);
+      handle.setAttribute("aria-hidden", "true");
+      box.appendChild(handle);
+    });
     area.appendChild(box);
     var status = document.createElement("p");
     status.className = "crop-status";
@@ -250,10 +271,12 @@
     var crop = { x: 0, y: 0, w: 1, h: 1 };
 
     function render() {
-      box.style.left = (crop.x * 100) + "%";
-      box.style.top = (crop.y * 100) + "%";
-      box.style.width = (crop.w * 100) + "%";
-      box.style.height = (crop.h * 100) + "%";
+      [box, shade].forEach(function (el) {
+        el.style.left = (crop.x * 100) + "%";
+        el.style.top = (crop.y * 100) + "%";
+        el.style.width = (crop.w * 100) + "%";
+        el.style.height = (crop.h * 100) + "%";
+      });
       var whole = crop.x <= 0 && crop.y <= 0 && crop.w >= 1 && crop.h >= 1;
       field.value = whole ? "" : [crop.x, crop.y, crop.w, crop.h].map(round4).join(",");
       area.classList.toggle("is-cropped", !whole);
@@ -277,31 +300,47 @@
       };
     }
 
+    // One drag at a time, with one of three meanings: a corner handle resizes the
+    // box against the opposite corner, a press inside a marked box moves it, and
+    // a press anywhere else draws a new box from there.
     var drag = null;
     area.addEventListener("pointerdown", function (event) {
-      if (event.button !== undefined && event.button !== 0) return;
+      if (drag || (event.button !== undefined && event.button !== 0)) return;
       event.preventDefault();
       var at = point(event);
-      var moving = event.target === box && area.classList.contains("is-cropped");
-      drag = { moving: moving, start: at, from: { x: crop.x, y: crop.y, w: crop.w, h: crop.h } };
+      var from = { x: crop.x, y: crop.y, w: crop.w, h: crop.h };
+      var handle = event.target.closest ? event.target.closest(".crop-handle") : null;
+      if (handle) {
+        var corner = handle.getAttribute("data-corner");
+        // the corner that stays put while this one follows the pointer
+        var anchor = { x: corner.charAt(1) === "w" ? from.x + from.w : from.x,
+                       y: corner.charAt(0) === "n" ? from.y + from.h : from.y };
+        drag = { mode: "resize", anchor: anchor, start: at, from: from };
+      } else if (event.target === box && area.classList.contains("is-cropped")) {
+        drag = { mode: "move", start: at, from: from };
+      } else {
+        drag = { mode: "draw", anchor: at, start: at, from: from };
+      }
+      drag.pointer = event.pointerId;
       area.setPointerCapture(event.pointerId);
+      area.classList.add("pointer-focus");
       box.focus({ preventScroll: true });
     });
     area.addEventListener("pointermove", function (event) {
-      if (!drag) return;
+      if (!drag || event.pointerId !== drag.pointer) return;
       var at = point(event);
-      if (drag.moving) {
+      if (drag.mode === "move") {
         set(drag.from.x + at.x - drag.start.x, drag.from.y + at.y - drag.start.y, drag.from.w, drag.from.h);
       } else {
-        var x = Math.min(at.x, drag.start.x), y = Math.min(at.y, drag.start.y);
-        set(x, y, Math.abs(at.x - drag.start.x), Math.abs(at.y - drag.start.y));
+        var x = Math.min(at.x, drag.anchor.x), y = Math.min(at.y, drag.anchor.y);
+        set(x, y, Math.abs(at.x - drag.anchor.x), Math.abs(at.y - drag.anchor.y));
       }
     });
     function endDrag(event) {
-      if (!drag) return;
+      if (!drag || event.pointerId !== drag.pointer) return;
       var at = point(event);
-      // a click without a drag is not a box: keep what was there
-      if (!drag.moving && Math.abs(at.x - drag.start.x) < 0.02 && Math.abs(at.y - drag.start.y) < 0.02) {
+      // a tap without a drag is not a box: keep what was there
+      if (drag.mode !== "move" && Math.abs(at.x - drag.start.x) < 0.02 && Math.abs(at.y - drag.start.y) < 0.02) {
         set(drag.from.x, drag.from.y, drag.from.w, drag.from.h);
       }
       drag = null;
@@ -309,7 +348,10 @@
     area.addEventListener("pointerup", endDrag);
     area.addEventListener("pointercancel", endDrag);
 
+    // The focus ring is for the keyboard: a box focused by a finger or the mouse shows it at the first key.
+    box.addEventListener("blur", function () { area.classList.remove("pointer-focus"); });
     box.addEventListener("keydown", function (event) {
+      area.classList.remove("pointer-focus");
       var dx = 0, dy = 0;
       if (event.key === "ArrowLeft") dx = -STEP;
       else if (event.key === "ArrowRight") dx = STEP;

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 # the card's facts, in the order they are listed under its title
 CARD_FACTS = ("articleType", "baseColour", "gender")
 # a product without a name or any of these is still a product, never a file name
 UNNAMED = "Product"
+# a word, with any hyphens or apostrophes inside it ("T-Shirt", "Men's")
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")
 
 
 def product_title(metadata: Mapping | None) -> str:
@@ -28,10 +31,18 @@ def product_title(metadata: Mapping | None) -> str:
 
 
 def title_facts(metadata: Mapping | None) -> set[str]:
-    """The fields ``product_title`` already shows, so a card does not list them a second time."""
+    """The card facts (``CARD_FACTS``) whose words the title already shows, so a card does not repeat them.
+
+    For a product's own name that is every fact all of whose words are in
+    it, singular and plural alike: "Nike Men Navy Blue Tshirt" states
+    Tshirts, Navy Blue and Men, so its card lists none of them. For a title
+    read from the facts it is the facts it was made of.
+    """
     meta = metadata or {}
-    if str(meta.get("productDisplayName") or "").strip():
-        return set()
+    named = _fact(meta, "productDisplayName")
+    if named:
+        in_name = _words(named)
+        return {key for key in CARD_FACTS if (words := _words(_fact(meta, key))) and words <= in_name}
     shown = {key for key in ("baseColour", "gender") if _fact(meta, key)}
     for key in ("articleType", "subCategory", "masterCategory"):
         if _fact(meta, key):
@@ -50,3 +61,19 @@ def number(value) -> str:
 
 def _fact(meta: Mapping, key: str) -> str:
     return str(meta.get(key) or "").strip()
+
+
+def _words(text: str) -> set[str]:
+    """The words of ``text``, lower case and singular, so "T-Shirts" and "tshirt" count as the same word."""
+    return {_singular(word.replace("-", "").replace("'", "")) for word in _WORD.findall(text.lower())}
+
+
+def _singular(word: str) -> str:
+    # enough English for product types: dresses, watches, accessories, shoes, jeans
+    if len(word) <= 3 or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") else word

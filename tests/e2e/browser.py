@@ -21,6 +21,9 @@ try:
     from selenium import webdriver
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
@@ -29,6 +32,7 @@ try:
     SELENIUM_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by the browser_ready fixture
     webdriver = ActionChains = By = Keys = EC = Select = WebDriverWait = None
+    interaction = ActionBuilder = PointerInput = None
     NoSuchElementException = StaleElementReferenceException = None
     SELENIUM_ERROR = str(exc)
 
@@ -49,6 +53,10 @@ CHROMIUM_ARGS = (
     "--disable-quic",
     "--disable-dev-shm-usage",
 )
+
+
+#: A phone's screen in CSS pixels (an iPhone 12 to 15): narrower than the 500 px headless Chromium's window allows.
+PHONE = (390, 844)
 
 
 def browser_problem() -> str | None:
@@ -92,11 +100,29 @@ class Browser:
         self.driver.set_page_load_timeout(WAIT_S)
         self.driver.set_script_timeout(WAIT_S)
 
+    def emulate_phone(self, width: int = PHONE[0], height: int = PHONE[1], scale: float = 1) -> None:
+        """Show pages as a phone does: a ``width`` px touch screen that honours the viewport meta tag."""
+        emulate_phone(self.driver, width, height, scale)
+
     def quit(self) -> None:
         try:
             self.driver.quit()
         finally:
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def emulate_phone(driver, width: int = PHONE[0], height: int = PHONE[1], scale: float = 1) -> None:
+    """Make ``driver``'s pages see a phone: ``width`` x ``height`` CSS px, touch input, mobile viewport.
+
+    Headless Chromium will not make its window narrower than 500 px, so the
+    screen is emulated through DevTools instead; touch actions then arrive
+    as pointer events of type "touch".
+    """
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": True},
+    )
+    driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
 
 
 def wait(driver, timeout: float = WAIT_S):
@@ -164,6 +190,12 @@ def cards(driver):
     return driver.find_elements(By.CSS_SELECTOR, "ol.results > li.card")
 
 
+def card_item_id(card) -> str:
+    """The catalogue id of the product on a result card (from its "more like this" link)."""
+    href = card.find_element(By.CSS_SELECTOR, ".card-image").get_attribute("href")
+    return href.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 def card_facts(driver, card) -> dict[str, str]:
     """The <dt>/<dd> pairs shown on a result card, e.g. {"Type": "Tshirts", "For": "Men"}."""
     return driver.execute_script(
@@ -217,4 +249,34 @@ def unlabelled_controls(driver) -> list[str]:
           .filter(function (el) { return el.type !== 'hidden' && visible(el) && !labelled(el); })
           .map(function (el) { return el.outerHTML; });
         """
+    )
+
+
+def drag(driver, points, *, touch: bool = False, steps: int = 8) -> None:
+    """Press at ``points[0]``, move through the others (``steps`` moves each leg) and let go at the last.
+
+    Points are viewport CSS pixels. ``touch`` drags with a finger (pointer
+    events of type "touch", as on a phone), otherwise with the mouse.
+    """
+    kind, name = (interaction.POINTER_TOUCH, "finger") if touch else (interaction.POINTER_MOUSE, "mouse")
+    pointer = PointerInput(kind, name)
+    actions = ActionBuilder(driver, mouse=pointer, duration=20)
+    (x, y), rest = points[0], points[1:]
+    actions.pointer_action.move_to_location(round(x), round(y)).pointer_down()
+    for to_x, to_y in rest:
+        for step in range(1, steps + 1):
+            actions.pointer_action.move_to_location(
+                round(x + (to_x - x) * step / steps), round(y + (to_y - y) * step / steps)
+            )
+        x, y = to_x, to_y
+    actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def viewport_rect(driver, element) -> dict[str, float]:
+    """``element``'s bounding box in viewport CSS pixels: left, top, width, height."""
+    return driver.execute_script(
+        "var r = arguments[0].getBoundingClientRect();"
+        "return {left: r.left, top: r.top, width: r.width, height: r.height};",
+        element,
     )

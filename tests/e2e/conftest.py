@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from PIL import Image
 
 from .browser import Browser, browser_problem, save_screenshot
 from .server import start_server
@@ -80,12 +81,40 @@ def driver(_desktop_browser):
     return drv
 
 
+@pytest.fixture(scope="session")
+def _phone_browser(browser_ready):
+    browser = Browser(width=1280, height=900)
+    browser.emulate_phone()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture
+def phone(_phone_browser):
+    """A shared driver whose pages see a phone: 390 x 844 CSS px, touch input (see ``emulate_phone``)."""
+    drv = _phone_browser.driver
+    drv.delete_all_cookies()
+    drv.get("about:blank")
+    return drv
+
+
 @pytest.fixture
 def nojs_driver(browser_ready):
     """A separate driver with JavaScript switched off by Chrome preference."""
     browser = Browser(javascript=False)
     yield browser.driver
     browser.quit()
+
+
+@pytest.fixture
+def two_products(live_server, tmp_path):
+    """A PNG of two demo products side by side: casual shoes ("4") on the left, a handbag ("13") on the right."""
+    both = Image.new("RGB", (600, 300), "white")
+    both.paste(Image.open(live_server.catalogue / "4.jpg").convert("RGB"), (0, 0))
+    both.paste(Image.open(live_server.catalogue / "13.jpg").convert("RGB"), (300, 0))
+    path = tmp_path / "two-products.png"
+    both.save(path)
+    return path
 
 
 @pytest.fixture
@@ -108,7 +137,7 @@ def _screenshot_on_failure(request):
     report = getattr(request.node, "_e2e_call", None)
     if report is None or not report.failed:
         return
-    for name in ("driver", "nojs_driver"):
+    for name in ("driver", "phone", "nojs_driver"):
         drv = request.node.funcargs.get(name)
         if drv is not None:
             try:

@@ -7,30 +7,35 @@ gunicorn on a fresh index dir (the default model's real weights, which come
 with the install) and
 drives headless Chromium at 1280 px through a first visit: the starting
 page, the upload form, marking one product in a photo of two, the results,
-a street-style photo whose product the site finds itself, the "Colour
-first" choice, and browsing. Each capture is cropped to what matters and saved as a
-palette PNG small enough for the repository.
+a shopper's photo of a handbag on a busy parquet floor whose product the
+site finds itself, the "Colour first" choice, and browsing; then, on a
+390 px phone screen, the same busy photo's results and a finger dragging
+the found box's corner handle. Each capture is cropped to what matters and
+saved as a palette PNG small enough for the repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from tests.test_locate import composite
+from benchmarks.shopper_scenes import make_shopper_photo
 
 from .browser import (
-    ActionChains,
+    PHONE,
     Browser,
     By,
-    Keys,
     browser_problem,
     cards,
+    drag,
     open_page,
+    viewport_rect,
     wait,
     wait_for_results,
     wait_images_loaded,
@@ -40,16 +45,30 @@ from .server import REPO, start_server
 WIDTH = 1280
 
 
-def _save(driver, out: Path, bottom_css: str | None = None, margin: int = 16) -> Path:
+def _page_rect(driver, css: str) -> dict:
+    """``css``'s first element's top and bottom in page (not window) CSS pixels."""
+    return driver.execute_script(
+        "var r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY};",
+        css,
+    )
+
+
+def _save(driver, out: Path, bottom_css: str | None = None, margin: int = 16, top_css: str | None = None) -> Path:
+    """The page from its top (or from ``top_css``) down to ``bottom_css`` (else one window), as a palette PNG.
+
+    Captured beyond the window, so a part taller than the screen is whole.
+    """
     driver.execute_script("window.scrollTo(0, 0);")
-    png = driver.get_screenshot_as_png()
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    bottom = image.height
-    if bottom_css:
-        element = driver.find_element(By.CSS_SELECTOR, bottom_css)
-        bottom = min(image.height, int(element.rect["y"] + element.rect["height"] + margin))
-    image = image.crop((0, 0, min(WIDTH, image.width), bottom))
-    image = image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+    top = max(0, int(_page_rect(driver, top_css)["top"] - margin)) if top_css else 0
+    bottom = int(_page_rect(driver, bottom_css)["bottom"] + margin) if bottom_css else top + height
+    clip = {"x": 0, "y": top, "width": min(WIDTH, width), "height": bottom - top, "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
+    image = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out, optimize=True)
     return out
@@ -90,14 +109,11 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
 
             open_page(driver, server.url + "/", "#search-form")
             driver.find_element(By.ID, "image").send_keys(str(photo))
-            box = wait(driver).until(lambda d: d.find_element(By.ID, "crop-box-1"))
-            box.click()
-            actions = ActionChains(driver)
-            for _ in range(10):
-                actions.key_down(Keys.SHIFT).send_keys(Keys.ARROW_LEFT).key_up(Keys.SHIFT)
-            actions.perform()
-            box.send_keys(*([Keys.ARROW_RIGHT] * 10))
-            written.append(_save(driver, out_dir / "crop.png", "#search-button"))
+            # the mouse drags the box's top-left handle to the middle of the top edge: the handbag alone
+            img = _loaded_editor(driver)
+            rect = viewport_rect(driver, img)
+            drag(driver, [(rect["left"], rect["top"]), (rect["left"] + rect["width"] / 2, rect["top"])])
+            written.append(_save(driver, out_dir / "crop.png", ".crop-editor"))
             driver.find_element(By.ID, "search-button").click()
             wait_for_results(driver)
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
@@ -112,13 +128,8 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
                 raise SystemExit("expected 5 results on the page")
             written.append(_save(driver, out_dir / "results.png", ".query-row"))
 
-            street = Path(tmp) / "street.jpg"
-            street.write_bytes(composite(catalogue / "13.jpg", seed=13)[0])
-            open_page(driver, server.url + "/", "#search-form")
-            driver.find_element(By.ID, "image").send_keys(str(street))
-            driver.find_element(By.ID, "search-button").click()
-            wait_for_results(driver)
-            wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
+            street, truth = _busy_photo(catalogue, Path(tmp) / "parquet.jpg")
+            _search_with(driver, server.url, street)
             written.append(_save(driver, out_dir / "located.png", ".query-row"))
 
             open_page(driver, server.url + "/", "#search-form")
@@ -134,11 +145,57 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
             open_page(driver, server.url + "/browse?gender=Women", ".browse-grid")
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".browse-grid img")[:12])
             written.append(_save(driver, out_dir / "browse.png", ".browse-grid > li:nth-child(6)"))
+
+            browser.quit()
+            browser = Browser(width=WIDTH, height=900, extra_args=["--hide-scrollbars"])
+            browser.emulate_phone(*PHONE)
+            written.extend(_phone(browser.driver, server.url, street, truth, out_dir))
         finally:
             if browser is not None:
                 browser.quit()
             server.stop()
     return written
+
+
+def _busy_photo(catalogue: Path, out: Path) -> tuple[Path, tuple[float, ...]]:
+    """A shopper's photo of the demo handbag on a parquet floor (a held-back scene), and its true box."""
+    packshot = np.asarray(Image.open(catalogue / "13.jpg").convert("RGB"))
+    data, truth = make_shopper_photo(np.random.default_rng(0), packshot, "wood")
+    out.write_bytes(data)
+    return out, truth
+
+
+def _search_with(driver, url: str, photo: Path) -> None:
+    open_page(driver, url + "/", "#search-form")
+    driver.find_element(By.ID, "image").send_keys(str(photo))
+    driver.find_element(By.ID, "search-button").click()
+    wait_for_results(driver)
+    wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
+
+
+def _loaded_editor(driver):
+    """The crop tool's photo once loaded and sized (app.js sets its width), scrolled into view."""
+    img = wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, ".crop-area img"))
+    wait(driver).until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].style.width", img))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", img)
+    return img
+
+
+def _phone(driver, url: str, photo: Path, truth: tuple[float, ...], out_dir: Path) -> list[Path]:
+    """At 390 px: the found box across the screen above the results, then a finger tightening it."""
+    _search_with(driver, url, photo)
+    shots = [_save(driver, out_dir / "located-phone.png", ".results > li:nth-child(2)")]
+    # the form below opens the photo on the found box; the top-left handle is dragged onto the bag's corner
+    wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".crop-area.is-cropped"))
+    img = _loaded_editor(driver)
+    field = driver.find_element(By.CSS_SELECTOR, "#crop-fields input[name=crop]")
+    x, y, _w, _h = (float(v) for v in field.get_attribute("value").split(","))
+    rect = viewport_rect(driver, img)
+    corner = (rect["left"] + x * rect["width"], rect["top"] + y * rect["height"])
+    target = (rect["left"] + truth[0] * rect["width"], rect["top"] + truth[1] * rect["height"])
+    drag(driver, [corner, target], touch=True)
+    shots.append(_save(driver, out_dir / "adjust-phone.png", ".crop-editor", top_css=".again"))
+    return shots
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,11 +7,18 @@ for "Colour first" brings products of the photo's colour forward, and
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
-from .browser import By, card_facts, cards, open_page, save_screenshot, wait_for_results
+from .browser import By, card_item_id, cards, open_page, save_screenshot, wait_for_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _styles(catalogue) -> list[dict[str, str]]:
+    with open(catalogue / "styles.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _search_with_match(driver, base_url: str, image, label: str) -> list[str]:
@@ -32,11 +39,12 @@ def _checked_label(driver) -> str:
 def test_the_match_choice_changes_the_results_and_is_kept(live_server, driver, demo_image):
     by_shape = _search_with_match(driver, live_server.url, demo_image, "Shape")
     assert _checked_label(driver) == "Shape"  # the form below the results keeps the choice
-    shape_colours = [card_facts(driver, card).get("Colour") for card in cards(driver)]
+    colours = {row["id"]: row["baseColour"] for row in _styles(live_server.catalogue)}
+    shape_colours = [colours[card_item_id(card)] for card in cards(driver)]
 
     by_colour = _search_with_match(driver, live_server.url, demo_image, "Colour first")
     assert _checked_label(driver) == "Colour first"
-    colour_colours = [card_facts(driver, card).get("Colour") for card in cards(driver)]
+    colour_colours = [colours[card_item_id(card)] for card in cards(driver)]
     save_screenshot(driver, "colour-01-colour-first")
 
     def ids(hrefs):

@@ -9,23 +9,12 @@ test in test_search.py).
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 
 from .browser import ActionChains, By, Keys, open_page, save_screenshot, wait, wait_for_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-LEFT, RIGHT = "4", "13"  # casual shoes and a handbag, both 300x300
-
-
-@pytest.fixture
-def two_products(live_server, tmp_path):
-    both = Image.new("RGB", (600, 300), "white")
-    both.paste(Image.open(live_server.catalogue / f"{LEFT}.jpg").convert("RGB"), (0, 0))
-    both.paste(Image.open(live_server.catalogue / f"{RIGHT}.jpg").convert("RGB"), (300, 0))
-    path = tmp_path / "two-products.png"
-    both.save(path)
-    return path
+RIGHT = "13"  # the handbag on the right of the two_products photo (conftest.py)
 
 
 def _choose(driver, url, photo):
