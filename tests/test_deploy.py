@@ -155,7 +155,7 @@ def test_proxied_answers_carry_one_copy_of_each_security_header(site):
     [
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
     ],
     ids=["no-host", "long-uri", "long-header"],
 )

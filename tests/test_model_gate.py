@@ -54,12 +54,10 @@ def test_free_slot_is_given_even_when_the_budget_is_spent():
 
 def test_worker_exposes_the_pool_wait_to_the_handling_thread(monkeypatch):
     seen = {}
-    monkeypatch.setattr(ThreadWorker, "enqueue_req", lambda self, conn: None)
     monkeypatch.setattr(ThreadWorker, "handle", lambda self, conn: seen.setdefault("wait", pool_wait_s()))
-    worker = object.__new__(QueueTimedThreadWorker)  # no gunicorn arbiter needed for these two methods
-    conn = SimpleNamespace()
-    worker.enqueue_req(conn)
-    conn.fashion_queued_at -= 3.0  # as if it had waited 3 s for a thread
+    worker = object.__new__(QueueTimedThreadWorker)  # no gunicorn arbiter needed for this method
+    # queued 3 s ago (tests/test_quick_requests.py checks that queueing notes the time)
+    conn = SimpleNamespace(fashion_queued_at=time.monotonic() - 3.0)
     worker.handle(conn)
     assert seen["wait"] >= 3.0
     assert pool_wait_s() == 0.0  # reset once the request is done

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,25 @@ _MAIN_CHANGES = (
 # Linux routes all of 127.0.0.0/8 to the loopback: a test connects from this
 # source address to be a client other than the attacker (127.0.0.1)
 OTHER_CLIENT = "127.0.0.2"
+_fresh_numbers = itertools.count(1)
+
+
+def fresh_client() -> str:
+    """A loopback source address no other call returned (127.1.x.y): a new client to nginx's per-address limits."""
+    number = next(_fresh_numbers)
+    return f"127.1.{number // 250 % 250}.{1 + number % 250}"
+
+
+def multipart_photos(photos: list[bytes]) -> tuple[bytes, dict]:
+    """One multipart search body with each of ``photos`` as an ``image`` field, and its Content-Type header."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p{index}.jpg\"\r\n"
+        "Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n"
+        for index, data in enumerate(photos)
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def nginx_binary() -> str | None:
