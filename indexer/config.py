@@ -254,6 +254,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=16, cli=True, more="A photo that alone needs more is refused with a 413 that says so",
     ),
     Setting("FASHION_DECODE_SLOTS", "decode_slots", int, 2, "photos one process decodes at once", minimum=1, cli=True),
+    Setting(
+        "FASHION_DECODE_TIMEOUT_S", "decode_timeout_s", float, 10.0,
+        "longest a shopper's photo may take to decode, in seconds: past it its decode process is stopped and "
+        "the answer is 422",
+        minimum=0.5,
+        more="Each gunicorn worker decodes uploads in `FASHION_DECODE_SLOTS` processes of its own, each capped "
+        "at `FASHION_DECODE_MEMORY_MB` by the operating system (see Architecture)",
+    ),
     # the web app
     Setting(
         "FASHION_SHOP_NAME", "shop_name", str, "Visual search",
@@ -293,7 +301,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", None, str, "127.0.0.1", "the address gunicorn listens on (without `BIND`)", accepts="a host"),
     Setting("PORT", None, int, 8000, "the port gunicorn listens on (without `BIND`)", minimum=1, maximum=65535),
     Setting("FASHION_WORKERS", "workers", int, 2, "gunicorn worker processes", minimum=1),
-    Setting("FASHION_THREADS", "threads", int, 4, "threads per gunicorn worker", minimum=1),
+    Setting(
+        "FASHION_THREADS", "threads", int, 4,
+        "threads per gunicorn worker for `GET` and `HEAD` requests: pages, images, status and health checks",
+        minimum=1,
+    ),
+    Setting(
+        "FASHION_SEARCH_THREADS", "search_threads", int, 2,
+        "threads per gunicorn worker for searches (every other method)", minimum=1,
+        more="Searches beyond them wait as connections, holding no thread, and the wait counts against "
+        "`FASHION_QUEUE_TIMEOUT_S`; a page or a health check never waits behind a search (see Deployment)",
+    ),
     Setting("FASHION_BACKLOG", "backlog", int, 64, "connections the kernel queues before refusing", minimum=1),
     Setting("FASHION_WORKER_TIMEOUT", "worker_timeout_s", int, 120, "gunicorn worker timeout, in seconds", minimum=1),
     Setting(
@@ -338,6 +356,7 @@ class Settings:
     tf_threads: int = _default("tf_threads")
     decode_memory_mb: int = _default("decode_memory_mb")
     decode_slots: int = _default("decode_slots")
+    decode_timeout_s: float = _default("decode_timeout_s")
     shop_name: str = _default("shop_name")
     queue_timeout_s: float = _default("queue_timeout_s")
     request_deadline_s: float = _default("request_deadline_s")
@@ -350,6 +369,7 @@ class Settings:
     bind: str = f"{ENV['HOST'].default}:{ENV['PORT'].default}"
     workers: int = _default("workers")
     threads: int = _default("threads")
+    search_threads: int = _default("search_threads")
     backlog: int = _default("backlog")
     worker_timeout_s: int = _default("worker_timeout_s")
     access_log: str = _default("access_log")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import Settings
+from .jpeg_layout import JpegLayout, read_layout
 from .models import DEFAULT_INPUT_SIZE
 
 # Bump when anything below changes the pixels fed to the model: the manifest
@@ -49,6 +50,10 @@ MAX_PIXELS = 64_000_000
 DECODE_BUDGET_BYTES = Settings.decode_memory_mb * 1024 * 1024
 DECODE_SLOTS = Settings.decode_slots
 DECODE_WAIT_S = 20.0
+# A progressive JPEG is decoded once per scan over its full-size coefficients:
+# libjpeg's scripts write 6 to 18 scans, more than this is refused unread.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SEGMENTS = 2000  # markers of any kind; a photo has a few dozen
 # Images with a long side of this many pixels or more (after JPEG draft) are
 # reduced strip by strip while they are converted to 8-bit, so conversion
 # never holds a second full-size copy.
@@ -105,10 +110,18 @@ def pixel_bytes(mode: str) -> int:
     return 1
 
 
-def decode_cost(img: Image.Image) -> int:
-    """Bytes that decoding ``img`` at its current (drafted) size will hold at the peak."""
+def decode_cost(img: Image.Image, layout: JpegLayout | None = None) -> int:
+    """Bytes that decoding ``img`` at its current (drafted) size will hold at the peak.
+
+    A multi-scan JPEG (``layout``: its markers) also holds its coefficients
+    at full size, however small the draft: 2 bytes a sample, 370 MB for a
+    progressive 8000 x 8000 colour photo whose pixels are drafted to 4 MB.
+    """
     width, height = img.size
-    return width * height * pixel_bytes(img.mode) * _FORMAT_OVERHEAD.get(img.format or "", 1)
+    cost = width * height * pixel_bytes(img.mode) * _FORMAT_OVERHEAD.get(img.format or "", 1)
+    if layout is not None and layout.multi_scan:
+        cost += layout.coefficient_bytes
+    return cost
 
 
 class DecodeBudget:
@@ -131,6 +144,15 @@ class DecodeBudget:
             self.wait_s = wait_s
             self._cond.notify_all()  # a larger budget may admit a waiting decode
 
+    def check(self, nbytes: int, describe: str = "this image") -> None:
+        """Raise ``ImageError("too_large")``, naming the limit, when ``nbytes`` alone exceeds the budget."""
+        if nbytes > self.limit_bytes:
+            raise ImageError(
+                "too_large",
+                f"Decoding {describe} would need about {_mb(nbytes)} MB of memory; "
+                f"the limit is {_mb(self.limit_bytes)} MB per photo. Please send a smaller photo.",
+            )
+
     @contextmanager
     def reserve(self, nbytes: int, describe: str = "this image", wait_s: float | None = None) -> Iterator[None]:
         """Hold ``nbytes`` of the budget and one decode slot for the block.
@@ -140,12 +162,7 @@ class DecodeBudget:
         the budget's wait, or within ``wait_s`` when that is shorter (what is
         left of a request's deadline).
         """
-        if nbytes > self.limit_bytes:
-            raise ImageError(
-                "too_large",
-                f"Decoding {describe} would need about {_mb(nbytes)} MB of memory; "
-                f"the limit is {_mb(self.limit_bytes)} MB per photo. Please send a smaller photo.",
-            )
+        self.check(nbytes, describe)
         started = time.monotonic()
         with self._cond:
             free = self._cond.wait_for(
@@ -200,32 +217,109 @@ def _open(source: Source) -> Image.Image:
         raise ImageError("unreadable", "The file could not be read as an image.") from None
 
 
-@contextmanager
-def open_validated(
-    source: Source, draft_size: int | None = INPUT_SIZE, budget: DecodeBudget | None = None, wait_s: float | None = None
-) -> Iterator[Image.Image]:
-    """Open an image, check its header, decode it and yield it upright.
+def _encoded_bytes(img: Image.Image, source: Source) -> bytes | memoryview:
+    """The whole encoded file behind ``img``: the upload's bytes, or read again from its file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return memoryview(source)
+    position = img.fp.tell()
+    img.fp.seek(0)
+    try:
+        return img.fp.read()
+    finally:
+        img.fp.seek(position)
 
-    The size checks happen before decoding, so a decompression bomb costs
-    only its header. ``draft_size`` lets large JPEGs decode at a reduced
-    scale (Pillow's ``draft``), which is several times faster. The decoded
-    bytes are held against ``budget`` (default: the process's) until the
-    block ends, waiting for that share at most ``wait_s`` when given; images
-    with a long side of ``EARLY_REDUCE_SIDE`` or more, and 16-bit or float
-    ones, come out already reduced and in 8 bits.
-    """
-    img = _open(source)
-    width, height = img.size
+
+def _jpeg_layout(img: Image.Image, source: Source) -> JpegLayout | None:
+    """A JPEG's markers (None for other formats); refuses one of implausibly many scans before decoding."""
+    if img.format not in ("JPEG", "MPO"):
+        return None
+    layout = read_layout(_encoded_bytes(img, source), max_scans=MAX_JPEG_SCANS, max_segments=MAX_JPEG_SEGMENTS)
+    if layout is not None and layout.scans > MAX_JPEG_SCANS:
+        raise ImageError(
+            "too_many_scans",
+            f"This JPEG is made of more than {MAX_JPEG_SCANS} scans (a photo has about 10), and each scan makes "
+            "it slower to decode. Please save it again as an ordinary JPEG.",
+        )
+    if layout is not None and not layout.complete:
+        raise ImageError(
+            "too_many_scans",
+            f"This JPEG is made of more than {MAX_JPEG_SEGMENTS} segments (a photo has a few dozen). "
+            "Please save it again as an ordinary JPEG.",
+        )
+    return layout
+
+
+def _leading_bytes(source: Source, count: int) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:count])
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            return handle.read(count)
+    position = source.tell()
+    try:
+        return source.read(count)
+    finally:
+        source.seek(position)
+
+
+def webp_canvas(head: bytes) -> tuple[int, int] | None:
+    """A WebP file's canvas (width, height) from its first 30 bytes; None for anything else."""
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise ImageError(
             "too_large",
             f"The image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels.",
         )
+
+
+def _check_webp_before_opening(source: Source, budget: DecodeBudget) -> None:
+    # Pillow opens a WebP by creating libwebp's decoder, which maps its whole
+    # canvas at once: the price must be checked before, from the RIFF header.
+    canvas = webp_canvas(_leading_bytes(source, 30))
+    if canvas is not None:
+        _check_pixels(*canvas)
+        nbytes = canvas[0] * canvas[1] * pixel_bytes("RGBA") * _FORMAT_OVERHEAD["WEBP"]
+        budget.check(nbytes, f"this {canvas[0]}x{canvas[1]} WEBP image")
+
+
+def _inspect(source: Source, draft_size: int | None, budget: DecodeBudget) -> tuple[Image.Image, int, str]:
+    """Open ``source`` and check its header: the image, not yet decoded (drafted), its decode cost and a description.
+
+    Nothing is decoded: the size checks and the price come from the header
+    (and a JPEG's markers), so a decompression bomb costs only its header;
+    one that alone needs more than ``budget`` is refused here.
+    """
+    _check_webp_before_opening(source, budget)
+    img = _open(source)
+    try:
+        return (img, *_price(img, source, draft_size, budget))
+    except BaseException:
+        img.close()  # a refused catalogue file is not left open
+        raise
+
+
+def _price(img: Image.Image, source: Source, draft_size: int | None, budget: DecodeBudget) -> tuple[int, str]:
+    width, height = img.size
+    _check_pixels(width, height)
     if min(width, height) < MIN_SIDE:
         raise ImageError(
             "too_small",
             f"The image is {width}x{height} pixels; it must be at least {MIN_SIDE} pixels on each side.",
         )
+    layout = _jpeg_layout(img, source)
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)  # first frame of a GIF/WebP animation
@@ -236,8 +330,30 @@ def open_validated(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         log.debug("Decoding failed: %s", exc)
         raise ImageError("unreadable", "The image data is damaged or truncated.") from None
-    describe = f"this {width}x{height} {img.format} image ({img.mode})"
-    with (budget or DECODE_BUDGET).reserve(decode_cost(img), describe, wait_s):
+    cost, describe = decode_cost(img, layout), f"this {width}x{height} {img.format} image ({img.mode})"
+    budget.check(cost, describe)
+    return cost, describe
+
+
+@contextmanager
+def open_validated(
+    source: Source, draft_size: int | None = INPUT_SIZE, budget: DecodeBudget | None = None, wait_s: float | None = None
+) -> Iterator[Image.Image]:
+    """Open an image, check its header, decode it and yield it upright.
+
+    The size checks happen before decoding, so a decompression bomb costs
+    only its header; a JPEG of more than ``MAX_JPEG_SCANS`` scans is refused
+    from its markers. ``draft_size`` lets large JPEGs decode at a reduced
+    scale (Pillow's ``draft``), which is several times faster. The decoded
+    bytes (a multi-scan JPEG's full-size coefficients included) are held
+    against ``budget`` (default: the process's) until the block ends,
+    waiting for that share at most ``wait_s`` when given; images with a long
+    side of ``EARLY_REDUCE_SIDE`` or more, and 16-bit or float ones, come
+    out already reduced and in 8 bits.
+    """
+    budget = budget or DECODE_BUDGET
+    img, cost, describe = _inspect(source, draft_size, budget)
+    with budget.reserve(cost, describe, wait_s):
         try:
             img.load()
             img = _upright(img)
@@ -247,6 +363,24 @@ def open_validated(
             log.debug("Decoding failed: %s", exc)
             raise ImageError("unreadable", "The image data is damaged or truncated.") from None
         yield img
+
+
+def decode_price(source: Source, size: int = INPUT_SIZE, crop: Crop | None = None) -> tuple[int, str]:
+    """What ``load_with_size(source, size, crop)`` will hold of the decode budget, and the image's description.
+
+    Reads the header (and a JPEG's markers) only. Raises ``ImageError`` for
+    anything ``load_with_size`` would refuse before decoding (against the
+    process's budget). The decode processes answer with it first, so that
+    the worker reserves the share before the pixels are decoded.
+    """
+    try:
+        img, cost, describe = _inspect(source, _crop_draft_size(size, crop), DECODE_BUDGET)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _decode_failure
+        raise _decode_failure(exc) from None
+    img.close()
+    return cost, describe
 
 
 def _to_8bit(strip: Image.Image, top: float) -> Image.Image:
@@ -418,6 +552,9 @@ def _decode_failure(exc: Exception) -> ImageError:
     # them may become a 500 or stop a build. The exception's text stays in
     # the server log: it may name paths or library internals.
     log.info("Decoder failure: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, MemoryError):  # in a decode process: its memory cap
+        return ImageError("too_large", "Decoding this image needed more memory than a photo may use. "
+                          "Please send a smaller photo.")
     return ImageError("unreadable", "The image could not be decoded.")
 
 

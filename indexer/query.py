@@ -34,17 +34,18 @@ from PIL import Image, ImageDraw
 from .calibration import EXACT_DISTANCE, match_label, match_score
 from .colour import DIM as COLOUR_DIM
 from .colour import colour_descriptor
+from .decode_pool import DecodePool, upload_pool
 from .embedder import Embedder
-from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
+from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_with_size, preview_data_url
 from .locate import Located, Photo, locate, to_square_box
 from .options import FILTER_FIELDS, BadQuery, SearchOptions
 from .search import ColourQuery, Hit, Searcher, UnknownItem
 
 # What the web layer may use of the indexer, besides loading (see tests/test_structure.py).
 __all__ = [
-    "COLOUR_DIM", "FILTER_FIELDS", "WHOLE_PHOTO", "BadQuery", "Crop", "Hit", "ImageError", "Match", "PhotoResult",
-    "QueryPhoto", "QueryPipeline", "Ranked", "SearchOptions", "Searcher", "UnknownItem", "decode_photo",
-    "is_image_path", "preview_data_url", "preview_with_box",
+    "COLOUR_DIM", "FILTER_FIELDS", "WHOLE_PHOTO", "BadQuery", "Crop", "DecodePool", "Hit", "ImageError", "Match",
+    "PhotoResult", "QueryPhoto", "QueryPipeline", "Ranked", "SearchOptions", "Searcher", "UnknownItem", "decode_photo",
+    "is_image_path", "preview_data_url", "preview_with_box", "upload_pool",
 ]
 
 WHOLE_PHOTO: Crop = (0.0, 0.0, 1.0, 1.0)
@@ -77,21 +78,32 @@ class QueryPhoto:
 
 
 def decode_photo(
-    data: bytes, filename: str, crop: Crop | None = None, wait_s: float | None = None, size: int | None = None
+    data: bytes,
+    filename: str,
+    crop: Crop | None = None,
+    wait_s: float | None = None,
+    size: int | None = None,
+    pool: DecodePool | None = None,
 ) -> QueryPhoto:
     """Decode a photo's bytes for the pipeline (``crop`` applied); raises ``ImageError``.
 
     ``size`` is the side of the model's square (``embedder.input_size``;
     ``None``: the default model's). ``wait_s`` caps the wait for a share of
-    the process's decode budget.
+    the process's decode budget. With a ``pool`` (the web app's,
+    ``upload_pool(settings)``) one of its processes decodes, under the
+    operating system's memory and time limits, and ``wait_s`` caps the
+    decode's time too; without one (the CLI's ``search``), this process does.
     """
     started = time.perf_counter()
     square = INPUT_SIZE if size is None else size
-    if crop is None:
-        array, photo_size = load_with_size(data, square, wait_s=wait_s)
-        source = data
+    if pool is None:
+        array, photo_size = load_with_size(data, square, crop, wait_s)
     else:
-        array, photo_size, source = load_for_model(data, square, crop=crop, wait_s=wait_s), None, None
+        array, photo_size = pool.decode(data, square, crop, wait_s)
+    if crop is not None:  # a shopper's crop is searched as it is: nothing is located in it
+        photo_size, source = None, None
+    else:
+        source = data
     return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, photo_size)
 
 
@@ -293,7 +305,8 @@ class QueryPipeline:
         return row, matches(hits, self.searcher.manifest.get("match_scale"))
 
 
-BOX_COLOUR = (255, 196, 0)  # the found box on the query photo: visible on most photos
+# the found box on the query photo: a white line between dark halos reads on light, dark and busy photos
+BOX_COLOUR, BOX_HALO = (255, 255, 255), (16, 18, 24)
 
 
 def preview_with_box(result: PhotoResult) -> np.ndarray:
@@ -306,5 +319,8 @@ def preview_with_box(result: PhotoResult) -> np.ndarray:
     dimmed = (photo.array.astype(np.float32) * 0.55 + 255 * 0.1).astype(np.uint8)
     dimmed[top : top + height, left : left + width] = photo.array[top : top + height, left : left + width]
     image = Image.fromarray(dimmed)
-    ImageDraw.Draw(image).rectangle((left, top, left + width - 1, top + height - 1), outline=BOX_COLOUR, width=3)
+    draw = ImageDraw.Draw(image)
+    right, bottom = left + width - 1, top + height - 1
+    draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), outline=BOX_HALO, width=5)
+    draw.rectangle((left, top, right, bottom), outline=BOX_COLOUR, width=3)
     return np.asarray(image)

@@ -430,3 +430,55 @@ def test_early_reduction_gives_nearly_the_same_picture():
     for mode in ("RGB", "RGBA", "P", "CMYK"):
         got = load_for_model(_encode(big.convert(mode), "PNG" if mode != "CMYK" else "TIFF")).astype(int)
         assert np.abs(got - load_for_model(_encode(small, "PNG")).astype(int)).mean() < 3, mode
+
+
+# ---------------------------------------------------------------- progressive JPEGs: priced at full size, scans counted
+
+
+def test_a_progressive_jpeg_is_priced_at_its_full_size_not_its_draft():
+    """An 8000 x 8000 progressive JPEG was priced 4 MB (its 1000 x 1000 draft); the decoder held 370 MB."""
+    from tests.support.hostile_jpeg import progressive_jpeg
+
+    limit_mb = images.DECODE_BUDGET_BYTES // (1024 * 1024)
+    # colour 4:4:4 and CMYK: 366 and 488 MB of coefficients, and the 1000 x 1000 draft's 4 MB
+    for components, needed_mb in ((3, 370), (4, 492)):
+        with pytest.raises(ImageError) as info:
+            load_for_model(progressive_jpeg(8000, 8000, components=components))
+        assert info.value.reason == "too_large"
+        assert f"would need about {needed_mb} MB" in info.value.message
+        assert f"the limit is {limit_mb} MB per photo" in info.value.message
+        assert "8000x8000 JPEG" in info.value.message
+    cost, _ = images.decode_price(progressive_jpeg(8000, 8000, components=1))
+    assert cost > 122 * 1024 * 1024  # within the budget, but priced for what it holds
+
+
+def test_a_baseline_jpeg_is_still_priced_at_its_draft():
+    data = make_jpeg(size=(4000, 3000))
+    cost, describe = images.decode_price(data)
+    assert cost < 4 * 1024 * 1024
+    assert "4000x3000 JPEG" in describe
+
+
+def test_a_jpeg_of_implausibly_many_scans_is_refused_before_decoding():
+    from tests.support.hostile_jpeg import progressive_jpeg
+
+    assert load_for_model(progressive_jpeg(640, 480, scans=images.MAX_JPEG_SCANS)).shape == (INPUT_SIZE, INPUT_SIZE, 3)
+    with pytest.raises(ImageError) as info:
+        load_for_model(progressive_jpeg(640, 480, scans=images.MAX_JPEG_SCANS + 1))
+    assert info.value.reason == "too_many_scans"
+    assert f"made of more than {images.MAX_JPEG_SCANS} scans" in info.value.message
+    with pytest.raises(ImageError) as info:  # tens of thousands of scans: refused, not decoded for minutes
+        images.decode_price(progressive_jpeg(2000, 2000, scans=40_000))
+    assert info.value.reason == "too_many_scans"
+
+
+def test_a_webp_over_the_budget_is_refused_before_pillow_opens_it():
+    # libwebp maps the whole canvas when Pillow opens the file: the RIFF header must be priced first.
+    # Only the header is real here: opened, this file would be "unreadable", not "too_large".
+    canvas = (7998).to_bytes(3, "little") * 2  # width - 1, height - 1
+    header = b"RIFF" + struct.pack("<I", 130) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4) + canvas
+    assert images.webp_canvas(header) == (7999, 7999)
+    with pytest.raises(ImageError) as info:
+        load_for_model(header + b"\x00" * 100)
+    assert info.value.reason == "too_large"
+    assert "7999x7999 WEBP" in info.value.message

@@ -54,6 +54,13 @@ DECODE_WAIT_SECONDS = Histogram(
 UNAVAILABLE = Counter(
     "fashion_unavailable", "503 answers, by reason: model_queue, deadline, decode_busy, not_ready", ["reason"]
 )
+DECODE_REFUSALS = Counter(
+    "fashion_decode_refusals",
+    "Uploaded photos refused, by reason: too_large (memory: from the header, or the decode process ran out), "
+    "too_many_scans, too_slow (the decode process overran its time and was stopped), crashed (it died), "
+    "and not_an_image, unreadable, too_small, empty, bad_crop",
+    ["reason"],
+)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
 # the stage names of ``run_query``'s timings (milliseconds) as exported
@@ -70,6 +77,11 @@ def observe_search(timing_ms: dict) -> None:
 def count_unavailable(reason: str) -> None:
     """Count one 503 answer."""
     UNAVAILABLE.labels(reason).inc()
+
+
+def count_decode_refusal(reason: str) -> None:
+    """Count one uploaded photo refused, by its ``ImageError`` reason."""
+    DECODE_REFUSALS.labels(reason).inc()
 
 
 def observe_decode_wait(seconds: float) -> None:

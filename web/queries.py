@@ -14,7 +14,7 @@ from flask import Request, current_app, has_app_context
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from indexer.options import BadQuery, SearchOptions, from_fields, whole_number
-from indexer.query import FILTER_FIELDS, Crop, ImageError, QueryPhoto, decode_photo
+from indexer.query import FILTER_FIELDS, Crop, DecodePool, ImageError, QueryPhoto, decode_photo, upload_pool
 
 from .deadline import Deadline
 
@@ -25,7 +25,10 @@ _STATUS_FOR_REASON = {
     "not_an_image": 415,
     "unreadable": 422,
     "too_small": 422,
-    "too_large": 413,
+    "too_large": 413,  # from its header, or its decode process ran out of memory
+    "too_many_scans": 422,  # a JPEG of implausibly many scans, refused from its markers
+    "too_slow": 422,  # its decode process overran the time limit and was stopped
+    "crashed": 422,  # its decode process died on it
     "busy": 503,  # every decode slot stayed taken: try again, with Retry-After
 }
 
@@ -154,13 +157,16 @@ def read_images(
     crops: tuple[Crop | None, ...] = (),
     deadline: Deadline | None = None,
     size: int | None = None,
+    pool: DecodePool | None = None,
 ) -> list[QueryPhoto]:
     """Decode every uploaded ``image`` field, in upload order, each cropped by its ``crops`` entry.
 
     ``size`` is the side of the square the model takes: the service's
-    ``embedder.input_size`` (``None``: the default model's). With a
-    ``deadline``, each photo is started only while time is left and waits
-    for its decode share at most that long; past it, ``Busy``.
+    ``embedder.input_size`` (``None``: the default model's). ``pool``: the
+    decode processes (``upload_pool``; ``None``: this process decodes).
+    With a ``deadline``, each photo is started only while time is left and
+    waits for its decode share, and decodes, at most that long; past it,
+    ``Busy``.
     """
     uploads = [f for f in files.getlist("image") if f is not None]
     if not uploads:
@@ -181,11 +187,23 @@ def read_images(
             deadline.check()
         data = upload.read()
         crop = crops[position - 1] if position <= len(crops) else None
+        wait_s = deadline.remaining() if deadline else None
         try:
-            photos.append(decode_photo(data, name, crop, wait_s=deadline.remaining() if deadline else None, size=size))
+            photos.append(decode_photo(data, name, crop, wait_s=wait_s, size=size, pool=pool))
         except ImageError as exc:
+            if exc.reason == "too_slow" and deadline is not None:
+                deadline.check()  # stopped by the request's deadline rather than the photo's own limit: 503
+            _count_refusal(exc.reason)
             raise image_error(name, exc) from None
     return photos
+
+
+def _count_refusal(reason: str) -> None:
+    """Count a refused photo in ``/metrics`` (when the app serves it)."""
+    if reason != "busy" and has_app_context() and "fashion.metrics" in current_app.extensions:
+        from .metrics import count_decode_refusal
+
+        count_decode_refusal(reason)
 
 
 def image_error(name: str, exc: ImageError) -> BadQuery:
@@ -198,10 +216,13 @@ def parse_upload(
 ) -> UploadRequest:
     """Validate a whole search request, form fields first (they are cheap), then decode its photos.
 
-    ``size``: the model's input size, as ``read_images`` takes it.
+    ``size``: the model's input size, as ``read_images`` takes it. The
+    photos are decoded by this process's decode processes, under
+    ``settings``' limits (``upload_pool``).
     """
     fields = MultiDict(form)
     for name in files.keys():
         fields.add(name, "")  # so that an unknown file field is refused like any other
     options = from_fields(fields, settings, facets)
-    return UploadRequest(options, read_images(files, settings.max_files, options.crops, deadline, size))
+    photos = read_images(files, settings.max_files, options.crops, deadline, size, pool=upload_pool(settings))
+    return UploadRequest(options, photos)
