@@ -22,12 +22,15 @@ except ConfigError as exc:
 
 bind = _settings.bind
 workers = _settings.workers
-# A few threads per worker let status polls, thumbnails and health checks
-# through while one request holds the model; forward passes are gated to one
-# at a time per worker inside the app.
+# Threads for GET and HEAD (pages, thumbnails, status polls, health checks).
+# Searches run in a pool of their own, FASHION_SEARCH_THREADS per worker, so a
+# page never waits behind them; forward passes are gated to one at a time per
+# worker inside the app.
 threads = _settings.threads
-# gthread, plus the time each request waited for a thread, so that a request
-# that queued past FASHION_QUEUE_TIMEOUT_S gets its 503 at once (web/workers.py).
+# gthread with that second pool, plus the time each request waited for a
+# thread, so that a request that queued past FASHION_QUEUE_TIMEOUT_S gets its
+# 503 at once, and a body the app refused read before the connection closes
+# (web/workers.py).
 worker_class = "web.workers.QueueTimedThreadWorker"
 # Queued connections beyond this are refused by the kernel rather than
 # piling up; the app answers 503 + Retry-After when its model queue is full.
@@ -42,7 +45,8 @@ keepalive = 5
 preload_app = False
 # gunicorn has no timeout for reading a request's headers or body: a slow
 # client holds a worker thread as long as it likes. In production, nginx
-# (deploy/nginx.conf) reads every request first and passes on whole ones.
+# (deploy/nginx.conf) reads every request first and passes on whole ones,
+# and its own header limits are below these, so that it refuses first.
 limit_request_line = 4094
 limit_request_fields = 100
 accesslog = _settings.access_log
@@ -69,9 +73,48 @@ if _settings.metrics and not os.environ.get("FASHION_METRICS_DIR_READY"):
 
 
 def on_exit(server):
-    """Remove the metrics folder this server made (not one the operator chose)."""
+    """Remove the metrics folder this server made (not one the operator chose) and its worker states."""
     if os.environ.get("FASHION_METRICS_DIR_OWNED") and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if getattr(server, "fashion_worker_states", None):
+        shutil.rmtree(server.fashion_worker_states, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- /healthz for the whole site
+# Each worker keeps a small file saying what it serves (web/worker_states.py),
+# in one folder per server, so that any worker's /healthz answers for all of
+# them. The folder is made once, before the first workers are forked, and
+# kept on the arbiter: this file is read again on every HUP, the arbiter is not.
+
+
+def when_ready(server):
+    """Make this server's folder of worker state files."""
+    server.fashion_worker_states = tempfile.mkdtemp(prefix="fashion-workers-")
+
+
+def post_worker_init(worker):
+    """During a reload, keep this worker serving until its replacements have loaded (web/handover.py)."""
+    from web.handover import serve_until_siblings_boot
+    from web.worker_states import this_worker
+
+    states = this_worker()
+    if states is not None:
+        serve_until_siblings_boot(worker, states, limit_s=worker.cfg.timeout)
+
+
+def worker_exit(server, worker):
+    """A worker that exits removes its state file."""
+    from web.worker_states import forget_this_worker
+
+    forget_this_worker()
+
+
+def child_exit(server, worker):
+    """Remove the state file of a worker that died without removing it (killed, timed out)."""
+    folder = getattr(server, "fashion_worker_states", None)
+    if folder:
+        # the name web/worker_states.py's state_file() gives; the master does not import the web app
+        Path(folder, f"{worker.pid}.json").unlink(missing_ok=True)
 
 
 # Workers read FASHION_TF_THREADS through Settings: unless it is set, split the cores between them.
@@ -96,9 +139,17 @@ TRIM_AFTER_BYTES = 1024 * 1024
 
 
 def post_fork(server, worker):
-    """Bound this worker's malloc arenas unless MALLOC_ARENA_MAX already did at process start."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
+    """Bound this worker's malloc arenas unless MALLOC_ARENA_MAX already did; share its state (/healthz)."""
+    if not os.environ.get("MALLOC_ARENA_MAX"):
+        _bound_malloc_arenas()
+    # only now: importing the web app starts numpy's threads, each of which may make an arena
+    if getattr(server, "fashion_worker_states", None):
+        from web.worker_states import enable
+
+        enable(server.fashion_worker_states)
+
+
+def _bound_malloc_arenas():
     import ctypes
 
     try:

@@ -33,6 +33,18 @@ every 2 s and is reopened if closed), same run, same server.
 
     python -m benchmarks.bench_hostile [--catalogue DIR] [--images 300]
 
+Two cases run on their own, each on deployments of its own:
+
+``--too-large``: 200 multipart uploads just over 10 MB and 200 urlencoded
+forms of 1 MB, then the same with ``FASHION_MAX_UPLOAD_MB=5`` and 9 MB
+uploads (the app refuses them itself): status counts, and how many answers
+were the site's own 413 (target: all 200, every time).
+
+``--quick-requests``: ``GET /``, ``/healthz`` and ``/api/status`` one at a
+time while 8 searches of four phone-sized photos run without pause, with
+the default model and weights: p50/p95/max per route (target: p95 <= 0.5
+s), and searches answered a second.
+
 Ends with one JSON line of every figure.
 """
 
@@ -54,7 +66,7 @@ from pathlib import Path
 from benchmarks.common import DEFAULT_DATASET, dataset_images, load_average, make_catalogue
 from benchmarks.server import build_index_cli, child_pids, worker_rss_mb
 from tests.corpus import build_corpus
-from tests.support.proxy import OTHER_CLIENT, Deployment, Slowloris, deployment
+from tests.support.proxy import OTHER_CLIENT, Deployment, Slowloris, deployment, multipart_photos
 
 log = logging.getLogger("bench_hostile")
 
@@ -274,6 +286,198 @@ def latency_round(site: Deployment, photo: bytes, rounds: int) -> dict:
     }
 
 
+
+# ---------------------------------------------------------------- quick requests behind searches; oversized bodies
+
+QUICK_PATHS = ("/", "/healthz", "/api/status")
+# the production default: Lite0 with its ImageNet weights from the pip package, OpenVINO fp32, catalogue tuning
+REAL_MODEL_ENV = {
+    "FASHION_MODEL": "efficientnet-lite0", "FASHION_WEIGHTS": "auto", "FASHION_RUNTIME": "auto", "FASHION_TUNING": "on",
+}
+
+
+def spread_ms(seconds: list[float]) -> dict:
+    """p50, p95 and max of ``seconds``, in milliseconds."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"p50": None, "p95": None, "max": None}
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    return {"p50": round(statistics.median(ordered) * 1000, 1), "p95": round(p95 * 1000, 1),
+            "max": round(ordered[-1] * 1000, 1)}
+
+
+def quick_requests_during_searches(site: Deployment, photos: list[bytes], searches: int = 8, probes: int = 150,
+                                   pause_s: float = 0.1) -> dict:
+    """``GET /``, ``/healthz`` and ``/api/status`` in turn, one at a time, while ``searches`` searches carrying
+    all of ``photos`` run without pause (each from a fresh address, so nginx's per-address limits stay out of it).
+
+    Figures: each quick route's p50/p95/max and statuses, and how many searches were answered, how.
+    """
+    body, headers = multipart_photos(photos)
+    stop = threading.Event()
+    answered: list[tuple[int, float]] = []
+
+    def search_loop() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, _, _ = site.request("POST", "/api/search", body=body, headers=headers, timeout=120,
+                                        source=next_client())
+            answered.append((status, time.perf_counter() - started))
+
+    loops = [threading.Thread(target=search_loop, daemon=True) for _ in range(searches)]
+    for loop in loops:
+        loop.start()
+    time.sleep(2.0)  # every search under way before the first probe
+    answered_before = len(answered)
+    probing_started = time.perf_counter()
+    times: dict[str, list[float]] = {path: [] for path in QUICK_PATHS}
+    statuses: dict[str, dict] = {path: {} for path in QUICK_PATHS}
+    for index in range(probes):
+        path = QUICK_PATHS[index % len(QUICK_PATHS)]
+        started = time.perf_counter()
+        status, _, _ = site.request("GET", path, timeout=60, source=next_client())
+        times[path].append(time.perf_counter() - started)
+        statuses[path][status] = statuses[path].get(status, 0) + 1
+        time.sleep(pause_s)
+    searches_during = len(answered) - answered_before
+    probing_s = time.perf_counter() - probing_started
+    stop.set()
+    for loop in loops:
+        loop.join(timeout=180)
+    search_statuses: dict[int, int] = {}
+    for status, _ in answered:
+        search_statuses[status] = search_statuses.get(status, 0) + 1
+    return {
+        "searches_at_once": searches,
+        "photos_per_search": len(photos),
+        "search_body_kb": round(len(body) / 1024, 1),
+        "probes": probes,
+        "quick_ms": {path: spread_ms(times[path]) for path in QUICK_PATHS},
+        "quick_ms_all": spread_ms([s for path in QUICK_PATHS for s in times[path]]),
+        "quick_statuses": statuses,
+        "probing_s": round(probing_s, 1),
+        "searches_answered_while_probing": searches_during,
+        "searches_per_s": round(searches_during / probing_s, 2),
+        "search_statuses": search_statuses,
+        "search_s": {key: None if value is None else round(value / 1000, 2)
+                     for key, value in spread_ms([s for _, s in answered]).items()},
+    }
+
+
+def _own_error_page(path: str, payload: bytes, status: int) -> bool:
+    """Whether an answer is the site's own error: its JSON under /api/, its page elsewhere."""
+    if path.startswith("/api/"):
+        try:
+            return json.loads(payload)["error"]["status"] == status
+        except (ValueError, KeyError, TypeError):
+            return False
+    return b'class="error-page"' in payload and b"/static/style.css" in payload
+
+
+def too_large_bodies(site: Deployment, upload_bytes: int, form_bytes: int = 1024 * 1024, tries: int = 200) -> dict:
+    """``tries`` multipart uploads of ``upload_bytes`` and ``tries`` urlencoded forms of ``form_bytes``, through
+    nginx, half to ``/search`` and half to ``/api/search``: status counts, and how many were the site's own page
+    or JSON (with the security headers)."""
+    upload, upload_headers = _multipart(b"\xff" * upload_bytes, "big.jpg")
+    form, form_headers = b"k" * form_bytes, {"Content-Type": "application/x-www-form-urlencoded"}
+    figures = {}
+    for name, body, headers in (("upload", upload, upload_headers), ("form", form, form_headers)):
+        statuses: dict[int, int] = {}
+        own = 0
+        started = time.perf_counter()
+        for index in range(tries):
+            path = ("/search", "/api/search")[index % 2]
+            try:
+                status, head, payload = site.request("POST", path, body=body, headers=headers, timeout=60,
+                                                     source=next_client())
+            except OSError as exc:
+                status, head, payload = type(exc).__name__, {}, b""
+            statuses[status] = statuses.get(status, 0) + 1
+            own += _own_error_page(path, payload, 413) and "x-frame-options" in head
+        figures[name] = {"body_bytes": len(body), "tries": tries, "statuses": statuses, "own_page": own,
+                         "seconds": round(time.perf_counter() - started, 2)}
+    return figures
+
+
+def _build_index(catalogue: Path, index_dir: Path, env_changes: dict, log_name: str) -> None:
+    """``python -m indexer build`` with the environment the served site will have (so it is found fresh)."""
+    import subprocess
+
+    from benchmarks.server import OUT_DIR
+    from tests.support.gunicorn import REPO, gunicorn_env
+
+    env = gunicorn_env(catalogue, index_dir, "unix:/nowhere", extra_env=env_changes)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    with open(OUT_DIR / f"{log_name}.log", "wb") as log_file:
+        subprocess.run([sys.executable, "-m", "indexer", "build"], cwd=REPO, env=env, check=True, timeout=3600,
+                       stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def shopper_photos(catalogue: Path, count: int = 4, side: int = 1200) -> list[bytes]:
+    """``count`` catalogue photos enlarged to ``side`` px with a little noise: phone-sized JPEGs to search with."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    photos = []
+    for path in sorted(Path(catalogue).rglob("*.jpg"))[:count]:
+        image = Image.open(path).convert("RGB").resize((side, side * 4 // 3), Image.BICUBIC)
+        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-6, 7, size=(side * 4 // 3, side, 3))
+        out = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+        photos.append(out.getvalue())
+    return photos
+
+
+def run_selected(args, catalogue: Path, tmp: Path) -> dict:
+    """The cases chosen by ``--quick-requests`` and ``--too-large``, each on its own deployment."""
+    results: dict = {"machine": {"cores": os.cpu_count(), "load_1min_start": round(load_average(), 2)}}
+    quiet = {"FASHION_RESCAN_SECONDS": "0"}
+    if args.too_large:
+        index_dir = tmp / "index-random"
+        _build_index(catalogue, index_dir, {}, "bench_hostile_too_large_build")
+        with deployment(tmp / "deploy-large", catalogue, index_dir, extra_env=quiet) as site:
+            # over nginx's limits (the app's own): nginx answers
+            results["too_large"] = too_large_bodies(site, upload_bytes=10 * 1024 * 1024 + 1024, tries=args.tries)
+        log.info("bodies over the limits: %s", results["too_large"])
+        with deployment(tmp / "deploy-small-limit", catalogue, index_dir,
+                        extra_env={**quiet, "FASHION_MAX_UPLOAD_MB": "5"}) as site:
+            # under nginx's limit but over the app's: the app answers, then reads the body
+            results["too_large_for_the_app"] = too_large_bodies(site, upload_bytes=9 * 1024 * 1024, tries=args.tries)
+        log.info("bodies over the app's lower limit: %s", results["too_large_for_the_app"])
+    if args.quick_requests:
+        index_dir = tmp / "index-real"
+        log.info("building the index with the default model and weights")
+        _build_index(catalogue, index_dir, REAL_MODEL_ENV, "bench_hostile_quick_build")
+        with deployment(tmp / "deploy-quick", catalogue, index_dir, extra_env={**quiet, **REAL_MODEL_ENV},
+                        start_timeout=600) as site:
+            photos = shopper_photos(catalogue)
+            four_photo_requests(site, photos, requests=2)  # warm both workers
+            results["quick_requests"] = quick_requests_during_searches(site, photos, searches=args.searches,
+                                                                       probes=args.probes)
+        log.info("quick requests during searches: %s", results["quick_requests"])
+    results["machine"]["load_1min_end"] = round(load_average(), 2)
+    return results
+
+
+def print_selected(results: dict) -> None:
+    """One line per target of the selected cases."""
+    for key in ("too_large", "too_large_for_the_app"):
+        if key in results:
+            for name, figures in results[key].items():
+                print(f"413 {key} {name} ({figures['body_bytes']} bytes): statuses {figures['statuses']}, "
+                      f"own page {figures['own_page']}/{figures['tries']} (all 413, all own page)")
+    if "quick_requests" in results:
+        quick = results["quick_requests"]
+        for path, spread in quick["quick_ms"].items():
+            print(f"quick {path} during {quick['searches_at_once']} {quick['photos_per_search']}-photo searches: "
+                  f"p50 {spread['p50']} ms, p95 {spread['p95']} ms (<= 500), max {spread['max']} ms")
+        print(f"searches answered meanwhile: {quick['searches_answered_while_probing']} in {quick['probing_s']} s "
+              f"({quick['searches_per_s']} a second), answered {quick['search_statuses']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalogue", type=Path, default=None, help="catalogue to serve (default: fashion-dev subset)")
@@ -281,8 +485,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="health checks and searches per phase")
     parser.add_argument("--slow", type=int, default=50, help="slowloris connections")
     parser.add_argument("--flood", type=int, default=1600, help="connections of the connection flood")
+    parser.add_argument("--quick-requests", action="store_true",
+                        help="only: GET /, /healthz, /api/status during searches (default model and weights)")
+    parser.add_argument("--searches", type=int, default=8, help="searches at once for --quick-requests")
+    parser.add_argument("--probes", type=int, default=150, help="quick requests for --quick-requests")
+    parser.add_argument("--too-large", action="store_true", help="only: uploads and forms over the body limits")
+    parser.add_argument("--tries", type=int, default=200, help="requests of each kind for --too-large")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.quick_requests or args.too_large:
+        with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
+            catalogue = args.catalogue
+            if catalogue is None:
+                images = dataset_images(DEFAULT_DATASET)[: args.images]
+                catalogue = make_catalogue(images, Path(tmp) / "catalogue", styles=DEFAULT_DATASET / "styles.csv")
+            results = run_selected(args, Path(catalogue), Path(tmp))
+        print_selected(results)
+        print(json.dumps(results))
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         tmp = Path(tmp)

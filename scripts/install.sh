@@ -95,4 +95,26 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
 else
   skip "$NGINX_STEP" "already installed"
 fi
+
+NODE_STEP="Installing nodejs and npm (apt)"
+if ! command -v npm >/dev/null 2>&1; then
+  if can_apt; then
+    step "$NODE_STEP" apt_install nodejs npm
+  else
+    skip "$NODE_STEP" "not root or no apt-get"
+    echo "npm not installed: run 'sudo apt-get install nodejs npm' for the accessibility tests." >&2
+  fi
+else
+  skip "$NODE_STEP" "already installed"
+fi
+
+# axe-core checks every page in the browser tests; it goes into .cache/axe (git-ignored), not the project
+AXE_VERSION=4.14.1
+AXE_STEP="Installing axe-core $AXE_VERSION (npm, into .cache/axe)"
+if [ "$DRY_RUN" = 1 ] || command -v npm >/dev/null 2>&1; then
+  step "$AXE_STEP" npm install --prefix .cache/axe --no-save --no-package-lock --no-audit --no-fund \
+    "axe-core@$AXE_VERSION"
+else
+  skip "$AXE_STEP" "npm is not installed"
+fi
 echo "==> Installed in $((SECONDS - STARTED)) s"
