@@ -33,7 +33,7 @@ embedder's ``input_size``, which is also the side of each photo's array.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,15 @@ class Photo:
     source: Source  # the upload's bytes or a file: a located box is decoded again from it
     array: np.ndarray  # the whole photo, model-ready (input size x input size x 3 uint8)
     size: tuple[int, int]  # the upright photo's (width, height), for where it lies on the square
+    # decodes a box (size, box, wait_s) where the photo was decoded (an upload: in a decode process);
+    # None: ``images.load_for_model`` in this process
+    decode_box: Callable[[int, Crop, float | None], np.ndarray] | None = None
+
+    def box_array(self, size: int, box: Crop, wait_s: float | None) -> np.ndarray:
+        """The model-ready array of ``box``, cropped from the source exactly as a shopper's crop is."""
+        if self.decode_box is not None:
+            return self.decode_box(size, box, wait_s)
+        return load_for_model(self.source, size, crop=box, wait_s=wait_s)
 
 
 @dataclass(frozen=True)
@@ -201,7 +210,8 @@ def locate(
 
     One forward pass with maps for all photos, then one for every box of
     every photo, each cropped from its source exactly as a shopper's crop is
-    (``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
+    (``Photo.box_array``: in the decode process an upload was decoded in, or
+    ``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
     decode's wait), at the embedder's ``input_size``. The map is the
     catalogue's product map (``objectness``: the channel weights its tuning
     learned, ``indexer.objectness``) or, without one, the channel mean.
@@ -221,7 +231,7 @@ def locate(
     ]
     if crops:
         size = embedder.input_size
-        arrays = [load_for_model(photos[i].source, size, crop=box, wait_s=wait_s) for i, box in crops]
+        arrays = [photos[i].box_array(size, box, wait_s) for i, box in crops]
         for (i, box), array, vector in zip(crops, arrays, embedder.embed(np.stack(arrays))):
             regions[i].append(Located(vector, box, array))
     return regions

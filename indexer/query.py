@@ -36,7 +36,7 @@ from .colour import DIM as COLOUR_DIM
 from .colour import colour_descriptor
 from .decode_pool import DecodePool, upload_pool
 from .embedder import Embedder
-from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_with_size, preview_data_url
+from .images import INPUT_SIZE, Crop, ImageError, is_image_path, load_for_model, load_with_size, preview_data_url
 from .locate import Located, Photo, locate, to_square_box
 from .options import FILTER_FIELDS, BadQuery, SearchOptions
 from .search import ColourQuery, Hit, Searcher, UnknownItem
@@ -66,7 +66,8 @@ class QueryPhoto:
     ``array`` is the whole upright photo fitted on the model's square, or
     the shopper's ``crop`` of it. Without a crop, ``source`` keeps the bytes
     (a located box is decoded again from them) and ``size`` the upright
-    photo's (width, height).
+    photo's (width, height). ``pool``: the decode processes the photo was
+    decoded in, which decode its located boxes too (``None``: this process).
     """
 
     filename: str
@@ -75,6 +76,15 @@ class QueryPhoto:
     crop: Crop | None = None
     source: bytes | None = None
     size: tuple[int, int] | None = None
+    pool: DecodePool | None = None
+
+    def decode_box(self, size: int, box: Crop, wait_s: float | None) -> np.ndarray:
+        """A located ``box`` of this photo, model-ready at ``size``, decoded where the photo was."""
+        if self.source is None:
+            raise ValueError("a shopper's crop has no source to decode boxes from")
+        if self.pool is None:
+            return load_for_model(self.source, size, crop=box, wait_s=wait_s)
+        return self.pool.decode(self.source, size, box, wait_s)[0]
 
 
 def decode_photo(
@@ -104,7 +114,7 @@ def decode_photo(
         photo_size, source = None, None
     else:
         source = data
-    return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, photo_size)
+    return QueryPhoto(filename, array, (time.perf_counter() - started) * 1000, crop, source, photo_size, pool)
 
 
 @dataclass(frozen=True)
@@ -223,7 +233,7 @@ class QueryPipeline:
         if found:
             located = locate(
                 self.embedder,
-                [Photo(photos[i].source, photos[i].array, photos[i].size) for i in found],
+                [Photo(photos[i].source, photos[i].array, photos[i].size, photos[i].decode_box) for i in found],
                 wait_s=budget.remaining() if budget is not None else None,
                 objectness=getattr(self.searcher.projection, "objectness", None),
             )

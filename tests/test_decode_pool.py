@@ -28,11 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from indexer.decode_pool import DecodePool
-from indexer.images import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS, ImageError, load_with_size
+from indexer.images import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS, ImageError, load_for_model, load_with_size
+from indexer.locate import Photo, locate
+from indexer.query import decode_photo
 from tests.corpus import make_image, make_jpeg
+from tests.fakes import FakeEmbedder
 from tests.support.hostile_jpeg import progressive_jpeg
 
 MB = 1024 * 1024
@@ -332,3 +336,40 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+class _CountingPool(DecodePool):
+    """A real pool that counts the photos and boxes given to it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.crops: list = []
+
+    def decode(self, data, size, crop=None, wait_s=None):
+        self.crops.append(crop)
+        return super().decode(data, size, crop, wait_s)
+
+
+@pytest.mark.slow
+def test_located_boxes_are_decoded_in_the_pool_too():
+    """A box the search locates is decoded again from the upload: in a decode process, like the upload itself."""
+    counting = _CountingPool(1, 256 * MB, 10.0)
+    try:
+        image = np.full((300, 400, 3), 235, np.uint8)
+        image[60:200, 80:220] = (200, 30, 30)
+        data = make_image_bytes(image)
+        photo = decode_photo(data, "shot.png", size=224, pool=counting)
+        (regions,) = locate(FakeEmbedder(), [Photo(photo.source, photo.array, photo.size, photo.decode_box)])
+        boxes = [region.box for region in regions[1:]]
+        assert boxes  # control: something was located
+        assert counting.crops == [None, *boxes]  # the upload, then each box: all in the pool
+        for region in regions[1:]:
+            np.testing.assert_array_equal(region.array, load_for_model(data, 224, crop=region.box))
+    finally:
+        counting.close()
+
+
+def make_image_bytes(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
