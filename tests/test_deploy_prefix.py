@@ -29,6 +29,9 @@ import pytest
 
 from tests.support.gunicorn import REPO
 
+# each test runs the deploy script's shell work (about 0.3 s each, 11 s in all): the whole suite, not the fast tier
+pytestmark = pytest.mark.slow
+
 ABSOLUTE = re.compile(r"(?<![\w.$])/[A-Za-z0-9._/-]+")
 
 
