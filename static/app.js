@@ -209,7 +209,11 @@
   // server's crop field takes, so the size the preview is shown at never matters.
   var STEP = 0.05;  // keyboard: one arrow press moves or resizes by 5% of the photo
   var MIN = 0.05;   // the smallest box, as a fraction of each side
+  var TAP = 0.02;   // a press that moves less than 2% of the photo each way is a tap, not a drag
   var CORNERS = ["nw", "ne", "sw", "se"];  // the box's resize handles
+  // Below two finger-sized (44 px) handles across, handles centred on the corners would cover the
+  // middle of the box; style.css then puts their targets outside it (.is-small).
+  var SMALL_BOX_PX = 88;
 
   // Show the photo as large as its list item allows (and at most 60% of the
   // window's height), so a small photo is not drawn on at thumbnail size.
@@ -246,8 +250,8 @@
     box.id = "crop-box-" + (index + 1);
     box.setAttribute("role", "group");
     box.setAttribute("aria-label", "Search area of " + name +
-      ". Drag on the photo to draw it, drag inside it to move it, drag a corner to resize it;" +
-      " arrow keys move it, Shift with arrow keys resizes it.");
+      ". Drag on the photo to draw it, drag inside it to move it, drag a corner to resize it," +
+      " or tap the photo to move it there; arrow keys move it, Shift with arrow keys resizes it.");
     CORNERS.forEach(function (corner) {
       // pointer targets only: the keyboard resizes the box itself (Shift+arrows)
       var handle = document.createElement("span");
@@ -260,13 +264,23 @@
     var status = document.createElement("p");
     status.className = "crop-status";
     status.setAttribute("aria-live", "polite");
-    var reset = document.createElement("button");
-    reset.type = "button";
-    reset.className = "crop-reset";
-    reset.textContent = "Use the whole photo";
+    // Sizing without a drag (WCAG 2.5.7), with a tap on the photo to place the box.
+    function button(className, text) {
+      var el = document.createElement("button");
+      el.type = "button";
+      el.className = "crop-button " + className;
+      el.textContent = text;
+      return el;
+    }
+    var smaller = button("crop-smaller", "Smaller box");
+    var larger = button("crop-larger", "Larger box");
+    var reset = button("crop-reset", "Use the whole photo");
+    var actions = document.createElement("div");
+    actions.className = "crop-actions";
+    [smaller, larger, reset].forEach(function (el) { actions.appendChild(el); });
     wrap.appendChild(area);
     wrap.appendChild(status);
-    wrap.appendChild(reset);
+    wrap.appendChild(actions);
 
     var crop = { x: 0, y: 0, w: 1, h: 1 };
 
@@ -281,15 +295,40 @@
       field.value = whole ? "" : [crop.x, crop.y, crop.w, crop.h].map(round4).join(",");
       area.classList.toggle("is-cropped", !whole);
       reset.hidden = whole;
-      status.textContent = whole ? "Searching with the whole photo. Drag on it to search for one item."
+      status.textContent = whole
+        ? "Searching with the whole photo. Drag on it, or use Smaller box, to search for one item."
         : "Searching with the marked area (" + Math.round(crop.w * 100) + "% x " + Math.round(crop.h * 100) + "% of the photo).";
+      fitHandles();
     }
+
+    // Whether the box is too small for handles on its corners: on every change, and again when the
+    // photo is shown at another size (a turned phone, a resized window).
+    function fitHandles() {
+      box.classList.toggle("is-small", Math.min(box.offsetWidth, box.offsetHeight) < SMALL_BOX_PX);
+    }
+    if (typeof ResizeObserver !== "undefined") new ResizeObserver(fitHandles).observe(box);
 
     function set(x, y, w, h) {
       w = clamp(round4(w), MIN, 1);
       h = clamp(round4(h), MIN, 1);
       crop = { x: clamp(round4(x), 0, round4(1 - w)), y: clamp(round4(y), 0, round4(1 - h)), w: w, h: h };
       render();
+    }
+
+    // Grow or shrink by `by` of the photo on each side, about the box's middle.
+    function grow(by) {
+      var w = clamp(crop.w + 2 * by, MIN, 1), h = clamp(crop.h + 2 * by, MIN, 1);
+      set(crop.x + (crop.w - w) / 2, crop.y + (crop.h - h) / 2, w, h);
+    }
+
+    // One side of a box drawn or resized between a fixed edge and the pointer: at least MIN
+    // long and never past the fixed edge, on the pointer's side of it while the photo has room.
+    function span(fixed, to) {
+      var low = to < fixed;
+      if (low && fixed - MIN < 0) low = false;
+      else if (!low && fixed + MIN > 1) low = true;
+      var start = low ? Math.min(to, fixed - MIN) : fixed;
+      return { start: start, size: low ? fixed - start : Math.max(to, fixed + MIN) - fixed };
     }
 
     function point(event) {
@@ -302,51 +341,74 @@
 
     // One drag at a time, with one of three meanings: a corner handle resizes the
     // box against the opposite corner, a press inside a marked box moves it, and
-    // a press anywhere else draws a new box from there.
+    // a press anywhere else draws a new box from there (a tap there moves the box).
     var drag = null;
     area.addEventListener("pointerdown", function (event) {
       if (drag || (event.button !== undefined && event.button !== 0)) return;
       event.preventDefault();
       var at = point(event);
       var from = { x: crop.x, y: crop.y, w: crop.w, h: crop.h };
+      var next;
       var handle = event.target.closest ? event.target.closest(".crop-handle") : null;
       if (handle) {
         var corner = handle.getAttribute("data-corner");
-        // the corner that stays put while this one follows the pointer
-        var anchor = { x: corner.charAt(1) === "w" ? from.x + from.w : from.x,
-                       y: corner.charAt(0) === "n" ? from.y + from.h : from.y };
-        drag = { mode: "resize", anchor: anchor, start: at, from: from };
+        var west = corner.charAt(1) === "w", north = corner.charAt(0) === "n";
+        // the corner that stays put, and the one that follows the pointer
+        next = { mode: "resize",
+                 anchor: { x: west ? from.x + from.w : from.x, y: north ? from.y + from.h : from.y },
+                 corner: { x: west ? from.x : from.x + from.w, y: north ? from.y : from.y + from.h } };
       } else if (event.target === box && area.classList.contains("is-cropped")) {
-        drag = { mode: "move", start: at, from: from };
+        next = { mode: "move" };
       } else {
-        drag = { mode: "draw", anchor: at, start: at, from: from };
+        next = { mode: "draw", anchor: at };
       }
-      drag.pointer = event.pointerId;
-      area.setPointerCapture(event.pointerId);
+      // Without the capture no pointerup may come; a drag begun then would never end.
+      try { area.setPointerCapture(event.pointerId); } catch (e) { return; }
+      next.start = next.last = at;
+      next.from = from;
+      next.pointer = event.pointerId;
+      drag = next;
       area.classList.add("pointer-focus");
       box.focus({ preventScroll: true });
     });
     area.addEventListener("pointermove", function (event) {
       if (!drag || event.pointerId !== drag.pointer) return;
-      var at = point(event);
+      var at = drag.last = point(event);
+      var dx = at.x - drag.start.x, dy = at.y - drag.start.y;
       if (drag.mode === "move") {
-        set(drag.from.x + at.x - drag.start.x, drag.from.y + at.y - drag.start.y, drag.from.w, drag.from.h);
-      } else {
-        var x = Math.min(at.x, drag.anchor.x), y = Math.min(at.y, drag.anchor.y);
-        set(x, y, Math.abs(at.x - drag.anchor.x), Math.abs(at.y - drag.anchor.y));
+        set(drag.from.x + dx, drag.from.y + dy, drag.from.w, drag.from.h);
+        return;
       }
+      // a handle keeps where on it it was pressed: its corner moves as far as the pointer
+      var to = drag.mode === "resize" ? { x: clamp(drag.corner.x + dx, 0, 1), y: clamp(drag.corner.y + dy, 0, 1) } : at;
+      var across = span(drag.anchor.x, to.x), down = span(drag.anchor.y, to.y);
+      set(across.start, down.start, across.size, down.size);
     });
-    function endDrag(event) {
-      if (!drag || event.pointerId !== drag.pointer) return;
-      var at = point(event);
-      // a tap without a drag is not a box: keep what was there
-      if (drag.mode !== "move" && Math.abs(at.x - drag.start.x) < 0.02 && Math.abs(at.y - drag.start.y) < 0.02) {
-        set(drag.from.x, drag.from.y, drag.from.w, drag.from.h);
-      }
+    // Only a press on the photo outside the box can be a tap: a short drag of a handle or of the box is meant.
+    function endDrag(at, released) {
+      var from = drag.from;
+      var tap = drag.mode === "draw" && Math.abs(at.x - drag.start.x) < TAP && Math.abs(at.y - drag.start.y) < TAP;
+      var whole = from.x <= 0 && from.y <= 0 && from.w >= 1 && from.h >= 1;
       drag = null;
+      if (!tap) return;
+      // a tap draws no box: it moves a marked one there (no drag needed), or keeps the whole photo
+      if (released && !whole) set(at.x - from.w / 2, at.y - from.h / 2, from.w, from.h);
+      else set(from.x, from.y, from.w, from.h);
     }
-    area.addEventListener("pointerup", endDrag);
-    area.addEventListener("pointercancel", endDrag);
+    area.addEventListener("pointerup", function (event) {
+      if (drag && event.pointerId === drag.pointer) endDrag(point(event), true);
+    });
+    // the browser took the pointer away without a pointerup: the drag ends where it was
+    area.addEventListener("lostpointercapture", function (event) {
+      if (drag && event.pointerId === drag.pointer) endDrag(drag.last, false);
+    });
+    // the browser cancelled the drag: the box it began with comes back
+    area.addEventListener("pointercancel", function (event) {
+      if (!drag || event.pointerId !== drag.pointer) return;
+      var from = drag.from;
+      drag = null;
+      set(from.x, from.y, from.w, from.h);
+    });
 
     // The focus ring is for the keyboard: a box focused by a finger or the mouse shows it at the first key.
     box.addEventListener("blur", function () { area.classList.remove("pointer-focus"); });
@@ -364,6 +426,8 @@
       else set(crop.x + dx, crop.y + dy, crop.w, crop.h);
     });
     reset.addEventListener("click", function () { set(0, 0, 1, 1); box.focus(); });
+    smaller.addEventListener("click", function () { grow(-STEP); });
+    larger.addEventListener("click", function () { grow(STEP); });
 
     render();
     wrap.setCrop = function (b) { set(b.x, b.y, b.w, b.h); };

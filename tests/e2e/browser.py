@@ -252,25 +252,37 @@ def unlabelled_controls(driver) -> list[str]:
     )
 
 
-def drag(driver, points, *, touch: bool = False, steps: int = 8) -> None:
+def drag(driver, points, *, touch: bool = False, steps: int = 8, press: bool = True, release: bool = True) -> None:
     """Press at ``points[0]``, move through the others (``steps`` moves each leg) and let go at the last.
 
     Points are viewport CSS pixels. ``touch`` drags with a finger (pointer
-    events of type "touch", as on a phone), otherwise with the mouse.
+    events of type "touch", as on a phone), otherwise with the mouse. One
+    point alone is a tap. A drag can stop with the pointer still down
+    (``release=False``) so the page can be examined or changed mid-drag; a
+    mouse then goes on with ``press=False``, a finger (chromedriver does not
+    carry a touch over to the next action) lifts with ``release_pointers``.
     """
     kind, name = (interaction.POINTER_TOUCH, "finger") if touch else (interaction.POINTER_MOUSE, "mouse")
     pointer = PointerInput(kind, name)
     actions = ActionBuilder(driver, mouse=pointer, duration=20)
     (x, y), rest = points[0], points[1:]
-    actions.pointer_action.move_to_location(round(x), round(y)).pointer_down()
+    actions.pointer_action.move_to_location(round(x), round(y))
+    if press:
+        actions.pointer_action.pointer_down()
     for to_x, to_y in rest:
         for step in range(1, steps + 1):
             actions.pointer_action.move_to_location(
                 round(x + (to_x - x) * step / steps), round(y + (to_y - y) * step / steps)
             )
         x, y = to_x, to_y
-    actions.pointer_action.pointer_up()
+    if release:
+        actions.pointer_action.pointer_up()
     actions.perform()
+
+
+def release_pointers(driver) -> None:
+    """Let go of whatever a drag left pressed (WebDriver's "release actions")."""
+    ActionBuilder(driver).clear_actions()
 
 
 def viewport_rect(driver, element) -> dict[str, float]:
