@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,28 +101,39 @@ class Memory:
         self._thread.join()
 
 
-def _search(port: int, data: bytes, name: str, fields: dict[str, str] | None = None) -> tuple[int, float]:
-    reply = post_search(port, [FilePart("image", name, data)], fields, timeout=120)
-    return reply.status, reply.elapsed_ms
+# One search with one photo: (data, file name, form fields) -> (status, milliseconds). Direct to gunicorn
+# here; bench_hostile passes one that goes through nginx from a fresh address each time.
+Search = Callable[[bytes, str, dict[str, str] | None], tuple[int, float]]
 
 
-def shopper(port: int, photo: bytes, until: float | None = None, rounds: int = 0) -> list[float]:
+def direct_search(port: int) -> Search:
+    """A ``Search`` that posts to gunicorn on ``port``."""
+
+    def search(data: bytes, name: str, fields: dict[str, str] | None = None) -> tuple[int, float]:
+        reply = post_search(port, [FilePart("image", name, data)], fields, timeout=120)
+        return reply.status, reply.elapsed_ms
+
+    return search
+
+
+def shopper(search: Search, photo: bytes, until: float | None = None, rounds: int = 0) -> list[float]:
     """Milliseconds of ordinary searches, one after another (``rounds`` of them, or until ``until``)."""
     times = []
     while (until is not None and time.monotonic() < until) or len(times) < rounds:
-        status, elapsed = _search(port, photo, "shopper.jpg")
+        status, elapsed = search(photo, "shopper.jpg", None)
         if status != 200:
             raise RuntimeError(f"an ordinary search answered {status}")
         times.append(elapsed)
     return times
 
 
-def attack(port: int, cases: dict[str, bytes], until: float, fields: dict[str, str] | None = None) -> dict[str, dict]:
+def attack(search: Search, cases: dict[str, bytes], until: float, fields: dict[str, str] | None = None
+           ) -> dict[str, dict]:
     """Bursts of every case at once until ``until``: each case's statuses and slowest answer."""
     seen: dict[str, dict] = {name: {"statuses": {}, "slowest_s": 0.0} for name in cases}
 
     def send(item):
-        return (item[0], *_search(port, item[1], item[0] + ".jpg", fields))
+        return (item[0], *search(item[1], item[0] + ".jpg", fields))
 
     with ThreadPoolExecutor(len(cases)) as pool:
         while time.monotonic() < until:
@@ -142,6 +154,56 @@ def _merged(windows: list[dict[str, dict]]) -> dict[str, dict]:
                 into["statuses"][status] = into["statuses"].get(status, 0) + count
             into["slowest_s"] = max(into["slowest_s"], seen["slowest_s"])
     return merged
+
+
+def under_attack(search: Search, master: int, photo: bytes, cases: dict[str, bytes], seconds: float, windows: int,
+                 fields: dict[str, str] | None = None) -> dict:
+    """Quiet and attacked windows in turn (``seconds`` of attack in all) against the gunicorn whose master is
+    ``master``: each case's statuses, the memory figures and the shopper's p50s (their keys ``cases``,
+    ``memory`` and ``shopper``)."""
+    quiet, busy, seen = [], [], []
+    window_s = seconds / windows
+    with Memory(master) as memory, ThreadPoolExecutor(1) as background:
+        # quiet and attacked windows in turn, so that both see the same background load
+        for _ in range(windows):
+            quiet += shopper(search, photo, until=time.monotonic() + window_s)
+            until = time.monotonic() + window_s
+            attacked = background.submit(attack, search, cases, until, fields)
+            busy += shopper(search, photo, until=until)
+            seen.append(attacked.result())  # its last burst ends before the next quiet window
+    results = {
+        "cases": _merged(seen),
+        "memory": {
+            "workers_before_mb": round(memory.before_mb),
+            "workers_peak_growth_mb": round(memory.workers_peak_mb - memory.before_mb),
+            "decode_processes_peak_mb": round(memory.decoders_peak_mb),
+            "decode_processes": len(_decoders(memory.workers)),
+        },
+        "shopper": {
+            "alone_p50_ms": round(statistics.median(quiet), 1),
+            "under_attack_p50_ms": round(statistics.median(busy), 1),
+            "alone_searches": len(quiet),
+            "under_attack_searches": len(busy),
+        },
+    }
+    results["shopper"]["ratio_p50"] = round(
+        results["shopper"]["under_attack_p50_ms"] / results["shopper"]["alone_p50_ms"], 2
+    )
+    return results
+
+
+def print_attack(results: dict) -> None:
+    """The lines of ``under_attack``'s figures (``results`` also holds ``sizes_kb``)."""
+    for name, seen in results["cases"].items():
+        print(f"{name:17s} {results['sizes_kb'][name]:5d} KB: statuses {seen['statuses']}, "
+              f"slowest answer {seen['slowest_s']:.2f} s")
+    m = results["memory"]
+    print(f"workers' RSS: {m['workers_before_mb']} MB before, peak growth {m['workers_peak_growth_mb']} MB "
+          f"(budget 256 MB per worker); {m['decode_processes']} decode processes, combined peak "
+          f"{m['decode_processes_peak_mb']} MB")
+    s = results["shopper"]
+    print(f"shopper p50: {s['alone_p50_ms']} ms alone ({s['alone_searches']} searches), "
+          f"{s['under_attack_p50_ms']} ms under attack ({s['under_attack_searches']}): ratio {s['ratio_p50']} (< 2)")
 
 
 _UNBOUNDED = """
@@ -228,49 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         build_index_cli(catalogue, tmp / "index", log_name="bench_decode_pool_build")
         photo = images[0].read_bytes()
         with gunicorn_server(catalogue, tmp / "index", log_name="bench_decode_pool") as server:
-            shopper(server.port, photo, rounds=10)  # both workers warm, each with its decode processes
-            quiet, busy, seen = [], [], []
+            search = direct_search(server.port)
+            shopper(search, photo, rounds=10)  # both workers warm, each with its decode processes
             fields = {"locate": "false"} if args.no_locate else None
-            window_s = args.seconds / args.windows
-            with Memory(server.proc.pid) as memory, ThreadPoolExecutor(1) as background:
-                # quiet and attacked windows in turn, so that both see the same background load
-                for _ in range(args.windows):
-                    quiet += shopper(server.port, photo, until=time.monotonic() + window_s)
-                    until = time.monotonic() + window_s
-                    attacked = background.submit(attack, server.port, cases, until, fields)
-                    busy += shopper(server.port, photo, until=until)
-                    seen.append(attacked.result())  # its last burst ends before the next quiet window
-            results["cases"] = _merged(seen)
-            results["memory"] = {
-                "workers_before_mb": round(memory.before_mb),
-                "workers_peak_growth_mb": round(memory.workers_peak_mb - memory.before_mb),
-                "decode_processes_peak_mb": round(memory.decoders_peak_mb),
-                "decode_processes": len(_decoders(memory.workers)),
-            }
-    results["shopper"] = {
-        "alone_p50_ms": round(statistics.median(quiet), 1),
-        "under_attack_p50_ms": round(statistics.median(busy), 1),
-        "alone_searches": len(quiet),
-        "under_attack_searches": len(busy),
-    }
-    results["shopper"]["ratio_p50"] = round(
-        results["shopper"]["under_attack_p50_ms"] / results["shopper"]["alone_p50_ms"], 2
-    )
+            results.update(under_attack(search, server.proc.pid, photo, cases, args.seconds, args.windows, fields))
     results["overheads"] = overheads(photo)
     if args.unbounded:
         results["unbounded"] = unbounded(cases)
     results["machine"]["load_1min_end"] = round(load_average(), 2)
 
-    for name, seen in results["cases"].items():
-        print(f"{name:17s} {results['sizes_kb'][name]:5d} KB: statuses {seen['statuses']}, "
-              f"slowest answer {seen['slowest_s']:.2f} s")
-    m = results["memory"]
-    print(f"workers' RSS: {m['workers_before_mb']} MB before, peak growth {m['workers_peak_growth_mb']} MB "
-          f"(budget 256 MB per worker); {m['decode_processes']} decode processes, combined peak "
-          f"{m['decode_processes_peak_mb']} MB")
-    s = results["shopper"]
-    print(f"shopper p50: {s['alone_p50_ms']} ms alone ({s['alone_searches']} searches), "
-          f"{s['under_attack_p50_ms']} ms under attack ({s['under_attack_searches']}): ratio {s['ratio_p50']} (< 2)")
+    print_attack(results)
     o = results["overheads"]
     print(f"an ordinary upload: {o['in_process_ms_p50']} ms decoded in the worker, "
           f"{o['decode_process_ms_p50']} ms through a decode process; marker walk of 10 MB: "

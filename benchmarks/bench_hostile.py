@@ -45,16 +45,50 @@ time while 8 searches of four phone-sized photos run without pause, with
 the default model and weights: p50/p95/max per route (target: p95 <= 0.5
 s), and searches answered a second.
 
+Three more run on their own the same way (the first two on the deployment
+above with random weights; their measurements are
+``benchmarks/bench_decode_pool.py``'s and ``benchmarks/bench_memory.py``'s,
+called with searches that go through nginx, each from a fresh address):
+
+``--progressive-jpeg``: four of the worst JPEGs at once, burst after burst
+(60,000 scans; a progressive 8000 x 8000 photo; the same in CMYK; the
+slowest accepted, 100 scans of 8000 x 8000), while one shopper searches
+with a catalogue photo, in quiet and attacked windows taken in turn
+(``--attack-seconds`` in all, in ``--windows`` turns): each case's statuses
+and slowest answer, the workers' RSS growth, and the shopper's p50 alone
+and under attack with their ratio (target: under 2).
+
+``--arena``: 20 searches at once, each with four noise JPEGs that together
+just fit the 10 MB upload limit, with ``MALLOC_ARENA_MAX=2`` as the systemd
+unit sets it; every worker's RSS each second for 15 s after (target: within
+150 MB of its idle RSS 10 s after the burst).
+
+``--full-disk`` (root: it mounts a 128 MB tmpfs as the index dir, and a
+build's margin alone is 64 MB): ``python -m indexer build`` with random
+weights onto the demo catalogue publishes a generation; then, with photos
+added, (1) a ballast file leaves 32 MB free and a build runs; (2) and (3)
+the disk fills once the publish's own space estimate has passed, leaving
+almost nothing or all but half of Annoy's file (the build runs in a
+``python -c`` wrapper of ``python -m indexer build`` that adds the ballast
+right after that check); (4) the ballast goes and a build runs. Each:
+exit status, seconds until it ended, ``status.json``'s state and reason,
+any generation left beside the one served, and whether the served one is
+untouched (the ``current`` link and every file's SHA-256). Without root it
+says so and exits 1.
+
 Ends with one JSON line of every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import http.client
 import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,8 +97,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks import bench_decode_pool, bench_memory
 from benchmarks.common import DEFAULT_DATASET, dataset_images, load_average, make_catalogue
-from benchmarks.server import build_index_cli, child_pids, worker_rss_mb
+from benchmarks.server import FilePart, build_index_cli, child_pids, encode_multipart, worker_rss_mb
 from tests.corpus import build_corpus
 from tests.support.proxy import OTHER_CLIENT, Deployment, Slowloris, deployment, multipart_photos
 
@@ -401,8 +436,6 @@ def too_large_bodies(site: Deployment, upload_bytes: int, form_bytes: int = 1024
 
 def _build_index(catalogue: Path, index_dir: Path, env_changes: dict, log_name: str) -> None:
     """``python -m indexer build`` with the environment the served site will have (so it is found fresh)."""
-    import subprocess
-
     from benchmarks.server import OUT_DIR
     from tests.support.gunicorn import REPO, gunicorn_env
 
@@ -431,13 +464,205 @@ def shopper_photos(catalogue: Path, count: int = 4, side: int = 1200) -> list[by
     return photos
 
 
-def run_selected(args, catalogue: Path, tmp: Path) -> dict:
-    """The cases chosen by ``--quick-requests`` and ``--too-large``, each on its own deployment."""
+# ---------------------------------------------------------------- hostile JPEGs; memory after a burst
+
+
+def nginx_search(site: Deployment) -> bench_decode_pool.Search:
+    """A ``bench_decode_pool.Search`` through nginx, each search from a fresh address; 0 for a network error."""
+
+    def search(data: bytes, name: str, fields: dict[str, str] | None = None) -> tuple[int, float]:
+        body, content_type = encode_multipart([FilePart("image", name, data)], fields)
+        started = time.perf_counter()
+        try:
+            status, _, _ = site.request("POST", "/api/search", body=body, headers={"Content-Type": content_type},
+                                        timeout=120, source=next_client())
+        except (OSError, http.client.HTTPException):
+            status = 0
+        return status, (time.perf_counter() - started) * 1000
+
+    return search
+
+
+def progressive_jpegs(site: Deployment, photo: bytes, seconds: float, windows: int) -> dict:
+    """``bench_decode_pool``'s four hostile JPEGs against ``site``, while one shopper searches with ``photo``."""
+    cases = bench_decode_pool.hostile_cases()
+    search = nginx_search(site)
+    bench_decode_pool.shopper(search, photo, rounds=10)  # both workers warm, each with its decode processes
+    figures = bench_decode_pool.under_attack(search, site.processes[0].pid, photo, cases, seconds, windows)
+    figures["sizes_kb"] = {name: round(len(data) / 1024) for name, data in cases.items()}
+    figures["attack_s"], figures["windows"] = seconds, windows
+    return figures
+
+
+def arena_burst(site: Deployment) -> dict:
+    """``bench_memory``'s burst (20 searches at once, four photos just fitting the upload limit) against ``site``."""
+    photos, sides, limit = bench_memory.near_limit_photos()
+    body, content_type = encode_multipart(
+        [FilePart("image", f"noise-{n}.jpg", data) for n, data in enumerate(photos)], {"k": "5"}
+    )
+
+    def post() -> int:
+        try:
+            status, _, _ = site.request("POST", "/api/search", body=body, headers={"Content-Type": content_type},
+                                        timeout=120, source=next_client())
+        except (OSError, http.client.HTTPException):
+            return 0
+        return status
+
+    figures = bench_memory.burst_and_sample(child_pids(site.processes[0].pid), post)
+    return {"photo_bytes": [len(p) for p in photos], "photo_side_px": sides, "body_bytes": len(body),
+            "upload_limit_bytes": limit, **figures}
+
+
+# ---------------------------------------------------------------- a build onto a full disk
+
+DISK_MB = 128  # a build's margin alone is 64 MB (indexer.publish.SPACE_MARGIN_BYTES): a 64 MB disk refuses every one
+REFUSAL_LEAVE = 32 * 2**20  # free space left for the refused build: under that margin
+FIRST_ITEMS = 120  # of the demo catalogue's 144: the rest are added between builds
+
+# python -m indexer build, but once the publish's own estimate has passed, a ballast file takes the disk's
+# space (another writer, say), as tests/test_disk_full.py does in-process
+_FILL_MID_PUBLISH = """
+import os, runpy, sys
+import indexer.build  # first, so that the build's own up-front check stays the real one
+import indexer.publish
+ballast, leave = sys.argv[1], int(sys.argv[2])
+estimate = indexer.publish.ensure_free_space
+
+def estimate_then_fill(index_dir, needed):
+    estimate(index_dir, needed)
+    stats = os.statvfs(index_dir)
+    with open(ballast, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, max(1, stats.f_bavail * stats.f_frsize - leave))
+
+indexer.publish.ensure_free_space = estimate_then_fill
+sys.argv = ["indexer", "build"]
+runpy.run_module("indexer", run_name="__main__", alter_sys=True)
+"""
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A ballast file taking all of ``disk``'s free space but ``leave`` bytes (tests/test_disk_full.py's way)."""
+    stats = os.statvfs(disk)
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, max(1, stats.f_bavail * stats.f_frsize - leave))
+    return ballast
+
+
+def _generation_digest(gen: Path) -> dict[str, str]:
+    return {str(path.relative_to(gen)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(gen.rglob("*")) if path.is_file()}
+
+
+def _allocated(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _run_build(index_dir: Path, env: dict, log_name: str, served: Path | None, wrapper: list[str] | None = None
+               ) -> dict:
+    """One ``python -m indexer build`` (or ``wrapper``): exit status, seconds, status.json, what it left behind."""
+    from benchmarks.server import OUT_DIR
+    from indexer.generation import MANIFEST, STATUS, current_generation
+    from tests.support.gunicorn import REPO
+
+    digest = _generation_digest(served) if served is not None else None
+    command = [sys.executable, *(wrapper or ["-m", "indexer", "build"])]
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(OUT_DIR / f"{log_name}.log", "wb") as log_file:
+        done = subprocess.run(command, cwd=REPO, env=env, timeout=1800, stdin=subprocess.DEVNULL, stdout=log_file,
+                              stderr=subprocess.STDOUT, check=False)
+    seconds = time.perf_counter() - started
+    errors = [line for line in (OUT_DIR / f"{log_name}.log").read_text(errors="replace").splitlines()
+              if " ERROR " in line]
+    status = json.loads((index_dir / STATUS).read_text())
+    current = current_generation(index_dir)
+    others = sorted(p.name for p in index_dir.glob("gen-*") if served is None or p.name != served.name)
+    figures = {
+        "exit_status": done.returncode,
+        "seconds": round(seconds, 1),
+        "state": status.get("state"),
+        "reason": status.get("reason"),
+        "message": status.get("message"),
+        "other_generations": others,
+        "half_written": [name for name in others if not (index_dir / name / MANIFEST).exists()],
+        "last_error_logged": errors[-1].split(" ERROR ", 1)[1][:300] if errors else None,
+    }
+    if served is not None:
+        figures["served_still_current"] = current == served
+        figures["served_files_unchanged"] = served.is_dir() and _generation_digest(served) == digest
+    figures["current"] = current.name if current is not None else None
+    return figures
+
+
+def full_disk(tmp: Path) -> dict:
+    """Builds onto a 128 MB tmpfs: refused up front, failing mid-publish twice, then one with room (needs root)."""
+    from indexer.demo import generate_demo_catalogue
+    from indexer.generation import current_generation
+    from tests.support.gunicorn import gunicorn_env
+
+    catalogue, held = tmp / "disk-catalogue", tmp / "disk-held"
+    generate_demo_catalogue(catalogue)
+    held.mkdir()
+    for path in sorted(catalogue.glob("*.jpg")):
+        if int(path.stem) > FIRST_ITEMS:
+            path.rename(held / path.name)
+
+    def add_photos(count: int) -> None:
+        for path in sorted(held.glob("*.jpg"), key=lambda p: int(p.stem))[:count]:
+            path.rename(catalogue / path.name)
+
+    disk = tmp / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        return {"error": f"mount failed: {mounted.stderr.strip()}"}
+    results: dict = {"disk_mb": DISK_MB}
+    try:
+        index_dir = disk / "index"
+        env = gunicorn_env(catalogue, index_dir, "unix:/nowhere")  # FASHION_WEIGHTS=none
+        results["first"] = _run_build(index_dir, env, "bench_hostile_disk_first", None)
+        served = current_generation(index_dir)
+        annoy = (served / "index.ann").stat().st_blocks * 512
+        results["served_generation_mb"] = round(_allocated(served) / 2**20, 2)
+
+        add_photos(2)
+        ballast = fill(disk, REFUSAL_LEAVE)
+        results["refused_up_front"] = _run_build(index_dir, env, "bench_hostile_disk_refused", served)
+        results["refused_up_front"]["free_mb"] = round(REFUSAL_LEAVE / 2**20)
+        ballast.unlink()
+
+        for name, leave in (("mid_publish_almost_nothing", 16 * 1024),
+                            ("mid_publish_half_of_annoy", _allocated(served) - annoy // 2)):
+            add_photos(2)
+            wrapper = ["-c", _FILL_MID_PUBLISH, str(disk / "ballast"), str(leave)]
+            results[name] = _run_build(index_dir, env, f"bench_hostile_disk_{name}", served, wrapper)
+            results[name]["left_free_kb"] = round(leave / 1024)
+            (disk / "ballast").unlink(missing_ok=True)
+
+        results["with_room_again"] = _run_build(index_dir, env, "bench_hostile_disk_room", served)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    return results
+
+
+def _random_index(catalogue: Path, tmp: Path) -> Path:
+    """The index of ``catalogue`` with random weights, built once for the cases that share it."""
+    index_dir = tmp / "index-random"
+    if not (index_dir / "current").exists():
+        _build_index(catalogue, index_dir, {}, "bench_hostile_random_build")
+    return index_dir
+
+
+def run_selected(args, catalogue: Path | None, tmp: Path) -> dict:
+    """The cases chosen by ``--quick-requests``, ``--too-large``, ``--progressive-jpeg``, ``--arena`` and
+    ``--full-disk``, each on its own deployment (``catalogue``: None when only ``--full-disk`` runs)."""
     results: dict = {"machine": {"cores": os.cpu_count(), "load_1min_start": round(load_average(), 2)}}
     quiet = {"FASHION_RESCAN_SECONDS": "0"}
     if args.too_large:
-        index_dir = tmp / "index-random"
-        _build_index(catalogue, index_dir, {}, "bench_hostile_too_large_build")
+        index_dir = _random_index(catalogue, tmp)
         with deployment(tmp / "deploy-large", catalogue, index_dir, extra_env=quiet) as site:
             # over nginx's limits (the app's own): nginx answers
             results["too_large"] = too_large_bodies(site, upload_bytes=10 * 1024 * 1024 + 1024, tries=args.tries)
@@ -458,6 +683,20 @@ def run_selected(args, catalogue: Path, tmp: Path) -> dict:
             results["quick_requests"] = quick_requests_during_searches(site, photos, searches=args.searches,
                                                                        probes=args.probes)
         log.info("quick requests during searches: %s", results["quick_requests"])
+    if args.progressive_jpeg:
+        with deployment(tmp / "deploy-jpeg", catalogue, _random_index(catalogue, tmp), extra_env=quiet) as site:
+            photo = sorted(catalogue.rglob("*.jpg"))[0].read_bytes()
+            results["progressive_jpeg"] = progressive_jpegs(site, photo, args.attack_seconds, args.windows)
+        log.info("progressive JPEGs: %s", results["progressive_jpeg"])
+    if args.arena:
+        # MALLOC_ARENA_MAX=2 as deploy/fashion-search.service sets it
+        with deployment(tmp / "deploy-arena", catalogue, _random_index(catalogue, tmp),
+                        extra_env={**quiet, "MALLOC_ARENA_MAX": "2"}) as site:
+            results["arena"] = arena_burst(site)
+        log.info("memory after a burst: %s", results["arena"])
+    if args.full_disk:
+        results["full_disk"] = full_disk(tmp) if os.geteuid() == 0 else {"error": "needs root (it mounts a tmpfs)"}
+        log.info("full disk: %s", results["full_disk"])
     results["machine"]["load_1min_end"] = round(load_average(), 2)
     return results
 
@@ -476,6 +715,31 @@ def print_selected(results: dict) -> None:
                   f"p50 {spread['p50']} ms, p95 {spread['p95']} ms (<= 500), max {spread['max']} ms")
         print(f"searches answered meanwhile: {quick['searches_answered_while_probing']} in {quick['probing_s']} s "
               f"({quick['searches_per_s']} a second), answered {quick['search_statuses']}")
+    if "progressive_jpeg" in results:
+        jpeg = results["progressive_jpeg"]
+        print(f"progressive JPEGs through nginx, {jpeg['attack_s']:.0f} s of attack in {jpeg['windows']} windows:")
+        bench_decode_pool.print_attack(jpeg)
+    if "arena" in results:
+        arena = results["arena"]
+        after = [w[f"after_{bench_memory.TARGET_AFTER_S}s_mb"] for w in arena["workers"].values()]
+        print(f"arena: {bench_memory.CONCURRENT} searches at once of {len(arena['photo_bytes'])} photos "
+              f"({arena['body_bytes']} bytes) answered {arena['statuses']} in {arena['burst_s']} s; workers idle "
+              f"{[w['idle_mb'] for w in arena['workers'].values()]} MB, peak "
+              f"{[w['peak_mb'] for w in arena['workers'].values()]}, after {bench_memory.TARGET_AFTER_S} s {after}: "
+              f"worst +{arena['worst_over_idle_after_mb']} MB (<= {bench_memory.TARGET_MB:.0f})")
+    if "full_disk" in results:
+        disk = results["full_disk"]
+        if "error" in disk:
+            print(f"full disk: {disk['error']}")
+        for name in ("first", "refused_up_front", "mid_publish_almost_nothing", "mid_publish_half_of_annoy",
+                     "with_room_again"):
+            if name in disk:
+                run = disk[name]
+                print(f"full disk, {name}: exit {run['exit_status']} after {run['seconds']} s; status "
+                      f"{run['state']}/{run['reason']}; other generations {run['other_generations']} "
+                      f"(half-written {run['half_written']}); served still current "
+                      f"{run.get('served_still_current', '-')}, its files unchanged "
+                      f"{run.get('served_files_unchanged', '-')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,18 +755,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=150, help="quick requests for --quick-requests")
     parser.add_argument("--too-large", action="store_true", help="only: uploads and forms over the body limits")
     parser.add_argument("--tries", type=int, default=200, help="requests of each kind for --too-large")
+    parser.add_argument("--progressive-jpeg", action="store_true",
+                        help="only: four hostile progressive JPEGs at once while a shopper searches")
+    parser.add_argument("--attack-seconds", type=float, default=60.0,
+                        help="seconds of attack in all for --progressive-jpeg (default 60)")
+    parser.add_argument("--windows", type=int, default=6,
+                        help="quiet and attacked windows in turn for --progressive-jpeg (default 6)")
+    parser.add_argument("--arena", action="store_true",
+                        help="only: worker memory after 20 searches at once of four photos at the upload limit")
+    parser.add_argument("--full-disk", action="store_true",
+                        help="only: builds onto a full tmpfs (needs root)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.quick_requests or args.too_large:
+    if args.quick_requests or args.too_large or args.progressive_jpeg or args.arena or args.full_disk:
         with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
             catalogue = args.catalogue
-            if catalogue is None:
+            if catalogue is None and (args.quick_requests or args.too_large or args.progressive_jpeg or args.arena):
                 images = dataset_images(DEFAULT_DATASET)[: args.images]
                 catalogue = make_catalogue(images, Path(tmp) / "catalogue", styles=DEFAULT_DATASET / "styles.csv")
-            results = run_selected(args, Path(catalogue), Path(tmp))
+            results = run_selected(args, Path(catalogue) if catalogue else None, Path(tmp))
         print_selected(results)
         print(json.dumps(results))
-        return 0
+        return 1 if "error" in results.get("full_disk", {}) else 0
 
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         tmp = Path(tmp)

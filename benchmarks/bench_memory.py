@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,6 +106,17 @@ def noise_jpeg(max_bytes: int, seed: int, quality: int = 90) -> tuple[bytes, int
     return best, best_side
 
 
+def near_limit_photos(quality: int = 90) -> tuple[list[bytes], list[int], int]:
+    """``PHOTOS`` noise JPEGs that together just fit the default upload limit: the photos, their sides in
+    pixels, and the limit in bytes."""
+    from indexer.config import Settings
+
+    limit = Settings.from_env(env={}).max_upload_bytes
+    per_photo = (limit - MULTIPART_SLACK) // PHOTOS
+    made = [noise_jpeg(per_photo, seed, quality) for seed in range(PHOTOS)]
+    return [data for data, _ in made], [side for _, side in made], limit
+
+
 _NO_HOOKS_CONF = """\
 # gunicorn.conf.py as it is, less the memory hooks (bench_memory's no_fix condition)
 chdir = {root!r}
@@ -145,39 +157,51 @@ def one_condition(label: str, arena_env: str | None, catalogue: Path, index_dir:
         else:
             starting = server_without_hooks(catalogue, index_dir, extra, f"memory-{label}")
         with starting as server:
-            pids = server.worker_pids()
-            time.sleep(2.0)  # let start-up settle
-            idle = {pid: vm_rss_mb(pid) for pid in pids}
-            peak = dict(idle)
-            stop = threading.Event()
-
-            def sample_peak():
-                while not stop.is_set():
-                    for pid in pids:
-                        peak[pid] = max(peak[pid], vm_rss_mb(pid))
-                    stop.wait(0.05)
-
-            sampler = threading.Thread(target=sample_peak, daemon=True)
-            sampler.start()
             parts = [FilePart("image", f"noise-{n}.jpg", data) for n, data in enumerate(photos)]
-            started = time.monotonic()
-            with ThreadPoolExecutor(CONCURRENT) as pool:
-                replies = list(pool.map(lambda _: post_search(server.port, parts, {"k": "5"}, timeout=120.0),
-                                        range(CONCURRENT)))
-            burst_s = time.monotonic() - started
-            samples: dict[int, list[float]] = {pid: [] for pid in pids}
-            for _ in range(SAMPLE_S):
-                time.sleep(1.0)
-                for pid in pids:
-                    samples[pid].append(vm_rss_mb(pid))
-            stop.set()
-            sampler.join()
+            figures = burst_and_sample(
+                server.worker_pids(), lambda: post_search(server.port, parts, {"k": "5"}, timeout=120.0).status
+            )
     finally:
         if saved is not None:
             os.environ["MALLOC_ARENA_MAX"] = saved
+    result = {"malloc_arena_max": arena_env or "unset", "trim_and_post_fork_hooks": hooks, **figures}
+    log.info("%s: statuses %s, burst %.1f s; per worker idle/peak/after %d s: %s; target %s",
+             label, result["statuses"], result["burst_s"], TARGET_AFTER_S,
+             [(w["idle_mb"], w["peak_mb"], w[f"after_{TARGET_AFTER_S}s_mb"]) for w in result["workers"].values()],
+             "met" if result["target_met"] else "missed")
+    return result
+
+
+def burst_and_sample(pids: list[int], post: Callable[[], int]) -> dict:
+    """Each worker's idle RSS, then ``CONCURRENT`` calls of ``post`` at once (each one search; it returns the
+    status), then every worker's RSS once a second for ``SAMPLE_S`` s: the figures and whether the target was met."""
+    time.sleep(2.0)  # let start-up settle
+    idle = {pid: vm_rss_mb(pid) for pid in pids}
+    peak = dict(idle)
+    stop = threading.Event()
+
+    def sample_peak():
+        while not stop.is_set():
+            for pid in pids:
+                peak[pid] = max(peak[pid], vm_rss_mb(pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample_peak, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        replies = list(pool.map(lambda _: post(), range(CONCURRENT)))
+    burst_s = time.monotonic() - started
+    samples: dict[int, list[float]] = {pid: [] for pid in pids}
+    for _ in range(SAMPLE_S):
+        time.sleep(1.0)
+        for pid in pids:
+            samples[pid].append(vm_rss_mb(pid))
+    stop.set()
+    sampler.join()
     statuses: dict[str, int] = {}
-    for reply in replies:
-        statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1
+    for status in replies:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
     workers = {}
     for pid in pids:
         after = samples[pid][TARGET_AFTER_S - 1]
@@ -189,20 +213,13 @@ def one_condition(label: str, arena_env: str | None, catalogue: Path, index_dir:
             "per_second_mb": samples[pid],
         }
     worst = max(w["over_idle_after_mb"] for w in workers.values())
-    result = {
-        "malloc_arena_max": arena_env or "unset",
-        "trim_and_post_fork_hooks": hooks,
+    return {
         "burst_s": round(burst_s, 2),
         "statuses": statuses,
         "workers": workers,
         "worst_over_idle_after_mb": worst,
         "target_met": worst <= TARGET_MB,
     }
-    log.info("%s: statuses %s, burst %.1f s; per worker idle/peak/after %d s: %s; target %s",
-             label, statuses, burst_s, TARGET_AFTER_S,
-             [(w["idle_mb"], w["peak_mb"], w[f"after_{TARGET_AFTER_S}s_mb"]) for w in workers.values()],
-             "met" if result["target_met"] else "missed")
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,13 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
-    from indexer.config import Settings
     from indexer.demo import generate_demo_catalogue
 
-    limit = Settings.from_env(env={}).max_upload_bytes
-    per_photo = (limit - MULTIPART_SLACK) // PHOTOS
-    made = [noise_jpeg(per_photo, seed, args.quality) for seed in range(PHOTOS)]
-    photos, sides = [data for data, _ in made], [side for _, side in made]
+    photos, sides, limit = near_limit_photos(args.quality)
     log.info("upload limit %d bytes; %d photos of %s bytes, %s pixels square", limit, PHOTOS,
              [len(p) for p in photos], sides)
     load_before = load_average()

@@ -92,3 +92,13 @@ def test_a_bad_setting_is_one_line_for_gunicorn_and_the_cli(variable, value, exp
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("token", ["x", "a" * 15])
+def test_a_metrics_token_needs_16_characters_and_never_shows_in_the_message(token):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FASHION_METRICS_TOKEN": token})
+    message = str(info.value)
+    assert "FASHION_METRICS_TOKEN" in message and "at least 16 characters" in message
+    assert f"{len(token)} characters" in message and (len(token) < 5 or token not in message)
+    assert Settings.from_env({"FASHION_METRICS_TOKEN": "a" * 16}).metrics_token == "a" * 16
