@@ -36,7 +36,8 @@ worker_class = "web.workers.QueueTimedThreadWorker"
 # piling up; the app answers 503 + Retry-After when its model queue is full.
 backlog = _settings.backlog
 # Loading TensorFlow and the model takes a few seconds per worker; a first
-# build runs in a background thread, so requests never wait on it.
+# build runs in a background thread, so requests never wait on it. A worker
+# that has not created its app within this time ends itself (post_fork).
 timeout = _settings.worker_timeout_s
 graceful_timeout = 30
 keepalive = 5
@@ -88,32 +89,48 @@ def on_exit(server):
 
 
 def when_ready(server):
-    """Make this server's folder of worker state files."""
-    server.fashion_worker_states = tempfile.mkdtemp(prefix="fashion-workers-")
+    """Make this server's folder of worker state files, writable by the workers' user."""
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="fashion-workers-")
+        # run as root with --user/--group, the workers drop to that user after the fork
+        if os.geteuid() == 0 and (server.cfg.uid, server.cfg.gid) != (0, 0):
+            os.chown(folder, server.cfg.uid, server.cfg.gid)
+    except OSError as exc:
+        # /healthz then answers for each worker alone, and reloads do not wait for new workers
+        server.log.error("No folder for the workers' states (%s): /healthz answers per worker", exc)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    server.fashion_worker_states = folder
 
 
 def post_worker_init(worker):
-    """During a reload, keep this worker serving until its replacements have loaded (web/handover.py)."""
+    """The app is created: stop the boot watchdog; during a reload, serve until the new workers have loaded."""
+    from web.boot_watchdog import boot_finished
     from web.handover import serve_until_siblings_boot
     from web.worker_states import this_worker
 
+    boot_finished()
     states = this_worker()
     if states is not None:
         serve_until_siblings_boot(worker, states, limit_s=worker.cfg.timeout)
 
 
 def worker_exit(server, worker):
-    """A worker that exits removes its state file."""
-    from web.worker_states import forget_this_worker
+    """A worker that exits marks its state file ``exiting`` (the master removes it in ``child_exit``)."""
+    if os.getpid() == server.pid:
+        return  # gunicorn also calls this in the master, for a worker that was already gone
+    from web.worker_states import mark_this_worker_exiting
 
-    forget_this_worker()
+    mark_this_worker_exiting()
 
 
 def child_exit(server, worker):
-    """Remove the state file of a worker that died without removing it (killed, timed out)."""
+    """Remove the state file of a worker the master reaped (marked ``exiting``, or left behind when killed)."""
     folder = getattr(server, "fashion_worker_states", None)
     if folder:
-        # the name web/worker_states.py's state_file() gives; the master does not import the web app
+        # the name web/worker_states.py's state_file() gives
         Path(folder, f"{worker.pid}.json").unlink(missing_ok=True)
 
 
@@ -139,10 +156,16 @@ TRIM_AFTER_BYTES = 1024 * 1024
 
 
 def post_fork(server, worker):
-    """Bound this worker's malloc arenas unless MALLOC_ARENA_MAX already did; share its state (/healthz)."""
+    """Bound this worker's malloc arenas unless MALLOC_ARENA_MAX already did; time its boot; share its state."""
     if not os.environ.get("MALLOC_ARENA_MAX"):
         _bound_malloc_arenas()
     # only now: importing the web app starts numpy's threads, each of which may make an arena
+    if worker is not None and worker.cfg.timeout > 0:
+        from web.boot_watchdog import watch_this_boot
+
+        # gunicorn's own timeout starts only once the worker runs (web/boot_watchdog.py);
+        # its SIGTERM handler only clears ``alive``, which it reads once the app is created
+        watch_this_boot(worker.cfg.timeout, told_to_stop=lambda: not worker.alive)
     if getattr(server, "fashion_worker_states", None):
         from web.worker_states import enable
 

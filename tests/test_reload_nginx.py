@@ -9,6 +9,8 @@
 * ``/healthz`` answers for both workers: it counts them, and says 503 while
   one of them still serves the previous generation (that worker is stopped
   with SIGSTOP while a new index is published, so it cannot pick it up).
+  When a published generation fails verification, both keep serving the
+  last good one and ``/healthz`` says so with a 200.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 
 import pytest
 
+from tests.support.generations import publish_a_damaged_copy
 from tests.support.proxy import deployment, nginx_binary
 from tests.support.reloads import reload_under_load, worker_pids
 
@@ -89,8 +92,9 @@ def test_healthz_counts_every_worker_and_waits_for_the_last_one(small_settings, 
         try:
             shutil.copy2(demo_catalogue / "100.jpg", settings.catalogue / "100.jpg")
             build_index(settings, embedder)
+            # the answering worker serves the new index (25 items) once it has loaded it; the other cannot
             behind = _wait_for_health(
-                site, lambda status, body: body["generation"] != first["generation"] and status == 503,
+                site, lambda status, body: status == 503 and body["items"] == 25,
                 "/healthz never said 503 while a worker served the previous generation",
             )
             new = behind["generation"]
@@ -98,10 +102,19 @@ def test_healthz_counts_every_worker_and_waits_for_the_last_one(small_settings, 
             assert behind["workers"] == {
                 "live": 2, "ready": 1, "booting": 0, "generations": {new: 1, first["generation"]: 1},
             }
-            assert behind["items"] == 25  # the answering worker serves the new index
+            assert new != first["generation"]
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(lagging, signal.SIGCONT)
         # let go, it picks the new generation up by itself, without a request
         after = _wait_for_health(site, _all_ready(2), "the stopped worker never caught up")
         assert after["generation"] == new and after["workers"]["generations"] == {new: 2}
+
+        # a published generation that fails verification: both workers keep the last good one, and say so
+        damaged = publish_a_damaged_copy(settings.index_dir)
+        refused = _wait_for_health(
+            site, lambda status, body: status == 200 and body.get("refused") == damaged,
+            "/healthz never said that the workers refused the damaged generation",
+        )
+        assert refused["reason"] == "published_index_refused" and refused["generation"] == new
+        assert refused["workers"] == {"live": 2, "ready": 2, "booting": 0, "generations": {new: 2}}

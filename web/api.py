@@ -96,7 +96,9 @@ def healthz():
     """200 when the whole site can serve searches, 503 (with Retry-After) otherwise, with the reason in ``reason``.
 
     Under gunicorn, every worker taking requests must serve the published
-    index (``web/site_health.py``); the JSON counts them. An index of an
+    index (``web/site_health.py``), or all the same earlier one when the
+    published one failed verification (200, ``reason`` says so); the JSON
+    counts them. An index of an
     empty catalogue serves no search: 503 ``empty_catalogue``, so a load
     balancer does not send shoppers to a site with nothing to find.
     """

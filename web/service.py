@@ -195,6 +195,11 @@ class IndexService:
         }
         return payload
 
+    @property
+    def refused_generation(self) -> str | None:
+        """The published generation this worker refused to serve (it failed verification), or None."""
+        return self._failed_gen
+
     def published_generation(self) -> str | None:
         """The name of the generation ``current`` points at (what every worker should serve), or None."""
         gen = current_generation(self.settings.index_dir)

@@ -4,15 +4,23 @@
 request reached. gunicorn.conf.py makes one folder per server (``when_ready``)
 and calls ``enable(folder)`` in every new worker (``post_fork``). From then
 on the worker keeps ``<folder>/<pid>.json`` current: ``booting`` until its
-app is created, then its state, the generation it serves and its item count
-(a ``StateKeeper`` thread rewrites it when any of these changes, atomically,
-so a reader never sees half a file).
+app is created, then its state, the generation it serves, its item count and
+the published generation it refused, if any (a ``StateKeeper`` thread
+rewrites it when any of these changes, atomically, so a reader never sees
+half a file).
 
 Readers count only files whose worker is alive and a child of the same
 gunicorn master: the file of a worker that died, or of an earlier server
-whose pid was reused, is ignored. A worker removes its own file when it
-exits (``worker_exit``) and the master removes the file of a worker it reaps
-(``child_exit``), for workers that were killed.
+whose pid was reused, is ignored. A worker that exits marks its file
+``exiting`` (``worker_exit``: it takes no more requests but is still a
+child of the master for a moment) and the master removes the file of every
+worker it reaps (``child_exit``), killed ones included.
+
+A state file that cannot be written (a full ``/tmp``, a folder the worker
+may not write to) is logged and tried again by the keeper; it never stops
+the worker. When the master runs as root and the workers as another user,
+the folder belongs to that user (``when_ready``) and every file takes the
+folder's owner, so that the workers can replace and read each other's files.
 
 Outside gunicorn (``flask run``, the Flask test client) nothing is enabled
 and ``/healthz`` answers for its own process.
@@ -26,13 +34,19 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 BOOTING = "booting"  # forked, still creating its app (loading the model and index): takes no requests yet
+EXITING = "exiting"  # left its request loop (gunicorn's worker_exit): takes no more requests
 KEEP_INTERVAL_S = 0.5  # how often a worker looks for a newly published generation and rewrites its file
+# A child of the master with no state file yet counts as a booting worker
+# only this long after it started: a worker writes its file right after the
+# fork (post_fork), so an older child without one is something else, such as
+# the new master of a binary upgrade (USR2) or a process the master ran.
+NEW_PROCESS_S = 2.0
 
 
 def state_file(folder: Path, pid: int) -> Path:
@@ -40,17 +54,33 @@ def state_file(folder: Path, pid: int) -> Path:
     return Path(folder) / f"{pid}.json"
 
 
-def parent_of(pid: int) -> int | None:
-    """The parent pid of a running process, or None when it is gone (or a zombie waiting to be reaped)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3 onwards of ``/proc/<pid>/stat`` (state, ppid, ...), or None when the process is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # "pid (command) state ppid ...": the command may hold spaces and parentheses
     fields = stat.rpartition(")")[2].split()
-    if len(fields) < 2 or fields[0] in ("Z", "X"):
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return int(fields[1])
+    return fields
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of a running process, or None when it is gone (or a zombie waiting to be reaped)."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
+
+
+def process_age_s(pid: int) -> float | None:
+    """Seconds since process ``pid`` started, or None when it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # field 22, starttime: clock ticks after boot, on the clock CLOCK_BOOTTIME reads
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
 
 
 @dataclass(frozen=True)
@@ -60,28 +90,48 @@ class WorkerStates:
     folder: Path
     master_pid: int
     pid: int
+    # one write at a time, and none after the worker said it is exiting
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _exiting: threading.Event = field(default_factory=threading.Event, init=False, repr=False, compare=False)
 
     def write(self, state: dict) -> None:
-        """Replace this worker's file with ``state`` (plus its pid) in one ``os.replace``."""
+        """Replace this worker's file with ``state`` (plus its pid) in one ``os.replace``.
+
+        Raises ``OSError`` when it cannot. Does nothing once ``mark_exiting()``
+        has run, so that a late keeper round cannot bring an exiting worker back.
+        """
+        with self._lock:
+            if not self._exiting.is_set():
+                self._replace(state)
+
+    def mark_exiting(self) -> None:
+        """Say that this worker takes no more requests (it is exiting); its file is not rewritten after this."""
+        with self._lock:
+            self._exiting.set()
+            self._replace({"state": EXITING, "generation": None, "items": 0})
+
+    def _replace(self, state: dict) -> None:
         target = state_file(self.folder, self.pid)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.pid}.", suffix=".tmp", dir=self.folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                if os.geteuid() == 0:
+                    # written before gunicorn drops to its --user: the workers must be able to read it
+                    owner = os.stat(self.folder)
+                    os.fchown(handle.fileno(), owner.st_uid, owner.st_gid)
                 json.dump(dict(state, pid=self.pid), handle)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def remove(self) -> None:
-        """Remove this worker's file (it is exiting)."""
-        state_file(self.folder, self.pid).unlink(missing_ok=True)
-
     def booting_siblings(self) -> list[int]:
-        """The master's other workers that are still creating their app (no file yet, or ``booting``).
+        """The master's other workers that are still creating their app.
 
-        Read from the master's list of children, so a worker forked a moment
-        ago counts even before it has written its file.
+        Those whose file says ``booting``, and children of the master so new
+        (under ``NEW_PROCESS_S``) that they may not have written their file
+        yet: read from the master's list of children, so a worker forked a
+        moment ago counts before its first write.
         """
         children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children")
         try:
@@ -95,7 +145,8 @@ class WorkerStates:
             try:
                 state = json.loads(state_file(self.folder, pid).read_text(encoding="utf-8")).get("state")
             except FileNotFoundError:
-                state = BOOTING  # forked, not yet past post_fork
+                age = process_age_s(pid)
+                state = BOOTING if age is not None and age < NEW_PROCESS_S else None
             except (OSError, ValueError, AttributeError):
                 continue
             if state == BOOTING:
@@ -127,10 +178,17 @@ _this_worker: WorkerStates | None = None
 
 
 def enable(folder: str | os.PathLike) -> WorkerStates:
-    """Share this worker's state in ``folder`` from now on (called by gunicorn.conf.py's ``post_fork``)."""
+    """Share this worker's state in ``folder`` from now on (called by gunicorn.conf.py's ``post_fork``).
+
+    Never raises for a file it cannot write: the worker boots anyway, and
+    its ``StateKeeper`` tries again.
+    """
     global _this_worker
     _this_worker = WorkerStates(Path(folder), master_pid=os.getppid(), pid=os.getpid())
-    _this_worker.write({"state": BOOTING, "generation": None, "items": 0})
+    try:
+        _this_worker.write({"state": BOOTING, "generation": None, "items": 0})
+    except OSError:
+        log.exception("Could not write this worker's state file in %s; trying again once its app is created", folder)
     return _this_worker
 
 
@@ -139,10 +197,14 @@ def this_worker() -> WorkerStates | None:
     return _this_worker
 
 
-def forget_this_worker() -> None:
-    """Remove this worker's file (called by gunicorn.conf.py's ``worker_exit``)."""
-    if _this_worker is not None:
-        _this_worker.remove()
+def mark_this_worker_exiting() -> None:
+    """Mark this worker's file ``exiting`` (called by gunicorn.conf.py's ``worker_exit``); the master removes it."""
+    if _this_worker is None:
+        return
+    try:
+        _this_worker.mark_exiting()
+    except OSError:
+        log.warning("Could not mark this worker's state file as exiting", exc_info=True)
 
 
 class StateKeeper:
@@ -157,10 +219,11 @@ class StateKeeper:
     def __init__(self, states: WorkerStates, read_state, pick_up):
         self.states, self.read_state, self.pick_up = states, read_state, pick_up
         self._written: dict | None = None
+        self._failing = False  # the last write failed (logged once)
         self._thread = threading.Thread(target=self._run, name="worker-state", daemon=True)
 
     def write_if_changed(self) -> None:
-        """Write the worker's state when it differs from what its file says."""
+        """Write the worker's state when it differs from what its file says (raises ``OSError`` when it cannot)."""
         state = self.read_state()
         if state != self._written:
             self.states.write(state)
@@ -168,14 +231,35 @@ class StateKeeper:
 
     def start(self) -> None:
         """Write the state now, then keep it current in the background."""
-        self.write_if_changed()
+        self._write()
         self._thread.start()
+
+    def keep(self) -> None:
+        """One round: pick up a newly published generation, then write the state if it changed.
+
+        A file that cannot be written (a full ``/tmp``) is logged, once until
+        it can be written again, and tried again on the next round: it must
+        never stop the worker.
+        """
+        self.pick_up()
+        self._write()
+
+    def _write(self) -> None:
+        try:
+            self.write_if_changed()
+        except OSError:
+            if not self._failing:
+                log.exception("Could not write this worker's state file; trying again every %.1f s", KEEP_INTERVAL_S)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("This worker's state file is written again")
+        self._failing = False
 
     def _run(self) -> None:
         while True:  # as long as the worker lives (a daemon thread)
             time.sleep(KEEP_INTERVAL_S)
             try:
-                self.pick_up()
-                self.write_if_changed()
-            except Exception:  # noqa: BLE001 - a full /tmp must not stop the keeper; the next round retries
-                log.exception("Could not update this worker's state file")
+                self.keep()
+            except Exception:  # noqa: BLE001 - the keeper must outlive one bad round; the next one retries
+                log.exception("Could not update this worker's state")
