@@ -146,6 +146,13 @@ def cmd_build(args, full: bool = False) -> int:
     _ensure_catalogue(settings)
     engine = getattr(args, "engine", "local")
     options = {"address": args.address} if engine == "ray" else None
+    if engine == "ray" and args.address:
+        from .engines.ray_data import check_reachable
+
+        try:  # before anything else: Ray itself would retry an unreachable head for minutes
+            check_reachable(args.address)
+        except ConnectionError as exc:
+            raise UsageError(str(exc)) from None
     vectors = getattr(args, "vectors", None)
     early = None
     if not full and not getattr(args, "retune", False) and not vectors and settings.runtime != "openvino-int8":

@@ -77,3 +77,15 @@ def test_search_refuses_an_index_tuned_otherwise_before_the_model_loads(seeded_i
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"but it is {flipped} here" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [("127.0.0.1:1", "does not answer"), ("no-such-host.invalid:6379", "does not answer"), ("banana", "host:port")],
+)
+def test_a_ray_build_with_an_unreachable_address_fails_at_once(seeded_index, no_model, address, says):
+    """Ray itself retries an unreachable head for minutes; the CLI says so in one line, even with nothing to do."""
+    done = run_cli("build", "--engine", "ray", "--address", address, *_where(seeded_index), timeout=60, **no_model)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and address in done.stderr
+    assert MODEL_LOADS not in done.stderr and "Traceback" not in done.stderr

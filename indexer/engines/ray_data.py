@@ -45,6 +45,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +187,31 @@ def _pool_shape(ray, cpus_per_actor: int | None, actors: int | None, tf_threads:
     per_actor = cpus_per_actor or tf_threads or min(2, cpus)
     per_actor = max(1, min(per_actor, cpus))
     return per_actor, actors or max(1, cpus // per_actor)
+
+
+REACH_TIMEOUT_S = 5.0  # Ray itself retries an unreachable head for minutes
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raise ``ConnectionError`` with one readable line when the Ray head at ``address`` does not answer.
+
+    ``address`` is what ``ray.init`` takes: ``host:port``, ``ray://host:port``
+    or ``auto`` (the local cluster's own record; not checked here).
+    """
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"Ray address {address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectionError(
+            f"The Ray cluster at {address} does not answer ({reason}): check --address, or drop it to start a local one"
+        ) from None
 
 
 def _start_ray(address: str | None, runtime_env: dict):
