@@ -328,6 +328,8 @@ def cmd_demo(args) -> int:
     from .demo import generate_demo_catalogue
 
     out = Path(args.out) if args.out else INSTANCE_DIR / "demo-catalogue"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: --out names the folder the demo images go in")
     count = generate_demo_catalogue(out)
     log.info("%d demo images in %s", count, out.resolve())
     _print_json(args, {"images": count, "folder": str(out.resolve())})

@@ -384,3 +384,11 @@ def test_evaluate_refuses_an_index_that_is_not_what_the_site_would_serve(fake_in
     assert tuned.returncode == 2 and tuned.stdout == ""
     assert "published with FASHION_TUNING=off, but it is on here" in tuned.stderr
     assert "Traceback" not in elsewhere.stderr + tuned.stderr
+
+
+def test_demo_into_a_file_says_what_out_is(tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    done = run_cli("demo", "--out", str(target))
+    assert done.returncode == 2 and "is a file: --out names the folder" in done.stderr
+    assert target.read_text() == "keep me" and "Traceback" not in done.stderr
