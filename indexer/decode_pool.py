@@ -54,6 +54,8 @@ from .images import DECODE_BUDGET, Crop, DecodeBudget, ImageError
 
 log = logging.getLogger(__name__)
 
+_PROC_LISTS_PROCESSES = os.path.isdir("/proc/self")
+
 # Beyond the photo's share of memory, each process may map this much: the
 # upload's bytes (up to the request limit), the model's array, the
 # decoders' working memory beyond the price (the reduction's tiles, up to
@@ -137,8 +139,21 @@ class _Decoder:
         return self.proc.pid
 
     def alive(self) -> bool:
-        """True while the process runs and has not been given up."""
-        return not self.lost and self.proc.poll() is None
+        """True while the process runs and has not been given up.
+
+        A killed process can read as running for a moment: its threads
+        still exit while its main thread is already a zombie, and it cannot
+        be reaped until they have. Its state in ``/proc`` tells.
+        """
+        if self.lost or self.proc.poll() is not None:
+            return False
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return not _PROC_LISTS_PROCESSES  # reaped meanwhile; without /proc, poll() is all there is
+        except (OSError, IndexError):
+            return True
 
     def ready(self, ends: float | None) -> bool:
         """Wait until ``ends`` at most for the process's first message (its imports done, its cap set).
