@@ -205,15 +205,18 @@ def test_no_answer_names_a_server_path(client, fake_index, method, path, data):
         assert str(folder) not in text, (response.status_code, folder)
 
 
-def _raw_multipart(disposition: bytes, photo: bytes) -> tuple[bytes, str]:
-    """A one-photo multipart body built by hand: ``disposition`` goes into the part header as raw bytes."""
+def _raw_multipart(disposition: bytes, photo: bytes, eol: bytes = b"\r\n") -> tuple[bytes, str]:
+    """A one-photo multipart body built by hand: ``disposition`` goes into the part header as raw bytes.
+
+    ``eol`` ends its lines (CRLF, as the standard says; some tools send LF alone).
+    """
     boundary = b"----round4boundary"
     body = b"".join([
-        b"--" + boundary + b"\r\n",
-        b'Content-Disposition: form-data; name="image"; ' + disposition + b"\r\n",
-        b"Content-Type: image/jpeg\r\n\r\n",
+        b"--" + boundary + eol,
+        b'Content-Disposition: form-data; name="image"; ' + disposition + eol,
+        b"Content-Type: image/jpeg" + eol + eol,
         photo,
-        b"\r\n--" + boundary + b"--\r\n",
+        eol + b"--" + boundary + b"--" + eol,
     ])
     return body, "multipart/form-data; boundary=" + boundary.decode()
 
@@ -239,6 +242,15 @@ def test_upload_file_names_in_any_encoding_are_accepted(client, demo_catalogue, 
     page = client.post("/search", data=body, content_type=content_type)
     assert page.status_code == 200
     assert "No photo was uploaded" not in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_a_latin_1_file_name_is_read_with_any_line_ends(client, demo_catalogue, eol):
+    """Werkzeug reads part headers ended by LF alone too; the Latin-1 pre-pass must find those blocks as well."""
+    body, content_type = _raw_multipart(b'filename="caf\xe9.jpg"', (demo_catalogue / "42.jpg").read_bytes(), eol)
+    response = client.post("/api/search", data=body, content_type=content_type)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["queries"][0]["filename"] == "café.jpg"
 
 
 def test_a_boundary_that_is_not_ascii_is_a_clear_400_not_a_crash(client, demo_catalogue):

@@ -8,6 +8,7 @@ displayed, escaped, never used as paths.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
 from flask import Request, current_app, has_app_context
@@ -43,17 +44,19 @@ def part_headers_as_utf8(body: bytes, boundary: bytes) -> bytes:
     (``filename="caf\xe9.jpg"``, as older browsers and tools send) made its
     parser drop the whole form: "No photo was uploaded". Every byte is a
     Latin-1 character, so such a line always reads. Only the header blocks
-    (from a delimiter line to the blank line after it) are looked at; a body
-    whose headers are all UTF-8 comes back as it was, not copied.
+    (from a delimiter line to the blank line after it) are looked at, with
+    the line ends Werkzeug accepts (CRLF, LF or CR); a body whose headers
+    are all UTF-8 comes back as it was, not copied.
     """
     delimiter = b"--" + boundary
     blocks: list[tuple[int, int]] = []
     position = body.find(delimiter)
     while position >= 0:
         start = position + len(delimiter)
-        end = body.find(b"\r\n\r\n", start)
-        if end < 0:
+        blank = _BLANK_LINE.search(body, start)
+        if blank is None:
             break
+        end = blank.start()
         try:
             body[start:end].decode("utf-8")
         except UnicodeDecodeError:
@@ -63,11 +66,16 @@ def part_headers_as_utf8(body: bytes, boundary: bytes) -> bytes:
         return body
     out, done = [], 0
     for start, end in blocks:
-        lines = body[start:end].split(b"\r\n")
-        out += [body[done:start], b"\r\n".join(_utf8_line(line) for line in lines)]
+        pieces = _LINE_BREAK.split(body[start:end])  # lines at even places, their line ends between
+        out += [body[done:start], b"".join(_utf8_line(p) if i % 2 == 0 else p for i, p in enumerate(pieces))]
         done = end
     out.append(body[done:])
     return b"".join(out)
+
+
+# the blank line that ends a part's headers, and a line end, as Werkzeug's multipart parser reads them
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\r\r|\n\n")
+_LINE_BREAK = re.compile(rb"(\r\n|\r|\n)")
 
 
 def _utf8_line(line: bytes) -> bytes:
