@@ -82,9 +82,13 @@ class QueryPhoto:
         """A located ``box`` of this photo, model-ready at ``size``, decoded where the photo was."""
         if self.source is None:
             raise ValueError("a shopper's crop has no source to decode boxes from")
-        if self.pool is None:
-            return load_for_model(self.source, size, crop=box, wait_s=wait_s)
-        return self.pool.decode(self.source, size, box, wait_s)[0]
+        try:
+            if self.pool is None:
+                return load_for_model(self.source, size, crop=box, wait_s=wait_s)
+            return self.pool.decode(self.source, size, box, wait_s)[0]
+        except ImageError as exc:
+            exc.filename = self.filename  # which photo's box failed, for the answer's message
+            raise
 
 
 def decode_photo(

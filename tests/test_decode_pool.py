@@ -12,6 +12,7 @@ owner or a gunicorn worker.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -373,3 +374,18 @@ def make_image_bytes(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, "PNG")
     return out.getvalue()
+
+
+class _RefusingPool:
+    """Decodes nothing: every photo is refused, as a busy or broken decode process would."""
+
+    def decode(self, data, size, crop=None, wait_s=None):
+        raise ImageError("busy", "The decoders are busy.")
+
+
+def test_a_box_that_cannot_be_decoded_names_its_own_photo():
+    photo = decode_photo(make_image_bytes(np.full((64, 80, 3), 200, np.uint8)), "second.png", size=224)
+    refused = dataclasses.replace(photo, pool=_RefusingPool())
+    with pytest.raises(ImageError) as info:
+        refused.decode_box(224, (0.1, 0.1, 0.5, 0.5), None)
+    assert info.value.reason == "busy" and info.value.filename == "second.png"

@@ -162,7 +162,7 @@ def search_uploads(service, gate: ModelGate, form, files) -> UploadSearch:
     try:
         results, timing = pipeline.search_photos(upload.photos, upload.options, model_slot=model_slot, budget=deadline)
     except ImageError as exc:  # decoding a located box again failed (a busy decoder)
-        raise image_error(upload.photos[0].filename, exc) from None
+        raise image_error(getattr(exc, "filename", None) or upload.photos[0].filename, exc) from None
     if cfg.metrics:
         from .metrics import observe_search
 
