@@ -55,6 +55,7 @@ def test_gate_wait_is_capped_by_what_is_left_of_the_deadline():
         assert time.monotonic() - started < 5.0  # the deadline's 0.2 s, not the queue's 20 s
 
 
+@pytest.mark.slow  # waits out real deadlines, about 1.2 s each
 @pytest.mark.parametrize("url", ["/api/search", "/search"])
 def test_four_photo_request_behind_a_busy_model_stops_at_its_deadline(deadline_app, demo_catalogue, url):
     client = deadline_app.test_client()
@@ -70,6 +71,7 @@ def test_four_photo_request_behind_a_busy_model_stops_at_its_deadline(deadline_a
     assert again.status_code == 200
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_decode_waits_are_capped_by_the_deadline(deadline_app, demo_catalogue):
     """Every decode slot taken by other requests: the 20 s decode wait gives way to the 1 s deadline."""
     release, held = threading.Event(), threading.Event()

@@ -142,6 +142,7 @@ def test_a_photo_that_cannot_get_decode_memory_in_time_gets_503_with_retry_after
     assert _search(client, photo, url).status_code == 200  # released: served again
 
 
+@pytest.mark.slow  # starts decode processes under their memory cap
 def test_the_decode_memory_setting_bounds_each_process(fake_index, make_fake_app):
     from indexer import images
     from tests.corpus import make_png

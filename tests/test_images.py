@@ -424,6 +424,7 @@ def test_early_reduction_keeps_the_exif_orientation():
     assert np.abs(load_for_model(data).astype(int) - expected.astype(int)).mean() < 2
 
 
+@pytest.mark.slow  # decodes large photos both ways (about 3 s)
 def test_early_reduction_gives_nearly_the_same_picture():
     big = make_image((4000, 3000), (200, 30, 30))
     small = make_image((800, 600), (200, 30, 30))

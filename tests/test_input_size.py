@@ -270,6 +270,7 @@ def lite2_index(tmp_path_factory, demo_catalogue, lite2_fake) -> Settings:
     return settings
 
 
+@pytest.mark.slow  # builds and tunes a catalogue at 260 px (about 3 s)
 def test_a_260_pixel_model_builds_tunes_and_finds_a_catalogue_photo(lite2_index, lite2_fake):
     searcher = Searcher.for_settings(lite2_index, expect=key_for(lite2_fake))
     assert searcher.manifest.get("tuning")  # learned from scenes drawn at 260: the fake takes no other size

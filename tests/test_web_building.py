@@ -83,6 +83,7 @@ def _assert_ready(client, catalogue, count):
     assert response.get_json()["queries"][0]["results"][0]["id"] == "3"
 
 
+@pytest.mark.slow  # a real build in another thread, polled
 def test_build_in_progress_elsewhere_then_ready_without_restart(small_settings, make_fake_app):
     lock = build_lock(small_settings.index_dir)
     lock.acquire()
