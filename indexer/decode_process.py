@@ -88,6 +88,17 @@ def _refusal(exc: images.ImageError) -> dict:
     return {"error": exc.reason, "message": exc.message}
 
 
+def _answering_refusals(out, step, *args):
+    """``step(*args)``, or ``None`` once its refusal (the image's own, or out of memory) was written to ``out``."""
+    try:
+        return step(*args)
+    except images.ImageError as exc:
+        write_message(out, _refusal(exc))
+    except MemoryError:
+        write_message(out, {"error": "too_large", "message": _NO_MEMORY})
+    return None
+
+
 def serve(inp, out) -> None:
     """Answer price and decode requests from ``inp`` on ``out`` until ``inp`` closes."""
     while True:
@@ -98,14 +109,10 @@ def serve(inp, out) -> None:
         size = int(request["size"])
         crop = tuple(request["crop"]) if request.get("crop") is not None else None
         _allow_cpu(float(request["cpu_s"]))
-        try:
-            cost, describe = images.decode_price(data, size, crop)
-        except images.ImageError as exc:
-            write_message(out, _refusal(exc))
+        priced = _answering_refusals(out, images.decode_price, data, size, crop)
+        if priced is None:
             continue
-        except MemoryError:
-            write_message(out, {"error": "too_large", "message": _NO_MEMORY})
-            continue
+        cost, describe = priced
         write_message(out, {"cost": cost, "describe": describe})
         try:
             go, _ = read_message(inp)
@@ -113,14 +120,10 @@ def serve(inp, out) -> None:
             return
         if go.get("op") != "decode":
             continue
-        try:
-            array, photo_size = images.load_with_size(data, size, crop)
-        except images.ImageError as exc:
-            write_message(out, _refusal(exc))
+        decoded = _answering_refusals(out, images.load_with_size, data, size, crop)
+        if decoded is None:
             continue
-        except MemoryError:
-            write_message(out, {"error": "too_large", "message": _NO_MEMORY})
-            continue
+        array, photo_size = decoded
         del data
         write_message(out, {"shape": list(array.shape), "photo_size": list(photo_size)}, array.tobytes())
 

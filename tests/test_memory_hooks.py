@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import ctypes
-import os
-import runpy
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.gunicorn import REPO
+from tests.support.gunicorn import REPO, load_gunicorn_conf
 
 
 @pytest.fixture
 def conf(monkeypatch):
-    for name in [k for k in os.environ if k.startswith("FASHION_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("FASHION_METRICS", "off")
-    return runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    return load_gunicorn_conf(monkeypatch)
 
 
 def test_trim_after_a_large_request_only(conf, monkeypatch):

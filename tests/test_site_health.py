@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import runpy
 import shutil
 import signal
 import socket
@@ -32,7 +31,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.generations import publish_a_damaged_copy
-from tests.support.gunicorn import REPO
+from tests.support.gunicorn import load_gunicorn_conf
 from web import worker_states
 from web.boot_watchdog import BootWatchdog
 from web.handover import ServerStop, serve_until_siblings_boot
@@ -541,10 +540,7 @@ def test_the_boot_watchdog_ends_a_boot_that_was_told_to_stop():
 
 @pytest.fixture
 def conf(monkeypatch):
-    for name in [k for k in os.environ if k.startswith("FASHION_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("FASHION_METRICS", "off")
-    return runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    return load_gunicorn_conf(monkeypatch)
 
 
 def _server(pid: int, folder=None, uid=None, gid=None) -> SimpleNamespace:

@@ -72,13 +72,18 @@ def _desktop_browser(browser_ready):
     browser.quit()
 
 
-@pytest.fixture
-def driver(_desktop_browser):
-    """The shared 1280x900 desktop driver, with a clean slate for each test."""
-    drv = _desktop_browser.driver
+def _clean_slate(browser: Browser):
+    """``browser``'s driver with no cookies and a blank page: each test starts as if the browser were new."""
+    drv = browser.driver
     drv.delete_all_cookies()
     drv.get("about:blank")
     return drv
+
+
+@pytest.fixture
+def driver(_desktop_browser):
+    """The shared 1280x900 desktop driver, with a clean slate for each test."""
+    return _clean_slate(_desktop_browser)
 
 
 @pytest.fixture(scope="session")
@@ -92,10 +97,7 @@ def _phone_browser(browser_ready):
 @pytest.fixture
 def phone(_phone_browser):
     """A shared driver whose pages see a phone: 390 x 844 CSS px, touch input (see ``emulate_phone``)."""
-    drv = _phone_browser.driver
-    drv.delete_all_cookies()
-    drv.get("about:blank")
-    return drv
+    return _clean_slate(_phone_browser)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -18,6 +19,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
+
+
+def load_gunicorn_conf(monkeypatch) -> dict:
+    """``gunicorn.conf.py``'s module namespace (its hooks), read under no ``FASHION_`` setting and metrics off."""
+    for name in [k for k in os.environ if k.startswith("FASHION_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FASHION_METRICS", "off")
+    return runpy.run_path(str(REPO / "gunicorn.conf.py"))
 
 
 def free_port() -> int:
