@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -380,8 +380,17 @@ def catalogue_tuning(
         embed_features=getattr(embedder, "embed_with_features", None),
         # the packshots' own vectors were just embedded or reused: read, not embedded again
         packshot_vectors=rows.vectors(positions, getattr(model, "choice", model).spec.dim),
+        labels=_tuning_labels(plan.styles, [files[row].relpath for row in positions]),
     )
     return dataclasses.replace(projection, learned_from=len(files))
+
+
+def _tuning_labels(styles: dict, relpaths: list[str]) -> list[str]:
+    """Each sampled product's ``tuning.LABEL_FIELD`` from styles.csv (``""`` for none), by its file name.
+
+    Only for learning: two files of one name (``7.jpg`` and ``sub/7.jpg``) may both get the row's kind.
+    """
+    return [str(styles.get(PurePosixPath(relpath).stem, {}).get(tuning.LABEL_FIELD) or "") for relpath in relpaths]
 
 
 def _still_fits(projection: tuning.Projection, plan: BuildPlan, items: int, settings: Settings) -> bool:
@@ -553,7 +562,7 @@ def build_bytes(settings: Settings, plan: BuildPlan, dim: int) -> int:
     thumbnail and its shard row in ``work/``. The current and previous
     generations stay on disk until the new one is published.
     """
-    tuned = min(dim, tuning.DIMS) if settings.tuning else None
+    tuned = min(dim, tuning.DIMS + tuning.LABEL_DIMS) if settings.tuning else None
     generation = generation_bytes(len(plan.files), dim, settings.annoy_trees, tuned_dim=tuned, colour_dim=COLOUR_DIM)
     per_new = int(settings.thumb_size**2 * _THUMB_BYTES_PER_PIXEL) + (dim + COLOUR_DIM) * 4 + _SHARD_ROW_OVERHEAD
     return generation + len(plan.to_embed) * per_new

@@ -48,6 +48,13 @@ REGULARISATION = 0.5  # share of Sw replaced by its mean variance (0.1 tuned tig
 RETUNE_SHARE = 0.1  # an incremental build that changes more of the catalogue than this learns it again
 SEED = 20261206
 MIN_PRODUCTS = 16  # fewer products than this teach nothing that holds: vectors stay as the model gives them
+# Where styles.csv names each product's kind, the tuning also learns what products of a kind share:
+LABEL_FIELD = "articleType"
+LABEL_DIMS = 64  # at most this many directions for kinds, beside the DIMS for products
+# weight of the kind directions against the product ones: on items whose labels the tuning never saw
+# it raised type precision by 0.005 to 0.007 and cost instance recall 0.007 (0.75: 0.012 and 0.037)
+LABEL_WEIGHT = 0.5
+MIN_LABEL_CLASSES = 3
 
 
 @dataclass(frozen=True)
@@ -128,17 +135,13 @@ class Projection:
         return cls.from_array(np.load(path, allow_pickle=False), dim)
 
 
-def learn(vectors: np.ndarray, products: np.ndarray, dims: int = DIMS, regularisation: float = REGULARISATION):
-    """The projection that separates ``products`` (one label per row of ``vectors``) best.
+def _discriminant(vectors: np.ndarray, classes: np.ndarray, dims: int, regularisation: float):
+    """``(centre, matrix)`` of the regularised LDA that separates ``classes`` (one per row of ``vectors``).
 
-    ``vectors`` are the model's unit vectors of every view; rows with the
-    same entry in ``products`` are views of one product. Returns a
-    ``Projection`` to ``min(dims, products - 1, model dims)`` dimensions.
+    The centre is the mean of the class means; ``matrix`` keeps the
+    ``min(dims, classes - 1, model dims)`` strongest directions.
     """
-    vectors = np.asarray(vectors, dtype=np.float64)
-    labels, inverse = np.unique(products, return_inverse=True)
-    if len(labels) < 3:
-        raise ValueError("tuning needs views of at least 3 products")
+    labels, inverse = np.unique(classes, return_inverse=True)
     dim = vectors.shape[1]
     counts = np.bincount(inverse).astype(np.float64)
     means = np.zeros((len(labels), dim))
@@ -152,14 +155,65 @@ def learn(vectors: np.ndarray, products: np.ndarray, dims: int = DIMS, regularis
     # shrink towards the mean variance: directions the sample saw little of keep their weight
     spread = np.trace(scatter_within) / dim
     scatter_within = (1 - regularisation) * scatter_within + regularisation * spread * np.eye(dim)
-    # whiten the within-product scatter, then take the between-product scatter's main axes there
+    # whiten the within-class scatter, then take the between-class scatter's main axes there
     values, axes = np.linalg.eigh(scatter_within)
     whiten = axes / np.sqrt(np.maximum(values, 1e-12 * values.max()))
     between_white = whiten.T @ scatter_between @ whiten
     strengths, directions = np.linalg.eigh(between_white)
     keep = min(dims, len(labels) - 1, dim)
     order = np.argsort(strengths)[::-1][:keep]
-    matrix = whiten @ directions[:, order]
+    return centre, whiten @ directions[:, order]
+
+
+def usable_labels(labels: Sequence[str]) -> np.ndarray | None:
+    """``labels`` (one per product, ``""`` for none) with those of fewer than 2 products blanked; ``None`` if
+    fewer than ``MIN_LABEL_CLASSES`` kinds are left, or fewer than half the products have one.
+
+    A kind seen on one product says nothing about what products of a kind share.
+    """
+    labels = np.asarray([str(label or "").strip() for label in labels], dtype=object)
+    kinds, counts = np.unique(labels[labels != ""], return_counts=True)
+    shared = set(kinds[counts >= 2])
+    labels = np.array([label if label in shared else "" for label in labels], dtype=object)
+    if len(shared) < MIN_LABEL_CLASSES or (labels != "").sum() * 2 < len(labels):
+        return None
+    return labels
+
+
+def learn(
+    vectors: np.ndarray,
+    products: np.ndarray,
+    dims: int = DIMS,
+    regularisation: float = REGULARISATION,
+    labels: Sequence[str] | None = None,
+):
+    """The projection that separates ``products`` (one label per row of ``vectors``) best.
+
+    ``vectors`` are the model's unit vectors of every view; rows with the
+    same entry in ``products`` are views of one product. Returns a
+    ``Projection`` to ``min(dims, products - 1, model dims)`` dimensions.
+
+    ``labels`` (one per product, ``labels[p]`` for the views whose entry in
+    ``products`` is ``p``; the catalogue's ``LABEL_FIELD``) adds up to ``LABEL_DIMS`` directions that
+    separate kinds of product, from a second LDA over the labelled views,
+    weighed at ``LABEL_WEIGHT`` of the instance part (``usable_labels``
+    decides whether the labels are enough to learn from).
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    products = np.asarray(products)
+    if len(np.unique(products)) < 3:
+        raise ValueError("tuning needs views of at least 3 products")
+    centre, matrix = _discriminant(vectors, products, dims, regularisation)
+    kinds = usable_labels(labels) if labels is not None else None
+    if kinds is not None:
+        view_kinds = kinds[products]
+        labelled = view_kinds != ""
+        _, kind_matrix = _discriminant(vectors[labelled], view_kinds[labelled], LABEL_DIMS, regularisation)
+        # the kind part's typical length, a LABEL_WEIGHT share of the instance part's, around one centre
+        centred = vectors - centre
+        lengths = np.linalg.norm(centred @ matrix, axis=1).mean(), np.linalg.norm(centred @ kind_matrix, axis=1).mean()
+        share = lengths[0] / max(1e-12, lengths[1])
+        matrix = np.concatenate([matrix, kind_matrix * (LABEL_WEIGHT * share)], axis=1)
     return Projection(centre.astype(np.float32), matrix.astype(np.float32))
 
 
@@ -230,6 +284,7 @@ def learn_from_catalogue(
     size: int = DEFAULT_INPUT_SIZE,
     embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     packshot_vectors: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Projection:
     """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products).
 
@@ -237,7 +292,8 @@ def learn_from_catalogue(
     drawn at it. With ``embed_features`` (the embedder's
     ``embed_with_features``) the projection also carries the objectness
     weights learned from the same views. ``packshot_vectors``: the
-    packshots' vectors when the catalogue already has them.
+    packshots' vectors when the catalogue already has them. ``labels``: each
+    packshot's ``LABEL_FIELD`` (``""`` for none), see ``learn``.
     """
     started = time.perf_counter()
     stats = ObjectnessStats() if embed_features is not None else None
@@ -251,13 +307,14 @@ def learn_from_catalogue(
         packshot_vectors=packshot_vectors,
     )
     embedded = time.perf_counter()
-    projection = learn(vectors, products)
+    projection = learn(vectors, products, labels=labels)
     weights = stats.solve() if stats is not None else None
     if weights is not None and len(weights) == projection.model_dim:
         projection = dataclasses.replace(projection, objectness=weights)
     log.info(
-        "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims%s",
+        "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims%s%s",
         len(packshots), len(vectors), embedded - started, time.perf_counter() - embedded, projection.dim,
+        f", with the kinds of {LABEL_FIELD}" if labels is not None and usable_labels(labels) is not None else "",
         ", with objectness" if projection.objectness is not None else "",
     )
     return projection

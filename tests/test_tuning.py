@@ -209,3 +209,83 @@ def test_learning_reads_the_packshots_vectors_instead_of_embedding_them(fake_emb
     assert products.tolist() == [0, 1, 2, 3, 0, 0, 1, 1, 2, 2, 3, 3]
     again, _ = tuning.tuning_views(fake_embedder.embed, shots, views=2)  # embedding them gives the same
     np.testing.assert_allclose(again, vectors, atol=1e-6)
+
+
+def _kind_axes(rng, kinds: int, dim: int = 64) -> np.ndarray:
+    return rng.normal(size=(kinds, dim)) * np.r_[np.zeros(8), np.ones(8), np.zeros(dim - 16)] * 0.15
+
+
+def _kinds(rng, axes: np.ndarray, per_kind: int, views: int):
+    """Views whose product identity is strong in 8 dims and whose kind (``axes``) faint in 8 others, under nuisance."""
+    kinds, dim = axes.shape
+    rows, products, kind_of = [], [], []
+    for product in range(kinds * per_kind):
+        kind = product % kinds
+        identity = rng.normal(size=dim) * np.r_[np.ones(8), np.zeros(dim - 8)] * 0.3
+        identity += rng.normal(size=dim) * np.r_[np.zeros(8), np.ones(8), np.zeros(dim - 16)] * 0.1
+        for _ in range(views):
+            noise = rng.normal(size=dim) * np.r_[np.zeros(16), np.ones(dim - 16)] * 0.1
+            rows.append(identity + axes[kind] + noise)
+            products.append(product)
+        kind_of.append(f"kind {kind}")
+    rows = np.asarray(rows)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True), np.asarray(products), kind_of
+
+
+def _kind_precision(vectors: np.ndarray, kinds: list[str], k: int = 5) -> float:
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :k]
+    kinds = np.asarray(kinds)
+    return float(np.mean(kinds[top] == kinds[:, None]))
+
+
+def test_kinds_from_styles_group_products_whose_labels_it_never_saw():
+    rng = np.random.default_rng(4)
+    axes = _kind_axes(rng, 6)
+    views, products, kind_of = _kinds(rng, axes, per_kind=20, views=4)
+    instance = tuning.learn(views, products, dims=24)
+    with_kinds = tuning.learn(views, products, dims=24, labels=kind_of)
+    assert instance.dim == 24 and with_kinds.dim == 24 + 5  # one direction fewer than kinds
+    # other products of the same kinds, one view each, as a catalogue's packshots
+    unseen, _, unseen_kinds = _kinds(rng, axes, per_kind=20, views=1)
+    before = _kind_precision(instance.apply(unseen), unseen_kinds)
+    after = _kind_precision(with_kinds.apply(unseen), unseen_kinds)
+    assert after > before + 0.1, (before, after)
+    # products still find their own views
+    assert _recall_at_1(with_kinds.apply(views), products) >= _recall_at_1(instance.apply(views), products) - 0.05
+
+
+def test_kinds_need_two_products_each_and_most_products_labelled():
+    assert tuning.usable_labels(["a", "a", "b", "b", "c", "c", "d"]).tolist() == ["a", "a", "b", "b", "c", "c", ""]
+    assert tuning.usable_labels(["a", "a", "b", "b", "c", "c", ""]) is not None
+    assert tuning.usable_labels(["a", "a", "b", "b", "c", ""]) is None  # "c" alone: two kinds left
+    assert tuning.usable_labels(["a", "a", "b", "b", "c", "c", "", "", "", "", "", "", ""]) is None  # most unlabelled
+    rng = np.random.default_rng(5)
+    views, products, _ = _kinds(rng, _kind_axes(rng, 2), per_kind=10, views=3)
+    two_kinds = tuning.learn(views, products, dims=8, labels=["x", "y"] * 10)
+    np.testing.assert_array_equal(two_kinds.matrix, tuning.learn(views, products, dims=8).matrix)
+
+
+def test_a_build_learns_from_each_sampled_products_article_type(small_settings, fake_embedder, monkeypatch):
+    seen = []
+    learn = tuning.learn
+
+    def spy(vectors, products, *args, **kwargs):
+        seen.append(kwargs.get("labels"))
+        return learn(vectors, products, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "learn", spy)
+    settings = small_settings.replace(tuning=True)
+    build_index(settings, fake_embedder)
+    rows = {}
+    for line in (settings.catalogue / "styles.csv").read_text().splitlines()[1:]:
+        cells = line.split(",")
+        rows[cells[0]] = cells
+    header = (settings.catalogue / "styles.csv").read_text().splitlines()[0].split(",")
+    column = header.index("articleType")
+    names = sorted(path.stem for path in settings.catalogue.glob("*.jpg"))
+    (labels,) = seen
+    assert sorted(labels) == sorted(rows[name][column] for name in names)  # all 24 sampled, each its own kind
+    manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
+    assert manifest["dim"] == 23 + len(set(labels)) - 1  # products - 1, and kinds - 1 directions beside them
