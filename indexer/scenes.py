@@ -7,6 +7,8 @@ little, on something that is not white) rather than as the packshot.
 
 * ``cut_out(packshot)`` keys the product out of its white background once.
 * ``compose(rng, cut, family, clutter)`` makes one square view and the product's true box.
+* ``crop_view(rng, cut, family, clutter)`` makes one view as a search embeds a located box: the
+  product's box, with a margin, cut from a larger scene, JPEG-compressed and fitted on a white square.
 * ``iter_tuning_views(rng, packshots, views_per_product)`` makes batches of views for a whole catalogue.
 * ``draw_background(rng, family, size)`` draws one of the ``TUNING_FAMILIES`` backgrounds alone.
 
@@ -19,6 +21,7 @@ with an affine transform, and all per-pixel work is PIL or numpy.
 from __future__ import annotations
 
 import colorsys
+import io
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -27,6 +30,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from .images import fitted_region, normalise
 from .models import DEFAULT_INPUT_SIZE
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,9 @@ _CLUTTER_SIDE = 0.6  # clutter is at most this share of the frame, so its cut-ou
 _NOISE_CELLS = (2, 4, 8, 16, 32, 64)  # pixel sizes of the noise octaves
 _POOL = 12  # clutter cut-outs at hand while making views
 _POOL_REFRESH = 3  # of which this many are replaced for each batch
+_CROP_SCENE = 2  # a crop view's scene is this many times the model's side, so its box has pixels to spare
+_CROP_MARGIN = 0.25  # a crop view's box grows by up to this share of the product's size, as located boxes do
+_CROP_QUALITY = (60, 95)  # JPEG quality of the scene a crop view is cut from, as shoppers' uploads are
 
 
 # --- keying -------------------------------------------------------------------------------------------------
@@ -596,6 +603,46 @@ def compose(
     return view, (bx0 / size, by0 / size, (bx1 - bx0) / size, (by1 - by0) / size)
 
 
+def crop_view(
+    rng: np.random.Generator,
+    product: Image.Image,
+    family: str,
+    clutter: Sequence[Image.Image] = (),
+    size: int = DEFAULT_INPUT_SIZE,
+) -> tuple[np.ndarray, Box]:
+    """One view of ``product`` as the search embeds a box located in a shopper's photo.
+
+    A ``compose`` scene ``_CROP_SCENE`` times ``size``, saved as a JPEG of
+    quality 60 to 95, is cut to the product's box grown by up to
+    ``_CROP_MARGIN`` of its size, and that crop is fitted on a white square of
+    ``size`` exactly as a shopper's crop is (``images.normalise``). Returns the
+    RGB uint8 view and the product's box as fractions of the view.
+    """
+    scene, (x, y, w, h) = compose(rng, product, family, clutter, _CROP_SCENE * size)
+    margin = rng.uniform(0.0, _CROP_MARGIN)
+    left, top = max(0.0, x - margin * w), max(0.0, y - margin * h)
+    right, bottom = min(1.0, x + w * (1 + margin)), min(1.0, y + h * (1 + margin))
+    encoded = io.BytesIO()
+    Image.fromarray(scene).save(encoded, "JPEG", quality=int(rng.integers(*_CROP_QUALITY, endpoint=True)))
+    side = scene.shape[0]
+    # a thin product (a belt) can be a few pixels across: no minimum side, unlike a shopper's crop
+    x0, y0 = math.floor(left * side), math.floor(top * side)
+    pixels = x0, y0, max(x0 + 1, math.ceil(right * side)), max(y0 + 1, math.ceil(bottom * side))
+    with Image.open(encoded) as image:
+        crop = image.convert("RGB").crop(pixels)
+    view = np.asarray(normalise(crop, size))
+    # the product's box in the crop, then where the crop lies on the square
+    left, top = pixels[0] / side, pixels[1] / side
+    width, height = crop.size[0] / side, crop.size[1] / side
+    offset_x, offset_y, fitted_w, fitted_h = fitted_region(crop.size, size)
+    return view, (
+        (offset_x + (x - left) / width * fitted_w) / size,
+        (offset_y + (y - top) / height * fitted_h) / size,
+        w / width * fitted_w / size,
+        h / height * fitted_h / size,
+    )
+
+
 # --- whole catalogues ------------------------------------------------------------------------------------------
 
 
@@ -629,12 +676,15 @@ def iter_tuning_views(
     batch: int = 32,
     size: int = DEFAULT_INPUT_SIZE,
     families: Sequence[str] = TUNING_FAMILIES,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    crops_per_product: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Views of every product of ``packshots``, ``views_per_product`` each, in batches.
 
-    Yields ``(product_indices, views, boxes)``: an int64 array, a uint8 array of
+    Yields ``(product_indices, views, boxes, whole)``: an int64 array, a uint8 array of
     shape (n, size, size, 3), n = ``batch`` except maybe for the last batch,
-    and each view's product box (n, 4: x, y, w, h as fractions of the view),
+    each view's product box (n, 4: x, y, w, h as fractions of the view) and
+    whether the view is a whole scene (``compose``) rather than a crop
+    (``crop_view``: the last ``crops_per_product`` views of each product),
     products in order and each product's views next to each other. A product's
     views go through ``families`` from a random start, so four views of one
     product meet all four families. Clutter comes from a rolling pool of other
@@ -645,6 +695,8 @@ def iter_tuning_views(
     """
     if views_per_product < 1 or batch < 1:
         raise ValueError("views_per_product and batch must be at least 1")
+    if not 0 <= crops_per_product <= views_per_product:
+        raise ValueError("crops_per_product must be between 0 and views_per_product")
     families = tuple(families)
     total = len(packshots) * views_per_product
     clutter_side = max(8, round(_CLUTTER_SIDE * size))
@@ -661,8 +713,11 @@ def iter_tuning_views(
         outside = [cut for i, cut in pool.items() if i not in cuts]
         views = np.empty((stop - start, size, size, 3), np.uint8)
         boxes = np.empty((stop - start, 4), np.float64)
+        whole = np.ones(stop - start, bool)
         for row, (flat, index) in enumerate(zip(range(start, stop), indices.tolist())):
             family = families[(offsets[index] + flat % views_per_product) % len(families)]
             clutter = outside or [fit(cut, clutter_side) for i, cut in cuts.items() if i != index]
-            views[row], boxes[row] = compose(rng, cuts[index], family, clutter, size)
-        yield indices, views, boxes
+            whole[row] = flat % views_per_product < views_per_product - crops_per_product
+            make = compose if whole[row] else crop_view
+            views[row], boxes[row] = make(rng, cuts[index], family, clutter, size)
+        yield indices, views, boxes, whole

@@ -8,8 +8,9 @@ regularised linear discriminant analysis with one class per product learns
 a projection that pulls the views of one product together and pushes
 different products apart:
 
-* within-product scatter ``Sw`` from each product's views (on white and on
-  three scenes) around their mean;
+* within-product scatter ``Sw`` from each product's views (on white, on two
+  scenes, and a crop of its box from a third, as a located search embeds it)
+  around their mean;
 * between-product scatter ``Sb`` from the products' means;
 * ``W`` solves ``Sb w = lambda (Sw + r) w`` for the largest ``lambda``,
   where ``r`` shrinks ``Sw`` towards its mean variance (``REGULARISATION``)
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 TUNING_VERSION = 2  # 2: the projection carries the objectness weights
 DIMS = 256  # tuned dimensions: smaller and faster to search than the model's 1280 or 2048
 SCENE_VIEWS = 3  # views of each sampled product on scenes, besides its packshot
+# of which the last is a crop of the product's box, as a located search embeds it: same cost, and
+# the tuning learns the views the search compares (held-back true boxes +0.03 to +0.06 recall@5)
+CROP_VIEWS = 1
 REGULARISATION = 0.5  # share of Sw replaced by its mean variance (0.1 tuned tighter and lost type precision)
 RETUNE_SHARE = 0.1  # an incremental build that changes more of the catalogue than this learns it again
 SEED = 20261206
@@ -222,6 +226,7 @@ def tuning_views(
     packshots: Sequence[np.ndarray],
     *,
     views: int = SCENE_VIEWS,
+    crops: int = CROP_VIEWS,
     seed: int = SEED,
     batch: int = 32,
     size: int = DEFAULT_INPUT_SIZE,
@@ -231,6 +236,8 @@ def tuning_views(
     packshot_vectors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every product's vectors: its packshot and ``views`` scenes (``indexer.scenes``), with product labels.
+
+    The last ``crops`` of each product's views are crops of its box (``scenes.crop_view``).
 
     ``embed`` maps a uint8 batch to unit vectors; scenes are drawn ``size``
     x ``size``, the model's input size, like the packshots; ``progress(done,
@@ -255,10 +262,13 @@ def tuning_views(
         if progress:
             progress(done, total)
     rng = np.random.default_rng(seed)
-    for products, scene_views, boxes in iter_tuning_views(rng, packshots, views, batch=batch, size=size):
+    crops = min(crops, views)
+    batches = iter_tuning_views(rng, packshots, views, batch=batch, size=size, crops_per_product=crops)
+    for products, scene_views, boxes, whole in batches:
         if embed_features is not None and objectness is not None and objectness.wants_more:
             vectors, features = embed_features(scene_views)
-            objectness.add(features, boxes)
+            # where products are in a photo: learned from whole scenes, which is what it is asked of
+            objectness.add(features[whole], boxes[whole])
             out_vectors.append(vectors)
         else:
             out_vectors.append(embed(scene_views))

@@ -154,23 +154,27 @@ def test_compose_rejects_unknown_families():
 def test_iter_tuning_views_batches_every_product():
     colours = ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200))
     shots = [packshot(colour, size=(96, 96)) for colour in colours]
-    batches = list(scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64))
-    assert [len(indices) for indices, _, _ in batches] == [4, 4, 4, 3]
-    indices = np.concatenate([i for i, _, _ in batches])
+    batches = list(scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64, crops_per_product=1))
+    assert [len(indices) for indices, _, _, _ in batches] == [4, 4, 4, 3]
+    indices = np.concatenate([i for i, _, _, _ in batches])
     assert indices.dtype == np.int64 and indices.tolist() == np.repeat(np.arange(5), 3).tolist()
-    views = np.concatenate([v for _, v, _ in batches])
+    views = np.concatenate([v for _, v, _, _ in batches])
     assert views.shape == (15, 64, 64, 3) and views.dtype == np.uint8
-    boxes = np.concatenate([b for _, _, b in batches])
+    boxes = np.concatenate([b for _, _, b, _ in batches])
     assert boxes.shape == (15, 4) and (boxes >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 1 + 1e-9).all()
-    again = np.concatenate(
-        [v for _, v, _ in scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64)]
-    )
-    assert np.array_equal(views, again)
+    whole = np.concatenate([w for _, _, _, w in batches])
+    assert whole.tolist() == [True, True, False] * 5  # each product's last view is a crop of its box
+    again = scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, batch=4, size=64, crops_per_product=1)
+    assert np.array_equal(views, np.concatenate([v for _, v, _, _ in again]))
+    with pytest.raises(ValueError):
+        next(scenes.iter_tuning_views(np.random.default_rng(5), shots, 3, crops_per_product=4))
 
 
 def test_tuning_view_boxes_are_where_the_product_is():
     shots = [packshot((200, 0, 0), size=(96, 96)) for _ in range(3)]
-    for _, views, boxes in scenes.iter_tuning_views(np.random.default_rng(2), shots, 4, batch=12, size=64):
+    made = scenes.iter_tuning_views(np.random.default_rng(2), shots, 4, batch=12, size=64, crops_per_product=2)
+    for _, views, boxes, whole in made:
+        assert whole.sum() == 6  # half of them are crops: their boxes are where the product is in the crop
         for view, (x, y, w, h) in zip(views, boxes):
             pixels = view.astype(int)
             red = (pixels[..., 0] > 120) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
@@ -181,8 +185,21 @@ def test_tuning_view_boxes_are_where_the_product_is():
 
 
 def test_iter_tuning_views_of_one_product():
-    ((indices, views, _),) = scenes.iter_tuning_views(np.random.default_rng(0), [packshot()], 4, batch=8, size=48)
+    ((indices, views, _, _),) = scenes.iter_tuning_views(np.random.default_rng(0), [packshot()], 4, batch=8, size=48)
     assert indices.tolist() == [0, 0, 0, 0] and views.shape == (4, 48, 48, 3)
+
+
+def test_a_crop_view_is_the_products_box_as_a_search_crops_it():
+    rng = np.random.default_rng(3)
+    view, (x, y, w, h) = scenes.crop_view(rng, scenes.cut_out(packshot((200, 0, 0), size=(96, 96))), "wall", (), 64)
+    assert view.shape == (64, 64, 3) and view.dtype == np.uint8
+    # the crop spans the square's longer side, and the product fills at least 1 / (1 + 2 x margin) of it
+    assert max(w, h) >= 1 / 1.5 - 0.02 and 0 <= x <= 1 - w + 1e-9 and 0 <= y <= 1 - h + 1e-9
+    pixels = view.astype(int)
+    red = (pixels[..., 0] > 120) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    inside = np.zeros_like(red)
+    inside[int(y * 64) : int(np.ceil((y + h) * 64)), int(x * 64) : int(np.ceil((x + w) * 64))] = True
+    assert red[inside].mean() > 0.5 and red[inside].mean() > 2 * red[~inside].mean()
 
 
 # --- benchmark shopper photos -------------------------------------------------------------------------------------
