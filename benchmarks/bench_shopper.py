@@ -169,12 +169,12 @@ def single_box():
     """Locating as the site did before it searched several regions: one box (half the map's range, 10% margin)."""
     from indexer import locate
 
-    saved = locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER
-    locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER = (0.5,), (0.1,), 0.8
+    saved = locate.FIRST_BOX, locate.SECOND_BOX, locate.MAX_COVER
+    locate.FIRST_BOX, locate.SECOND_BOX, locate.MAX_COVER = (0.5, 0.1), None, 0.8
     try:
         yield
     finally:
-        locate.THRESHOLDS, locate.MARGINS, locate.MAX_COVER = saved
+        locate.FIRST_BOX, locate.SECOND_BOX, locate.MAX_COVER = saved
 
 
 def located_cost(pipeline, settings, kept) -> dict:

@@ -231,7 +231,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FASHION_TUNING_PRODUCTS", "tuning_products", int, 800,
-        "products sampled to learn the catalogue tuning, each seen on white and on 3 scenes", minimum=16, cli=True,
+        "products sampled to learn the catalogue tuning, each seen on white, on 2 scenes and cropped from a third",
+        minimum=16, cli=True,
     ),
     # building
     Setting("FASHION_BATCH_SIZE", "batch_size", int, 32, "images per forward pass while indexing", minimum=1, cli=True),

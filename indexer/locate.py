@@ -8,24 +8,29 @@ patterns; without tuning the map is the channels' mean, high wherever the
 network sees any object. ``map_box`` smooths it up to the
 photo's part of the model square, keeps the connected region around its
 peak that is above a share of its range, and widens that region's bounding
-box by a margin. ``candidate_boxes`` makes one such box per threshold,
-tight to loose, and the search (``indexer.query``) keeps for each product
-its best score over the whole photo and every box: a photo where no box is
-right still has the whole photo, and a box that hugs the product wins where
-the background would mislead. There are no thresholds to veto a box: a
-catalogue photo uploaded as a query is searched whole as well as boxed, and
-finds itself at distance 0. Boxes are formed at two thresholds of the
-map's range (0.6 with a 4% margin, and 0.3 with 12%); each is one more
-forward pass (a third box bought little and cost more, BENCHMARKS.md), and
-a box covering nearly all of the photo is dropped, since the whole photo is
-searched anyway.
+box by a margin.
+
+Two boxes, each one more forward pass. The first is found in the photo's
+map (``FIRST_BOX``). Its own forward pass gives its own feature layer: the
+same 7 x 7 cells now cover only the box, so the map is several times finer
+there, and the second box is found in it (``SECOND_BOX``), inside the first.
+On a person or among other products the photo's coarse map often spans
+more than the product; the finer one separates them. The search
+(``indexer.query``) keeps for each product its best score over the whole
+photo and both boxes: a photo where no box is right still has the whole
+photo, and a box that hugs the product wins where the background would
+mislead. There are no thresholds to veto a box: a catalogue photo uploaded
+as a query is searched whole as well as boxed, and finds itself at distance
+0. A box covering nearly all of the photo is dropped (the whole photo is
+searched anyway), and so is a second box that repeats the first.
 
 Boxes are fractions ``(x, y, w, h)`` of the upright photo, the same as a
 shopper's ``crop``: a located region is cropped and prepared exactly like a
 manual crop (``images.load_for_model(source, crop=box)``).
 
 ``locate(embedder, photos)`` is the whole step for the query pipeline: one
-forward pass with maps for all photos, and one more for every box.
+forward pass with maps for all photos, one with maps for their first
+boxes, and one for their second boxes.
 
 Pixels "of the square" are of the model's square, whatever its side: the
 embedder's ``input_size``, which is also the side of each photo's array.
@@ -40,15 +45,16 @@ import numpy as np
 from PIL import Image
 
 from .embedder import Embedder
-from .images import INPUT_SIZE, MIN_SIDE, Crop, Source, fitted_region, load_for_model
+from .images import INPUT_SIZE, Crop, ImageError, Source, crop_box, fitted_region, load_for_model
 from .objectness import product_maps
 
 THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
 MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
-# Candidate boxes, tight to loose: the search keeps, for each product, its best score over the whole
-# photo and these, so no single threshold has to be right (a wrong box only adds a weaker candidate).
-THRESHOLDS = (0.6, 0.3)
-MARGINS = (0.04, 0.12)
+# (threshold, margin) of the box around the peak of the photo's map, and of the box found again
+# inside it from its own map; None: no second box. Chosen on the tuned-on scene families only
+# (BENCHMARKS.md, "Shopper photos"); the held-back families were only reported.
+FIRST_BOX: tuple[float, float] = (0.45, 0.08)
+SECOND_BOX: tuple[float, float] | None = (0.5, 0.08)
 MAX_COVER = 0.95  # a box covering more of the photo's area than this is the whole photo again
 SAME_BOX = 0.85  # boxes overlapping more than this (intersection over union) are one candidate
 
@@ -165,39 +171,69 @@ def _overlap(a: Crop, b: Crop) -> float:
     return inter / max(1e-12, a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def candidate_boxes(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> list[Crop]:
-    """Where the product may be in a photo: boxes as fractions ``(x, y, w, h)``, the tightest first.
+def _searchable(box: Crop, photo_size: tuple[int, int]) -> bool:
+    """Whether ``box`` is worth a forward pass: not nearly the whole photo, and croppable (``images.crop_box``)."""
+    if box[2] * box[3] > MAX_COVER:
+        return False
+    try:
+        crop_box(photo_size, box)
+    except ImageError:
+        return False  # too few pixels across to search with
+    return True
 
-    One box per entry of ``THRESHOLDS`` (tight to loose), each the map's
-    peak region with its margin; none that cover nearly all of the photo
-    (the whole photo is searched anyway), repeat another or keep fewer than
-    ``MIN_SIDE`` pixels. Packshots get boxes too: their whole photo is
-    searched beside them, so a catalogue photo still finds itself first.
-    ``rgb`` is the model-ready square: its side is the model's input size.
+
+def first_box(activation_map: np.ndarray, photo_size: tuple[int, int], size: int = INPUT_SIZE) -> Crop | None:
+    """The box around the peak of a photo's map (``FIRST_BOX``), or ``None`` when it is not worth searching.
+
+    ``activation_map`` is the map of the photo's model-ready square of side
+    ``size``, and ``photo_size`` the upright photo's (width, height).
+    Packshots get a box too: their whole photo is searched beside it, so a
+    catalogue photo still finds itself first.
     """
-    size = rgb.shape[0]
-    region = fitted_region(photo_size, size)
-    photo_width, photo_height = photo_size
-    boxes: list[Crop] = []
-    for threshold, margin in zip(THRESHOLDS, MARGINS):
-        box = to_photo_box(map_box(activation_map, region, threshold, margin, size), photo_size, size)
-        if box[2] * box[3] > MAX_COVER or min(box[2] * photo_width, box[3] * photo_height) < MIN_SIDE:
-            continue
-        if any(_overlap(box, kept) > SAME_BOX for kept in boxes):
-            continue
-        boxes.append(box)
-    return boxes
+    threshold, margin = FIRST_BOX
+    square = map_box(activation_map, fitted_region(photo_size, size), threshold, margin, size)
+    box = to_photo_box(square, photo_size, size)
+    return box if _searchable(box, photo_size) else None
+
+
+def second_box(
+    outer: Crop, outer_map: np.ndarray, photo_size: tuple[int, int], size: int = INPUT_SIZE
+) -> Crop | None:
+    """The box found again inside ``outer`` from its own map (``SECOND_BOX``), as fractions of the photo.
+
+    ``outer_map`` is the map of ``outer``'s crop, prepared as a shopper's crop
+    is (fitted on the model square). ``None`` without a ``SECOND_BOX``, or
+    when the box is not worth searching or repeats ``outer``.
+    """
+    if SECOND_BOX is None:
+        return None
+    threshold, margin = SECOND_BOX
+    width, height = photo_size
+    crop_size = (max(1, round(outer[2] * width)), max(1, round(outer[3] * height)))
+    square = map_box(outer_map, fitted_region(crop_size, size), threshold, margin, size)
+    x, y, w, h = to_photo_box(square, crop_size, size)
+    box = (outer[0] + x * outer[2], outer[1] + y * outer[3], w * outer[2], h * outer[3])
+    if not _searchable(box, photo_size) or _overlap(box, outer) > SAME_BOX:
+        return None
+    return box
 
 
 def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> Crop | None:
-    """The tightest box around the product (``candidate_boxes``), or ``None`` to keep the whole photo.
+    """The first box around the product (``first_box``), or ``None`` to keep the whole photo.
 
     ``rgb`` is the photo's model-ready array (``images.load_for_model``),
     ``activation_map`` the map the model gave for it (``embed_with_maps``)
     and ``photo_size`` the upright photo's (width, height).
     """
-    boxes = candidate_boxes(rgb, activation_map, photo_size)
-    return boxes[0] if boxes else None
+    return first_box(activation_map, photo_size, rgb.shape[0])
+
+
+def _maps(embedder: Embedder, batch: np.ndarray, objectness: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass: the vectors of ``batch`` and their maps (the objectness's, or the channel mean)."""
+    if objectness is None:
+        return embedder.embed_with_maps(batch)
+    vectors, features = embedder.embed_with_features(batch)
+    return vectors, product_maps(features, objectness)
 
 
 def locate(
@@ -206,10 +242,11 @@ def locate(
     wait_s: float | None = None,
     objectness: np.ndarray | None = None,
 ) -> list[list[Located]]:
-    """The regions to search for each photo: the whole photo first, then each candidate box, tightest first.
+    """The regions to search for each photo: the whole photo first, then its first box and its second.
 
-    One forward pass with maps for all photos, then one for every box of
-    every photo, each cropped from its source exactly as a shopper's crop is
+    Three forward passes at most, each for all photos at once: the photos
+    with their maps, their first boxes with theirs, then their second boxes.
+    Each box is cropped from its source exactly as a shopper's crop is
     (``Photo.box_array``: in the decode process an upload was decoded in, or
     ``images.load_for_model(source, crop=box)``; ``wait_s`` caps each
     decode's wait), at the embedder's ``input_size``. The map is the
@@ -219,19 +256,24 @@ def locate(
     """
     if not photos:
         return []
-    batch = np.stack([photo.array for photo in photos])
-    if objectness is None:
-        vectors, maps = embedder.embed_with_maps(batch)
-    else:
-        vectors, features = embedder.embed_with_features(batch)
-        maps = product_maps(features, objectness)
+    size = embedder.input_size
+    vectors, maps = _maps(embedder, np.stack([photo.array for photo in photos]), objectness)
     regions = [[Located(vector, None, photo.array)] for vector, photo in zip(vectors, photos)]
-    crops = [
-        (i, box) for i, photo in enumerate(photos) for box in candidate_boxes(photo.array, maps[i], photo.size)
-    ]
-    if crops:
-        size = embedder.input_size
-        arrays = [photos[i].box_array(size, box, wait_s) for i, box in crops]
-        for (i, box), array, vector in zip(crops, arrays, embedder.embed(np.stack(arrays))):
+    boxes = [(i, first_box(maps[i], photo.size, size)) for i, photo in enumerate(photos)]
+    boxes = [(i, box) for i, box in boxes if box is not None]
+    if not boxes:
+        return regions
+    arrays = np.stack([photos[i].box_array(size, box, wait_s) for i, box in boxes])
+    if SECOND_BOX is None:
+        vectors, box_maps = embedder.embed(arrays), [None] * len(boxes)
+    else:
+        vectors, box_maps = _maps(embedder, arrays, objectness)
+    for (i, box), array, vector in zip(boxes, arrays, vectors):
+        regions[i].append(Located(vector, box, array))
+    inner = [(i, second_box(box, box_map, photos[i].size, size)) for (i, box), box_map in zip(boxes, box_maps)]
+    inner = [(i, box) for i, box in inner if box is not None]
+    if inner:
+        arrays = np.stack([photos[i].box_array(size, box, wait_s) for i, box in inner])
+        for (i, box), array, vector in zip(inner, arrays, embedder.embed(arrays)):
             regions[i].append(Located(vector, box, array))
     return regions

@@ -9,7 +9,6 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from indexer import locate
 from tests.support.proxy import OTHER_CLIENT, deployment, nginx_binary
 
 
@@ -56,7 +55,7 @@ def test_requests_searches_and_the_index_are_counted(client, fake_app, demo_cata
     for stage in ("decode", "queue", "model", "neighbours"):
         assert grew("fashion_search_stage_seconds_count", stage=stage) == 2, stage
     # each upload is decoded once, and each box located in it once more (from the upload's bytes)
-    boxes = 2 * len(locate.THRESHOLDS)  # at most; a box covering nearly the whole photo is dropped
+    boxes = 2 * 2  # at most two per photo; a box covering nearly the whole photo is dropped
     assert 2 <= grew("fashion_decode_wait_seconds_count") <= 2 + boxes
     assert grew("fashion_http_request_duration_seconds_count", route="/api/search") == 1
     items = len(fake_app.extensions["fashion.service"].searcher)
