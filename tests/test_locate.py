@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from indexer import locate as locate_module
 from indexer.images import INPUT_SIZE, load_for_model, load_with_size
-from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, to_photo_box, to_square_box
+from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, second_box, to_photo_box, to_square_box
 
 ITEMS = (2, 13, 17, 23, 101)  # a shoe, a bag, a T-shirt, ... of the demo catalogue
 
@@ -91,6 +92,19 @@ def test_boxes_convert_between_the_square_and_the_photo():
     assert back == pytest.approx(box, abs=1e-6)
     # a box reaching into the padding is cut at the photo's edge
     assert to_photo_box((0, 0, INPUT_SIZE, INPUT_SIZE), size) == pytest.approx((0, 0, 1, 1))
+
+
+def test_the_second_box_is_found_inside_the_first_from_its_own_map(monkeypatch):
+    outer = (0.2, 0.1, 0.5, 0.6)  # of a 640 x 480 photo: a 320 x 288 crop
+    hot_corner = np.zeros((7, 7), np.float32)
+    hot_corner[1:3, 1:3] = 1.0  # the product fills the crop's top-left part only
+    inner = second_box(outer, hot_corner, (640, 480))
+    assert inner is not None and _covered(outer, inner) >= 0.99
+    assert inner[2] * inner[3] < 0.5 * outer[2] * outer[3] and inner[0] < 0.35 and inner[1] < 0.3
+    # a map that lights the whole crop finds the first box again: not searched twice
+    assert second_box(outer, np.ones((7, 7), np.float32), (640, 480)) is None
+    monkeypatch.setattr(locate_module, "SECOND_BOX", None)
+    assert second_box(outer, hot_corner, (640, 480)) is None
 
 
 def test_a_peak_gives_a_box_and_an_everywhere_map_none(demo_catalogue):
