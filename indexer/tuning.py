@@ -39,6 +39,7 @@ import numpy as np
 
 from .models import DEFAULT_INPUT_SIZE
 from .objectness import ObjectnessStats
+from .read_ahead import read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,8 @@ def tuning_views(
             progress(done, total)
     rng = np.random.default_rng(seed)
     crops = min(crops, views)
-    batches = iter_tuning_views(rng, packshots, views, batch=batch, size=size, crops_per_product=crops)
+    # the next batch is composed while this one is embedded
+    batches = read_ahead(iter_tuning_views(rng, packshots, views, batch=batch, size=size, crops_per_product=crops))
     for products, scene_views, boxes, whole in batches:
         if embed_features is not None and objectness is not None and objectness.wants_more:
             vectors, features = embed_features(scene_views)
