@@ -5,10 +5,13 @@ In one run, on one catalogue (default: fashion-dev):
 1. a build with ``FASHION_TUNING=off`` from scratch: the time to embed the catalogue;
 2. the same index built again with tuning on: nothing is embedded again,
    so its time is the tuning's (views composed and embedded, the LDA solved);
-3. the tuning's share of a first build, here and extrapolated to a catalogue
+3. a first build with tuning on from scratch, between the untuned one and
+   another untuned one from scratch (A B A, so a drifting machine load
+   shows): the ratio a shop sees on its first build;
+4. the tuning's share of a first build, here and extrapolated to a catalogue
    of ``--extrapolate`` items (the tuning's cost is fixed by
    ``FASHION_TUNING_PRODUCTS``, the embedding's grows with the catalogue);
-4. the resident memory of a process that loads the model and the index and
+5. the resident memory of a process that loads the model and the index and
    runs searches, for the raw and the tuned index (each in a fresh process).
 
     python -m benchmarks.bench_tuning [--dataset DIR] [--work DIR] [--extrapolate 44000]
@@ -94,12 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     tuning_s = _build(catalogue, index_dir, "on")
     log.info("tuning the same index: %.1f s", tuning_s)
     tuned_memory = _serve(catalogue, index_dir, "on")
+    first_tuned_s = _build(catalogue, work / "index-tuned", "on")
+    again_s = _build(catalogue, work / "index-again", "off")
+    log.info("first builds from scratch: tuned %.1f s, untuned %.1f and %.1f s", first_tuned_s, embed_s, again_s)
     per_item = embed_s / max(1, items)
     result = {
         "items": items,
         "build_untuned_s": round(embed_s, 1),
         "tuning_s": round(tuning_s, 1),
         "first_build_ratio": round((embed_s + tuning_s) / embed_s, 3),
+        "build_untuned_again_s": round(again_s, 1),
+        "first_build_tuned_s": round(first_tuned_s, 1),
+        "first_build_tuned_ratio": round(first_tuned_s / ((embed_s + again_s) / 2), 3),
         "extrapolated_items": args.extrapolate,
         "extrapolated_tuning_share": round(tuning_s / (per_item * args.extrapolate), 3),
         "raw_rss_mb": round(raw_memory["rss_mb"], 1),
