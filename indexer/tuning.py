@@ -56,9 +56,10 @@ MIN_PRODUCTS = 16  # fewer products than this teach nothing that holds: vectors 
 # Where styles.csv names each product's kind, the tuning also learns what products of a kind share:
 LABEL_FIELD = "articleType"
 LABEL_DIMS = 64  # at most this many directions for kinds, beside the DIMS for products
-# weight of the kind directions against the product ones: on items whose labels the tuning never saw
-# it raised type precision by 0.005 to 0.007 and cost instance recall 0.007 (0.75: 0.012 and 0.037)
-LABEL_WEIGHT = 0.5
+# weight of the kind directions against the product ones (benchmarks/bench_labels.py, on items whose
+# labels the tuning never saw): 0.4 raised type precision by 0.0066 and cost instance recall 0.0075;
+# 0.5 gave 0.0083 for 0.019, 0.3 gave 0.0058 for 0.0066
+LABEL_WEIGHT = 0.4
 MIN_LABEL_CLASSES = 3
 
 
@@ -191,6 +192,7 @@ def learn(
     dims: int = DIMS,
     regularisation: float = REGULARISATION,
     labels: Sequence[str] | None = None,
+    label_weight: float = LABEL_WEIGHT,
 ):
     """The projection that separates ``products`` (one label per row of ``vectors``) best.
 
@@ -201,7 +203,7 @@ def learn(
     ``labels`` (one per product, ``labels[p]`` for the views whose entry in
     ``products`` is ``p``; the catalogue's ``LABEL_FIELD``) adds up to ``LABEL_DIMS`` directions that
     separate kinds of product, from a second LDA over the labelled views,
-    weighed at ``LABEL_WEIGHT`` of the instance part (``usable_labels``
+    weighed at ``label_weight`` of the instance part (``usable_labels``
     decides whether the labels are enough to learn from).
     """
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -214,11 +216,11 @@ def learn(
         view_kinds = kinds[products]
         labelled = view_kinds != ""
         _, kind_matrix = _discriminant(vectors[labelled], view_kinds[labelled], LABEL_DIMS, regularisation)
-        # the kind part's typical length, a LABEL_WEIGHT share of the instance part's, around one centre
+        # the kind part's typical length, a label_weight share of the instance part's, around one centre
         centred = vectors - centre
         lengths = np.linalg.norm(centred @ matrix, axis=1).mean(), np.linalg.norm(centred @ kind_matrix, axis=1).mean()
         share = lengths[0] / max(1e-12, lengths[1])
-        matrix = np.concatenate([matrix, kind_matrix * (LABEL_WEIGHT * share)], axis=1)
+        matrix = np.concatenate([matrix, kind_matrix * (label_weight * share)], axis=1)
     return Projection(centre.astype(np.float32), matrix.astype(np.float32))
 
 
