@@ -70,11 +70,32 @@ def searcher_objectness_shape(settings):
     return None if objectness is None else objectness.shape
 
 
-def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder):
+def _article_types(catalogue) -> dict[str, str]:
+    header, *rows = (catalogue / "styles.csv").read_text().splitlines()
+    column = header.split(",").index("articleType")
+    return {row.split(",")[0]: row.split(",")[column] for row in rows}
+
+
+def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder,
+                                                                           monkeypatch):
+    learned = []
+    learn = tuning.learn
+
+    def spy(vectors, products, *args, **kwargs):
+        learned.append(kwargs.get("labels"))
+        return learn(vectors, products, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "learn", spy)
     settings = small_settings.replace(tuning=True)
     build_index(settings, fake_embedder)
     manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
     assert manifest["tuning"].startswith("lda-v2-")  # with the objectness learned from the same views
+    # all 24 products were sampled, each with its articleType from styles.csv: products - 1 directions
+    # for products, and kinds - 1 beside them
+    (labels,) = learned
+    kinds = _article_types(settings.catalogue)
+    assert sorted(labels) == sorted(kinds[path.stem] for path in settings.catalogue.glob("*.jpg"))
+    assert manifest["dim"] == 23 + len(set(labels)) - 1
     assert searcher_objectness_shape(settings) == (fake_embedder.dim,)
     assert manifest["model_dim"] == fake_embedder.dim and manifest["dim"] < fake_embedder.dim
     assert generation.PROJECTION_FILE in manifest["checksums"]
@@ -265,27 +286,3 @@ def test_kinds_need_two_products_each_and_most_products_labelled():
     views, products, _ = _kinds(rng, _kind_axes(rng, 2), per_kind=10, views=3)
     two_kinds = tuning.learn(views, products, dims=8, labels=["x", "y"] * 10)
     np.testing.assert_array_equal(two_kinds.matrix, tuning.learn(views, products, dims=8).matrix)
-
-
-def test_a_build_learns_from_each_sampled_products_article_type(small_settings, fake_embedder, monkeypatch):
-    seen = []
-    learn = tuning.learn
-
-    def spy(vectors, products, *args, **kwargs):
-        seen.append(kwargs.get("labels"))
-        return learn(vectors, products, *args, **kwargs)
-
-    monkeypatch.setattr(tuning, "learn", spy)
-    settings = small_settings.replace(tuning=True)
-    build_index(settings, fake_embedder)
-    rows = {}
-    for line in (settings.catalogue / "styles.csv").read_text().splitlines()[1:]:
-        cells = line.split(",")
-        rows[cells[0]] = cells
-    header = (settings.catalogue / "styles.csv").read_text().splitlines()[0].split(",")
-    column = header.index("articleType")
-    names = sorted(path.stem for path in settings.catalogue.glob("*.jpg"))
-    (labels,) = seen
-    assert sorted(labels) == sorted(rows[name][column] for name in names)  # all 24 sampled, each its own kind
-    manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
-    assert manifest["dim"] == 23 + len(set(labels)) - 1  # products - 1, and kinds - 1 directions beside them
