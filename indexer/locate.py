@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from scipy import ndimage
 
 from .embedder import Embedder
 from .images import INPUT_SIZE, Crop, ImageError, Source, crop_box, fitted_region, load_for_model
@@ -111,26 +111,35 @@ def to_square_box(
     return left + box[0] * width, top + box[1] * height, box[2] * width, box[3] * height
 
 
-def _smooth_map(activation_map: np.ndarray, size: int) -> np.ndarray:
-    """The map bilinearly resized to the model square (``size`` x ``size`` float32)."""
-    image = Image.fromarray(np.ascontiguousarray(activation_map, dtype=np.float32), "F")
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+def _bilinear_rows(cells: int, size: int, pixels: np.ndarray) -> np.ndarray:
+    """Weights that sample ``cells`` values, bilinearly stretched over ``size`` pixels, at ``pixels``.
+
+    The same interpolation as resizing the map to ``size`` with Pillow's
+    bilinear filter (pixel centres aligned, edges held), for only the pixels wanted.
+    """
+    source = np.clip((pixels + 0.5) * cells / size - 0.5, 0, cells - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    weights = np.zeros((len(pixels), cells))
+    rows = np.arange(len(pixels))
+    np.add.at(weights, (rows, low), 1 - (source - low))
+    np.add.at(weights, (rows, high), source - low)
+    return weights
+
+
+def _smooth_map(activation_map: np.ndarray, size: int, region: tuple[int, int, int, int]) -> np.ndarray:
+    """The map smoothly stretched over the ``size`` model square, at every ``STEP``-th pixel of ``region``."""
+    left, top, width, height = region
+    rows, cols = activation_map.shape
+    down = _bilinear_rows(rows, size, np.arange(top, top + height, STEP))
+    across = _bilinear_rows(cols, size, np.arange(left, left + width, STEP))
+    return (down @ np.asarray(activation_map, dtype=np.float64) @ across.T).astype(np.float32)
 
 
 def _grow(allowed: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     """The 4-connected part of ``allowed`` (a bool grid) that holds ``seed``."""
-    region = np.zeros_like(allowed)
-    region[seed] = True
-    while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        grown[:, 1:] |= region[:, :-1]
-        grown[:, :-1] |= region[:, 1:]
-        grown &= allowed
-        if np.array_equal(grown, region):
-            return region
-        region = grown
+    parts, _ = ndimage.label(allowed)  # 4-connected by default; in C, a few dozen times faster than growing
+    return parts == parts[seed] if allowed[seed] else np.zeros_like(allowed)
 
 
 def map_box(
@@ -150,8 +159,8 @@ def map_box(
     widened by ``margin`` of its size on every side and kept inside ``region``.
     """
     left, top, width, height = region if region is not None else (0, 0, size, size)
-    # every STEP-th pixel: the map is a smooth upsampling of a few cells, and the region grows in a few dozen steps
-    values = _smooth_map(activation_map, size)[top : top + height : STEP, left : left + width : STEP]
+    # every STEP-th pixel: the map is a smooth upsampling of a few cells
+    values = _smooth_map(activation_map, size, (left, top, width, height))
     low, high = float(values.min()), float(values.max())
     above = values >= low + threshold * (high - low)
     rows, cols = np.nonzero(_grow(above, np.unravel_index(int(np.argmax(values)), values.shape)))

@@ -83,6 +83,16 @@ def test_the_box_bounds_the_hot_part_of_the_map():
     assert 40 <= width <= 100 and 40 <= height <= 100
 
 
+@pytest.mark.parametrize("cells, size, region", [(7, 224, (0, 0, 224, 224)), (7, 224, (0, 28, 224, 168)),
+                                                 (9, 260, (31, 0, 198, 260))])
+def test_the_map_is_sampled_as_a_bilinear_resize_would_give_it(cells, size, region):
+    activation = np.random.default_rng(cells).random((cells, cells)).astype(np.float32)
+    full = np.asarray(Image.fromarray(activation, "F").resize((size, size), Image.Resampling.BILINEAR))
+    left, top, width, height = region
+    expected = full[top : top + height : locate_module.STEP, left : left + width : locate_module.STEP]
+    np.testing.assert_allclose(locate_module._smooth_map(activation, size, region), expected, atol=1e-5)
+
+
 def test_boxes_convert_between_the_square_and_the_photo():
     size = (640, 480)  # landscape: white bands above and below on the square
     box = (0.25, 0.1, 0.5, 0.6)
