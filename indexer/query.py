@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -300,6 +300,8 @@ class QueryPipeline:
         handicaps = [0.0] + [BOX_HANDICAP] * (len(vectors) - 1)
         per_region = [self._hits(vector, colour, options) for vector, colour in zip(vectors, colours)]
         hits, origin, values = fuse(per_region, options.k, handicaps)
+        # a box's finds are ranked by their joined score less the box's handicap: that is the score they report
+        hits = [replace(hit, score=value) if hit.score is not None else hit for hit, value in zip(hits, values)]
         return matches(hits, self.searcher.manifest.get("match_scale"), values), (origin[0] if origin else 0)
 
     def search_vectors(self, vectors: np.ndarray, colours: np.ndarray, options: SearchOptions) -> list[Ranked]:

@@ -59,8 +59,9 @@ def result_dict(searcher: Searcher, ranked: Ranked) -> dict:
 
     ``distance`` and ``similarity`` compare shapes (the embeddings); a
     search that weighed colour adds ``colour_similarity`` and the joined
-    ``score`` it was ranked by; ``match`` is the calibrated score and label
-    of that same number, as the pages show it.
+    ``score`` it was ranked by (less ``query.BOX_HANDICAP`` for a located
+    box's find); ``match`` is the calibrated score and label of that same
+    number, as the pages show it.
     """
     hit = ranked.hit
     row = searcher.describe(hit.row)
