@@ -345,6 +345,8 @@ def catalogue_tuning(
     # a projection learned before tuning also learned where products are is learned again, once
     outdated = previous is not None and previous.objectness is None
     outdated = outdated and (isinstance(model, WeightsChoice) or hasattr(model, "embed_with_features"))
+    # and one learned by an older recipe (no crop views, no kinds): once, without embedding the catalogue
+    outdated = outdated or (previous is not None and previous.recipe < tuning.RECIPE)
     if previous is not None and not (retune or outdated) and _still_fits(previous, plan, len(files), settings):
         log.info("Keeping the catalogue tuning %s", previous.tuning_id)
         return previous
@@ -366,7 +368,10 @@ def catalogue_tuning(
                  tuning.MIN_PRODUCTS, len(packshots))
         return None
     total = len(packshots) * tuning.SCENE_VIEWS
-    message = f"Tuning to this catalogue: {len(packshots)} products on {tuning.SCENE_VIEWS} scenes each"
+    message = (
+        f"Tuning to this catalogue: {len(packshots)} products on {tuning.SCENE_VIEWS - tuning.CROP_VIEWS} scenes"
+        f" and {tuning.CROP_VIEWS} crop each"
+    )
 
     def progress(done: int, _total: int) -> None:
         reporter.update("tuning", done, total, message=message)
@@ -406,7 +411,8 @@ def _still_fits(projection: tuning.Projection, plan: BuildPlan, items: int, sett
     learned_from = projection.learned_from or items  # older manifests did not record it
     if abs(items - learned_from) >= tuning.RETUNE_SHARE * learned_from:
         return False
-    return projection.dim >= min(tuning.DIMS, min(items, settings.tuning_products) - 1)
+    # the product directions only: the kinds' are bounded by the kinds, not the products
+    return projection.dim - projection.kind_dims >= min(tuning.DIMS, min(items, settings.tuning_products) - 1)
 
 
 def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Projection | None:
@@ -425,8 +431,13 @@ def _previous_projection(previous: CurrentManifest, key: dict) -> tuning.Project
         return None  # damaged or gone: learn it again
     if projection.tuning_id != manifest.get("tuning"):
         return None
-    learned_from = manifest.get("tuning_items")
-    return dataclasses.replace(projection, learned_from=learned_from if isinstance(learned_from, int) else None)
+    learned_from, kind_dims, recipe = (manifest.get(f"tuning_{key}") for key in ("items", "kind_dims", "recipe"))
+    return dataclasses.replace(
+        projection,
+        learned_from=learned_from if isinstance(learned_from, int) else None,
+        kind_dims=kind_dims if isinstance(kind_dims, int) else 0,
+        recipe=recipe if isinstance(recipe, int) else 2,  # manifests before recipes were recorded
+    )
 
 
 # ---------------------------------------------------------------- entry point
@@ -562,7 +573,7 @@ def build_bytes(settings: Settings, plan: BuildPlan, dim: int) -> int:
     thumbnail and its shard row in ``work/``. The current and previous
     generations stay on disk until the new one is published.
     """
-    tuned = min(dim, tuning.DIMS + tuning.LABEL_DIMS) if settings.tuning else None
+    tuned = min(dim, tuning.DIMS) + min(dim, tuning.LABEL_DIMS) if settings.tuning else None
     generation = generation_bytes(len(plan.files), dim, settings.annoy_trees, tuned_dim=tuned, colour_dim=COLOUR_DIM)
     per_new = int(settings.thumb_size**2 * _THUMB_BYTES_PER_PIXEL) + (dim + COLOUR_DIM) * 4 + _SHARD_ROW_OVERHEAD
     return generation + len(plan.to_embed) * per_new

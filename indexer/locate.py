@@ -48,8 +48,10 @@ from .embedder import Embedder
 from .images import INPUT_SIZE, Crop, ImageError, Source, crop_box, fitted_region, load_for_model
 from .objectness import product_maps
 
-THRESHOLD = 0.5  # share of the map's range (in the photo) above its minimum that counts as the product
-MARGIN = 0.1  # the box grows by this share of its size on every side: the model saw products with a margin
+# map_box's defaults: the share of the map's range (in the photo) above its minimum that counts as the
+# product, and how much the box grows on every side (the model saw products with a margin)
+THRESHOLD = 0.5
+MARGIN = 0.1
 # (threshold, margin) of the box around the peak of the photo's map, and of the box found again
 # inside it from its own map; None: no second box. Chosen on the tuned-on scene families only
 # (BENCHMARKS.md, "Shopper photos"); the held-back families were only reported.

@@ -244,6 +244,8 @@ def _write_generation(
         model_dim=model_dim,
         tuning=None if projection is None else projection.tuning_id,
         tuning_items=None if projection is None else projection.learned_from,
+        tuning_kind_dims=None if projection is None else projection.kind_dims,
+        tuning_recipe=None if projection is None else projection.recipe,
         vectors_dtype=vectors_dtype,
         embeddings_pkl_offset=pickle_offset,
         metric=METRIC,

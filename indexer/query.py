@@ -271,7 +271,7 @@ class QueryPipeline:
             regions = self._regions(photos, options, budget)
             done = time.perf_counter()
         timing["queue"] = round((waited - started) * 1000, 3)
-        timing["embed"] = round((done - waited) * 1000, 3)  # with locating: both passes and the boxes' decodes
+        timing["embed"] = round((done - waited) * 1000, 3)  # with locating: every pass and the boxes' decodes
         # each region's own colour: a box's is its product's, the whole photo's that of all of it
         colours = [np.stack([colour_descriptor(region.array) for region in candidates]) for candidates in regions]
         timing["colour"] = round((time.perf_counter() - done) * 1000, 3)

@@ -20,11 +20,12 @@ _POLL_S = 0.1  # how often a blocked producer checks whether the consumer has go
 
 
 def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
-    """``items`` in order, with up to ``depth`` of them made ahead in a daemon thread.
+    """``items`` in order, made ahead in a daemon thread: up to ``depth`` waiting, and one more being made.
 
     An exception raised while making an item is raised here, at that item.
     When the caller stops early (``close``, or the generator is dropped),
-    the thread stops after the item it is making.
+    the thread stops after the item it is making: close it where an
+    exception could keep it suspended (``contextlib.closing``).
     """
     ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()

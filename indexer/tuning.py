@@ -16,17 +16,23 @@ different products apart:
   where ``r`` shrinks ``Sw`` towards its mean variance (``REGULARISATION``)
   so that directions the sample never saw vary in keep their weight.
 
+Where styles.csv gives the sampled products' ``articleType``, a second
+discriminant over the same views, with kinds of product as classes, adds
+up to ``LABEL_DIMS`` columns to ``W`` at ``LABEL_WEIGHT`` of the product
+part's length; without labels the product part is all of it.
+
 A vector is tuned as ``normalise((x - mean) @ W)``: catalogue vectors once
-when an index is published, query vectors on every search. No labels are
-needed. The same views teach where this shop's products are in a photo: the
-scene views' feature layers, with the box each product was pasted in, give
-channel weights for locating (``indexer.objectness``). ``projection.npy`` in
+when an index is published, query vectors on every search. The same views
+teach where this shop's products are in a photo: the whole scene views'
+feature layers, with the box each product was pasted in, give channel
+weights for locating (``indexer.objectness``). ``projection.npy`` in
 a generation holds ``mean`` as its first column, ``W`` beside it and those
 weights as its last column; its checksum is in the manifest like every artifact's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -44,10 +50,14 @@ from .read_ahead import read_ahead
 log = logging.getLogger(__name__)
 
 TUNING_VERSION = 2  # 2: the projection carries the objectness weights
+# What a projection is learned from, recorded in the manifest: a build relearns an older one once.
+# 3: a crop of each product's box among its views, and the catalogue's kinds
+RECIPE = 3
 DIMS = 256  # tuned dimensions: smaller and faster to search than the model's 1280 or 2048
 SCENE_VIEWS = 3  # views of each sampled product on scenes, besides its packshot
-# of which the last is a crop of the product's box, as a located search embeds it: same cost, and
-# the tuning learns the views the search compares (held-back true boxes +0.03 to +0.06 recall@5)
+# of which the last is a crop of the product's box, as a located search embeds it: the same forward
+# passes (composing one costs 7.5 ms against 1.8), and the tuning learns the views the search
+# compares (held-back true boxes +0.03 to +0.06 recall@5)
 CROP_VIEWS = 1
 REGULARISATION = 0.5  # share of Sw replaced by its mean variance (0.1 tuned tighter and lost type precision)
 RETUNE_SHARE = 0.1  # an incremental build that changes more of the catalogue than this learns it again
@@ -80,6 +90,8 @@ class Projection:
     matrix: np.ndarray
     learned_from: int | None = None
     objectness: np.ndarray | None = None
+    kind_dims: int = 0  # the last columns of ``matrix`` that separate kinds, not products (manifest)
+    recipe: int = RECIPE  # how it was learned (manifest): an older recipe is learned again
 
     @property
     def dim(self) -> int:
@@ -198,7 +210,8 @@ def learn(
 
     ``vectors`` are the model's unit vectors of every view; rows with the
     same entry in ``products`` are views of one product. Returns a
-    ``Projection`` to ``min(dims, products - 1, model dims)`` dimensions.
+    ``Projection`` to ``min(dims, products - 1, model dims)`` dimensions,
+    and its ``kind_dims`` more with ``labels``.
 
     ``labels`` (one per product, ``labels[p]`` for the views whose entry in
     ``products`` is ``p``; the catalogue's ``LABEL_FIELD``) adds up to ``LABEL_DIMS`` directions that
@@ -221,7 +234,10 @@ def learn(
         lengths = np.linalg.norm(centred @ matrix, axis=1).mean(), np.linalg.norm(centred @ kind_matrix, axis=1).mean()
         share = lengths[0] / max(1e-12, lengths[1])
         matrix = np.concatenate([matrix, kind_matrix * (label_weight * share)], axis=1)
-    return Projection(centre.astype(np.float32), matrix.astype(np.float32))
+        kind_dims = kind_matrix.shape[1]
+    else:
+        kind_dims = 0
+    return Projection(centre.astype(np.float32), matrix.astype(np.float32), kind_dims=kind_dims, recipe=RECIPE)
 
 
 def tuning_views(
@@ -266,20 +282,21 @@ def tuning_views(
             progress(done, total)
     rng = np.random.default_rng(seed)
     crops = min(crops, views)
-    # the next batch is composed while this one is embedded
-    batches = read_ahead(iter_tuning_views(rng, packshots, views, batch=batch, size=size, crops_per_product=crops))
-    for products, scene_views, boxes, whole in batches:
-        if embed_features is not None and objectness is not None and objectness.wants_more:
-            vectors, features = embed_features(scene_views)
-            # where products are in a photo: learned from whole scenes, which is what it is asked of
-            objectness.add(features[whole], boxes[whole])
-            out_vectors.append(vectors)
-        else:
-            out_vectors.append(embed(scene_views))
-        out_products.append(products)
-        done += len(products)
-        if progress:
-            progress(done, total)
+    # the next batch is composed while this one is embedded; closed (its thread stopped) on any way out
+    made = iter_tuning_views(rng, packshots, views, batch=batch, size=size, crops_per_product=crops)
+    with contextlib.closing(read_ahead(made)) as batches:
+        for products, scene_views, boxes, whole in batches:
+            if embed_features is not None and objectness is not None and objectness.wants_more:
+                vectors, features = embed_features(scene_views)
+                # where products are in a photo: learned from whole scenes, which is what it is asked of
+                objectness.add(features[whole], boxes[whole])
+                out_vectors.append(vectors)
+            else:
+                out_vectors.append(embed(scene_views))
+            out_products.append(products)
+            done += len(products)
+            if progress:
+                progress(done, total)
     return np.concatenate(out_vectors).astype(np.float32), np.concatenate(out_products)
 
 

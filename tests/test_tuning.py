@@ -132,7 +132,7 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     assert fake_counting_embedder.images == 24
     on = small_settings.replace(tuning=True, tuning_products=16)
     report = build_index(on, fake_counting_embedder)
-    # only the tuning views were embedded: 16 products on 3 scenes each (their packshots are the catalogue's)
+    # only the tuning views were embedded: 16 products, 3 views each (their packshots are the catalogue's)
     assert fake_counting_embedder.images == 24 + 16 * tuning.SCENE_VIEWS
     assert report.reused == 24
     tuned_id = generation.read_manifest(generation.current_generation(on.index_dir))["tuning"]
@@ -205,6 +205,26 @@ def test_a_tuning_learned_without_objectness_is_learned_again_once(small_setting
     assert fake_counting_embedder.images == before + 1 + 16 * tuning.SCENE_VIEWS  # learned again
     new = generation.read_manifest(generation.current_generation(settings.index_dir))["tuning"]
     assert new.startswith("lda-v2-") and Searcher.for_settings(settings).projection.objectness is not None
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    before = fake_counting_embedder.images
+    build_index(settings, fake_counting_embedder)
+    assert fake_counting_embedder.images == before + 1  # and kept from then on
+
+
+@pytest.mark.slow  # three builds, two of them learning from composed views
+def test_a_tuning_learned_by_an_older_recipe_is_learned_again_once(small_settings, fake_counting_embedder,
+                                                                   monkeypatch):
+    settings = small_settings.replace(tuning=True, tuning_products=16)
+    build_index(settings, fake_counting_embedder)
+    current = lambda: generation.read_manifest(generation.current_generation(settings.index_dir))  # noqa: E731
+    assert current()["tuning_recipe"] == tuning.RECIPE
+    monkeypatch.setattr(tuning, "RECIPE", tuning.RECIPE + 1)  # a newer way of learning it ships
+    photo = settings.catalogue / "3.jpg"  # a small change, which would keep an up-to-date tuning
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    before = fake_counting_embedder.images
+    build_index(settings, fake_counting_embedder)
+    assert fake_counting_embedder.images == before + 1 + 16 * tuning.SCENE_VIEWS  # learned again
+    assert current()["tuning_recipe"] == tuning.RECIPE
     photo.write_bytes(photo.read_bytes() + b"\0")
     before = fake_counting_embedder.images
     build_index(settings, fake_counting_embedder)
@@ -286,3 +306,31 @@ def test_kinds_need_two_products_each_and_most_products_labelled():
     views, products, _ = _kinds(rng, _kind_axes(rng, 2), per_kind=10, views=3)
     two_kinds = tuning.learn(views, products, dims=8, labels=["x", "y"] * 10)
     np.testing.assert_array_equal(two_kinds.matrix, tuning.learn(views, products, dims=8).matrix)
+
+
+def test_a_small_catalogue_relearns_once_more_products_would_give_it_more_directions(tmp_path):
+    from types import SimpleNamespace
+
+    from indexer.build import _still_fits
+    from indexer.config import Settings
+
+    settings = Settings.from_env(catalogue=str(tmp_path), index_dir=str(tmp_path / "index"), tuning=True,
+                                 tuning_products=800)
+    plan = SimpleNamespace(to_embed=[], removed=0, files=list(range(105)))  # a build that embeds nothing
+    rng = np.random.default_rng(0)
+    # learned from 100 products: 99 product directions, and 19 more for 20 kinds
+    projection = tuning.Projection(np.zeros(128, np.float32), rng.normal(size=(128, 118)).astype(np.float32),
+                                   learned_from=100, kind_dims=19)
+    assert not _still_fits(projection, plan, 105, settings)  # 104 product directions are there to learn
+    plan.files = list(range(100))
+    assert _still_fits(projection, plan, 100, settings)
+
+
+def test_objectness_learns_from_whole_scenes_only(fake_embedder):
+    shots = [np.full((224, 224, 3), 255, np.uint8) for _ in range(4)]
+    for i, shot in enumerate(shots):
+        shot[40 + 10 * i : 160, 60:150] = (40 * i, 200 - 30 * i, 90)
+    stats = tuning.ObjectnessStats()
+    tuning.tuning_views(fake_embedder.embed, shots, views=3, crops=1, batch=5,
+                        embed_features=fake_embedder.embed_with_features, objectness=stats)
+    assert stats.views == 4 * 2  # two whole scenes of each product; its crop is not a scene to locate in
