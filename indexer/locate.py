@@ -229,22 +229,17 @@ def second_box(
     return box
 
 
-def find_box(rgb: np.ndarray, activation_map: np.ndarray, photo_size: tuple[int, int]) -> Crop | None:
-    """The first box around the product (``first_box``), or ``None`` to keep the whole photo.
-
-    ``rgb`` is the photo's model-ready array (``images.load_for_model``),
-    ``activation_map`` the map the model gave for it (``embed_with_maps``)
-    and ``photo_size`` the upright photo's (width, height).
-    """
-    return first_box(activation_map, photo_size, rgb.shape[0])
-
-
 def _maps(embedder: Embedder, batch: np.ndarray, objectness: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """One forward pass: the vectors of ``batch`` and their maps (the objectness's, or the channel mean)."""
     if objectness is None:
         return embedder.embed_with_maps(batch)
     vectors, features = embedder.embed_with_features(batch)
     return vectors, product_maps(features, objectness)
+
+
+def _box_arrays(photos: Sequence[Photo], boxes: list[tuple[int, Crop]], size: int, wait_s: float | None) -> np.ndarray:
+    """The model-ready arrays of ``boxes`` (each a photo's index and a box), cropped from their photos' sources."""
+    return np.stack([photos[i].box_array(size, box, wait_s) for i, box in boxes])
 
 
 def locate(
@@ -274,7 +269,7 @@ def locate(
     boxes = [(i, box) for i, box in boxes if box is not None]
     if not boxes:
         return regions
-    arrays = np.stack([photos[i].box_array(size, box, wait_s) for i, box in boxes])
+    arrays = _box_arrays(photos, boxes, size, wait_s)
     if SECOND_BOX is None:
         vectors, box_maps = embedder.embed(arrays), [None] * len(boxes)
     else:
@@ -284,7 +279,7 @@ def locate(
     inner = [(i, second_box(box, box_map, photos[i].size, size)) for (i, box), box_map in zip(boxes, box_maps)]
     inner = [(i, box) for i, box in inner if box is not None]
     if inner:
-        arrays = np.stack([photos[i].box_array(size, box, wait_s) for i, box in inner])
+        arrays = _box_arrays(photos, inner, size, wait_s)
         for (i, box), array, vector in zip(inner, arrays, embedder.embed(arrays)):
             regions[i].append(Located(vector, box, array))
     return regions

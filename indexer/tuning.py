@@ -345,7 +345,7 @@ def learn_from_catalogue(
     log.info(
         "Catalogue tuning learned from %d products (%d views): embedding %.1f s, solving %.1f s, %d dims%s%s",
         len(packshots), len(vectors), embedded - started, time.perf_counter() - embedded, projection.dim,
-        f", with the kinds of {LABEL_FIELD}" if labels is not None and usable_labels(labels) is not None else "",
+        f", with the kinds of {LABEL_FIELD}" if projection.kind_dims else "",
         ", with objectness" if projection.objectness is not None else "",
     )
     return projection

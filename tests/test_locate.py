@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from indexer import locate as locate_module
 from indexer.images import INPUT_SIZE, load_for_model, load_with_size
-from indexer.locate import MAX_COVER, Photo, find_box, locate, map_box, second_box, to_photo_box, to_square_box
+from indexer.locate import MAX_COVER, Photo, first_box, locate, map_box, second_box, to_photo_box, to_square_box
 
 ITEMS = (2, 13, 17, 23, 101)  # a shoe, a bag, a T-shirt, ... of the demo catalogue
 
@@ -122,11 +122,11 @@ def test_a_peak_gives_a_box_and_an_everywhere_map_none(demo_catalogue):
     hot_centre = np.zeros((7, 7), np.float32)
     hot_centre[3, 3] = 1.0
     # no veto for packshots: their whole photo is searched beside the boxes
-    assert find_box(packshot, hot_centre, (300, 300)) is not None
+    assert first_box(hot_centre, (300, 300), packshot.shape[0]) is not None
     scene = np.random.default_rng(3).integers(0, 256, (INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
-    assert find_box(scene, hot_centre, (INPUT_SIZE, INPUT_SIZE)) is not None
+    assert first_box(hot_centre, (INPUT_SIZE, INPUT_SIZE), scene.shape[0]) is not None
     everywhere = np.ones((7, 7), np.float32)  # no peak: the box would cover it all
-    box = find_box(scene, everywhere, (INPUT_SIZE, INPUT_SIZE))
+    box = first_box(everywhere, (INPUT_SIZE, INPUT_SIZE), scene.shape[0])
     assert box is None or box[2] * box[3] <= MAX_COVER
 
 
