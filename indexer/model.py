@@ -69,8 +69,21 @@ def configure_threads(threads: int) -> None:
         log.debug("TensorFlow already initialised; thread settings unchanged")
 
 
-# ModelSpec.pooling -> the tf.math reduction over the feature map's height and width
-POOLINGS = {"global average": "reduce_mean", "global max": "reduce_max"}
+GEM_POWER = 3.0  # generalised mean: p = 1 is the average, p -> infinity the maximum
+
+
+def _generalised_mean(tf, feature_map):
+    """GeM pooling: the strong activations weigh more than in an average, a region's background less."""
+    cubed = tf.pow(tf.maximum(feature_map, 0.0), GEM_POWER)
+    return tf.pow(tf.math.reduce_mean(cubed, axis=[1, 2]), 1.0 / GEM_POWER)
+
+
+# ModelSpec.pooling -> the pooling over the feature map's height and width
+POOLINGS = {
+    "global average": lambda tf, feature_map: tf.math.reduce_mean(feature_map, axis=[1, 2]),
+    "global max": lambda tf, feature_map: tf.math.reduce_max(feature_map, axis=[1, 2]),
+    "generalised mean": _generalised_mean,
+}
 
 
 class Embedder:
@@ -105,7 +118,7 @@ class Embedder:
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
         def forward(batch):
             feature_map = self.model(tf.cast(batch, tf.float32), training=False)
-            vectors = tf.math.l2_normalize(getattr(tf.math, pool)(feature_map, axis=[1, 2]), axis=1, epsilon=1e-12)
+            vectors = tf.math.l2_normalize(pool(tf, feature_map), axis=1, epsilon=1e-12)
             # the whole last feature layer: where the product is comes from it (indexer.locate)
             return vectors, feature_map
 

@@ -295,18 +295,31 @@ class OpenVinoEmbedder:
 # ---------------------------------------------------------------- conversion and the cache
 
 
-# global max (ResNet50) or average (EfficientNet-Lite) pooling
-POOLING_OPS = ("ReduceMax", "ReduceMean")
+# ops that only move or retype a tensor: the converted feature layer output may pass through them
+_LAYOUT_OPS = ("Transpose", "Convert", "Reshape")
+
+
+def _feature_layer_names(model) -> set[str]:
+    """The feature layer output's source op (the backbone's last) and any layout ops between it and the output."""
+    names: set[str] = set()
+    op = model.get_results()[FEATURES_OUTPUT].input_value(0).get_node()
+    while True:
+        names.add(op.get_friendly_name())
+        if op.get_type_name() not in _LAYOUT_OPS:
+            return names
+        op = op.input_value(0).get_node()
 
 
 def _head_op_names(model) -> list[str]:
     """Names of the ops between the last feature map and each output: kept in float for INT8.
 
-    For the vectors that is the global pooling and the L2 step, found by
-    walking up from the output to the first reduction, so the order OpenVINO
+    For the vectors that is the global pooling (with a generalised mean, the
+    powers on either side of its reduction) and the L2 step, found by
+    walking up from the output to the feature layer, so the order OpenVINO
     lists ops in does not matter. The feature layer output has no head: it
     is the network's own last layer.
     """
+    stop = _feature_layer_names(model)
     names: list[str] = []
     for number, result in enumerate(model.get_results()):
         if number == FEATURES_OUTPUT:
@@ -315,13 +328,12 @@ def _head_op_names(model) -> list[str]:
         while pending:
             op = pending.pop()
             kind = op.get_type_name()
-            if kind == "Constant" or op.get_friendly_name() in names:
+            if kind == "Constant" or op.get_friendly_name() in names or op.get_friendly_name() in stop:
                 continue
             if kind == "Parameter":
                 raise ValueError(f"output {result.get_friendly_name()} is not computed from a pooled feature map")
             names.append(op.get_friendly_name())
-            if kind not in POOLING_OPS:
-                pending.extend(value.get_node() for value in op.input_values())
+            pending.extend(value.get_node() for value in op.input_values())
     return names
 
 
