@@ -106,13 +106,14 @@ def main() -> None:
     log.info("%d views to learn from, %d held-out scene views", len(views), int(scene.sum()))
 
     weight = settings.colour_weight
+    scale = embedder.choice.spec.tuning_scale()  # as the build learns it
     colour_similarity = colour @ colour.T
     results = {}
     weights = [float(w) for w in args.weights.split(",")]
     variants = [("products", None, tuning.LABEL_WEIGHT)]
     variants += [(f"products_and_kinds_{w:g}", list(kinds[sample]), w) for w in weights]
     for name, labels, label_weight in variants:
-        projection = tuning.learn(views, products, labels=labels, label_weight=label_weight)
+        projection = tuning.learn(views, products, labels=labels, label_weight=label_weight, input_scale=scale)
         tuned = projection.apply(vectors)
         shape = tuned @ tuned.T
         joined = (1 - weight) * shape + weight * colour_similarity

@@ -386,6 +386,7 @@ def catalogue_tuning(
         # the packshots' own vectors were just embedded or reused: read, not embedded again
         packshot_vectors=rows.vectors(positions, getattr(model, "choice", model).spec.dim),
         labels=_tuning_labels(plan.styles, [files[row].relpath for row in positions]),
+        input_scale=getattr(model, "choice", model).spec.tuning_scale(),
     )
     return dataclasses.replace(projection, learned_from=len(files))
 

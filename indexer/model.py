@@ -86,6 +86,29 @@ POOLINGS = {
 }
 
 
+def _pooled_vector(tf, spec):
+    """The function from the last feature map (and the detail layer's, if any) to the spec's unit vector.
+
+    With a detail layer the vector is two unit parts side by side, then made
+    unit again: the pooled last layer's first ``head_channels`` channels,
+    which say what the object is, and the pooled detail layer, finer and
+    earlier, which keeps the texture, pattern and colour that the last layer
+    has abstracted away, weighed ``detail_weight``.
+    """
+    pool = POOLINGS[spec.pooling]
+
+    def unit(vectors):
+        return tf.math.l2_normalize(vectors, axis=1, epsilon=1e-12)
+
+    def pooled(feature_map, detail_map=None):
+        if detail_map is None:
+            return unit(pool(tf, feature_map))
+        head = unit(pool(tf, feature_map)[:, : spec.head_channels])
+        return unit(tf.concat([head, unit(pool(tf, detail_map)) * spec.detail_weight], axis=1))
+
+    return pooled
+
+
 class Embedder:
     """A loaded model with a compiled, thread-safe batched forward pass (TensorFlow).
 
@@ -113,12 +136,19 @@ class Embedder:
             # a Ray worker on another machine: the package or Keras cache lives elsewhere there
             source = resolve_weights("auto", seed, choice.model).source
         self.model = self.spec.family_module().build_feature_map(keras, source, self.spec)
-        pool = POOLINGS[self.spec.pooling]
+        pooled = _pooled_vector(tf, self.spec)
+        # the layers the vector is pooled from: the last, and the spec's detail layer when it has one
+        layers = self.model
+        if self.spec.detail_layer is not None:
+            layers = keras.Model(
+                self.model.input, [self.model.output, self.model.get_layer(self.spec.detail_layer).output]
+            )
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
         def forward(batch):
-            feature_map = self.model(tf.cast(batch, tf.float32), training=False)
-            vectors = tf.math.l2_normalize(pool(tf, feature_map), axis=1, epsilon=1e-12)
+            outputs = layers(tf.cast(batch, tf.float32), training=False)
+            feature_map, detail_map = outputs if self.spec.detail_layer is not None else (outputs, None)
+            vectors = pooled(feature_map, detail_map)
             # the whole last feature layer: where the product is comes from it (indexer.locate)
             return vectors, feature_map
 

@@ -297,6 +297,8 @@ class OpenVinoEmbedder:
 
 # ops that only move or retype a tensor: the converted feature layer output may pass through them
 _LAYOUT_OPS = ("Transpose", "Convert", "Reshape")
+# the activations the backbone's layers end in (ReLU6, ReLU): a pooled layer's own last op
+_ACTIVATIONS = ("Clamp", "Relu")
 
 
 def _feature_layer_names(model) -> set[str]:
@@ -311,13 +313,15 @@ def _feature_layer_names(model) -> set[str]:
 
 
 def _head_op_names(model) -> list[str]:
-    """Names of the ops between the last feature map and each output: kept in float for INT8.
+    """Names of the ops between the pooled feature layers and each output: kept in float for INT8.
 
     For the vectors that is the global pooling (with a generalised mean, the
-    powers on either side of its reduction) and the L2 step, found by
-    walking up from the output to the feature layer, so the order OpenVINO
-    lists ops in does not matter. The feature layer output has no head: it
-    is the network's own last layer.
+    powers on either side of its reduction; with a detail layer, both
+    layers' pooling and the join) and the L2 steps, found by walking up from
+    the output to the layers pooled (the feature layer, or an activation
+    the backbone ends a layer with), so the order OpenVINO lists ops in
+    does not matter. The feature layer output has no head: it is the
+    network's own last layer.
     """
     stop = _feature_layer_names(model)
     names: list[str] = []
@@ -327,12 +331,12 @@ def _head_op_names(model) -> list[str]:
         pending = [result.input_value(0).get_node()]
         while pending:
             op = pending.pop()
-            kind = op.get_type_name()
-            if kind == "Constant" or op.get_friendly_name() in names or op.get_friendly_name() in stop:
+            kind, name = op.get_type_name(), op.get_friendly_name()
+            if kind in ("Constant", *_ACTIVATIONS) or name in names or name in stop:
                 continue
             if kind == "Parameter":
                 raise ValueError(f"output {result.get_friendly_name()} is not computed from a pooled feature map")
-            names.append(op.get_friendly_name())
+            names.append(name)
             pending.extend(value.get_node() for value in op.input_values())
     return names
 

@@ -205,6 +205,7 @@ def learn(
     regularisation: float = REGULARISATION,
     labels: Sequence[str] | None = None,
     label_weight: float = LABEL_WEIGHT,
+    input_scale: np.ndarray | None = None,
 ):
     """The projection that separates ``products`` (one label per row of ``vectors``) best.
 
@@ -218,8 +219,14 @@ def learn(
     separate kinds of product, from a second LDA over the labelled views,
     weighed at ``label_weight`` of the instance part (``usable_labels``
     decides whether the labels are enough to learn from).
+
+    ``input_scale`` (one factor per dimension, the model's ``tuning_scale``)
+    multiplies the vectors before learning; the projection returned applies
+    to the vectors as they are, the factors folded into it.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
+    if input_scale is not None:
+        vectors = vectors * np.asarray(input_scale, dtype=np.float64)
     products = np.asarray(products)
     if len(np.unique(products)) < 3:
         raise ValueError("tuning needs views of at least 3 products")
@@ -237,6 +244,9 @@ def learn(
         kind_dims = kind_matrix.shape[1]
     else:
         kind_dims = 0
+    if input_scale is not None:  # (x * s - c) @ M  ==  (x - c / s) @ (s M)
+        scale = np.asarray(input_scale, dtype=np.float64)
+        centre, matrix = centre / scale, matrix * scale[:, None]
     return Projection(centre.astype(np.float32), matrix.astype(np.float32), kind_dims=kind_dims, recipe=RECIPE)
 
 
@@ -316,6 +326,7 @@ def learn_from_catalogue(
     embed_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     packshot_vectors: np.ndarray | None = None,
     labels: Sequence[str] | None = None,
+    input_scale: np.ndarray | None = None,
 ) -> Projection:
     """Learn the catalogue's projection from ``packshots`` (model-ready arrays of sampled products).
 
@@ -324,7 +335,7 @@ def learn_from_catalogue(
     ``embed_with_features``) the projection also carries the objectness
     weights learned from the same views. ``packshot_vectors``: the
     packshots' vectors when the catalogue already has them. ``labels``: each
-    packshot's ``LABEL_FIELD`` (``""`` for none), see ``learn``.
+    packshot's ``LABEL_FIELD`` (``""`` for none), and ``input_scale``: see ``learn``.
     """
     started = time.perf_counter()
     stats = ObjectnessStats() if embed_features is not None else None
@@ -338,7 +349,7 @@ def learn_from_catalogue(
         packshot_vectors=packshot_vectors,
     )
     embedded = time.perf_counter()
-    projection = learn(vectors, products, labels=labels)
+    projection = learn(vectors, products, labels=labels, input_scale=input_scale)
     weights = stats.solve() if stats is not None else None
     if weights is not None and len(weights) == projection.model_dim:
         projection = dataclasses.replace(projection, objectness=weights)

@@ -205,6 +205,12 @@ REFERENCE_PROJECTIONS = np.array([
 REFERENCE_TOLERANCE = 0.01  # numerical noise is below 1e-4; the controls below move it by 0.3 or more
 
 
+def _average_pooled(embedder, images: np.ndarray) -> np.ndarray:
+    """The last feature layer's unit average: what the reference was recorded from (the backbone's check)."""
+    features = embedder.embed_with_features(images)[1].mean(axis=(1, 2))
+    return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+
 def _projections(vectors: np.ndarray) -> np.ndarray:
     directions = np.cos(np.outer(np.arange(vectors.shape[1]), np.arange(1, 9)) * 0.37).astype(np.float32)
     return vectors @ directions
@@ -218,10 +224,26 @@ def lite0():
 
 
 @pytest.mark.slow  # Keras/TensorFlow
-def test_pretrained_vectors_match_the_recorded_reference(lite0):
-    vectors = lite0.embed(check_images())
+def test_pretrained_features_match_the_recorded_reference(lite0):
+    np.testing.assert_allclose(
+        _projections(_average_pooled(lite0, check_images())), REFERENCE_PROJECTIONS, atol=REFERENCE_TOLERANCE
+    )
+
+
+@pytest.mark.slow  # Keras/TensorFlow
+def test_the_vector_is_the_pooled_head_beside_the_pooled_detail_layer(lite0):
+    spec = lite0.spec
+    vectors, features = lite0.embed_with_features(check_images())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(_projections(vectors), REFERENCE_PROJECTIONS, atol=REFERENCE_TOLERANCE)
+    # the first part: the generalised mean (p = 3) of the last layer's first channels, a unit part of 1 in
+    # 1 + detail_weight^2 of the squared length
+    head = np.mean(np.maximum(features, 0).astype(np.float64) ** 3, axis=(1, 2))[:, : spec.head_channels] ** (1 / 3)
+    head /= np.linalg.norm(head, axis=1, keepdims=True)
+    share = 1 / np.sqrt(1 + spec.detail_weight**2)
+    np.testing.assert_allclose(vectors[:, : spec.head_channels], head * share, atol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(vectors[:, spec.head_channels :], axis=1), spec.detail_weight * share, atol=1e-5
+    )
 
 
 @pytest.mark.slow  # Keras/TensorFlow
@@ -245,7 +267,7 @@ def test_the_same_pass_gives_an_activation_map_that_finds_the_object(lite0):
     ],
 )
 def test_reference_check_catches_mapping_mistakes(lite0, mistake):
-    moved = np.abs(_projections(lite0.embed(mistake(check_images()))) - REFERENCE_PROJECTIONS).max()
+    moved = np.abs(_projections(_average_pooled(lite0, mistake(check_images()))) - REFERENCE_PROJECTIONS).max()
     assert moved > 10 * REFERENCE_TOLERANCE
 
 
@@ -271,6 +293,16 @@ def test_every_model_names_its_own_input_size(spec):
     # the default square is the default model's; each model's own size is honoured (tests/test_input_size.py)
     assert get_spec(DEFAULT_MODEL).input_size == INPUT_SIZE
     assert spec.input_size >= 32 and spec.input_size == {"efficientnet-lite2": 260}.get(spec.name, 224)
+
+
+def test_only_a_model_with_a_detail_layer_scales_its_vectors_for_the_tuning():
+    lite0 = get_spec("efficientnet-lite0")
+    scale = lite0.tuning_scale()
+    assert scale.shape == (lite0.dim,)
+    assert set(scale[: lite0.head_channels]) == {1.0}
+    assert set(scale[lite0.head_channels :]) == {lite0.tuning_detail_weight / lite0.detail_weight}
+    assert lite0.head_channels + 672 == lite0.dim  # the detail layer's channels fill the rest
+    assert get_spec("resnet50").tuning_scale() is None and get_spec("efficientnet-lite2").tuning_scale() is None
 
 
 def test_unknown_model_is_a_settings_error_naming_the_choices():

@@ -46,6 +46,19 @@ def test_learning_pulls_views_of_one_product_together():
     np.testing.assert_allclose(np.linalg.norm(projection.apply(fresh), axis=1), 1.0, atol=1e-5)
 
 
+def test_input_scale_is_folded_into_the_projection():
+    vectors, labels = _views(np.random.default_rng(3), 30, 4)
+    scale = np.r_[np.ones(40), np.full(24, 8.0)]
+    folded = tuning.learn(vectors, labels, dims=8, input_scale=scale)
+    # learning from the scaled vectors and applying to them is what the folded projection does to raw ones
+    scaled = tuning.learn(vectors * scale, labels, dims=8)
+    np.testing.assert_allclose(folded.apply(vectors), scaled.apply(vectors * scale), atol=1e-5)
+    assert folded.model_dim == 64
+    # and the scale matters: the same vectors unscaled learn another projection
+    plain = tuning.learn(vectors, labels, dims=8)
+    assert np.abs(plain.apply(vectors) - folded.apply(vectors)).max() > 1e-2
+
+
 def test_a_projection_round_trips_through_its_file(tmp_path):
     rng = np.random.default_rng(2)
     vectors, labels = _views(rng, 20, 3)

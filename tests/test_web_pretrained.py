@@ -53,7 +53,7 @@ def test_a_shopper_gets_products_of_the_same_type(pretrained_app, pretrained_ind
 def test_precision_on_the_demo_catalogue_is_far_above_random_weights(pretrained_index, built_index):
     pretrained = evaluate(Searcher.for_settings(pretrained_index), label="articleType", k=5)
     random = evaluate(Searcher.for_settings(built_index), label="articleType", k=5)
-    assert pretrained["model"] == "efficientnet-lite0-gem3-l2" and pretrained["weights_id"] == "imagenet"
+    assert pretrained["model"] == "efficientnet-lite0-gem3-detail-l2" and pretrained["weights_id"] == "imagenet"
     assert pretrained["precision_at_k"] >= 0.9  # random weights: about 0.35
     assert pretrained["precision_at_k"] > random["precision_at_k"] + 0.3
 

@@ -28,6 +28,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
@@ -45,6 +47,28 @@ class ModelSpec:
     input_size: int
     pooling: str
     family: str  # module under indexer.models that builds it
+    # a vector of two parts: the pooled last layer's first ``head_channels`` channels, and beside them
+    # the pooled ``detail_layer`` (an earlier, finer layer), weighed ``detail_weight`` to the head's 1;
+    # the catalogue tuning learns from the detail part weighed ``tuning_detail_weight`` instead
+    detail_layer: str | None = None
+    head_channels: int | None = None
+    detail_weight: float = 1.0
+    tuning_detail_weight: float = 1.0
+
+    def tuning_scale(self) -> np.ndarray | None:
+        """Per-dimension factors the catalogue tuning multiplies the vectors by before it learns (None: all 1).
+
+        The detail part of every photo is much alike (the nearest other
+        product's is at cosine 0.98 on fashion-dev): weighed heavily in the
+        vector itself it would crowd all similarities together, and colour
+        would swamp shape in an untuned search. The tuning takes out what is
+        common, and weighs the detail more there.
+        """
+        if self.detail_layer is None or self.tuning_detail_weight == self.detail_weight:
+            return None
+        scale = np.ones(self.dim, dtype=np.float32)
+        scale[self.head_channels :] = self.tuning_detail_weight / self.detail_weight
+        return scale
 
     def family_module(self):
         """The module that resolves weights for and builds this model (imported on first use)."""
@@ -54,10 +78,20 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        # generalised-mean pooling (p = 3): on shoppers' photos the tuned search finds more of the
-        # products than with the average (BENCHMARKS.md, "Shopper photos")
+        # generalised-mean pooling (p = 3) of 608 of the last layer's channels and of the 672 of the last
+        # 14 x 14 stage (weighed 0.5; 4 in the tuning): on shoppers' photos the tuned search finds more
+        # of the products than with the last layer's average alone (BENCHMARKS.md, "Shopper photos")
         ModelSpec(
-            "efficientnet-lite0", "efficientnet-lite0-gem3-l2", 1280, 224, "generalised mean", "efficientnet_lite"
+            "efficientnet-lite0",
+            "efficientnet-lite0-gem3-detail-l2",
+            1280,
+            224,
+            "generalised mean",
+            "efficientnet_lite",
+            detail_layer="blocks_11_bn0_relu6",
+            head_channels=608,
+            detail_weight=0.5,
+            tuning_detail_weight=4.0,
         ),
         ModelSpec("resnet50", "resnet50-notop-gmp-l2", 2048, 224, "global max", "resnet50"),
         # Lite0 scaled up (width 1.1, depth 1.2, 260 px): ImageNet top-1 77.6% against 75.1%, for 2.2x the
