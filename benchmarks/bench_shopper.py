@@ -220,7 +220,9 @@ def catalogue_precision(pipeline, searcher, settings, args) -> dict:
             found = [ranked.row for ranked in result.results if ranked.row != row][:5]
             precision[way].append(float(np.mean([types[r] == label for r in found])) if found else 0.0)
             boxes += locate and bool(result.located)
-    log.info("catalogue queries: %d with an articleType, %d got a box when located", len(precision["whole"]), boxes)
+    log.info(
+        "catalogue queries: %d with an articleType, %d whose first result a box found", len(precision["whole"]), boxes
+    )
     return {way: float(np.mean(values)) if values else float("nan") for way, values in precision.items()}
 
 

@@ -29,6 +29,7 @@ against its own stored vectors) is refused and converted again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -137,9 +138,13 @@ def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
 
 
 def cache_entry(root: Path, choice: WeightsChoice, variant: str, version: str) -> Path:
-    """The cache folder of one converted model: weights, preprocessing, model and runtime version."""
+    """The cache folder of one converted model: weights, preprocessing, model and runtime version.
+
+    The model is keyed by its whole spec, not its id alone: its pooling, detail
+    layer and weights are in the converted graph.
+    """
     parts = [
-        choice.spec.model_id,
+        dataclasses.asdict(choice.spec),
         choice.weights_id,
         weights_digest(choice),
         PREPROCESS_VERSION,

@@ -6,6 +6,7 @@ temporary cache; INT8 calibrates on a handful of demo images only.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -192,6 +193,18 @@ def test_cache_key_covers_weights_preprocessing_and_runtime_version(tmp_path, we
     assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.5.0") != base
     assert runtimes.cache_entry(tmp_path, weights_choice, "int8", "2026.4.1") != base
     monkeypatch.setattr(runtimes, "PREPROCESS_VERSION", "next")
+    assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1") != base
+
+
+def test_cache_key_covers_how_the_vector_is_pooled_not_just_the_model_id(tmp_path, weights_choice, monkeypatch):
+    # the pooling and the detail layer are in the converted graph: a change must convert again
+    from indexer import models
+
+    base = runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1")
+    spec = weights_choice.spec
+    reweighed = dataclasses.replace(spec, detail_weight=spec.detail_weight * 2)
+    monkeypatch.setitem(models.MODELS, spec.name, reweighed)
+    assert weights_choice.spec.model_id == spec.model_id
     assert runtimes.cache_entry(tmp_path, weights_choice, "fp32", "2026.4.1") != base
 
 
