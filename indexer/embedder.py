@@ -50,11 +50,12 @@ class Embedder(Protocol):
         ...
 
     def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The vectors of ``embed`` and each image's last feature layer, ``(n, h, w, channels)`` float32.
+        """The vectors of ``embed`` and each image's map layer, ``(n, h, w, channels)`` float32.
 
-        The activation map of ``embed_with_maps`` is its mean over channels;
-        a catalogue's learned objectness (``indexer.objectness``) weighs the
-        channels instead.
+        The map layer is the model's detail layer when it has one (Lite0's 14
+        x 14), else its last feature layer. A catalogue's learned objectness
+        (``indexer.objectness``) weighs its channels; without one, the map of
+        ``embed_with_maps`` (the last layer's mean over channels) is used.
         """
         ...
 

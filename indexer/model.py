@@ -149,11 +149,15 @@ class Embedder:
             outputs = layers(tf.cast(batch, tf.float32), training=False)
             feature_map, detail_map = outputs if self.spec.detail_layer is not None else (outputs, None)
             vectors = pooled(feature_map, detail_map)
-            # the whole last feature layer: where the product is comes from it (indexer.locate)
-            return vectors, feature_map
+            # the map layer, whole: a catalogue's learned objectness finds its products in it
+            # (indexer.locate). The detail layer when there is one: its cells are finer (14 x 14 for
+            # Lite0, against 7 x 7), but their mean answers edges, not objects, so the map without
+            # objectness stays the last layer's mean over channels
+            map_layer = feature_map if detail_map is None else detail_map
+            return vectors, map_layer, tf.math.reduce_mean(feature_map, axis=3)
 
         self._forward = forward
-        self.forward_function = forward  # what runtimes.convert hands to OpenVINO: outputs (vectors, features)
+        self.forward_function = forward  # what runtimes.convert hands to OpenVINO: (vectors, features, map)
         self._warm_lock = threading.Lock()
         self._warm = False
 
@@ -177,15 +181,22 @@ class Embedder:
         The map is the mean over channels of the last feature layer, before
         pooling: high where the network sees an object. The same pass makes both.
         """
-        vectors, features = self.embed_with_features(batch)
-        return vectors, features.mean(axis=3)
+        vectors, _, maps = self._outputs(batch)
+        return vectors, maps
 
     def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors as ``embed`` gives them, and each image's last feature layer (``(n, h, w, channels)`` float32)."""
+        """Vectors as ``embed`` gives them, and each image's map layer (``(n, h, w, channels)`` float32).
+
+        The map layer is the spec's detail layer when it has one (Lite0's
+        block 11 expansion, 14 x 14 x 672), else the last feature layer.
+        """
+        vectors, features, _ = self._outputs(batch)
+        return vectors, features
+
+    def _outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if batch.ndim == 3:
             batch = batch[None]
-        vectors, features = self._forward(batch)
-        return np.asarray(vectors, dtype=np.float32), np.asarray(features, dtype=np.float32)
+        return tuple(np.asarray(output, dtype=np.float32) for output in self._forward(batch))
 
     def embed_one(self, image: np.ndarray) -> np.ndarray:
         """Embed one ``(size, size, 3)`` uint8 image to a ``(dim,)`` unit vector."""

@@ -90,5 +90,12 @@ class ObjectnessStats:
 
 
 def product_maps(features: np.ndarray, objectness: np.ndarray) -> np.ndarray:
-    """Each image's product map, ``(n, h, w)`` float32: its feature cells weighed by ``objectness``."""
-    return np.asarray(features, dtype=np.float32) @ np.asarray(objectness, dtype=np.float32)
+    """Each image's product map, ``(n, h, w)`` float32: its feature cells weighed by ``objectness``.
+
+    ``objectness`` may be longer than the cells have channels: it is stored
+    one weight per dimension of the model's vector, whose last dimensions
+    are the pooled map layer's channels (``tuning.Projection``), so its last
+    ``channels`` entries are the weights.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    return features @ np.asarray(objectness, dtype=np.float32)[-features.shape[-1] :]

@@ -64,10 +64,13 @@ INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
 INT8_MIN_MEDIAN_COSINE = 0.95
 INT8_MIN_COSINE = 0.75  # and no image far off: vectors of the wrong image sit near 0.6 for these features
 # part of the cache key: entries judged by an older check, or with other outputs, are converted and judged again
-CHECK_VERSION = 5  # 5: the second output is the whole last feature layer, not its mean over channels
+# 5: the second output is the whole last feature layer, not its mean over channels;
+# 6: the second is the map layer (Lite0's detail layer), the third the last layer's mean over channels
+CHECK_VERSION = 6
 INT8_CHECK_PHOTOS = 16  # catalogue photos (from the calibration sample) checked beside the fixed images
 CALIBRATION_IMAGES = 300
-VECTORS_OUTPUT, FEATURES_OUTPUT = 0, 1  # the converted forward function's outputs, as model.Embedder returns them
+# the converted forward function's outputs, as model.Embedder's forward function returns them
+VECTORS_OUTPUT, FEATURES_OUTPUT, MAP_OUTPUT = 0, 1, 2
 META = "meta.json"
 MODEL_XML = "model.xml"
 REFERENCE = "reference.npy"  # TensorFlow's vectors of the check images
@@ -276,13 +279,12 @@ class OpenVinoEmbedder:
         """Vectors as ``embed`` gives them, and each image's activation map, from the same pass.
 
         The same outputs as ``model.Embedder.embed_with_maps``: the map is the
-        mean over channels of the feature layer the converted model carries.
+        last feature layer's mean over channels, computed in the converted model.
         """
-        vectors, features = self.embed_with_features(batch)
-        return vectors, features.mean(axis=3)
+        return self._infer(batch, VECTORS_OUTPUT, MAP_OUTPUT)
 
     def embed_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors and the last feature layer (``(n, h, w, channels)``), as ``model.Embedder`` gives them."""
+        """Vectors and the map layer (``(n, h, w, channels)``), as ``model.Embedder`` gives them."""
         return self._infer(batch, VECTORS_OUTPUT, FEATURES_OUTPUT)
 
     def _infer(self, batch: np.ndarray, *outputs: int) -> tuple[np.ndarray, ...]:
@@ -307,7 +309,7 @@ _ACTIVATIONS = ("Clamp", "Relu")
 
 
 def _feature_layer_names(model) -> set[str]:
-    """The feature layer output's source op (the backbone's last) and any layout ops between it and the output."""
+    """The feature layer output's source op (the backbone's) and any layout ops between it and the output."""
     names: set[str] = set()
     op = model.get_results()[FEATURES_OUTPUT].input_value(0).get_node()
     while True:
@@ -315,6 +317,24 @@ def _feature_layer_names(model) -> set[str]:
         if op.get_type_name() not in _LAYOUT_OPS:
             return names
         op = op.input_value(0).get_node()
+
+
+def _map_layout_op_names(model) -> list[str]:
+    """The layout ops around the feature layer output: kept in float for INT8.
+
+    When that layer is also an inner layer (Lite0's detail layer), the
+    converted graph turns it to the output's layout and back for the next
+    layer; a quantizer placed between the two would meet the wrong axis.
+    """
+    ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    layout = [name for name in _feature_layer_names(model) if ops[name].get_type_name() in _LAYOUT_OPS]
+    turned_back = [
+        target.get_node().get_friendly_name()
+        for name in layout
+        for target in ops[name].output(0).get_target_inputs()
+        if target.get_node().get_type_name() in _LAYOUT_OPS
+    ]
+    return sorted(set(layout + turned_back))
 
 
 def _head_op_names(model) -> list[str]:
@@ -374,7 +394,7 @@ def calibration_sample(
 
 
 def _quantize(model, images: list[np.ndarray]):
-    """NNCF post-training INT8 quantisation, with the head after pooling left in float."""
+    """NNCF post-training INT8 quantisation, with the head after pooling (and the map layer's layout) in float."""
     import nncf
 
     dataset = nncf.Dataset(images, lambda image: image[None])
@@ -382,7 +402,7 @@ def _quantize(model, images: list[np.ndarray]):
         model,
         dataset,
         subset_size=len(images),
-        ignored_scope=nncf.IgnoredScope(names=_head_op_names(model)),
+        ignored_scope=nncf.IgnoredScope(names=_head_op_names(model) + _map_layout_op_names(model)),
     )
 
 

@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 
 TUNING_VERSION = 2  # 2: the projection carries the objectness weights
 # What a projection is learned from, recorded in the manifest: a build relearns an older one once.
-# 3: a crop of each product's box among its views, and the catalogue's kinds
-RECIPE = 3
+# 3: a crop of each product's box among its views, and the catalogue's kinds;
+# 4: the objectness learned on the model's map layer (Lite0's 14 x 14 detail layer)
+RECIPE = 4
 DIMS = 256  # tuned dimensions: smaller and faster to search than the model's 1280 or 2048
 SCENE_VIEWS = 3  # views of each sampled product on scenes, besides its packshot
 # of which the last is a crop of the product's box, as a located search embeds it: the same forward
@@ -77,8 +78,9 @@ MIN_LABEL_CLASSES = 3
 class Projection:
     """A learned projection: ``mean`` (model dims) and ``matrix`` (model dims x tuned dims).
 
-    ``objectness`` (one weight per channel of the model's feature layer, which
-    has as many channels as the model's vectors have dimensions) says where
+    ``objectness`` (one weight per dimension of the model's vectors; the map
+    layer's channels are their last dimensions, and the weights of any
+    dimensions before them are 0: ``objectness.product_maps``) says where
     the shop's products are in a photo (``indexer.objectness``); ``None`` for
     a projection learned without it. ``learned_from`` is how many items the
     catalogue had when it was learned (recorded in the manifest, not part of
@@ -351,6 +353,9 @@ def learn_from_catalogue(
     embedded = time.perf_counter()
     projection = learn(vectors, products, labels=labels, input_scale=input_scale)
     weights = stats.solve() if stats is not None else None
+    if weights is not None and len(weights) < projection.model_dim:
+        # the map layer is the vector's last dimensions (Lite0's detail layer): stored aligned with them
+        weights = np.concatenate([np.zeros(projection.model_dim - len(weights), np.float32), weights])
     if weights is not None and len(weights) == projection.model_dim:
         projection = dataclasses.replace(projection, objectness=weights)
     log.info(

@@ -205,10 +205,20 @@ REFERENCE_PROJECTIONS = np.array([
 REFERENCE_TOLERANCE = 0.01  # numerical noise is below 1e-4; the controls below move it by 0.3 or more
 
 
+def _last_layer(embedder, images: np.ndarray) -> np.ndarray:
+    """The backbone's last feature layer for ``images`` (the Keras model the embedder pools)."""
+    return np.asarray(embedder.model(images.astype(np.float32), training=False), dtype=np.float64)
+
+
 def _average_pooled(embedder, images: np.ndarray) -> np.ndarray:
     """The last feature layer's unit average: what the reference was recorded from (the backbone's check)."""
-    features = embedder.embed_with_features(images)[1].mean(axis=(1, 2))
+    features = _last_layer(embedder, images).mean(axis=(1, 2))
     return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+
+def _unit_generalised_mean(layer: np.ndarray) -> np.ndarray:
+    pooled = np.mean(np.maximum(layer, 0) ** 3, axis=(1, 2)) ** (1 / 3)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
 def _projections(vectors: np.ndarray) -> np.ndarray:
@@ -233,16 +243,17 @@ def test_pretrained_features_match_the_recorded_reference(lite0):
 @pytest.mark.slow  # Keras/TensorFlow
 def test_the_vector_is_the_pooled_head_beside_the_pooled_detail_layer(lite0):
     spec = lite0.spec
-    vectors, features = lite0.embed_with_features(check_images())
+    vectors, detail = lite0.embed_with_features(check_images())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    # the first part: the generalised mean (p = 3) of the last layer's first channels, a unit part of 1 in
-    # 1 + detail_weight^2 of the squared length
-    head = np.mean(np.maximum(features, 0).astype(np.float64) ** 3, axis=(1, 2))[:, : spec.head_channels] ** (1 / 3)
-    head /= np.linalg.norm(head, axis=1, keepdims=True)
+    # the map layer handed out is the detail layer itself (14 x 14 x 672)
+    assert detail.shape == (4, 14, 14, spec.dim - spec.head_channels)
+    # unit parts of 1 and detail_weight: generalised means (p = 3) of the last layer's first channels
+    # and of the detail layer
     share = 1 / np.sqrt(1 + spec.detail_weight**2)
+    head = _unit_generalised_mean(_last_layer(lite0, check_images())[..., : spec.head_channels])
     np.testing.assert_allclose(vectors[:, : spec.head_channels], head * share, atol=1e-5)
     np.testing.assert_allclose(
-        np.linalg.norm(vectors[:, spec.head_channels :], axis=1), spec.detail_weight * share, atol=1e-5
+        vectors[:, spec.head_channels :], _unit_generalised_mean(detail) * spec.detail_weight * share, atol=1e-5
     )
 
 
@@ -250,6 +261,7 @@ def test_the_vector_is_the_pooled_head_beside_the_pooled_detail_layer(lite0):
 def test_the_same_pass_gives_an_activation_map_that_finds_the_object(lite0):
     vectors, maps = lite0.embed_with_maps(check_images())
     np.testing.assert_array_equal(vectors, lite0.embed(check_images()))
+    # the last layer's mean over channels (not the finer detail layer's, whose cells answer edges)
     assert maps.shape == (4, 7, 7) and maps.dtype == np.float32
     # the last check image is a dark square (pixels 70-154 across, 56-168 down) on white
     square = maps[3, 2:5, 2:5].mean()  # the 32-pixel cells inside it

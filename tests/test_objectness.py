@@ -80,6 +80,29 @@ def test_the_projection_carries_its_objectness_in_its_file(tmp_path):
         tuning.Projection.load(tmp_path / "p.npy", dim=3)
 
 
+def test_a_map_layer_narrower_than_the_vector_is_weighed_by_the_vectors_last_dimensions():
+    # Lite0's map layer is its detail layer: 672 channels, the last 672 of the vector's 1280
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    weights = np.array([0.0, 0.0, 1.0, -1.0, 0.5], np.float32)  # two leading dimensions the map does not have
+    np.testing.assert_allclose(objectness.product_maps(features, weights), features @ weights[2:], atol=1e-6)
+
+
+def test_objectness_of_a_narrower_map_layer_is_stored_aligned_with_the_vectors_last_dimensions():
+    fake = FakeEmbedder()
+    channels, dim = 100, fake.dim
+
+    def features(batch):
+        vectors, layer = fake.embed_with_features(batch)
+        return vectors, np.ascontiguousarray(layer[..., -channels:])  # a map layer of the last 6 channels
+
+    rng = np.random.default_rng(6)
+    packshots = [np.asarray(_scene(rng)[0]) for _ in range(20)]
+    projection = tuning.learn_from_catalogue(fake.embed, packshots, embed_features=features)
+    assert projection.objectness is not None and projection.objectness.shape == (dim,)
+    assert not projection.objectness[: dim - channels].any() and projection.objectness[dim - channels :].any()
+
+
 def _scene(rng, size: int = 224) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """A light background, a small red product somewhere, a large dark slab somewhere else; and the product's box."""
     image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(215, 250, 3)))

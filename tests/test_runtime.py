@@ -119,12 +119,13 @@ def test_converted_model_gives_the_same_activation_maps(ov_fp32, embedder, demo_
     batch = _demo_batch(demo_catalogue, 4)
     vectors, maps = ov_fp32.embed_with_maps(batch)
     tf_vectors, tf_maps = embedder.embed_with_maps(batch)
-    assert maps.shape == tf_maps.shape == (4, 7, 7)
+    assert maps.shape == tf_maps.shape == (4, 7, 7)  # the last layer's mean over channels
     np.testing.assert_allclose(maps, tf_maps, atol=1e-4 * np.abs(tf_maps).max())
     # the whole feature layer too: the catalogue's objectness weighs its channels (indexer.objectness)
     _, features = ov_fp32.embed_with_features(batch)
     _, tf_features = embedder.embed_with_features(batch)
-    assert features.shape == tf_features.shape == (4, 7, 7, embedder.dim)
+    channels = embedder.dim - embedder.spec.head_channels  # the detail layer's: the vector's last dimensions
+    assert features.shape == tf_features.shape == (4, 14, 14, channels)
     np.testing.assert_allclose(features, tf_features, atol=1e-4 * np.abs(tf_features).max())
     np.testing.assert_array_equal(vectors, ov_fp32.embed(batch))
     assert np.abs(vectors - tf_vectors).max() <= 1e-5
@@ -138,7 +139,8 @@ def test_int8_leaves_in_float_exactly_what_follows_the_feature_map(embedder):
     kept = [kinds[name] for name in runtimes._head_op_names(model)]
     # the global pooling of the last layer and of the detail layer (generalised means: powers around a
     # mean), the join and the L2 steps, and none of the backbone (the feature layer output has no head)
-    assert sorted(kind for kind in kept if kind in ("ReduceMax", "ReduceMean")) == ["ReduceMean", "ReduceMean"]
+    # and the activation map's mean over channels
+    assert sorted(kind for kind in kept if kind in ("ReduceMax", "ReduceMean")) == ["ReduceMean"] * 3
     assert "Concat" in kept
     assert {"ReduceSum", "Power"} <= set(kept)
     assert not {"Convolution", "GroupConvolution", "Clamp"} & set(kept)
