@@ -381,8 +381,11 @@ def _imagenet_top5(photos: list[dict], model_name: str, weights: dict, embedder=
     features, logits = (np.asarray(out, dtype=np.float64) for out in model.predict(images.astype(np.float32),
                                                                                     verbose=0))
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    # the classifier sees the index's features
-    feature_diff = None if embedder is None else float(np.abs(unit - embedder.embed(images)).max())
+    # the classifier sees the embedder's backbone: its last layer, averaged (the embedder pools it its own way)
+    feature_diff = None
+    if embedder is not None and hasattr(embedder, "model"):
+        last = np.asarray(embedder.model(images.astype(np.float32), training=False), dtype=np.float64).mean(axis=(1, 2))
+        feature_diff = float(np.abs(unit - last / np.linalg.norm(last, axis=1, keepdims=True)).max())
     logits -= logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     name_of, note = _class_names()

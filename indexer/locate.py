@@ -1,7 +1,8 @@
 """Finding the product in a shopper's photo, so the search embeds the product and not the bed it lies on.
 
-The model's forward pass also gives its last feature layer (7 x 7 cells for
-a 224 x 224 input, 9 x 9 for 260). A tuned catalogue weighs its channels
+The model's forward pass also gives its map layer: Lite0's detail layer
+(14 x 14 cells for a 224 x 224 input), or the last feature layer of the
+other models (7 x 7, 9 x 9 for Lite2's 260). A tuned catalogue weighs its channels
 with the objectness its tuning learned (``indexer.objectness``): a map high
 where this shop's kind of product is, and low on people, furniture and
 patterns; without tuning the map is the channels' mean, high wherever the
@@ -12,7 +13,7 @@ box by a margin.
 
 Two boxes, each one more forward pass. The first is found in the photo's
 map (``FIRST_BOX``). Its own forward pass gives its own feature layer: the
-same 7 x 7 cells now cover only the box, so the map is several times finer
+same cells now cover only the box, so the map is several times finer
 there, and the second box is found in it (``SECOND_BOX``), inside the first.
 On a person or among other products the photo's coarse map often spans
 more than the product; the finer one separates them. The search

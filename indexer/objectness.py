@@ -5,14 +5,16 @@ high wherever the network sees any object: a person, a chair or a patterned
 rug as much as the product. Catalogue tuning composes products onto scenes
 (``indexer.scenes``) and knows where each was pasted, so it can learn which
 channels fire on this shop's products and not on their surroundings: a
-regularised linear discriminant over the feature layer's cells, cells whose
-centre lies inside the product's box against the others. The product's map
+regularised linear discriminant over the map layer's cells (Lite0's 14 x
+14 detail layer, else the last feature layer), cells whose centre lies
+inside the product's box against the others. The product's map
 is then ``features @ objectness`` (``product_maps``), and ``indexer.locate``
 forms its boxes on it instead of the channel mean.
 
 The statistics are summed batch by batch (``ObjectnessStats``), so the views
 are never held at once. The weights are a unit vector with one entry per
-channel; the tuning projection carries them (``indexer.tuning``).
+channel of the map layer; the tuning projection carries them, aligned with
+the model vector's last dimensions (``indexer.tuning``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 REGULARISATION = 0.5  # share of the within-class scatter replaced by its mean variance, as in the projection
 MIN_CELLS = 16  # fewer cells of either kind than this teach nothing
-# Views counted: 800 give about 39,000 cells for one direction in 1,280 dimensions, plenty; the
+# Views counted: 800 give about 157,000 cells of Lite0's map layer for one direction in 672, plenty; the
 # scatter costs a product of cells x channels x channels, so counting every view of a build costs more
 MAX_VIEWS = 800
 

@@ -7,7 +7,7 @@ activation map beside the vectors), faster on a CPU and without TensorFlow
 in memory.
 
 A converted model is cached in ``<index dir>/models/<variant>-<key>/``, keyed
-by the model id, the weights id and the SHA-256 of the weights file, the
+by the model's whole spec (id, pooling, detail layer), the weights id and the SHA-256 of the weights file, the
 preprocessing version and the OpenVINO version, so later starts load it
 without building the Keras model (web workers then never import
 TensorFlow). Every conversion is checked against TensorFlow on a few fixed
@@ -62,7 +62,9 @@ INT8_NORM_TOLERANCE = 1e-3  # INT8 vectors must still be unit vectors
 # quantise less exactly than ResNet50 (median cosine 0.98 on catalogue photos, a few
 # near 0.85) while retrieval keeps its precision (BENCHMARKS.md); a broken model is far below
 INT8_MIN_MEDIAN_COSINE = 0.95
-INT8_MIN_COSINE = 0.75  # and no image far off: vectors of the wrong image sit near 0.6 for these features
+# and no image far off; the median is what tells a broken model: other images' vectors sit near 0.5
+# (median over fashion-dev pairs), a few of the most alike above 0.85
+INT8_MIN_COSINE = 0.75
 # part of the cache key: entries judged by an older check, or with other outputs, are converted and judged again
 # 5: the second output is the whole last feature layer, not its mean over channels;
 # 6: the second is the map layer (Lite0's detail layer), the third the last layer's mean over channels
@@ -345,8 +347,8 @@ def _head_op_names(model) -> list[str]:
     layers' pooling and the join) and the L2 steps, found by walking up from
     the output to the layers pooled (the feature layer, or an activation
     the backbone ends a layer with), so the order OpenVINO lists ops in
-    does not matter. The feature layer output has no head: it is the
-    network's own last layer.
+    does not matter. The feature layer output has no head: it is one of
+    the network's own layers (the map layer).
     """
     stop = _feature_layer_names(model)
     names: list[str] = []

@@ -307,6 +307,29 @@ def test_every_model_names_its_own_input_size(spec):
     assert spec.input_size >= 32 and spec.input_size == {"efficientnet-lite2": 260}.get(spec.name, 224)
 
 
+# What each model id stands for. An index is compatible with a model by its id alone, so a change to
+# how the vector is made (pooling, detail layer, weights of its parts) must come with a new id.
+FROZEN_SPECS = {
+    "efficientnet-lite0-gem3-detail-l2": (
+        1280, 224, "generalised mean", "efficientnet_lite", "blocks_11_bn0_relu6", 608, 0.5, 4.0
+    ),
+    "resnet50-notop-gmp-l2": (2048, 224, "global max", "resnet50", None, None, 1.0, 1.0),
+    "efficientnet-lite2-gap-l2": (1280, 260, "global average", "efficientnet_lite", None, None, 1.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_model_id_always_means_the_same_vector(name):
+    from indexer.model import GEM_POWER
+
+    spec = MODELS[name]
+    made = (spec.dim, spec.input_size, spec.pooling, spec.family, spec.detail_layer, spec.head_channels,
+            spec.detail_weight, spec.tuning_detail_weight)
+    assert made == FROZEN_SPECS[spec.model_id], f"{name} changed: give it a new model_id"
+    if "gem3" in spec.model_id:
+        assert GEM_POWER == 3.0
+
+
 def test_only_a_model_with_a_detail_layer_scales_its_vectors_for_the_tuning():
     lite0 = get_spec("efficientnet-lite0")
     scale = lite0.tuning_scale()

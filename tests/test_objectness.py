@@ -94,7 +94,7 @@ def test_objectness_of_a_narrower_map_layer_is_stored_aligned_with_the_vectors_l
 
     def features(batch):
         vectors, layer = fake.embed_with_features(batch)
-        return vectors, np.ascontiguousarray(layer[..., -channels:])  # a map layer of the last 6 channels
+        return vectors, np.ascontiguousarray(layer[..., -channels:])  # a map layer of the last channels only
 
     rng = np.random.default_rng(6)
     packshots = [np.asarray(_scene(rng)[0]) for _ in range(20)]

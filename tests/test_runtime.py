@@ -147,6 +147,25 @@ def test_int8_leaves_in_float_exactly_what_follows_the_feature_map(embedder):
 
 
 @pytest.mark.slow
+@needs_openvino
+def test_int8_quantises_nothing_between_the_map_layer_and_its_output(embedder, demo_catalogue):
+    if not HAS_NNCF:
+        pytest.skip("NNCF is not installed")
+    # Lite0's map layer is an inner layer too: the graph turns it to the output's layout and back for the
+    # next block, and a quantizer between the two would meet the wrong axis
+    quantised = runtimes._quantize(runtimes.convert(embedder), list(_demo_batch(demo_catalogue, 4)))
+    op = quantised.get_results()[runtimes.FEATURES_OUTPUT].input_value(0).get_node()
+    path = []
+    while op.get_type_name() != "Clamp":  # up to the layer's own ReLU6
+        path.append(op.get_type_name())
+        op = op.input_value(0).get_node()
+    assert path and "FakeQuantize" not in path, path
+    import openvino as ov
+
+    ov.Core().compile_model(quantised, "CPU")  # and it compiles: a quantizer on the wrong axis does not
+
+
+@pytest.mark.slow
 def test_int8_keeps_unit_norms(ov_int8, demo_catalogue):
     vectors = ov_int8.embed(_demo_batch(demo_catalogue, 16))
     assert np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() < 1e-3

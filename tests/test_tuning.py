@@ -91,11 +91,12 @@ def _article_types(catalogue) -> dict[str, str]:
 
 def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small_settings, fake_embedder,
                                                                            monkeypatch):
-    learned = []
+    learned, scales = [], []
     learn = tuning.learn
 
     def spy(vectors, products, *args, **kwargs):
         learned.append(kwargs.get("labels"))
+        scales.append(kwargs.get("input_scale"))
         return learn(vectors, products, *args, **kwargs)
 
     monkeypatch.setattr(tuning, "learn", spy)
@@ -110,6 +111,8 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
     assert sorted(labels) == sorted(kinds[path.stem] for path in settings.catalogue.glob("*.jpg"))
     assert manifest["dim"] == 23 + len(set(labels)) - 1
     assert searcher_objectness_shape(settings) == (fake_embedder.dim,)
+    # learned as the model asks: Lite0 weighs its detail part more in the tuning than in its vector
+    np.testing.assert_array_equal(scales[0], fake_embedder.choice.spec.tuning_scale())
     assert manifest["model_dim"] == fake_embedder.dim and manifest["dim"] < fake_embedder.dim
     assert generation.PROJECTION_FILE in manifest["checksums"]
     raw = _read_pickle(settings.index_dir / "embeddings.pkl")
