@@ -97,7 +97,7 @@ def test_objectness_of_a_narrower_map_layer_is_stored_aligned_with_the_vectors_l
         return vectors, np.ascontiguousarray(layer[..., -channels:])  # a map layer of the last channels only
 
     rng = np.random.default_rng(6)
-    packshots = [np.asarray(_scene(rng)[0]) for _ in range(20)]
+    packshots = [np.asarray(_scene(rng)[0]) for _ in range(6)]
     projection = tuning.learn_from_catalogue(fake.embed, packshots, embed_features=features)
     assert projection.objectness is not None and projection.objectness.shape == (dim,)
     assert not projection.objectness[: dim - channels].any() and projection.objectness[dim - channels :].any()
