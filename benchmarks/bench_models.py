@@ -383,7 +383,7 @@ def _imagenet_top5(photos: list[dict], model_name: str, weights: dict, embedder=
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     # the classifier sees the embedder's backbone: its last layer, averaged (the embedder pools it its own way)
     feature_diff = None
-    if embedder is not None and hasattr(embedder, "model"):
+    if embedder is not None:
         last = np.asarray(embedder.model(images.astype(np.float32), training=False), dtype=np.float64).mean(axis=(1, 2))
         feature_diff = float(np.abs(unit - last / np.linalg.norm(last, axis=1, keepdims=True)).max())
     logits -= logits.max(axis=1, keepdims=True)

@@ -313,9 +313,14 @@ def publish_plan(
     return indexed, len(kept)
 
 
+def model_spec(model: Embedder | WeightsChoice):
+    """The ``ModelSpec`` of an embedder or of a bare ``WeightsChoice`` (the Ray engine hands one over)."""
+    return getattr(model, "choice", model).spec
+
+
 def model_input_size(model: Embedder | WeightsChoice) -> int:
     """The side of the square ``model`` takes: an embedder's ``input_size``, or a bare ``WeightsChoice``'s spec's."""
-    return getattr(model, "choice", model).spec.input_size
+    return model_spec(model).input_size
 
 
 def _changed_share(plan: BuildPlan) -> float:
@@ -355,7 +360,8 @@ def catalogue_tuning(
         from .runtimes import load_for_settings
 
         embedder = load_for_settings(settings)
-    size = model_input_size(model)
+    spec = model_spec(model)
+    size = spec.input_size
     packshots, positions = [], []
     for row in tuning.sample_rows(len(files), settings.tuning_products):
         try:
@@ -384,9 +390,9 @@ def catalogue_tuning(
         size=size,
         embed_features=getattr(embedder, "embed_with_features", None),
         # the packshots' own vectors were just embedded or reused: read, not embedded again
-        packshot_vectors=rows.vectors(positions, getattr(model, "choice", model).spec.dim),
+        packshot_vectors=rows.vectors(positions, spec.dim),
         labels=_tuning_labels(plan.styles, [files[row].relpath for row in positions]),
-        input_scale=getattr(model, "choice", model).spec.tuning_scale(),
+        input_scale=spec.tuning_scale(),
     )
     return dataclasses.replace(projection, learned_from=len(files))
 
@@ -525,13 +531,13 @@ def _build_locked(
             settings.catalogue, len(plan.files), len(plan.to_embed), len(plan.reuse), plan.removed,
         )
         # refuse now, with the sizes, rather than fill the disk half-way through
-        ensure_free_space(settings.index_dir, build_bytes(settings, plan, getattr(model, "choice", model).spec.dim))
+        dim = model_spec(model).dim
+        ensure_free_space(settings.index_dir, build_bytes(settings, plan, dim))
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         rows = plan_rows(plan, settings, skipped)
         projection = catalogue_tuning(settings, plan, rows, model, reporter, retune=retune or full)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
-        dim = getattr(model, "choice", model).spec.dim
         indexed, total = publish_plan(
             plan,
             settings,
