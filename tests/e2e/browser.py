@@ -11,6 +11,7 @@ import base64
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .server import REPO
@@ -170,13 +171,27 @@ def submit_search(driver, base_url: str, image: Path, filters: dict[str, str] | 
     driver.find_element(By.ID, "image").send_keys(str(image))
     for name, value in (filters or {}).items():
         Select(driver.find_element(By.ID, f"filter-{name}")).select_by_value(value)
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
 
 
 def page_complete(driver) -> bool:
     """True once the current page is fully parsed and loaded."""
     return driver.execute_script("return document.readyState") == "complete"
+
+
+@contextmanager
+def new_results_page(driver):
+    """Around a click or key press that submits a search: afterwards, wait for the *next* results page.
+
+    Submitting from a results page leaves the old page up until the server
+    answers, and it already holds results, so waiting for results alone could
+    return on it and the next lookup would race the navigation.
+    """
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    yield
+    wait(driver).until(EC.staleness_of(old_page))
+    wait_for_results(driver)
 
 
 def wait_for_results(driver) -> None:

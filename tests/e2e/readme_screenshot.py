@@ -34,10 +34,10 @@ from .browser import (
     browser_problem,
     cards,
     drag,
+    new_results_page,
     open_page,
     viewport_rect,
     wait,
-    wait_for_results,
     wait_images_loaded,
 )
 from .server import REPO, start_server
@@ -114,15 +114,15 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
             rect = viewport_rect(driver, img)
             drag(driver, [(rect["left"], rect["top"]), (rect["left"] + rect["width"] / 2, rect["top"])])
             written.append(_save(driver, out_dir / "crop.png", ".crop-editor"))
-            driver.find_element(By.ID, "search-button").click()
-            wait_for_results(driver)
+            with new_results_page(driver):
+                driver.find_element(By.ID, "search-button").click()
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
             written.append(_save(driver, out_dir / "crop-results.png", ".query-row"))
 
             open_page(driver, server.url + "/", "#search-form")
             driver.find_element(By.ID, "image").send_keys(str(catalogue / f"{query_id}.jpg"))
-            driver.find_element(By.ID, "search-button").click()
-            wait_for_results(driver)
+            with new_results_page(driver):
+                driver.find_element(By.ID, "search-button").click()
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, "main img"))
             if len(cards(driver)) != 5:
                 raise SystemExit("expected 5 results on the page")
@@ -137,8 +137,8 @@ def capture(out_dir: Path, query_id: str) -> list[Path]:
             driver.find_element(
                 By.XPATH, "//label[contains(@class, 'match-step')][normalize-space()='Colour first']"
             ).click()
-            driver.find_element(By.ID, "search-button").click()
-            wait_for_results(driver)
+            with new_results_page(driver):
+                driver.find_element(By.ID, "search-button").click()
             wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, "main img"))
             written.append(_save(driver, out_dir / "colour.png", ".query-row"))
 
@@ -168,8 +168,8 @@ def _busy_photo(catalogue: Path, out: Path) -> tuple[Path, tuple[float, ...]]:
 def _search_with(driver, url: str, photo: Path) -> None:
     open_page(driver, url + "/", "#search-form")
     driver.find_element(By.ID, "image").send_keys(str(photo))
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
     wait_images_loaded(driver, driver.find_elements(By.CSS_SELECTOR, ".query-row img"))
 
 

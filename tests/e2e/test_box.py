@@ -27,12 +27,12 @@ from .browser import (
     Keys,
     drag,
     horizontal_overflow,
+    new_results_page,
     open_page,
     release_pointers,
     save_screenshot,
     viewport_rect,
     wait,
-    wait_for_results,
     wait_images_loaded,
 )
 
@@ -90,8 +90,8 @@ def _first_card_id(driver) -> str:
 
 
 def _search(driver) -> None:
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
 
 
 def test_on_a_phone_a_finger_resizes_and_moves_the_box_and_the_search_uses_it(live_server, phone, two_products):

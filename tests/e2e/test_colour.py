@@ -11,7 +11,7 @@ import csv
 
 import pytest
 
-from .browser import By, card_item_id, cards, open_page, save_screenshot, wait_for_results
+from .browser import By, card_item_id, cards, new_results_page, open_page, save_screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,8 +27,8 @@ def _search_with_match(driver, base_url: str, image, label: str) -> list[str]:
     choice = driver.find_element(By.XPATH, f"//label[contains(@class, 'match-step')][normalize-space()='{label}']")
     choice.click()
     assert choice.find_element(By.TAG_NAME, "input").is_selected()
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
     return [card.find_element(By.CSS_SELECTOR, ".card-image").get_attribute("href") for card in cards(driver)]
 
 
@@ -58,8 +58,8 @@ def test_the_match_choice_changes_the_results_and_is_kept(live_server, driver, d
     assert all("colour_weight=0.7" in href for href in by_colour)
     carried = driver.find_element(By.CSS_SELECTOR, "form.show-more input[name=colour_weight]")
     assert carried.get_attribute("value") == "0.7"
-    driver.find_element(By.ID, "show-more").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "show-more").click()
     more = [card.find_element(By.CSS_SELECTOR, ".card-image").get_attribute("href") for card in cards(driver)]
     assert more[: len(by_colour)] == by_colour
     assert _checked_label(driver) == "Colour first"

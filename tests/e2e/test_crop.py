@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .browser import ActionChains, By, Keys, open_page, save_screenshot, wait, wait_for_results
+from .browser import ActionChains, By, Keys, new_results_page, open_page, save_screenshot, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -58,8 +58,8 @@ def test_crop_by_mouse_finds_the_marked_product(live_server, driver, two_product
     assert 0.49 <= x <= 0.52 and y <= 0.02
     assert x + w == pytest.approx(1, abs=1e-3) and y + h == pytest.approx(1, abs=1e-3)
     save_screenshot(driver, "crop-01-marked-by-mouse")
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
     assert _first_card_id(driver) == RIGHT
     assert "cropped" in driver.find_element(By.CSS_SELECTOR, ".query-name").text
     save_screenshot(driver, "crop-02-results")
@@ -82,8 +82,8 @@ def test_crop_by_keyboard_finds_the_marked_product(live_server, driver, two_prod
     _narrow(driver, 10)
     box.send_keys(*([Keys.ARROW_RIGHT] * 10))
     assert _crop_value(driver) == "0.5,0,0.5,1"
-    driver.find_element(By.ID, "search-button").send_keys(Keys.ENTER)
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").send_keys(Keys.ENTER)
     assert _first_card_id(driver) == RIGHT
 
 

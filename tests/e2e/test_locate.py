@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_locate import composite
 
-from .browser import By, Keys, cards, open_page, save_screenshot, wait, wait_for_results
+from .browser import By, Keys, cards, new_results_page, open_page, save_screenshot, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,8 +36,8 @@ def test_the_found_box_is_drawn_and_can_be_adjusted(pretrained_server, driver, s
     driver.find_element(By.ID, "image").send_keys(str(path))
     wait(driver).until(lambda d: d.find_element(By.ID, "crop-box-1"))
     assert _crop_value(driver) == ""  # the shopper drew nothing: the server finds the product
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
 
     found = driver.find_element(By.CSS_SELECTOR, ".query-photo img.found-box")
     assert found.is_displayed() and "product found in it boxed" in found.get_attribute("alt")
@@ -59,7 +59,7 @@ def test_the_found_box_is_drawn_and_can_be_adjusted(pretrained_server, driver, s
     crop_box.send_keys(Keys.ARROW_LEFT)  # the shopper moves the box: their box is searched now
     adjusted = _crop_value(driver)
     assert adjusted != "" and float(adjusted.split(",")[0]) == pytest.approx(max(0.0, x - 0.05), abs=1e-3)
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
     assert "cropped" in driver.find_element(By.CSS_SELECTOR, ".query-name").text
     assert not driver.find_elements(By.CSS_SELECTOR, ".found-box")

@@ -22,12 +22,12 @@ from .browser import (
     cards,
     horizontal_overflow,
     images_without_alt,
+    new_results_page,
     open_page,
     save_screenshot,
     submit_search,
     unlabelled_controls,
     wait,
-    wait_for_results,
     wait_images_loaded,
 )
 
@@ -163,8 +163,8 @@ def test_non_image_upload_shows_friendly_error(live_server, driver, tmp_path):
     fake.write_text("This is a text file pretending to be a photo.\n" * 20)
     open_page(driver, live_server.url + "/", "#search-form")
     driver.find_element(By.ID, "image").send_keys(str(fake))
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
 
     alert = driver.find_element(By.CSS_SELECTOR, "[role=alert]")
     text = alert.text
@@ -215,8 +215,8 @@ def test_drop_or_paste_fills_the_input_and_previews(live_server, driver, demo_im
     assert wait_images_loaded(driver, [preview])[0] > 0
     save_screenshot(driver, f"10-{kind}-preview")
 
-    driver.find_element(By.ID, "search-button").click()
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.find_element(By.ID, "search-button").click()
     assert driver.find_element(By.CSS_SELECTOR, ".query-name").text == f"{kind}-photo.jpg"
     assert len(cards(driver)) == TOP_K
 
@@ -237,8 +237,8 @@ def test_phone_viewport_has_no_horizontal_scrolling(live_server, driver, demo_im
         save_screenshot(driver, "07-phone-home")
 
         driver.find_element(By.ID, "image").send_keys(str(demo_image))
-        driver.find_element(By.ID, "search-button").click()
-        wait_for_results(driver)
+        with new_results_page(driver):
+            driver.find_element(By.ID, "search-button").click()
         assert len(cards(driver)) == TOP_K
         scroll_width, inner_width = horizontal_overflow(driver)
         assert inner_width == 375, inner_width
@@ -310,6 +310,6 @@ def test_upload_control_is_reachable_and_usable_by_keyboard(live_server, driver,
 
     focused.send_keys(str(demo_image))  # what the file chooser opened with Enter/Space would do
     _tab_until(driver, "search-button")
-    driver.switch_to.active_element.send_keys(Keys.ENTER)
-    wait_for_results(driver)
+    with new_results_page(driver):
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
     assert len(cards(driver)) == TOP_K, f"no results after keyboard submit (waited up to {WAIT_S:.0f} s)"
