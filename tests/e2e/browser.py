@@ -11,6 +11,7 @@ import base64
 import os
 import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +21,11 @@ os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager downlo
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions import interaction
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
@@ -34,7 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - reported by the browser_ready fixture
     webdriver = ActionChains = By = Keys = EC = Select = WebDriverWait = None
     interaction = ActionBuilder = PointerInput = None
-    NoSuchElementException = StaleElementReferenceException = None
+    NoSuchElementException = StaleElementReferenceException = WebDriverException = None
     SELENIUM_ERROR = str(exc)
 
 CHROMIUM = os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium")
@@ -188,10 +193,26 @@ def new_results_page(driver):
     answers, and it already holds results, so waiting for results alone could
     return on it and the next lookup would race the navigation.
     """
-    old_page = driver.find_element(By.TAG_NAME, "html")
+    # A token on the old document's window, not a reference to one of its
+    # nodes: Chromium can answer a query on a node of a page being torn down
+    # with a generic inspector error instead of "stale element".
+    token = uuid.uuid4().hex
+    driver.execute_script("window.__fashionTestPage = arguments[0];", token)
     yield
-    wait(driver).until(EC.staleness_of(old_page))
+    wait(driver).until(lambda d: _left_page(d, token))
     wait_for_results(driver)
+
+
+def _left_page(driver, token: str) -> bool:
+    """True once the current document's window no longer holds ``token``.
+
+    While the navigation is under way the old document may still answer (with
+    the token) or the call may fail; both mean "not yet", and the wait polls again.
+    """
+    try:
+        return driver.execute_script("return window.__fashionTestPage || null;") != token
+    except WebDriverException:
+        return False
 
 
 def wait_for_results(driver) -> None:
