@@ -101,7 +101,11 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
 
     monkeypatch.setattr(tuning, "learn", spy)
     settings = small_settings.replace(tuning=True)
-    build_index(settings, fake_embedder)
+    report = build_index(settings, fake_embedder)
+    # the tuning's share of the build is reported apart, so embedding throughput can be read without it
+    assert 0 < report.tuning_s < report.elapsed_s
+    assert report.images_per_s_untuned > report.images_per_s
+    assert "tuning" in report.summary() and report.to_dict()["tuning_s"] > 0
     manifest = generation.read_manifest(generation.current_generation(settings.index_dir))
     assert manifest["tuning"].startswith("lda-v2-")  # with the objectness learned from the same views
     # all 24 products were sampled, each with its articleType from styles.csv: products - 1 directions
@@ -130,7 +134,8 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
 
 
 def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedder):
-    build_index(small_settings.replace(tuning=False), fake_embedder)
+    report = build_index(small_settings.replace(tuning=False), fake_embedder)
+    assert report.tuning_s == 0 and "tuning" not in report.summary()
     manifest = generation.read_manifest(generation.current_generation(small_settings.index_dir))
     assert manifest["tuning"] is None and manifest["dim"] == manifest["model_dim"] == fake_embedder.dim
     assert generation.PROJECTION_FILE not in manifest["checksums"]
