@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from .loading import stored_rows
 from .options import SearchOptions
 from .query import QueryPipeline
 from .search import Hit, Searcher
@@ -125,13 +126,31 @@ def _names_and_gap(searcher: Searcher, hits: list[Hit], k: int) -> tuple[list[st
     return [searcher.filenames[h.row] for h in hits[:k]], gap
 
 
+_DIFF_BLOCK = 4096  # rows compared at a time: the difference is taken without holding whole matrices
+
+
+def _model_rows(searcher: Searcher):
+    """A reader of the model's own vectors by row: ``read(rows) -> array``.
+
+    A tuned index searches projected vectors, and each build learns its
+    projection afresh: two builds of the same vectors can agree up to the
+    sign of an axis, so their searched vectors are not comparable element by
+    element. The model's vectors are, and the generation keeps them.
+    """
+    stored = stored_rows(searcher.index) if searcher.projection is not None else None
+    if stored is None:  # untuned: the searched vectors are the model's
+        return lambda rows: np.stack([searcher.vector(int(row)) for row in rows])
+    return lambda rows: np.asarray(stored[0].open()[np.asarray(rows)], dtype=np.float32)
+
+
 def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
     """Top-k agreement between two indexes of the same catalogue (e.g. INT8 against fp32).
 
     For every item in both, the exact leave-one-out top-k lists (the ones
     ``evaluate`` judges) are compared by file name: ``top_k_agreement`` is
     the mean share of common neighbours, ``identical_lists`` the share of
-    queries whose ordered lists are equal.
+    queries whose ordered lists are equal. ``max_abs_diff`` compares the
+    model's own vectors (``_model_rows``).
     """
     common = sorted(set(searcher.filenames) & set(other.filenames))
     if len(common) <= k:
@@ -143,13 +162,22 @@ def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
     # one batched exact pass per index, as evaluate judges them
     my_hits = exact_neighbours(searcher, my_rows, k + 1)
     their_hits = exact_neighbours(other, their_rows, k + 1)
-    overlap, identical, at_ties, max_diff = [], 0, 0, 0.0
-    for my_row, their_row, mine_k, theirs_k in zip(my_rows, their_rows, my_hits, their_hits):
+    overlap, identical, at_ties = [], 0, 0
+    for mine_k, theirs_k in zip(my_hits, their_hits):
         (a, gap), (b, _) = _names_and_gap(searcher, mine_k, k), _names_and_gap(other, theirs_k, k)
         overlap.append(len(set(a) & set(b)) / k)
         identical += a == b
         at_ties += a != b and gap < TIE_GAP
-        max_diff = max(max_diff, float(np.abs(searcher.vector(my_row) - other.vector(their_row)).max()))
+    mine_rows, their_rows_read = _model_rows(searcher), _model_rows(other)
+    max_diff = 0.0
+    for start in range(0, len(common), _DIFF_BLOCK):
+        block = slice(start, start + _DIFF_BLOCK)
+        a_rows, b_rows = mine_rows(my_rows[block]), their_rows_read(their_rows[block])
+        if a_rows.shape == b_rows.shape:
+            max_diff = max(max_diff, float(np.abs(a_rows - b_rows).max()))
+        else:  # vectors of different models: no element-wise difference
+            max_diff = None
+            break
     return {
         "common_items": len(common),
         "k": k,

@@ -133,6 +133,18 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
     assert first.match.label == "Same photo"
 
 
+def test_comparing_two_tuned_indexes_compares_the_model_vectors(small_settings, fake_embedder):
+    """Two builds may learn one projection up to the signs of its axes: the lists agree, and so do the vectors."""
+    from indexer.evaluate import compare_indexes
+
+    settings = small_settings.replace(tuning=True)
+    build_index(settings, fake_embedder)
+    mine, other = Searcher.for_settings(settings), Searcher.for_settings(settings)
+    other.embeddings = -np.asarray(other.embeddings)  # every axis flipped: the same distances
+    found = compare_indexes(mine, other, k=5)
+    assert (found["top_k_agreement"], found["identical_lists"], found["max_abs_diff"]) == (1.0, 1.0, 0.0)
+
+
 def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedder):
     report = build_index(small_settings.replace(tuning=False), fake_embedder)
     assert report.tuning_s == 0 and "tuning" not in report.summary()
