@@ -70,7 +70,7 @@ class BuildReport:
     removed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
-    tuning_s: float = 0.0  # of elapsed_s, learning the catalogue tuning (embedding its scenes included)
+    tuning_s: float = 0.0  # of elapsed_s, learning the catalogue tuning (embedding its scenes included); 0 when kept
     up_to_date: bool = False  # nothing new, changed or removed: the current generation was kept
     id_collisions: int = 0  # files whose name gives a public id another file holds (each logged; indexer.ids)
 
@@ -102,7 +102,7 @@ class BuildReport:
             )
         rate = f" ({self.images_per_s:.1f} images/s)" if self.indexed else ""
         collisions = f", {self.id_collisions} id collisions (see the log)" if self.id_collisions else ""
-        tuned = f", tuning {self.tuning_s:.1f}s of it" if self.tuning_s >= 0.05 else ""  # a kept tuning: none
+        tuned = f", tuning {self.tuning_s:.1f}s of it" if self.tuning_s else ""
         return (
             f"{self.total} items in index: indexed {self.indexed}, reused {self.reused}, "
             f"removed {self.removed}, skipped {len(self.skipped)} ({reasons}){collisions} "
@@ -344,16 +344,17 @@ def catalogue_tuning(
     model: Embedder | WeightsChoice,
     reporter: ProgressReporter,
     retune: bool = False,
-) -> tuning.Projection | None:
-    """The projection this build publishes through: ``None`` with ``FASHION_TUNING=off``.
+) -> tuple[tuning.Projection | None, float]:
+    """The projection this build publishes through (``None``: tuning off), and the seconds spent learning it.
 
     The current generation's projection is kept when it was learned for the
     same model and still fits (``_still_fits``; ``retune`` relearns it
-    anyway); otherwise it is learned again from a sample of the catalogue's
-    own products (``indexer.tuning``).
+    anyway): 0 seconds. Otherwise it is learned again from a sample of the
+    catalogue's own products (``indexer.tuning``); the seconds count reading
+    the sample, embedding its views and solving, not loading a model.
     """
     if not settings.tuning:
-        return None
+        return None, 0.0
     files = rows.kept
     previous = _previous_projection(plan.previous, plan.model_key)
     # a projection learned before tuning also learned where products are is learned again, once
@@ -363,12 +364,13 @@ def catalogue_tuning(
     outdated = outdated or (previous is not None and previous.recipe < tuning.RECIPE)
     if previous is not None and not (retune or outdated) and _still_fits(previous, plan, len(files), settings):
         log.info("Keeping the catalogue tuning %s", previous.tuning_id)
-        return previous
+        return previous, 0.0
     embedder = model if hasattr(model, "embed") else None
     if embedder is None:  # the Ray engine hands over a WeightsChoice: tune with a local model
         from .runtimes import load_for_settings
 
         embedder = load_for_settings(settings)
+    started = time.time()
     spec = model_spec(model)
     size = spec.input_size
     packshots, positions = [], []
@@ -381,7 +383,7 @@ def catalogue_tuning(
     if len(packshots) < tuning.MIN_PRODUCTS:
         log.info("Catalogue tuning needs %d products, this catalogue has %d: vectors kept as the model gives them",
                  tuning.MIN_PRODUCTS, len(packshots))
-        return None
+        return None, time.time() - started
     total = len(packshots) * tuning.SCENE_VIEWS
     message = (
         f"Tuning to this catalogue: {len(packshots)} products on {tuning.SCENE_VIEWS - tuning.CROP_VIEWS} scenes"
@@ -403,7 +405,7 @@ def catalogue_tuning(
         labels=_tuning_labels(plan.styles, [files[row].relpath for row in positions]),
         input_scale=spec.tuning_scale(),
     )
-    return dataclasses.replace(projection, learned_from=len(files))
+    return dataclasses.replace(projection, learned_from=len(files)), time.time() - started
 
 
 def _tuning_labels(styles: dict, relpaths: list[str]) -> list[str]:
@@ -545,9 +547,7 @@ def _build_locked(
         skipped = embed(plan, settings, model, reporter, **(engine_options or {}))
         skipped = plan.rejected + _keep_reused_vectors(plan, skipped)
         rows = plan_rows(plan, settings, skipped)
-        tuning_started = time.time()
-        projection = catalogue_tuning(settings, plan, rows, model, reporter, retune=retune or full)
-        tuning_s = time.time() - tuning_started if settings.tuning else 0.0
+        projection, tuning_s = catalogue_tuning(settings, plan, rows, model, reporter, retune=retune or full)
         reporter.update("indexing", len(plan.to_embed), len(plan.to_embed), force=True, message="Building Annoy index")
         indexed, total = publish_plan(
             plan,

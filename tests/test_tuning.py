@@ -172,12 +172,13 @@ def test_switching_tuning_republishes_without_embedding_the_catalogue(small_sett
     assert tuned_id
     # nothing changed: up to date, the tuning kept
     assert build_index(on, fake_counting_embedder).up_to_date
-    # one changed file (under a tenth of the catalogue) keeps the learned projection
+    # one changed file (under a tenth of the catalogue) keeps the learned projection, and spends no time on it
     photo = on.catalogue / "3.jpg"
     photo.write_bytes(photo.read_bytes() + b"\0")
     before = fake_counting_embedder.images
-    build_index(on, fake_counting_embedder)
+    kept = build_index(on, fake_counting_embedder)
     assert fake_counting_embedder.images == before + 1
+    assert kept.tuning_s == 0 and "tuning" not in kept.summary()
     assert generation.read_manifest(generation.current_generation(on.index_dir))["tuning"] == tuned_id
     # --retune learns it again (the views are embedded again)
     before = fake_counting_embedder.images
