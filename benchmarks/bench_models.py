@@ -303,7 +303,8 @@ def _quality(config: dict, settings: dict, embedders: dict) -> tuple[dict, dict]
             comparisons[f"openvino_vs_{runtime}"] = found
             emit(f"{DEFAULT_MODEL}: openvino vs {runtime} (ran on {found['runtime']}), "
                  "top-5 agreement / identical lists / max abs diff",
-                 f"{found['top_k_agreement']} / {found['identical_lists']} / {found['max_abs_diff']:.2e}")
+                 f"{found['top_k_agreement']} / {found['identical_lists']} / "
+                 f"{'n/a' if found['max_abs_diff'] is None else format(found['max_abs_diff'], '.2e')}")
     return quality, comparisons
 
 

@@ -289,6 +289,11 @@ def _cli_evaluate(work: Path, index: str, against: str) -> dict:
     }
 
 
+def _or_nan(value: float | None) -> float:
+    """``value``, or NaN (a target it fails) when it could not be measured."""
+    return float("nan") if value is None else value
+
+
 def _targets(model: dict, servers: dict | None) -> dict:
     build, single = model["build_ips"], model["single_ms_p50"]
     nan = {"start_s_p50": float("nan"), "rss_mb_p50": float("nan"), "search_ms_p50": float("nan")}
@@ -297,7 +302,7 @@ def _targets(model: dict, servers: dict | None) -> dict:
     figures = {
         "build_speedup_auto": build["auto"] / build["tensorflow"],
         "search_p50_ratio_auto": servers["auto"]["search_ms_p50"] / servers["tensorflow"]["search_ms_p50"],
-        "max_abs_diff_auto": model["auto_vs_tensorflow"]["max_abs_diff"],
+        "max_abs_diff_auto": _or_nan(model["auto_vs_tensorflow"]["max_abs_diff"]),
         "worker_start_ratio_auto": servers["auto"]["start_s_p50"] / servers["tensorflow"]["start_s_p50"],
         "worker_rss_ratio_auto": servers["auto"]["rss_mb_p50"] / servers["tensorflow"]["rss_mb_p50"],
         "build_speedup_int8": build["openvino-int8"] / build["tensorflow"],

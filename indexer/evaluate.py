@@ -130,17 +130,38 @@ _DIFF_BLOCK = 4096  # rows compared at a time: the difference is taken without h
 
 
 def _model_rows(searcher: Searcher):
-    """A reader of the model's own vectors by row: ``read(rows) -> array``.
+    """A reader of the model's own vectors by row (``read(rows) -> array``), or None when the index lacks them.
 
     A tuned index searches projected vectors, and each build learns its
     projection afresh: two builds of the same vectors can agree up to the
     sign of an axis, so their searched vectors are not comparable element by
-    element. The model's vectors are, and the generation keeps them.
+    element. The model's vectors are, and the generation keeps them (a
+    generation from before colour descriptors does not: None).
     """
-    stored = stored_rows(searcher.index) if searcher.projection is not None else None
-    if stored is None:  # untuned: the searched vectors are the model's
-        return lambda rows: np.stack([searcher.vector(int(row)) for row in rows])
+    if searcher.projection is None:  # untuned: the searched vectors are the model's
+        return lambda rows: np.asarray(searcher.embeddings[np.asarray(rows)], dtype=np.float32)
+    stored = stored_rows(searcher.index)
+    if stored is None:
+        return None
     return lambda rows: np.asarray(stored[0].open()[np.asarray(rows)], dtype=np.float32)
+
+
+def _max_abs_diff(searcher: Searcher, rows, other: Searcher, other_rows) -> float | None:
+    """The largest element-wise difference of the two indexes' model vectors for the same items, a block at a time.
+
+    None when either index lacks its model's vectors or the two models' vectors differ in width.
+    """
+    mine, theirs = _model_rows(searcher), _model_rows(other)
+    if mine is None or theirs is None:
+        return None
+    largest = 0.0
+    for start in range(0, len(rows), _DIFF_BLOCK):
+        block = slice(start, start + _DIFF_BLOCK)
+        a, b = mine(rows[block]), theirs(other_rows[block])
+        if a.shape != b.shape:
+            return None
+        largest = max(largest, float(np.abs(a - b).max()))
+    return largest
 
 
 def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
@@ -150,7 +171,7 @@ def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
     ``evaluate`` judges) are compared by file name: ``top_k_agreement`` is
     the mean share of common neighbours, ``identical_lists`` the share of
     queries whose ordered lists are equal. ``max_abs_diff`` compares the
-    model's own vectors (``_model_rows``).
+    model's own vectors (``_model_rows``; None when it cannot).
     """
     common = sorted(set(searcher.filenames) & set(other.filenames))
     if len(common) <= k:
@@ -168,23 +189,13 @@ def compare_indexes(searcher: Searcher, other: Searcher, k: int = 5) -> dict:
         overlap.append(len(set(a) & set(b)) / k)
         identical += a == b
         at_ties += a != b and gap < TIE_GAP
-    mine_rows, their_rows_read = _model_rows(searcher), _model_rows(other)
-    max_diff = 0.0
-    for start in range(0, len(common), _DIFF_BLOCK):
-        block = slice(start, start + _DIFF_BLOCK)
-        a_rows, b_rows = mine_rows(my_rows[block]), their_rows_read(their_rows[block])
-        if a_rows.shape == b_rows.shape:
-            max_diff = max(max_diff, float(np.abs(a_rows - b_rows).max()))
-        else:  # vectors of different models: no element-wise difference
-            max_diff = None
-            break
     return {
         "common_items": len(common),
         "k": k,
         "top_k_agreement": round(float(np.mean(overlap)), 4),
         "identical_lists": round(identical / len(common), 4),
         "differing_lists_at_ties": at_ties,  # differing lists whose order had a gap below TIE_GAP
-        "max_abs_diff": max_diff,
+        "max_abs_diff": _max_abs_diff(searcher, my_rows, other, their_rows),
         "vector_space": other.manifest.get("vector_space"),
         "runtime": other.manifest.get("runtime"),
     }

@@ -145,6 +145,33 @@ def test_comparing_two_tuned_indexes_compares_the_model_vectors(small_settings, 
     assert (found["top_k_agreement"], found["identical_lists"], found["max_abs_diff"]) == (1.0, 1.0, 0.0)
 
 
+@pytest.mark.slow  # three tuned builds
+def test_comparing_tuned_indexes_matches_items_by_name_and_sees_a_changed_one(small_settings, fake_embedder,
+                                                                             tmp_path):
+    from indexer.evaluate import compare_indexes
+
+    settings = small_settings.replace(tuning=True)
+    build_index(settings, fake_embedder)
+    mine = Searcher.for_settings(settings)
+
+    def tuned_copy(name, change):
+        catalogue = tmp_path / name
+        shutil.copytree(settings.catalogue, catalogue)
+        change(catalogue)
+        copy = settings.replace(catalogue=catalogue, index_dir=tmp_path / f"{name}-index")
+        build_index(copy, fake_embedder)
+        return Searcher.for_settings(copy)
+
+    # one more photo, named to come first: every common item sits one row further down
+    shifted = tuned_copy("shifted", lambda c: shutil.copy(c / "5.jpg", c / "0000.jpg"))
+    assert shifted.filenames[0] == "0000.jpg"
+    found = compare_indexes(mine, shifted, k=5)
+    assert found["common_items"] == len(mine) and found["max_abs_diff"] == 0.0
+    # one photo replaced by another: its vector differs, the others do not
+    changed = tuned_copy("changed", lambda c: shutil.copy(c / "5.jpg", c / "3.jpg"))
+    assert compare_indexes(mine, changed, k=5)["max_abs_diff"] > 0.01
+
+
 def test_tuning_off_gives_the_model_vectors_exactly(small_settings, fake_embedder):
     report = build_index(small_settings.replace(tuning=False), fake_embedder)
     assert report.tuning_s == 0 and "tuning" not in report.summary()
