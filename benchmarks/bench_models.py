@@ -67,8 +67,8 @@ the same, its retrieval quality is meaningless.
   ``FASHION_RUNTIME=auto``, the converted model cached) serves each model's
   OpenVINO index, the models alternating: ``--server-searches`` single-photo
   ``POST /api/search`` requests as the site searches (located), each
-  followed by the same photo with ``locate=false`` (one forward pass for
-  either model: the like-for-like comparison), the p50 of the server's
+  beside the same photo with ``locate=false`` (one forward pass for either
+  model: the like-for-like comparison; which goes first alternates), the p50 of the server's
   ``timing_ms.total`` and ``embed`` for each, and the worker's RSS after them.
 
 Figures are printed as plain lines, then one JSON line with every figure and
@@ -108,13 +108,14 @@ RANDOM_LABEL = "random weights (ImageNet download unavailable)"
 RESNET_LIMIT = 1500  # ResNet50 builds are the slowest part of the run
 CLASSIFY_PHOTOS = 20
 TARGETS = {  # name: (limit, higher is better)
-    "build_speedup_vs_resnet50": (3.0, True),
+    # embedding alone: the tuning costs the same for any catalogue size, and ResNet50 builds half as many photos
+    "embedding_speedup_vs_resnet50": (3.0, True),
     # the same steps for both: the whole photo, one forward pass (a located search's passes depend on the
     # model's map, and ResNet50's with random weights, all this machine can load, rarely gives a box)
     "server_whole_photo_p50_ratio_vs_resnet50": (0.5, False),
     "worker_rss_ratio_vs_resnet50": (0.7, False),
     # the embedding pipeline against the bare model; the tuning's own cost is bench_tuning's
-    "lite0_build_vs_forward": (0.8, True),
+    "lite0_embedding_vs_forward": (0.8, True),
     "lite0_int8_precision_gap": (0.01, False),
     "lite0_int8_forward_speedup": (2.5, True),
     "lite0_precision_at_5": (0.74, True),
@@ -512,10 +513,10 @@ def _servers(config: dict, child: dict, args) -> dict | None:
                 workers=1, extra_env=env, log_name=f"models-{model}-{number + 1}", startup_timeout_s=600,
             ) as server:
                 first = len(found[model]["search_ms"])
-                for photo in photos:
-                    # as the site searches (located), then the whole photo alone: one forward pass for any model
-                    for fields, total, embed in (({"k": "5"}, "search_ms", "embed_ms"),
-                                                 ({"k": "5", "locate": "false"}, "whole_ms", "whole_embed_ms")):
+                ways = (({"k": "5"}, "search_ms", "embed_ms"),  # as the site searches (located)
+                        ({"k": "5", "locate": "false"}, "whole_ms", "whole_embed_ms"))  # one pass for any model
+                for number_in_round, photo in enumerate(photos):
+                    for fields, total, embed in ways if number_in_round % 2 == 0 else ways[::-1]:
                         reply = post_search(server.port, [FilePart("image", "q.jpg", photo)], fields)
                         if reply.status == 200:
                             timing = reply.json()["timing_ms"]
@@ -563,14 +564,16 @@ def _targets(child: dict, servers: dict | None) -> dict:
     lite, other, default = DEFAULT_MODEL, OTHER_MODEL, DEFAULT_RUNTIME
     builds, paired, quality = child["builds"], child["paired"], child["quality"]
     figures = {
+        "embedding_speedup_vs_resnet50": lambda: builds[_key(lite, default)]["embedding_ips"]
+        / builds[_key(other, default)]["embedding_ips"],
         "build_speedup_vs_resnet50": lambda: builds[_key(lite, default)]["build_ips"]
         / builds[_key(other, default)]["build_ips"],
         "server_whole_photo_p50_ratio_vs_resnet50": lambda: servers[lite]["whole_ms_p50"]
         / servers[other]["whole_ms_p50"],
         "server_search_p50_ratio_vs_resnet50": lambda: servers[lite]["search_ms_p50"] / servers[other]["search_ms_p50"],
         "worker_rss_ratio_vs_resnet50": lambda: servers[lite]["rss_mb_p50"] / servers[other]["rss_mb_p50"],
-        "lite0_build_vs_forward": lambda: builds[_key(lite, default)]["embedding_vs_forward"],
-        "lite0_tuned_build_vs_forward": lambda: builds[_key(lite, default)]["build_vs_forward"],
+        "lite0_embedding_vs_forward": lambda: builds[_key(lite, default)]["embedding_vs_forward"],
+        "lite0_build_vs_forward": lambda: builds[_key(lite, default)]["build_vs_forward"],
         "lite0_int8_precision_gap": lambda: abs(
             quality[_key(lite, "openvino-int8")]["articleType"]["precision_at_k"]
             - quality[_key(lite, default)]["articleType"]["precision_at_k"]
@@ -584,7 +587,7 @@ def _targets(child: dict, servers: dict | None) -> dict:
             "batch32_speedup"]["p50"],
         "paired_single_ms_ratio_vs_resnet50": lambda: paired["ratios"][f"{lite}_vs_{other}/{default}"][
             "single_ms_ratio"]["p50"],
-        "lite0_build_vs_paired_forward": lambda: builds[_key(lite, default)]["embedding_ips"]
+        "lite0_embedding_vs_paired_forward": lambda: builds[_key(lite, default)]["embedding_ips"]
         / paired["batch32_ips_p50"][_key(lite, default)],
         "lite0_int8_build_speedup": lambda: builds[_key(lite, "openvino-int8")]["build_ips"]
         / builds[_key(lite, default)]["build_ips"],

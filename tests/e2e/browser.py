@@ -22,7 +22,9 @@ os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager downlo
 try:
     from selenium import webdriver
     from selenium.common.exceptions import (
+        InvalidSessionIdException,
         NoSuchElementException,
+        NoSuchWindowException,
         StaleElementReferenceException,
         WebDriverException,
     )
@@ -40,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - reported by the browser_ready f
     webdriver = ActionChains = By = Keys = EC = Select = WebDriverWait = None
     interaction = ActionBuilder = PointerInput = None
     NoSuchElementException = StaleElementReferenceException = WebDriverException = None
+    InvalidSessionIdException = NoSuchWindowException = None
     SELENIUM_ERROR = str(exc)
 
 CHROMIUM = os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium")
@@ -211,6 +214,8 @@ def _left_page(driver, token: str) -> bool:
     """
     try:
         return driver.execute_script("return window.__fashionTestPage || null;") != token
+    except (InvalidSessionIdException, NoSuchWindowException):
+        raise  # the browser is gone: say so now, not as a wait that timed out
     except WebDriverException:
         return False
 
