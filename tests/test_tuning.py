@@ -10,6 +10,7 @@ import pytest
 
 from indexer import generation, tuning
 from indexer.build import build_index
+from indexer.evaluate import compare_indexes
 from indexer.options import SearchOptions
 from indexer.query import QueryPipeline, decode_photo
 from indexer.search import Searcher
@@ -124,6 +125,11 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
     searcher = Searcher.for_settings(settings)
     assert searcher.embeddings.shape == (24, manifest["dim"])
     np.testing.assert_allclose(searcher.embeddings, searcher.projection.apply(raw), atol=1e-5)
+    # two builds may learn one projection up to the signs of its axes: comparing indexes compares the model's vectors
+    flipped = Searcher.for_settings(settings)
+    flipped.embeddings = -np.asarray(flipped.embeddings)  # every axis flipped: the same distances
+    compared = compare_indexes(searcher, flipped, k=5)
+    assert (compared["top_k_agreement"], compared["identical_lists"], compared["max_abs_diff"]) == (1.0, 1.0, 0.0)
     # a catalogue photo uploaded as a query still finds itself, at distance 0, through the tuning
     pipeline = QueryPipeline(fake_embedder, searcher)
     data = (settings.catalogue / "7.jpg").read_bytes()
@@ -133,23 +139,9 @@ def test_a_tuned_build_keeps_the_model_vectors_and_searches_the_tuned_ones(small
     assert first.match.label == "Same photo"
 
 
-def test_comparing_two_tuned_indexes_compares_the_model_vectors(small_settings, fake_embedder):
-    """Two builds may learn one projection up to the signs of its axes: the lists agree, and so do the vectors."""
-    from indexer.evaluate import compare_indexes
-
-    settings = small_settings.replace(tuning=True)
-    build_index(settings, fake_embedder)
-    mine, other = Searcher.for_settings(settings), Searcher.for_settings(settings)
-    other.embeddings = -np.asarray(other.embeddings)  # every axis flipped: the same distances
-    found = compare_indexes(mine, other, k=5)
-    assert (found["top_k_agreement"], found["identical_lists"], found["max_abs_diff"]) == (1.0, 1.0, 0.0)
-
-
 @pytest.mark.slow  # three tuned builds
 def test_comparing_tuned_indexes_matches_items_by_name_and_sees_a_changed_one(small_settings, fake_embedder,
                                                                              tmp_path):
-    from indexer.evaluate import compare_indexes
-
     settings = small_settings.replace(tuning=True)
     build_index(settings, fake_embedder)
     mine = Searcher.for_settings(settings)
